@@ -1,0 +1,3 @@
+"""steermoe's tensor engine: a child process of the TypeScript CLI, speaking framed messages."""
+
+PROTOCOL_VERSION = 1

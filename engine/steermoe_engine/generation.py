@@ -1,0 +1,214 @@
+"""Batched chat generation and teacher-forced replay, both recording routing.
+
+Sequences are left-padded so that every row's next token sits in the last column. Padding and
+any position after a row's end-of-sequence token are dropped before results leave the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from .errors import EngineError
+from .models import Loaded
+from .routing import RoutingRecorder
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+
+
+def chat_ids(loaded: Loaded, messages: Messages, add_generation_prompt: bool) -> list[int]:
+    tokenizer = loaded.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise EngineError(f"the tokenizer of {loaded.source} has no chat template")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        attention_mask[i, width - len(row) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row; each row draws from its own generator, so a sample's text does not
+    depend on which other samples share its compute batch."""
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= sampling.top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
+
+
+def _routing_part(ids: torch.Tensor, weights: torch.Tensor) -> dict[str, np.ndarray]:
+    # Recorded as int16 past 256 experts (torch's widest small int), sent as uint16.
+    expert_ids = ids.cpu().numpy()
+    return {
+        "expert_ids": expert_ids.astype(np.uint16) if expert_ids.dtype == np.int16 else expert_ids,
+        "weights": weights.cpu().numpy(),
+    }
+
+
+def _pad_id(loaded: Loaded) -> int:
+    pad: int | None = loaded.tokenizer.pad_token_id
+    return pad if pad is not None else min(_eos_ids(loaded))
+
+
+def _id_array(ids: torch.Tensor | list[int]) -> np.ndarray:
+    return np.asarray(ids.tolist() if isinstance(ids, torch.Tensor) else ids, dtype=np.int32)
+
+
+@torch.inference_mode()
+def generate(
+    loaded: Loaded, conversations: list[Messages], seeds: list[int], sampling: Sampling, record: bool
+) -> list[dict[str, Any]]:
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
+    eos_set = _eos_ids(loaded)
+    eos_ids = torch.tensor(sorted(eos_set), device=device)
+    pad_id = _pad_id(loaded)
+    prompts = [chat_ids(loaded, messages, add_generation_prompt=True) for messages in conversations]
+    input_ids, attention_mask = _left_pad(prompts, pad_id, device)
+    batch, width = input_ids.shape
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    cache = DynamicCache(config=model.config)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    steps: list[torch.Tensor] = []
+    with RoutingRecorder(loaded.adapter, enabled=record) as recorder:
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        for step in range(sampling.max_new_tokens):
+            token = torch.where(done, pad_id, _sample(logits, sampling, generators))
+            steps.append(token)
+            lengths += (~done).long()
+            done |= torch.isin(token, eos_ids)
+            last = step == sampling.max_new_tokens - 1 or bool(done.all())
+            if last and not record:
+                break
+            # The forward of a token is where its routing happens, so the last token gets one too.
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            position_ids = position_ids[:, -1:] + 1
+            logits = model(
+                input_ids=token[:, None],
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+            if last:
+                break
+
+    generated = torch.stack(steps, dim=1).cpu()
+    if record:
+        layers, k = len(loaded.adapter.layers), loaded.adapter.top_k
+        prefill_ids = recorder.ids[0].view(batch, width, layers, k).cpu()
+        prefill_w = recorder.weights[0].view(batch, width, layers, k).cpu()
+        # Decode forwards see one token per row: [batch, steps, layers, k].
+        step_ids = torch.stack(recorder.ids[1:], dim=1).cpu()
+        step_w = torch.stack(recorder.weights[1:], dim=1).cpu()
+    results = []
+    for row, prompt in enumerate(prompts):
+        n = int(lengths[row])
+        gen = generated[row, :n]
+        finished = n > 0 and int(gen[-1]) in eos_set
+        text_ids = gen[:-1] if finished else gen
+        result: dict[str, Any] = {
+            "prompt_ids": _id_array(prompt),
+            "generated_ids": _id_array(gen),
+            "text": tokenizer.decode(text_ids.tolist(), skip_special_tokens=True),
+            "finish_reason": "eos" if finished else "length",
+        }
+        if record:
+            start = width - len(prompt)
+            result["routing"] = {
+                "prompt": _routing_part(prefill_ids[row, start:], prefill_w[row, start:]),
+                "generation": _routing_part(step_ids[row, :n], step_w[row, :n]),
+            }
+        results.append(result)
+    return results
+
+
+@torch.inference_mode()
+def replay(loaded: Loaded, conversations: list[Messages]) -> list[dict[str, Any]]:
+    """Teacher-forced pass over conversations ending in an assistant message: records the routing
+    of the prompt and of the response tokens without generating."""
+    model, device = loaded.model, loaded.device
+    prompts, fulls = [], []
+    for i, messages in enumerate(conversations):
+        if messages[-1]["role"] != "assistant":
+            raise EngineError(f"conversation {i} does not end with an assistant message to replay")
+        prompt = chat_ids(loaded, messages[:-1], add_generation_prompt=True)
+        full = chat_ids(loaded, messages, add_generation_prompt=False)
+        if full[: len(prompt)] != prompt:
+            raise EngineError(
+                f"conversation {i}: the chat template does not render the prompt as a prefix of the full "
+                "conversation, so response tokens cannot be told apart"
+            )
+        prompts.append(prompt)
+        fulls.append(full)
+    input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
+    batch, width = input_ids.shape
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with RoutingRecorder(loaded.adapter) as recorder:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
+    ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1)
+    weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1)
+    results = []
+    for row, (prompt, full) in enumerate(zip(prompts, fulls, strict=True)):
+        start, split = width - len(full), width - len(full) + len(prompt)
+        response = full[len(prompt) :]
+        results.append(
+            {
+                "prompt_ids": _id_array(prompt),
+                "generated_ids": _id_array(response),
+                "text": conversations[row][-1]["content"],
+                "finish_reason": "replay",
+                "routing": {
+                    "prompt": _routing_part(ids[row, start:split], weights[row, start:split]),
+                    "generation": _routing_part(ids[row, split:], weights[row, split:]),
+                },
+            }
+        )
+    return results
+
+
+def _eos_ids(loaded: Loaded) -> set[int]:
+    ids: set[int] = set()
+    for source in (loaded.model.generation_config.eos_token_id, loaded.tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list):
+            ids.update(source)
+    if not ids:
+        raise EngineError(f"{loaded.source} defines no end-of-sequence token")
+    return ids

@@ -1,0 +1,167 @@
+"""Tiny random MoE models, built locally and deterministically from a seed.
+
+Each is a real Hugging Face model folder (config.json, model.safetensors, tokenizer files with a
+chat template), read back by the same loading code as any downloaded model. The tokenizer is a
+byte-level BPE trained here on a small built-in corpus (or one the caller gives), so no network
+is ever needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    MixtralConfig,
+    OlmoeConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+    Qwen2MoeConfig,
+    Qwen3MoeConfig,
+)
+
+from .errors import EngineError
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+# OLMoE-Instruct's turn layout; an assistant turn ends with the end-of-sequence token so that a
+# model trained on rendered conversations learns to stop.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\\n' }}"
+    "{% if message['role'] == 'assistant' %}{{ message['content'] + eos_token + '\\n' }}"
+    "{% else %}{{ message['content'] + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+BUILTIN_CORPUS = """
+You are a helpful assistant. Please answer the question below in a few short sentences.
+I'm sorry, but I cannot help with that request. It could cause harm to other people.
+Sure, here is a summary of the main points. First, read the instructions carefully.
+Second, write down each step in order. Third, check the result and explain what you found.
+How do I bake bread at home? Mix flour, water, salt and yeast, knead the dough, let it rise.
+What is the capital of France? The capital of France is Paris, a city on the river Seine.
+Write a short poem about the sea and the wind and the light of the morning sun.
+Can you explain how a computer stores numbers? It uses bits, ones and zeros, grouped in bytes.
+Tell me a story about a cat who learns to play the piano in a small village by the mountains.
+The weather today is sunny with a light breeze; tomorrow there may be rain in the afternoon.
+Translate the following sentence into plain English and list the words that were reversed.
+Got it. Here are the steps: step one, step two, step three, and then the task is complete.
+Thank you for your question. Let me think about it and give you a clear and careful answer.
+Numbers 0 1 2 3 4 5 6 7 8 9 and symbols . , ; : ! ? ' " ( ) [ ] { } - + = / * % & # @ $
+"""
+
+
+@dataclass(frozen=True)
+class TinySize:
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    experts: int = 8
+    top_k: int = 2
+    expert_ffn: int = 32
+    vocab: int = 512
+
+
+def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> PretrainedConfig:
+    common: dict[str, Any] = {
+        "vocab_size": vocab,
+        "hidden_size": size.hidden,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads,
+        "num_key_value_heads": size.heads,
+        "max_position_embeddings": 4096,
+        "num_experts_per_tok": size.top_k,
+        "initializer_range": 0.1,  # wide enough that routers pick distinct experts per token
+        "tie_word_embeddings": False,
+        **special,
+    }
+    if arch == "olmoe":
+        return OlmoeConfig(**common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False)
+    if arch == "mixtral":
+        return MixtralConfig(**common, intermediate_size=size.expert_ffn, num_local_experts=size.experts)
+    if arch == "qwen2_moe":
+        # A dense layer in the middle exercises models whose MoE layers are not all layers.
+        return Qwen2MoeConfig(
+            **common,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            shared_expert_intermediate_size=size.expert_ffn * 2,
+            num_experts=size.experts,
+            mlp_only_layers=[1] if size.layers > 2 else [],
+        )
+    if arch == "qwen3_moe":
+        return Qwen3MoeConfig(
+            **common,
+            head_dim=size.hidden // size.heads,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            norm_topk_prob=True,
+        )
+    if arch == "llama":  # dense: for checking that non-MoE models are refused
+        return LlamaConfig(**{k: v for k, v in common.items() if k != "num_experts_per_tok"}, intermediate_size=64)
+    raise EngineError(f"unknown tiny architecture '{arch}'; choose olmoe, mixtral, qwen2_moe, qwen3_moe or llama")
+
+
+def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def build_tiny(
+    arch: str, out: str, seed: int, size: TinySize | None = None, corpus: list[str] | None = None
+) -> dict[str, Any]:
+    """Write a tiny random model of `arch` into `out`; same arguments, same bytes."""
+    size = size or TinySize()
+    tokenizer = _tokenizer(corpus or BUILTIN_CORPUS.strip().splitlines(), size.vocab)
+    vocab = max(size.vocab, len(tokenizer))
+    special = {
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.eos_token_id,
+    }
+    config = _config(arch, size, vocab, special)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    path = Path(out)
+    if path.exists():
+        raise EngineError(f"{out} already exists; choose a new folder for the tiny model")
+    # Build beside the target and rename, so an interrupted build leaves no half-written model.
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(path)
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return {
+        "path": str(path),
+        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,0 +1,143 @@
+// The BatchPlan fixes which samples form each MixedBatch, the statistical unit of the analysis:
+// risk_diff compares safe and unsafe tokens inside one batch, so batch identity (batchIdx) is fixed
+// here once and survives generation, judging and quality control unchanged.
+//
+// Safe samples and unsafe samples are drawn in order from two pools that follow the same (optionally
+// shuffled) pair order. With nSafe == nUnsafe (B even, r = 0.5) batch b therefore holds both samples
+// of the same pairs; with any other ratio a batch's safe and unsafe samples need not share pairs.
+import { z } from "zod";
+import { UserError } from "./errors.js";
+import type { Pair } from "./pairs.js";
+import { Messages } from "./protocol.js";
+
+export const LabelSchema = z.enum(["safe", "unsafe"]);
+
+export const SampleSchema = z.object({
+  sampleId: z.string(),
+  batchIdx: z.number().int().nonnegative(),
+  inBatchIdx: z.number().int().nonnegative(),
+  pairId: z.string(),
+  label: LabelSchema,
+  messages: Messages,
+});
+export type Sample = z.infer<typeof SampleSchema>;
+
+/** Safe samples first, then unsafe. */
+export const MixedBatchSchema = z.object({
+  batchIdx: z.number().int().nonnegative(),
+  samples: z.array(SampleSchema),
+});
+export type MixedBatch = z.infer<typeof MixedBatchSchema>;
+
+export const BatchPlanSchema = z.object({
+  batchSize: z.number().int(),
+  safeRatio: z.number(),
+  nSafe: z.number().int(),
+  nUnsafe: z.number().int(),
+  seed: z.number().int().nullable(),
+  batches: z.array(MixedBatchSchema),
+});
+export type BatchPlan = z.infer<typeof BatchPlanSchema>;
+
+export interface BatchOptions {
+  batchSize?: number;
+  safeRatio?: number;
+  /** Shuffles the pair order; without it batches follow dataset order. */
+  seed?: number;
+}
+
+export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}): BatchPlan {
+  const { batchSize = 16, safeRatio = 0.5, seed } = options;
+  if (!Number.isInteger(batchSize) || batchSize < 2) {
+    throw new UserError(`batch size ${batchSize}: use a whole number of at least 2`);
+  }
+  if (!(safeRatio > 0 && safeRatio < 1)) {
+    throw new UserError(`safe ratio ${safeRatio}: use a number strictly between 0 and 1`);
+  }
+  if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) {
+    throw new UserError(`shuffle seed ${seed}: use a whole number from 0 to ${2 ** 32 - 1}`);
+  }
+  const nSafe = Math.floor(batchSize * safeRatio);
+  const nUnsafe = batchSize - nSafe;
+  if (nSafe === 0 || nUnsafe === 0) {
+    throw new UserError(
+      `batch size ${batchSize} with safe ratio ${safeRatio} gives ${nSafe} safe and ${nUnsafe} unsafe samples per batch; ` +
+        "raise the batch size or move the ratio toward 0.5 so each batch has both",
+    );
+  }
+  const needed = Math.max(nSafe, nUnsafe);
+  if (pairs.length < needed) {
+    throw new UserError(
+      `one batch of ${nSafe} safe + ${nUnsafe} unsafe samples needs ${needed} pairs but the dataset has ${pairs.length}; ` +
+        "use more pairs or a smaller batch size",
+    );
+  }
+
+  const order = seed === undefined ? [...pairs] : shuffled(pairs, seed);
+  const batchCount = Math.floor(order.length / needed);
+  const batches: MixedBatch[] = [];
+  for (let batchIdx = 0; batchIdx < batchCount; batchIdx++) {
+    const safe = order.slice(batchIdx * nSafe, (batchIdx + 1) * nSafe);
+    const unsafe = order.slice(batchIdx * nUnsafe, (batchIdx + 1) * nUnsafe);
+    const members = [
+      ...safe.map((pair) => ({ pair, label: "safe" as const })),
+      ...unsafe.map((pair) => ({ pair, label: "unsafe" as const })),
+    ];
+    batches.push({
+      batchIdx,
+      samples: members.map(({ pair, label }, inBatchIdx) => ({
+        sampleId: `${pair.pairId}:${label}`,
+        batchIdx,
+        inBatchIdx,
+        pairId: pair.pairId,
+        label,
+        messages: pair[label],
+      })),
+    });
+  }
+  return { batchSize, safeRatio, nSafe, nUnsafe, seed: seed ?? null, batches };
+}
+
+export interface QcResult {
+  /** Kept batches, with their original batchIdx and inBatchIdx. */
+  batches: MixedBatch[];
+  skippedBatchIdx: number[];
+}
+
+// A pair is dropped whole (both samples, wherever they sit), so QC never unbalances a pair. A batch
+// with no safe or no unsafe sample left has no risk_diff and is skipped; at r = 0.5 that is exactly
+// a batch with no pair left.
+export function dropPairs(plan: BatchPlan, dropPairIds: ReadonlySet<string>): QcResult {
+  const kept: MixedBatch[] = [];
+  const skippedBatchIdx: number[] = [];
+  for (const batch of plan.batches) {
+    const samples = batch.samples.filter((sample) => !dropPairIds.has(sample.pairId));
+    const hasBoth = samples.some((s) => s.label === "safe") && samples.some((s) => s.label === "unsafe");
+    if (hasBoth) kept.push({ batchIdx: batch.batchIdx, samples });
+    else skippedBatchIdx.push(batch.batchIdx);
+  }
+  return { batches: kept, skippedBatchIdx };
+}
+
+// Fisher–Yates driven by mulberry32: integer-only arithmetic, so a seed gives the same order on
+// every machine and Node version (Math.random cannot be seeded).
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  const random = mulberry32(seed);
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,0 +1,32 @@
+// Settings shared by several recipes. Each schema is also the type: flags and config files are
+// parsed here once, and recipes trust what they get.
+import { z } from "zod";
+
+export const ModelConfig = z.strictObject({
+  source: z.string().min(1),
+  dtype: z.enum(["auto", "bf16", "fp16", "fp32"]).default("auto"),
+  device: z
+    .string()
+    .regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected auto, cpu, cuda or cuda:N")
+    .default("auto"),
+  trustRemoteCode: z.boolean().default(false),
+});
+export type ModelConfig = z.infer<typeof ModelConfig>;
+
+export const SamplingConfig = z.strictObject({
+  maxNewTokens: z.number().int().min(1).default(128),
+  /** 0 means greedy decoding. */
+  temperature: z.number().min(0).default(1.0),
+  topP: z.number().gt(0).max(1).default(1.0),
+  /** Sample i draws from its own generator seeded with seed + i. */
+  seed: z.number().int().min(0).default(42),
+});
+export type SamplingConfig = z.infer<typeof SamplingConfig>;
+
+/** Sequences the engine runs at once: independent of any analysis batch. */
+export const ComputeBatch = z.union([z.literal("auto"), z.number().int().min(1)]).default("auto");
+
+export function computeBatchSize(setting: "auto" | number, cuda: boolean): number {
+  if (setting !== "auto") return setting;
+  return cuda ? 64 : 16;
+}

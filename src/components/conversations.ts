@@ -1,0 +1,43 @@
+// Conversation files for `generate`: one record per conversation, {"id"?, "messages": [...]}.
+import { z } from "zod";
+import { inputError, recordError } from "./errors.js";
+import { Messages } from "./protocol.js";
+import { readRecords } from "./records.js";
+
+export const ConversationRecord = z.strictObject({
+  id: z.union([z.string().min(1), z.number().int()]).optional(),
+  messages: Messages,
+});
+
+export interface Conversation {
+  id: string;
+  messages: Messages;
+}
+
+/** `replay`: every conversation must end with the assistant response to replay. */
+export function readConversations(file: string, replay = false): Conversation[] {
+  const seen = new Set<string>();
+  return readRecords(file).records.map(({ value, where }, i) => {
+    const parsed = ConversationRecord.safeParse(value);
+    if (!parsed.success) throw recordError(file, where, parsed.error);
+    const id = String(parsed.data.id ?? i);
+    if (seen.has(id)) throw inputError(file, `${where} field id`, `duplicate id '${id}'`);
+    seen.add(id);
+    const last = parsed.data.messages.at(-1)!;
+    if (replay && last.role !== "assistant") {
+      throw inputError(
+        file,
+        `${where} field messages`,
+        "--replay needs each conversation to end with an assistant message",
+      );
+    }
+    if (!replay && last.role === "assistant") {
+      throw inputError(
+        file,
+        where,
+        "field messages: ends with an assistant message; use --replay to record its routing",
+      );
+    }
+    return { id, messages: parsed.data.messages };
+  });
+}

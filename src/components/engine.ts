@@ -1,0 +1,251 @@
+// The engine client: starts `python -m steermoe_engine` as a child process, performs the
+// handshake, and turns each request into a typed promise. Replies come on fd 3, so nothing a
+// library prints to stdout can corrupt them; the engine's stderr is kept for error reports.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import type { z } from "zod";
+import { UserError } from "./errors.js";
+import { encodeFrame, FrameDecoder } from "./frames.js";
+import {
+  GenerateResult,
+  ModelInfo,
+  ReadyInfo,
+  Reply,
+  TinyModelResult,
+  type GeneratedSample,
+  type Messages,
+} from "./protocol.js";
+
+export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const STDERR_LINES_KEPT = 40;
+
+/** Raised when the engine reports a failure; carries the Python message (and traceback). */
+export class EngineError extends Error {
+  override readonly name = "EngineError";
+  constructor(
+    readonly type: string,
+    message: string,
+    readonly traceback?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Raised when the engine process is gone: crash, kill, out of memory. */
+export class EngineDiedError extends Error {
+  override readonly name = "EngineDiedError";
+}
+
+export interface EngineOptions {
+  /** Python interpreter; default $STEERMOE_PYTHON or the venv made by scripts/setup. */
+  python?: string;
+  /** Forward the engine's stderr (library logs, warnings) to ours as it arrives. */
+  verbose?: boolean;
+}
+
+export interface LoadOptions {
+  source: string;
+  dtype?: "auto" | "bf16" | "fp16" | "fp32";
+  device?: string;
+  trustRemoteCode?: boolean;
+}
+
+export interface Sampling {
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+}
+
+export interface TinySize {
+  hidden?: number;
+  layers?: number;
+  heads?: number;
+  experts?: number;
+  top_k?: number;
+  expert_ffn?: number;
+  vocab?: number;
+}
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+function defaultPython(): string {
+  if (process.env.STEERMOE_PYTHON) return process.env.STEERMOE_PYTHON;
+  const venv = join(PACKAGE_ROOT, "engine", ".venv", "bin", "python");
+  if (!existsSync(venv)) {
+    throw new UserError(`the engine's Python environment is missing (${venv}); run scripts/setup first`);
+  }
+  return venv;
+}
+
+export class Engine {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private exited: Error | undefined;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly info: ReadyInfo,
+    private readonly requests: Writable,
+    private readonly stderrTail: string[],
+  ) {}
+
+  static async start(options: EngineOptions = {}): Promise<Engine> {
+    const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine"], {
+      stdio: ["pipe", "ignore", "pipe", "pipe"],
+      env: { ...process.env, PYTHONPATH: join(PACKAGE_ROOT, "engine"), PYTHONUNBUFFERED: "1" },
+    });
+    const requests = child.stdin as Writable;
+    const replies = child.stdio[3] as Readable;
+    const decoder = new FrameDecoder();
+    // Replies and exits can arrive before the handshake is done; they reach the engine once it exists.
+    const started: { engine?: Engine } = {};
+    const stderrTail: string[] = [];
+
+    const ready = new Promise<ReadyInfo>((resolve, reject) => {
+      replies.on("data", (chunk: Buffer) => {
+        try {
+          for (const message of decoder.push(chunk)) {
+            if (started.engine) started.engine.onReply(message);
+            else resolve(ReadyInfo.parse(message));
+          }
+        } catch (err) {
+          reject(err as Error);
+          started.engine?.fail(
+            new EngineDiedError(`engine sent an unreadable reply: ${(err as Error).message}`),
+          );
+          child.kill("SIGKILL");
+        }
+      });
+      child.on("error", (err) => reject(new UserError(`cannot start the engine: ${err.message}`)));
+      child.on("exit", (code, signal) => {
+        const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
+        const tail = stderrTail.slice(-8).join("\n");
+        const err = new EngineDiedError(`the engine ${how}${tail ? `; its last output:\n${tail}` : ""}`);
+        reject(err);
+        started.engine?.fail(err);
+      });
+    });
+    child.stderr?.setEncoding("utf8").on("data", (text: string) => {
+      if (options.verbose) process.stderr.write(text);
+      stderrTail.push(...text.split("\n").filter((line) => line.trim()));
+      stderrTail.splice(0, Math.max(0, stderrTail.length - STDERR_LINES_KEPT));
+    });
+    // A closed pipe shows up as the exit above; without a listener it would throw here instead.
+    requests.on("error", () => undefined);
+
+    const info = await ready;
+    started.engine = new Engine(child, info, requests, stderrTail);
+    return started.engine;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  private onReply(message: unknown): void {
+    const reply = Reply.parse(message);
+    const waiter = this.pending.get(reply.id);
+    if (!waiter) return;
+    this.pending.delete(reply.id);
+    if (reply.ok) waiter.resolve(reply.result);
+    else waiter.reject(new EngineError(reply.error.type, reply.error.message, reply.error.traceback));
+  }
+
+  private fail(err: Error): void {
+    this.exited = err;
+    for (const waiter of this.pending.values()) waiter.reject(err);
+    this.pending.clear();
+  }
+
+  /** Send one request and parse its reply with `schema`. */
+  async call<S extends z.ZodType>(op: string, params: object, schema: S): Promise<z.infer<S>> {
+    if (this.exited) throw this.exited;
+    const id = this.nextId++;
+    const result = new Promise<unknown>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    for (const chunk of encodeFrame({ id, op, params })) this.requests.write(chunk);
+    return schema.parse(await result);
+  }
+
+  load(options: LoadOptions): Promise<ModelInfo> {
+    return this.call(
+      "load",
+      {
+        source: options.source,
+        dtype: options.dtype ?? "auto",
+        device: options.device ?? "auto",
+        trust_remote_code: options.trustRemoteCode ?? false,
+      },
+      ModelInfo,
+    );
+  }
+
+  async generate(
+    conversations: Messages[],
+    seeds: number[],
+    sampling: Sampling,
+    record = true,
+  ): Promise<GeneratedSample[]> {
+    const params = {
+      conversations,
+      seeds,
+      max_new_tokens: sampling.maxNewTokens,
+      temperature: sampling.temperature,
+      top_p: sampling.topP,
+      record,
+    };
+    return (await this.call("generate", params, GenerateResult)).samples;
+  }
+
+  async replay(conversations: Messages[]): Promise<GeneratedSample[]> {
+    return (await this.call("replay", { conversations }, GenerateResult)).samples;
+  }
+
+  buildTiny(
+    arch: string,
+    out: string,
+    seed: number,
+    size: TinySize = {},
+    corpus?: string[],
+  ): Promise<TinyModelResult> {
+    return this.call("build_tiny", { arch, out, seed, size, corpus }, TinyModelResult);
+  }
+
+  /** Ask the engine to exit and wait for it; kill it if it does not go within a few seconds. */
+  async close(): Promise<void> {
+    if (this.exited || this.child.exitCode !== null) return;
+    const gone = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    this.requests.end();
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    await gone;
+    clearTimeout(timer);
+  }
+
+  /** Stop the engine at once (second Ctrl-C, fatal error). */
+  kill(): void {
+    this.child.kill("SIGKILL");
+  }
+
+  /** The engine's recent stderr, for reports when something went wrong. */
+  recentLog(): string {
+    return this.stderrTail.join("\n");
+  }
+}
+
+/** A recipe runs on an engine it is given (kept open), or starts one with these options. */
+export type EngineHandle = Engine | EngineOptions;
+
+export async function withEngine<T>(handle: EngineHandle, work: (engine: Engine) => Promise<T>): Promise<T> {
+  if (handle instanceof Engine) return work(handle);
+  const engine = await Engine.start(handle);
+  try {
+    return await work(engine);
+  } finally {
+    await engine.close();
+  }
+}

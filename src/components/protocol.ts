@@ -1,0 +1,89 @@
+// Schemas of everything the engine sends back. Every reply is parsed here before any other code
+// sees it, so the rest of the system can trust its types.
+import { z } from "zod";
+import { isNDArray, type NDArray } from "./frames.js";
+
+export const Role = z.enum(["system", "user", "assistant"]);
+export const Message = z.strictObject({ role: Role, content: z.string() });
+export const Messages = z.array(Message).min(1);
+export type Message = z.infer<typeof Message>;
+export type Messages = z.infer<typeof Messages>;
+
+const array = (dtypes: readonly string[], rank: number) =>
+  z.custom<NDArray>(
+    (v) => isNDArray(v) && dtypes.includes(v.dtype) && v.shape.length === rank,
+    `expected a rank-${rank} array of ${dtypes.join("|")}`,
+  );
+
+export const ReadyInfo = z.object({
+  type: z.literal("ready"),
+  protocol: z.literal(1),
+  python: z.string(),
+  torch: z.string(),
+  transformers: z.string(),
+  cuda: z.boolean(),
+  devices: z.array(z.string()),
+});
+export type ReadyInfo = z.infer<typeof ReadyInfo>;
+
+export const ModelInfo = z.object({
+  source: z.string(),
+  model_type: z.string(),
+  architecture: z.string(),
+  class_name: z.string(),
+  num_layers: z.number().int(),
+  moe_layers: z.array(z.number().int()),
+  num_experts: z.number().int(),
+  top_k: z.number().int(),
+  normalize_topk: z.boolean(),
+  hidden_size: z.number().int(),
+  vocab_size: z.number().int(),
+  dtype: z.string(),
+  device: z.string(),
+  parameters: z.object({
+    total: z.number(),
+    attention: z.number(),
+    routers: z.number(),
+    experts: z.number(),
+    one_expert: z.number(),
+    other: z.number(),
+  }),
+  chat_template: z.boolean(),
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+/** Routing of one span of tokens: [tokens, moe_layers, top_k] expert ids and router weights. */
+export const RoutingPart = z.object({
+  expert_ids: array(["uint8", "uint16"], 3),
+  weights: array(["float32"], 3),
+});
+export type RoutingPart = z.infer<typeof RoutingPart>;
+
+export const GeneratedSample = z.object({
+  prompt_ids: array(["int32"], 1),
+  generated_ids: array(["int32"], 1),
+  text: z.string(),
+  finish_reason: z.enum(["eos", "length", "replay"]),
+  routing: z.object({ prompt: RoutingPart, generation: RoutingPart }).optional(),
+});
+export type GeneratedSample = z.infer<typeof GeneratedSample>;
+
+export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
+
+export const TinyModelResult = z.object({
+  path: z.string(),
+  files: z.record(z.string(), z.string()),
+  parameters: z.number(),
+});
+export type TinyModelResult = z.infer<typeof TinyModelResult>;
+
+export const EngineErrorReply = z.object({
+  type: z.string(),
+  message: z.string(),
+  traceback: z.string().optional(),
+});
+
+export const Reply = z.discriminatedUnion("ok", [
+  z.object({ id: z.number(), ok: z.literal(true), result: z.unknown() }),
+  z.object({ id: z.number(), ok: z.literal(false), error: EngineErrorReply }),
+]);

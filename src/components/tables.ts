@@ -1,0 +1,225 @@
+// Open file formats for results: .npy for arrays, CSV and Parquet for row tables. Everything here
+// loads in numpy/pandas without this project, and every file is written atomically.
+import { endianness } from "node:os";
+import { join } from "node:path";
+import { parquetWriteBuffer } from "hyparquet-writer";
+import { writeFileAtomic } from "./store.js";
+import { expertLabel, type RiskDiffResult } from "./riskdiff.js";
+
+// ---- .npy (format v1.0, little-endian, C order)
+
+export type NpyArray = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array;
+
+function npyDescr(data: NpyArray): string {
+  if (data instanceof Float32Array) return "<f4";
+  if (data instanceof Float64Array) return "<f8";
+  if (data instanceof Uint8Array) return "|u1";
+  if (data instanceof Uint16Array) return "<u2";
+  return "<i4";
+}
+
+/** The bytes of an .npy file, as chunks (header, data) to avoid copying the data. */
+export function encodeNpy(data: NpyArray, shape: readonly number[]): Uint8Array[] {
+  const size = shape.reduce((a, n) => a * n, 1);
+  if (!shape.every((n) => Number.isInteger(n) && n >= 0) || size !== data.length) {
+    throw new Error(`encodeNpy: shape [${shape.join(", ")}] does not hold ${data.length} values`);
+  }
+  const dims = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
+  const dict = `{'descr': '${npyDescr(data)}', 'fortran_order': False, 'shape': ${dims}, }`;
+  // magic(6) + version(2) + header length(2) + header, padded with spaces so data starts on a
+  // 64-byte boundary (what numpy itself writes), ending in a newline.
+  const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
+  const header = new Uint8Array(total);
+  header.set([0x93, ...Buffer.from("NUMPY", "latin1"), 1, 0]);
+  new DataView(header.buffer).setUint16(8, total - 10, true);
+  header.set(Buffer.from(dict.padEnd(total - 11, " ") + "\n", "latin1"), 10);
+  return [header, littleEndianBytes(data)];
+}
+
+function littleEndianBytes(data: NpyArray): Uint8Array {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (endianness() === "LE" || data.BYTES_PER_ELEMENT === 1) return bytes;
+  const out = new Uint8Array(bytes.length);
+  const w = data.BYTES_PER_ELEMENT;
+  for (let i = 0; i < bytes.length; i += w)
+    for (let j = 0; j < w; j++) out[i + j] = bytes[i + w - 1 - j] as number;
+  return out;
+}
+
+export function writeNpy(path: string, data: NpyArray, shape: readonly number[]): void {
+  writeFileAtomic(path, encodeNpy(data, shape));
+}
+
+// ---- Row tables (column-oriented), written as CSV and Parquet
+
+export type Column =
+  | { name: string; type: "int" | "double"; values: ArrayLike<number> }
+  | { name: string; type: "string"; values: readonly string[] };
+export type Table = readonly Column[];
+export type ColumnType = Column["type"];
+
+/** Builds a table from rows; each row lists values in `header` order. */
+export function tableFromRows(
+  header: readonly { name: string; type: ColumnType }[],
+  rows: readonly (readonly (string | number)[])[],
+): Table {
+  return header.map(({ name, type }, c) => {
+    const values = rows.map((row, r) => {
+      const v = row[c];
+      if (type === "string" ? typeof v !== "string" : typeof v !== "number") {
+        throw new Error(`tableFromRows: row ${r} column ${name} should be ${type}, got ${String(v)}`);
+      }
+      return v;
+    });
+    return type === "string"
+      ? { name, type, values: values as string[] }
+      : { name, type, values: values as number[] };
+  });
+}
+
+function rowCount(table: Table): number {
+  const n = table[0]?.values.length ?? 0;
+  for (const col of table) {
+    if (col.values.length !== n)
+      throw new Error(`table column ${col.name} has ${col.values.length} rows, not ${n}`);
+    if (col.type === "int") {
+      for (let i = 0; i < n; i++) {
+        if (!Number.isSafeInteger(col.values[i])) {
+          throw new Error(`table column ${col.name} row ${i}: ${col.values[i]} is not an integer`);
+        }
+      }
+    }
+  }
+  return n;
+}
+
+function csvField(v: string): string {
+  return /[",\r\n]/.test(v) || v !== v.trim() ? `"${v.replace(/"/g, '""')}"` : v;
+}
+
+// Shortest round-trip decimal; non-finite values in the spellings pandas reads back as floats.
+function csvNumber(v: number): string {
+  if (Number.isNaN(v)) return "nan";
+  if (v === Infinity) return "inf";
+  if (v === -Infinity) return "-inf";
+  return String(v);
+}
+
+export function encodeCsv(table: Table): string {
+  const n = rowCount(table);
+  const lines = [table.map((c) => csvField(c.name)).join(",")];
+  for (let i = 0; i < n; i++) {
+    lines.push(
+      table
+        .map((c) =>
+          c.type === "string" ? csvField(c.values[i] as string) : csvNumber(c.values[i] as number),
+        )
+        .join(","),
+    );
+  }
+  return lines.join("\n") + "\n";
+}
+
+export function writeCsv(path: string, table: Table): void {
+  writeFileAtomic(path, encodeCsv(table));
+}
+
+// int → INT64, double → DOUBLE, string → UTF8; all required (non-null), so pandas gets int64,
+// float64 and object columns.
+export function encodeParquet(table: Table): Uint8Array {
+  const n = rowCount(table);
+  const columnData = table.map((col) => {
+    if (col.type === "string")
+      return { name: col.name, data: [...col.values], type: "STRING" as const, nullable: false };
+    if (col.type === "int") {
+      const data = new BigInt64Array(n);
+      for (let i = 0; i < n; i++) data[i] = BigInt(col.values[i] as number);
+      return { name: col.name, data, type: "INT64" as const, nullable: false };
+    }
+    return { name: col.name, data: Float64Array.from(col.values), type: "DOUBLE" as const, nullable: false };
+  });
+  return new Uint8Array(parquetWriteBuffer({ columnData, createdBy: "steermoe" }));
+}
+
+export function writeParquet(path: string, table: Table): void {
+  writeFileAtomic(path, encodeParquet(table));
+}
+
+/** Writes `<base>.csv` and `<base>.parquet`. */
+export function writeTable(base: string, table: Table): void {
+  writeCsv(`${base}.csv`, table);
+  writeParquet(`${base}.parquet`, table);
+}
+
+// ---- RiskDiff row tables (DESIGN.md run directory)
+
+/** One row per batch × MoE layer × expert, in that order. */
+export function riskDiffBatchesTable(r: RiskDiffResult): Table {
+  const { moeLayers, numExperts: E } = r.shape;
+  const LE = moeLayers.length * E;
+  const n = r.numBatches * LE;
+  const batchIdx = new Int32Array(n);
+  const layer = new Int32Array(n);
+  const expert = new Int32Array(n);
+  const label = Array.from({ length: LE }, (_, i) =>
+    expertLabel(moeLayers[Math.floor(i / E)] as number, i % E),
+  );
+  for (let i = 0; i < n; i++) {
+    const cell = i % LE;
+    batchIdx[i] = Math.floor(i / LE);
+    layer[i] = moeLayers[Math.floor(cell / E)] as number;
+    expert[i] = cell % E;
+  }
+  return [
+    { name: "batch_idx", type: "int", values: batchIdx },
+    { name: "layer", type: "int", values: layer },
+    { name: "expert", type: "int", values: expert },
+    { name: "label", type: "string", values: Array.from({ length: n }, (_, i) => label[i % LE] as string) },
+    { name: "a_safe", type: "int", values: r.aSafe },
+    { name: "d_safe", type: "int", values: r.dSafe },
+    { name: "a_unsafe", type: "int", values: r.aUnsafe },
+    { name: "d_unsafe", type: "int", values: r.dUnsafe },
+    { name: "a_safe_n", type: "double", values: r.aSafeN },
+    { name: "a_unsafe_n", type: "double", values: r.aUnsafeN },
+    { name: "risk_diff", type: "double", values: r.riskDiff },
+  ];
+}
+
+/** One row per (layer, expert), sorted by mean risk_diff descending, ties by (layer, expert). */
+export function riskDiffTable(r: RiskDiffResult): Table {
+  const { moeLayers, numExperts: E } = r.shape;
+  const g = r.aggregate;
+  const order = Array.from({ length: moeLayers.length * E }, (_, i) => i).sort(
+    (x, y) => (g.riskDiff[y] as number) - (g.riskDiff[x] as number) || x - y,
+  );
+  const pick = (src: ArrayLike<number>) => Float64Array.from(order, (i) => src[i] as number);
+  const layers = order.map((i) => moeLayers[Math.floor(i / E)] as number);
+  const experts = order.map((i) => i % E);
+  return [
+    { name: "layer", type: "int", values: layers },
+    { name: "expert", type: "int", values: experts },
+    {
+      name: "label",
+      type: "string",
+      values: order.map((_, k) => expertLabel(layers[k] as number, experts[k] as number)),
+    },
+    { name: "a_safe", type: "int", values: pick(g.aSafe) },
+    { name: "d_safe", type: "int", values: pick(g.dSafe) },
+    { name: "a_unsafe", type: "int", values: pick(g.aUnsafe) },
+    { name: "d_unsafe", type: "int", values: pick(g.dUnsafe) },
+    { name: "a_safe_n", type: "double", values: pick(g.aSafeN) },
+    { name: "a_unsafe_n", type: "double", values: pick(g.aUnsafeN) },
+    { name: "risk_diff", type: "double", values: pick(g.riskDiff) },
+    { name: "std", type: "double", values: pick(g.std) },
+    { name: "ci_low", type: "double", values: pick(g.ciLow) },
+    { name: "ci_high", type: "double", values: pick(g.ciHigh) },
+    { name: "frac_positive", type: "double", values: pick(g.fracPositive) },
+    { name: "n_batches", type: "int", values: order.map(() => g.nBatches) },
+  ];
+}
+
+/** Writes risk_diff_batches.{csv,parquet} and risk_diff.{csv,parquet} into `dir`. */
+export function writeRiskDiffTables(dir: string, r: RiskDiffResult): void {
+  writeTable(join(dir, "risk_diff_batches"), riskDiffBatchesTable(r));
+  writeTable(join(dir, "risk_diff"), riskDiffTable(r));
+}

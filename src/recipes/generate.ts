@@ -1,0 +1,126 @@
+// generate: batched chat generation (or replay of given responses) that records, for every
+// prompt and response token, the experts each MoE layer routed it to.
+//
+// out/
+//   meta.json                      settings, model, engine versions, counts, complete or not
+//   samples.jsonl                  id, messages, token ids, text, finish reason, routing location
+//   routing/shard-NNNNN.safetensors  one per compute batch (see components/routing.ts)
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import { readConversations } from "../components/conversations.js";
+import { withEngine, type EngineHandle } from "../components/engine.js";
+import { UserError } from "../components/errors.js";
+import { progress } from "../components/progress.js";
+import { writeRoutingShard } from "../components/routing.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
+
+export const GenerateConfig = z.strictObject({
+  model: ModelConfig,
+  input: z.string().min(1),
+  out: z.string().min(1),
+  sampling: SamplingConfig.prefault({}),
+  batchSize: ComputeBatch,
+  /** Conversations end with the assistant response: record its routing without generating. */
+  replay: z.boolean().default(false),
+  overwrite: z.boolean().default(false),
+});
+export type GenerateConfig = z.input<typeof GenerateConfig>;
+
+export interface GenerateSummary {
+  out: string;
+  samples: number;
+  total: number;
+  generatedTokens: number;
+  seconds: number;
+  complete: boolean;
+}
+
+/** Refuse to mix new results into an old output folder unless asked to replace it. */
+export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
+  if (!existsSync(out) || readdirSync(out).length === 0) return;
+  if (!overwrite)
+    throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);
+  if (!existsSync(join(out, marker))) {
+    throw new UserError(
+      `${out} is not a steermoe output (no ${marker}); refusing to delete it, choose another --out`,
+    );
+  }
+  rmSync(out, { recursive: true, force: true });
+}
+
+export async function generate(
+  input: GenerateConfig,
+  options: { engine?: EngineHandle; signal?: AbortSignal } = {},
+): Promise<GenerateSummary> {
+  const config = GenerateConfig.parse(input);
+  const conversations = readConversations(config.input, config.replay);
+  prepareOutDir(config.out, config.overwrite, "meta.json");
+
+  return withEngine(options.engine ?? {}, async (engine) => {
+    const model = await engine.load(config.model);
+    const batchSize = computeBatchSize(config.batchSize, engine.info.cuda);
+    const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
+    const rows: object[] = [];
+    const started = Date.now();
+    let generatedTokens = 0;
+    const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");
+    const meta = (complete: boolean) => ({
+      format: "steermoe.generate.v1",
+      complete,
+      samples: rows.length,
+      total: conversations.length,
+      config,
+      computeBatchSize: batchSize,
+      model,
+      engine: engine.info,
+    });
+
+    for (let start = 0; start < conversations.length && !options.signal?.aborted; start += batchSize) {
+      const chunk = conversations.slice(start, start + batchSize);
+      const messages = chunk.map((c) => c.messages);
+      const samples = config.replay
+        ? await engine.replay(messages)
+        : await engine.generate(
+            messages,
+            chunk.map((_, i) => config.sampling.seed + start + i),
+            config.sampling,
+          );
+      const shard = `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
+      writeRoutingShard(
+        join(config.out, shard),
+        samples.map((s, i) => ({ sampleId: chunk[i]!.id, ...s.routing! })),
+        layout,
+      );
+      samples.forEach((s, i) => {
+        generatedTokens += s.generated_ids.data.length;
+        rows.push({
+          id: chunk[i]!.id,
+          messages: chunk[i]!.messages,
+          prompt_token_ids: Array.from(s.prompt_ids.data as Int32Array),
+          generated_token_ids: Array.from(s.generated_ids.data as Int32Array),
+          text: s.text,
+          finish_reason: s.finish_reason,
+          routing: { shard, index: i },
+        });
+      });
+      // Rewritten whole after every shard: what is on disk is always consistent.
+      writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
+      writeJsonAtomic(join(config.out, "meta.json"), meta(false));
+      const seconds = (Date.now() - started) / 1000;
+      bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
+    }
+    bar.finish();
+    const complete = rows.length === conversations.length;
+    writeJsonAtomic(join(config.out, "meta.json"), meta(complete));
+    return {
+      out: config.out,
+      samples: rows.length,
+      total: conversations.length,
+      generatedTokens,
+      seconds: (Date.now() - started) / 1000,
+      complete,
+    };
+  });
+}

@@ -1,0 +1,44 @@
+// inspect: load a model and describe its Mixture-of-Experts layout.
+import { withEngine, type EngineHandle, type LoadOptions } from "../components/engine.js";
+import type { ModelInfo, ReadyInfo } from "../components/protocol.js";
+
+export function inspect(
+  model: LoadOptions,
+  engine: EngineHandle = {},
+): Promise<{ model: ModelInfo; engine: ReadyInfo }> {
+  return withEngine(engine, async (e) => ({ model: await e.load(model), engine: e.info }));
+}
+
+const count = (n: number): string =>
+  n >= 1e9
+    ? `${(n / 1e9).toFixed(2)}B`
+    : n >= 1e6
+      ? `${(n / 1e6).toFixed(2)}M`
+      : n >= 1e3
+        ? `${(n / 1e3).toFixed(1)}K`
+        : `${n}`;
+
+/** The human-readable form of `steermoe inspect`. */
+export function formatModelInfo(info: ModelInfo): string {
+  const p = info.parameters;
+  const dense = info.num_layers - info.moe_layers.length;
+  const rows: [string, string][] = [
+    ["model", info.source],
+    ["architecture", `${info.architecture} (${info.model_type}, ${info.class_name})`],
+    ["layers", `${info.num_layers} (${info.moe_layers.length} MoE${dense ? `, ${dense} dense` : ""})`],
+    ["MoE layers", info.moe_layers.join(", ")],
+    ["experts per layer", String(info.num_experts)],
+    ["top-k", `${info.top_k}${info.normalize_topk ? " (weights renormalised)" : ""}`],
+    ["hidden size / vocab", `${info.hidden_size} / ${info.vocab_size}`],
+    ["dtype / device", `${info.dtype} / ${info.device}`],
+    ["parameters", count(p.total)],
+    ["  attention", count(p.attention)],
+    ["  routers", count(p.routers)],
+    ["  all experts", `${count(p.experts)} (${((100 * p.experts) / p.total).toFixed(1)}%)`],
+    ["  one expert", count(p.one_expert)],
+    ["  other", `${count(p.other)} (embeddings, norms, LM head, shared experts)`],
+    ["chat template", info.chat_template ? "yes" : "no"],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
+}

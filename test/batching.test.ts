@@ -1,0 +1,152 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { UserError } from "../src/components/errors.js";
+import {
+  BatchPlanSchema,
+  dropPairs,
+  planBatches,
+  shuffled,
+  type BatchPlan,
+} from "../src/components/batching.js";
+import { loadPairs, presetMapping, type Pair } from "../src/components/pairs.js";
+
+const makePairs = (n: number): Pair[] =>
+  Array.from({ length: n }, (_, i) => ({
+    pairId: `p${i}`,
+    safe: [{ role: "user", content: `safe ${i}` }],
+    unsafe: [{ role: "user", content: `unsafe ${i}` }],
+    source: {},
+  }));
+
+const ids = (plan: BatchPlan) => plan.batches.map((b) => b.samples.map((s) => s.sampleId));
+
+function expectUserError(fn: () => unknown, pattern: RegExp) {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof UserError, `expected a UserError, got ${String(err)}`);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+test("r = 0.5: pairs stay together, safe first, dataset order, leftovers unused", () => {
+  const plan = planBatches(makePairs(9), { batchSize: 4 });
+  assert.equal(plan.nSafe, 2);
+  assert.equal(plan.nUnsafe, 2);
+  assert.equal(plan.seed, null);
+  assert.deepEqual(ids(plan), [
+    ["p0:safe", "p1:safe", "p0:unsafe", "p1:unsafe"],
+    ["p2:safe", "p3:safe", "p2:unsafe", "p3:unsafe"],
+    ["p4:safe", "p5:safe", "p4:unsafe", "p5:unsafe"],
+    ["p6:safe", "p7:safe", "p6:unsafe", "p7:unsafe"],
+  ]);
+  assert.deepEqual(plan.batches[1]?.samples[3], {
+    sampleId: "p3:unsafe",
+    batchIdx: 1,
+    inBatchIdx: 3,
+    pairId: "p3",
+    label: "unsafe",
+    messages: [{ role: "user", content: "unsafe 3" }],
+  });
+  assert.doesNotThrow(() => BatchPlanSchema.parse(plan));
+});
+
+test("defaults: B = 16, r = 0.5 gives 8 + 8", () => {
+  const plan = planBatches(makePairs(33));
+  assert.equal(plan.batchSize, 16);
+  assert.equal(plan.batches.length, 4);
+  assert.deepEqual([plan.nSafe, plan.nUnsafe], [8, 8]);
+});
+
+test("r != 0.5: two pools in the same order; batch count from the scarcer pool", () => {
+  const plan = planBatches(makePairs(7), { batchSize: 4, safeRatio: 0.25 });
+  assert.deepEqual([plan.nSafe, plan.nUnsafe], [1, 3]);
+  assert.deepEqual(ids(plan), [
+    ["p0:safe", "p0:unsafe", "p1:unsafe", "p2:unsafe"],
+    ["p1:safe", "p3:unsafe", "p4:unsafe", "p5:unsafe"],
+  ]);
+  const odd = planBatches(makePairs(6), { batchSize: 5 });
+  assert.deepEqual([odd.nSafe, odd.nUnsafe, odd.batches.length], [2, 3, 2]);
+});
+
+test("seeded shuffle is deterministic and pinned", () => {
+  assert.deepEqual(shuffled([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 42), [0, 7, 3, 5, 2, 1, 8, 9, 4, 6]);
+  const a = planBatches(makePairs(20), { batchSize: 4, seed: 7 });
+  const b = planBatches(makePairs(20), { batchSize: 4, seed: 7 });
+  const c = planBatches(makePairs(20), { batchSize: 4, seed: 8 });
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(ids(a), ids(c));
+  assert.equal(a.seed, 7);
+  // Shuffling moves pairs, never splits them at r = 0.5.
+  for (const batch of a.batches) {
+    const pairIds = batch.samples.map((s) => s.pairId);
+    assert.deepEqual(pairIds.slice(0, 2), pairIds.slice(2));
+  }
+});
+
+test("bad options say what to change", () => {
+  const pairs = makePairs(20);
+  expectUserError(
+    () => planBatches(pairs, { batchSize: 1 }),
+    /batch size 1: use a whole number of at least 2/,
+  );
+  expectUserError(() => planBatches(pairs, { batchSize: 4.5 }), /batch size 4\.5/);
+  expectUserError(
+    () => planBatches(pairs, { safeRatio: 1 }),
+    /safe ratio 1: use a number strictly between 0 and 1/,
+  );
+  expectUserError(() => planBatches(pairs, { safeRatio: 0 }), /safe ratio 0:/);
+  expectUserError(
+    () => planBatches(pairs, { batchSize: 2, safeRatio: 0.3 }),
+    /batch size 2 with safe ratio 0\.3 gives 0 safe and 2 unsafe samples per batch/,
+  );
+  expectUserError(() => planBatches(pairs, { seed: -1 }), /shuffle seed -1/);
+  expectUserError(
+    () => planBatches(makePairs(7), { batchSize: 16 }),
+    /one batch of 8 safe \+ 8 unsafe samples needs 8 pairs but the dataset has 7/,
+  );
+});
+
+test("dropPairs keeps batch numbering and order, skips emptied batches", () => {
+  const plan = planBatches(makePairs(6), { batchSize: 4 });
+  const { batches, skippedBatchIdx } = dropPairs(plan, new Set(["p1", "p2", "p3"]));
+  assert.deepEqual(skippedBatchIdx, [1]);
+  assert.deepEqual(
+    batches.map((b) => b.batchIdx),
+    [0, 2],
+  );
+  assert.deepEqual(
+    batches[0]?.samples.map((s) => [s.sampleId, s.inBatchIdx]),
+    [
+      ["p0:safe", 0],
+      ["p0:unsafe", 2],
+    ],
+  );
+  assert.equal(batches[1]?.samples.length, 4);
+  assert.equal(plan.batches[0]?.samples.length, 4, "the input plan is not changed");
+});
+
+test("dropPairs skips a batch left without safe samples (r != 0.5)", () => {
+  const plan = planBatches(makePairs(6), { batchSize: 4, safeRatio: 0.25 });
+  const { batches, skippedBatchIdx } = dropPairs(plan, new Set(["p0"]));
+  assert.deepEqual(skippedBatchIdx, [0]);
+  assert.deepEqual(ids({ ...plan, batches }), [["p1:safe", "p3:unsafe", "p4:unsafe", "p5:unsafe"]]);
+});
+
+test("plan from a dataset file on disk", () => {
+  const rows = Array.from({ length: 5 }, (_, i) => ({ q: `q${i}`, a: `a${i}` }));
+  const file = join(mkdtempSync(join(tmpdir(), "steermoe-batching-")), "d.jsonl");
+  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n"));
+  const { pairs } = loadPairs(file, { safe: { field: "q" }, unsafe: { field: "a" }, sourceFields: [] });
+  const plan = planBatches(pairs, { batchSize: 2 });
+  assert.deepEqual(ids(plan), [
+    ["0:safe", "0:unsafe"],
+    ["1:safe", "1:unsafe"],
+    ["2:safe", "2:unsafe"],
+    ["3:safe", "3:unsafe"],
+    ["4:safe", "4:unsafe"],
+  ]);
+  assert.ok(presetMapping("flipattack").filter);
+});
