@@ -3,10 +3,19 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { EngineDiedError, EngineError } from "./components/engine.js";
 import { UserError, zodProblem } from "./components/errors.js";
 import { z } from "zod";
+import {
+  analyze,
+  parseAnalyzeSettings,
+  type AnalyzeSettings,
+  type AnalyzeSummary,
+} from "./recipes/analyze.js";
+import { overlay, readConfigFile } from "./components/run.js";
 import { demo } from "./recipes/demo.js";
 import { generate } from "./recipes/generate.js";
 import { formatModelInfo, inspect } from "./recipes/inspect.js";
 import { tinyModel } from "./recipes/tiny-model.js";
+import { report } from "./recipes/report.js";
+import { writeSyntheticData } from "./components/synthetic.js";
 
 const int = (min: number) => (value: string) => {
   const n = Number(value);
@@ -61,12 +70,102 @@ function interruptible(): AbortSignal {
   return controller.signal;
 }
 
+interface AnalyzeFlags {
+  run: string;
+  config?: string;
+  data?: string;
+  preset?: string;
+  keepFiltered?: boolean;
+  model?: string;
+  dtype?: string;
+  device?: string;
+  trustRemoteCode?: boolean;
+  batchSize?: number;
+  safeRatio?: number;
+  shuffleSeed?: number;
+  maxNewTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  computeBatch?: "auto" | number;
+  qc?: "on" | "off";
+  judge?: "keyword" | "openai";
+  judgeUrl?: string;
+  judgeModel?: string;
+  judgeKeyEnv?: string;
+  tokens?: string;
+  batchThreshold?: number;
+  batchTopK?: number;
+  globalThreshold?: number;
+  globalTopK?: number;
+  randomExperts?: boolean;
+  refusalSource?: string;
+  refusalTemplate?: string;
+}
+
+/** The config file's settings with the flags that were given laid over them. */
+function analyzeSettings(f: AnalyzeFlags): AnalyzeSettings {
+  const fromFile = f.config ? readConfigFile(f.config) : {};
+  const endpoint = { baseUrl: f.judgeUrl, model: f.judgeModel, apiKeyEnv: f.judgeKeyEnv };
+  const settings = overlay(fromFile, {
+    model: { source: f.model, dtype: f.dtype, device: f.device, trustRemoteCode: f.trustRemoteCode },
+    data: { file: f.data, preset: f.preset, keepFiltered: f.keepFiltered },
+    batch: { size: f.batchSize, safeRatio: f.safeRatio, shuffleSeed: f.shuffleSeed },
+    sampling: { maxNewTokens: f.maxNewTokens, temperature: f.temperature, topP: f.topP, seed: f.seed },
+    qc: f.qc === undefined ? undefined : f.qc === "on",
+    judge: f.judge === "openai" ? { kind: "openai", ...endpoint } : f.judge && { kind: f.judge },
+    tokens: f.tokens,
+    selection: {
+      batchThreshold: f.batchThreshold,
+      batchTopK: f.batchTopK,
+      globalThreshold: f.globalThreshold,
+      globalTopK: f.globalTopK,
+      randomExperts: f.randomExperts,
+    },
+    refusal: {
+      source: f.refusalSource,
+      template: f.refusalTemplate,
+      endpoint: f.refusalSource === "openai" ? endpoint : undefined,
+    },
+  });
+  if (!(settings.model as { source?: string }).source) {
+    throw new UserError("analyze needs --model (or model.source in the --config file)");
+  }
+  if (!(settings.data as { file?: string }).file) {
+    throw new UserError("analyze needs --data (or data.file in the --config file)");
+  }
+  return parseAnalyzeSettings(settings);
+}
+
+function formatAnalyzeSummary(s: AnalyzeSummary): string {
+  if (!s.complete) {
+    return `stopped after ${s.batchesDone}/${s.batches} batches; rerun the same command to resume → ${s.run}`;
+  }
+  const lines = [
+    `${s.resumed ? "resumed and finished" : "done"}: ${s.pairs} pairs in ${s.batches} batches; ` +
+      `${s.keptBatches} batches and ${s.keptPairs} pairs kept after quality control`,
+    `unsafe experts: ${s.globalExperts!.length} global (mean risk_diff above the threshold), ${s.unionExperts} in the union of per-batch sets`,
+  ];
+  const top = s.globalExperts!.slice(0, 10);
+  if (top.length) lines.push("top experts: " + top.map((e) => `${e.label} ${e.score.toFixed(3)}`).join(", "));
+  lines.push(`run folder: ${s.run}`);
+  return lines.join("\n");
+}
+
 export function program(): Command {
   const cli = new Command("steermoe")
     .description("Find and repair the experts that carry unsafe behaviour in Mixture-of-Experts models")
     .option("--verbose", "show the engine's log and stack traces")
-    .showHelpAfterError("(run with --help for usage)")
-    .configureOutput({ outputError: (text, write) => write(`steermoe: ${text.replace(/^error: /, "")}`) });
+    // Commander's own errors (unknown flag, bad value) become one line like ours.
+    .configureOutput({
+      outputError: (text, write) =>
+        write(
+          `steermoe: ${text
+            .replace(/^error: /, "")
+            .trim()
+            .replace(/\s*\n\s*/g, " ")} (see --help)\n`,
+        ),
+    });
 
   modelOptions(cli.command("inspect").description("describe a model's MoE layout and parameter counts"))
     .option("--json", "print JSON")
@@ -127,6 +226,90 @@ export function program(): Command {
         if (!summary.complete) process.exitCode = 130;
       },
     );
+
+  cli
+    .command("analyze")
+    .description("find the experts that fire more under jailbreak (mixed batches, QC, risk difference)")
+    .requiredOption("--run <dir>", "run folder (resumed if it exists with the same settings)")
+    .option("--config <file>", "settings file (JSON or YAML); flags override it")
+    .option("--data <file>", "jailbreak dataset: JSON array or JSONL")
+    .option("--preset <name>", "dataset format (default flipattack)")
+    .option("--keep-filtered", "keep records the preset drops (flipattack: failed jailbreaks)")
+    .option("--model <path|hub-id>", "model folder or hub id")
+    .addOption(
+      new Option("--dtype <dtype>", "weights dtype (default auto)").choices(["auto", "bf16", "fp16", "fp32"]),
+    )
+    .option("--device <device>", "auto, cpu, cuda or cuda:N (default auto)")
+    .option("--trust-remote-code", "run code shipped with the model")
+    .option("--batch-size <n>", "samples per analysis batch (default 16)", int(2))
+    .option("--safe-ratio <r>", "share of safe samples per batch (default 0.5)", num)
+    .option("--shuffle-seed <n>", "shuffle pairs before batching (default: dataset order)", int(0))
+    .option("--max-new-tokens <n>", "tokens generated per sample (default 128)", int(1))
+    .option("--temperature <t>", "sampling temperature, 0 = greedy (default 1.0)", num)
+    .option("--top-p <p>", "nucleus sampling mass (default 1.0)", num)
+    .option("--seed <n>", "generation seed (default 42)", int(0))
+    .option("--compute-batch <n|auto>", "sequences the engine runs at once (auto: 16 CPU, 64 GPU)", batch)
+    .addOption(
+      new Option(
+        "--qc <on|off>",
+        "keep only pairs whose plain request was refused and jailbreak not (default on)",
+      ).choices(["on", "off"]),
+    )
+    .addOption(new Option("--judge <kind>", "refusal judge (default keyword)").choices(["keyword", "openai"]))
+    .option("--judge-url <url>", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    .option("--judge-model <name>", "model name at the endpoint")
+    .option("--judge-key-env <name>", "environment variable holding the API key (default OPENAI_API_KEY)")
+    .addOption(
+      new Option("--tokens <part>", "tokens the risk difference counts (default generation)").choices([
+        "generation",
+        "prompt",
+        "all",
+      ]),
+    )
+    .option("--batch-threshold <x>", "per-batch selection: risk_diff above this (default 0.0)", num)
+    .option("--batch-top-k <n>", "per-batch selection: at most this many experts (default 50)", int(1))
+    .option("--global-threshold <x>", "global selection: mean risk_diff above this (default 0.05)", num)
+    .option("--global-top-k <n>", "global selection: at most this many experts (default 50)", int(1))
+    .option("--random-experts", "ablation: also draw each batch's top-k at random (seed + batch_idx)")
+    .addOption(
+      new Option("--refusal-source <source>", "SFT target for jailbreaks (default self)").choices([
+        "self",
+        "template",
+        "openai",
+      ]),
+    )
+    .option("--refusal-template <text>", "the sentence used by --refusal-source template")
+    .action(async (flags: AnalyzeFlags) => {
+      const summary = await analyze(analyzeSettings(flags), {
+        run: flags.run,
+        computeBatch: flags.computeBatch,
+        engine: { verbose: cli.opts().verbose },
+        signal: interruptible(),
+      });
+      console.log(formatAnalyzeSummary(summary));
+      if (!summary.complete) process.exitCode = 130;
+    });
+
+  cli
+    .command("report")
+    .description("write one self-contained report.html for a run (works on unfinished runs too)")
+    .requiredOption("--run <dir>", "run folder")
+    .option("--out <file>", "where to write the page (default RUN/report.html)")
+    .action((flags: { run: string; out?: string }) => {
+      const result = report(flags.run, flags.out);
+      if (result.missing.length) console.log(`not in the run yet: ${result.missing.join(", ")}`);
+      console.log(`report → ${result.path}`);
+    });
+
+  cli
+    .command("synthetic-data")
+    .description("write the seeded synthetic FlipAttack-style dataset (train, held-out, benign)")
+    .requiredOption("--out <dir>", "folder for train.json, heldout.json, benign.json, manifest.json")
+    .option("--seed <n>", "random seed", int(0), 0)
+    .action((flags: { out: string; seed: number }) => {
+      const manifest = writeSyntheticData(flags.out, flags.seed);
+      console.log(`wrote ${JSON.stringify(manifest.counts)} → ${flags.out}`);
+    });
 
   cli
     .command("tiny-model")

@@ -3,6 +3,9 @@ export { demo, type DemoConfig } from "./recipes/demo.js";
 export { generate, GenerateConfig, type GenerateSummary } from "./recipes/generate.js";
 export { formatModelInfo, inspect } from "./recipes/inspect.js";
 export { tinyModel, type TinyModelConfig } from "./recipes/tiny-model.js";
+export { analyze, AnalyzeSettings, type AnalyzeSummary } from "./recipes/analyze.js";
+export { report } from "./recipes/report.js";
+export { writeSyntheticData } from "./components/synthetic.js";
 export {
   Engine,
   EngineDiedError,

@@ -111,7 +111,7 @@ test("bad options say what to change", () => {
 
 test("dropPairs keeps batch numbering and order, skips emptied batches", () => {
   const plan = planBatches(makePairs(6), { batchSize: 4 });
-  const { batches, skippedBatchIdx } = dropPairs(plan, new Set(["p1", "p2", "p3"]));
+  const { batches, skippedBatchIdx } = dropPairs(plan.batches, new Set(["p1", "p2", "p3"]));
   assert.deepEqual(skippedBatchIdx, [1]);
   assert.deepEqual(
     batches.map((b) => b.batchIdx),
@@ -130,7 +130,7 @@ test("dropPairs keeps batch numbering and order, skips emptied batches", () => {
 
 test("dropPairs skips a batch left without safe samples (r != 0.5)", () => {
   const plan = planBatches(makePairs(6), { batchSize: 4, safeRatio: 0.25 });
-  const { batches, skippedBatchIdx } = dropPairs(plan, new Set(["p0"]));
+  const { batches, skippedBatchIdx } = dropPairs(plan.batches, new Set(["p0"]));
   assert.deepEqual(skippedBatchIdx, [0]);
   assert.deepEqual(ids({ ...plan, batches }), [["p1:safe", "p3:unsafe", "p4:unsafe", "p5:unsafe"]]);
 });

@@ -9,13 +9,12 @@ import {
   computeRiskDiff,
   expertLabel,
   ExpertSetSchema,
-  mulberry32,
   randomExperts,
   selectExperts,
-  tQuantile,
   type RoutedSample,
   type RoutingShape,
 } from "../src/components/riskdiff.js";
+import { mulberry32, tQuantile } from "../src/components/stats.js";
 import { writeNpy } from "../src/components/tables.js";
 import { UserError } from "../src/components/errors.js";
 

@@ -9,6 +9,7 @@ import { z } from "zod";
 import { UserError } from "./errors.js";
 import type { Pair } from "./pairs.js";
 import { Messages } from "./protocol.js";
+import { mulberry32 } from "./stats.js";
 
 export const LabelSchema = z.enum(["safe", "unsafe"]);
 
@@ -107,10 +108,10 @@ export interface QcResult {
 // A pair is dropped whole (both samples, wherever they sit), so QC never unbalances a pair. A batch
 // with no safe or no unsafe sample left has no risk_diff and is skipped; at r = 0.5 that is exactly
 // a batch with no pair left.
-export function dropPairs(plan: BatchPlan, dropPairIds: ReadonlySet<string>): QcResult {
+export function dropPairs(batches: readonly MixedBatch[], dropPairIds: ReadonlySet<string>): QcResult {
   const kept: MixedBatch[] = [];
   const skippedBatchIdx: number[] = [];
-  for (const batch of plan.batches) {
+  for (const batch of batches) {
     const samples = batch.samples.filter((sample) => !dropPairIds.has(sample.pairId));
     const hasBoth = samples.some((s) => s.label === "safe") && samples.some((s) => s.label === "unsafe");
     if (hasBoth) kept.push({ batchIdx: batch.batchIdx, samples });
@@ -129,15 +130,4 @@ export function shuffled<T>(items: readonly T[], seed: number): T[] {
     [out[i], out[j]] = [out[j] as T, out[i] as T];
   }
   return out;
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

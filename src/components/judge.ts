@@ -477,6 +477,7 @@ function openCache(path: string | undefined): Cache {
     if (!path) return;
     // Appending (not rewriting) is safe here: a crash can tear at most the last line, and loading
     // drops torn lines. fsync so a verdict we paid for survives a power cut.
+    mkdirSync(dirname(path), { recursive: true }); // only now: a failed run leaves no folder behind
     const fd = openSync(path, "a");
     try {
       writeSync(fd, JSON.stringify({ key, value }) + "\n");
@@ -512,7 +513,6 @@ function loadCache(path: string): Map<string, unknown> {
     text = readFileSync(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    mkdirSync(dirname(path), { recursive: true });
     return values;
   }
   const good: string[] = [];

@@ -1,0 +1,374 @@
+// analyze: find the experts that fire more when the model is jailbroken.
+//
+//   pairs → mixed batches → generate with routing recorded → judge (quality control)
+//         → risk difference per batch → aggregate → unsafe experts → batch-structured SFT data
+//
+// Generation is the slow part: it lands batch by batch (samples/ and routing/), so a stopped or
+// crashed run resumes at the first unfinished batch. Everything after it is recomputed from those
+// files when the last batch is in.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/batching.js";
+import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import { withEngine, type Engine, type EngineHandle } from "../components/engine.js";
+import { UserError, zodProblem } from "../components/errors.js";
+import { createJudge, JudgeConfig, type Judge, type Verdict } from "../components/judge.js";
+import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/pairs.js";
+import { progress } from "../components/progress.js";
+import type { ModelInfo } from "../components/protocol.js";
+import {
+  computeRiskDiff,
+  randomExperts,
+  selectExperts,
+  type ExpertSet,
+  type RoutedSample,
+  type RoutingShape,
+} from "../components/riskdiff.js";
+import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/routing.js";
+import { openRun } from "../components/run.js";
+import { buildSftDataset, RefusalSource, type SftSample } from "../components/sft.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
+import { writeNpy, writeRiskDiffTables } from "../components/tables.js";
+
+export const AnalyzeSettings = z.strictObject({
+  model: ModelConfig,
+  data: z.strictObject({
+    file: z.string().min(1),
+    /** A named mapping (flipattack) or an explicit one; flipattack when neither is given. */
+    preset: z.string().default("flipattack"),
+    mapping: DatasetMappingSchema.optional(),
+    /** Keep records the mapping's filter would drop (for flipattack: failed jailbreaks). */
+    keepFiltered: z.boolean().default(false),
+  }),
+  batch: z
+    .strictObject({
+      size: z.number().int().min(2).default(16),
+      safeRatio: z.number().gt(0).lt(1).default(0.5),
+      /** Shuffle pairs before batching; dataset order without it. */
+      shuffleSeed: z.number().int().min(0).optional(),
+    })
+    .prefault({}),
+  sampling: SamplingConfig.prefault({}),
+  /** Keep a pair only if its plain request was refused and its jailbreak was not. */
+  qc: z.boolean().default(true),
+  judge: JudgeConfig.prefault({ kind: "keyword" }),
+  /** Which tokens the risk difference counts. */
+  tokens: z.enum(["generation", "prompt", "all"]).default("generation"),
+  selection: z
+    .strictObject({
+      batchThreshold: z.number().default(0),
+      batchTopK: z.number().int().min(1).default(50),
+      globalThreshold: z.number().default(0.05),
+      globalTopK: z.number().int().min(1).default(50),
+      /** Ablation: also draw each batch's top-k at random (seed + batch_idx). */
+      randomExperts: z.boolean().default(false),
+    })
+    .prefault({}),
+  refusal: RefusalSource.prefault({}),
+});
+export type AnalyzeSettings = z.input<typeof AnalyzeSettings>;
+
+export interface AnalyzeOptions {
+  run: string;
+  engine?: EngineHandle;
+  computeBatch?: z.input<typeof ComputeBatch>;
+  signal?: AbortSignal;
+}
+
+export interface AnalyzeSummary {
+  run: string;
+  complete: boolean;
+  batchesDone: number;
+  batches: number;
+  keptBatches?: number;
+  keptPairs?: number;
+  pairs: number;
+  globalExperts?: ExpertSet;
+  unionExperts?: number;
+  resumed: boolean;
+}
+
+/** One generated sample as stored in samples/batch-NNNNN.jsonl. */
+interface SampleRow {
+  sample_id: string;
+  pair_id: string;
+  batch_idx: number;
+  in_batch_idx: number;
+  label: "safe" | "unsafe";
+  messages: Sample["messages"];
+  seed: number;
+  prompt_token_ids: number[];
+  generated_token_ids: number[];
+  text: string;
+  finish_reason: string;
+  verdict: Verdict | null;
+  qc_pass: boolean | null;
+  routing: { shard: string; index: number };
+}
+
+const batchName = (b: number) => `batch-${String(b).padStart(5, "0")}`;
+const samplesFile = (run: string, b: number) => join(run, "samples", `${batchName(b)}.jsonl`);
+const routingFile = (b: number) => `routing/${batchName(b)}.safetensors`;
+
+export function parseAnalyzeSettings(input: unknown): z.infer<typeof AnalyzeSettings> {
+  const parsed = AnalyzeSettings.safeParse(input);
+  if (!parsed.success) throw new UserError(`analyze settings ${zodProblem(parsed.error)}`);
+  return parsed.data;
+}
+
+export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): Promise<AnalyzeSummary> {
+  const settings = parseAnalyzeSettings(input);
+  const mapping = settings.data.mapping ?? presetMapping(settings.data.preset);
+  const dataset = loadPairs(settings.data.file, mapping, { keepFiltered: settings.data.keepFiltered });
+  const plan = planBatches(dataset.pairs, {
+    batchSize: settings.batch.size,
+    safeRatio: settings.batch.safeRatio,
+    seed: settings.batch.shuffleSeed,
+  });
+  const run = options.run;
+  const judge = settings.qc
+    ? createJudge(settings.judge, { cachePath: join(run, "judge_cache.jsonl") })
+    : undefined;
+  if (judge && settings.judge.kind === "openai") {
+    // One question before anything is generated or written: a wrong URL, key or model fails now,
+    // not after the first batch. Uncached, so the run folder stays untouched until openRun.
+    await createJudge(settings.judge).judge([{ prompt: "Say hello.", response: "Hello! How can I help?" }]);
+  }
+
+  return withEngine(options.engine ?? {}, async (engine) => {
+    const model = await engine.load(settings.model);
+    const resumed = openRun(
+      run,
+      "analyze",
+      { ...settings, datasetSha256: dataset.datasetSha256 },
+      { model, engine: engine.info, dataset: { pairs: dataset.pairs.length, records: dataset.recordCount } },
+    );
+    writeJsonAtomic(join(run, "batches.json"), { ...plan, batches: plan.batches.map(batchOutline) });
+
+    const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
+    const perCall = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
+    const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
+    const started = Date.now();
+    let tokens = 0;
+    // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
+    // large batches, while every result still lands in its own analysis batch.
+    const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
+    for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
+      const chunk = todo.slice(i, i + perChunk);
+      tokens += await generateBatches(engine, chunk, settings, judge, run, model);
+      const done = plan.batches.length - todo.length + i + chunk.length;
+      bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+    }
+    bar.finish();
+    const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
+    const summary = { run, batchesDone, batches: plan.batches.length, pairs: dataset.pairs.length, resumed };
+    if (batchesDone < plan.batches.length) return { ...summary, complete: false };
+    return { ...summary, complete: true, ...(await finish(run, plan.batches, settings, model)) };
+  });
+}
+
+function batchOutline(batch: MixedBatch) {
+  return { batch_idx: batch.batchIdx, sample_ids: batch.samples.map((s) => s.sampleId) };
+}
+
+/** Generate, judge and store a chunk of analysis batches; returns the response tokens made. */
+async function generateBatches(
+  engine: Engine,
+  batches: MixedBatch[],
+  settings: z.infer<typeof AnalyzeSettings>,
+  judge: Judge | undefined,
+  run: string,
+  model: ModelInfo,
+): Promise<number> {
+  const samples = batches.flatMap((b) => b.samples);
+  // A sample's seed depends only on its place in the plan, so resuming changes nothing.
+  const seeds = samples.map((s) => settings.sampling.seed + s.batchIdx * settings.batch.size + s.inBatchIdx);
+  const results = await engine.generate(
+    samples.map((s) => s.messages),
+    seeds,
+    settings.sampling,
+  );
+  const verdicts = judge
+    ? await judge.judge(
+        samples.map((s, i) => ({ prompt: s.messages.at(-1)!.content, response: results[i]!.text })),
+      )
+    : undefined;
+  const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
+  let tokens = 0;
+  let at = 0;
+  for (const batch of batches) {
+    const rows: SampleRow[] = batch.samples.map((s, index) => {
+      const result = results[at]!;
+      const verdict = verdicts?.[at] ?? null;
+      const seed = seeds[at]!;
+      at++;
+      tokens += result.generated_ids.data.length;
+      return {
+        sample_id: s.sampleId,
+        pair_id: s.pairId,
+        batch_idx: s.batchIdx,
+        in_batch_idx: s.inBatchIdx,
+        label: s.label,
+        messages: s.messages,
+        seed,
+        prompt_token_ids: Array.from(result.prompt_ids.data as Int32Array),
+        generated_token_ids: Array.from(result.generated_ids.data as Int32Array),
+        text: result.text,
+        finish_reason: result.finish_reason,
+        verdict,
+        qc_pass: verdict ? verdict.isRefusal === (s.label === "safe") : null,
+        routing: { shard: routingFile(batch.batchIdx), index },
+      };
+    });
+    const traces: RoutingTrace[] = batch.samples.map((s, i) => ({
+      sampleId: s.sampleId,
+      ...results[at - batch.samples.length + i]!.routing!,
+    }));
+    writeRoutingShard(join(run, routingFile(batch.batchIdx)), traces, layout);
+    // The samples file is written last: its presence is what marks the batch as done.
+    writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows);
+  }
+  return tokens;
+}
+
+function readBatchRows(run: string, batchIdx: number): SampleRow[] {
+  return readFileSync(samplesFile(run, batchIdx), "utf8")
+    .split("\n")
+    .filter((line) => line)
+    .map((line) => JSON.parse(line) as SampleRow);
+}
+
+/** Quality control: which pairs to drop and why, from the stored verdicts. */
+function qualityControl(rows: SampleRow[], settings: z.infer<typeof AnalyzeSettings>): Map<string, string> {
+  const why = new Map<string, string>();
+  if (settings.qc) {
+    for (const row of rows) {
+      if (row.qc_pass || why.has(row.pair_id)) continue;
+      why.set(row.pair_id, row.label === "safe" ? "plain request was not refused" : "jailbreak was refused");
+    }
+  }
+  if (settings.refusal.source === "self") {
+    const safe = new Set(rows.filter((r) => r.label === "safe").map((r) => r.pair_id));
+    for (const row of rows) {
+      if (row.label === "unsafe" && !safe.has(row.pair_id) && !why.has(row.pair_id)) {
+        why.set(
+          row.pair_id,
+          "no generated safe partner to take the refusal from (safe ratio ≠ 0.5); use another refusal source",
+        );
+      }
+    }
+  }
+  return why;
+}
+
+function routedPart(trace: RoutingTrace, tokens: "generation" | "prompt" | "all"): Uint8Array | Uint16Array {
+  if (tokens !== "all") return trace[tokens].expert_ids.data as Uint8Array | Uint16Array;
+  const [p, g] = [trace.prompt.expert_ids.data, trace.generation.expert_ids.data] as Uint8Array[];
+  const all = new (p!.constructor as Uint8ArrayConstructor)(p!.length + g!.length);
+  all.set(p!);
+  all.set(g!, p!.length);
+  return all;
+}
+
+/** Everything after generation: QC, risk difference, selection, SFT data, the assembled files. */
+async function finish(
+  run: string,
+  planned: MixedBatch[],
+  settings: z.infer<typeof AnalyzeSettings>,
+  model: ModelInfo,
+) {
+  const rows = planned.flatMap((b) => readBatchRows(run, b.batchIdx));
+  const dropped = qualityControl(rows, settings);
+  const { batches: kept, skippedBatchIdx } = dropPairs(planned, new Set(dropped.keys()));
+  const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sampleId)));
+  const skipped = new Set(skippedBatchIdx);
+
+  const shape: RoutingShape = {
+    numLayers: model.num_layers,
+    moeLayers: model.moe_layers,
+    numExperts: model.num_experts,
+    topK: model.top_k,
+  };
+  const labels = new Map(rows.map((r) => [r.sample_id, r.label]));
+  const routed: RoutedSample[][] = planned.map((batch) => {
+    if (skipped.has(batch.batchIdx)) return [];
+    return readRoutingShard(join(run, routingFile(batch.batchIdx)))
+      .traces.filter((t) => keptIds.has(t.sampleId))
+      .map((t) => ({ label: labels.get(t.sampleId)!, expertIds: routedPart(t, settings.tokens) }));
+  });
+  const riskDiff = computeRiskDiff(routed, shape);
+  const selection = selectExperts(riskDiff, settings.selection);
+  const random = settings.selection.randomExperts
+    ? randomExperts(riskDiff, { seed: settings.sampling.seed, topK: settings.selection.batchTopK })
+    : undefined;
+
+  writeRiskDiffTables(run, riskDiff);
+  const dims = [planned.length, model.num_layers, model.num_experts];
+  writeNpy(join(run, "batch_expert_masks.npy"), selection.batchMasks, dims);
+  writeNpy(join(run, "expert_mask.npy"), selection.globalMask, dims.slice(1));
+  writeNpy(join(run, "union_expert_mask.npy"), selection.unionMask, dims.slice(1));
+  if (random) writeNpy(join(run, "random_batch_expert_masks.npy"), random.batchMasks, dims);
+  const perBatch = (sets: ExpertSet[]) => sets.map((experts, b) => ({ batch_idx: b, experts }));
+  writeJsonAtomic(join(run, "experts.json"), {
+    num_layers: model.num_layers,
+    moe_layers: model.moe_layers,
+    num_experts: model.num_experts,
+    selection: settings.selection,
+    global: selection.global,
+    union: selection.union,
+    per_batch: perBatch(selection.perBatch),
+    ...(random && { random: { union: random.union, per_batch: perBatch(random.perBatch) } }),
+  });
+
+  const bySample = new Map(rows.map((r) => [r.sample_id, r]));
+  const toSft = (s: Sample): SftSample => ({ ...s, response: bySample.get(s.sampleId)!.text });
+  const safeByPair = new Map(
+    rows.filter((r) => r.label === "safe").map((r) => [r.pair_id, toSft(toSample(r))]),
+  );
+  const sft = await buildSftDataset(
+    kept.map((b) => b.samples.map(toSft)),
+    safeByPair,
+    settings.refusal,
+    join(run, "judge_cache.jsonl"),
+  );
+  writeJsonlAtomic(join(run, "sft_dataset.jsonl"), sft);
+
+  const keptBatchIdx = new Set(kept.map((b) => b.batchIdx));
+  writeJsonlAtomic(
+    join(run, "samples.jsonl"),
+    rows.map((r) => ({
+      ...r,
+      kept: keptIds.has(r.sample_id),
+      why: keptIds.has(r.sample_id)
+        ? null
+        : (dropped.get(r.pair_id) ?? (keptBatchIdx.has(r.batch_idx) ? null : "batch skipped: no pair left")),
+    })),
+  );
+  writeJsonAtomic(join(run, "batches.json"), {
+    batch_size: settings.batch.size,
+    safe_ratio: settings.batch.safeRatio,
+    batches: planned.map((b) => ({
+      ...batchOutline(b),
+      kept: keptBatchIdx.has(b.batchIdx),
+      kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sampleId)).map((s) => s.sampleId),
+    })),
+  });
+  return {
+    keptBatches: kept.length,
+    keptPairs: new Set(kept.flatMap((b) => b.samples.map((s) => s.pairId))).size,
+    globalExperts: selection.global,
+    unionExperts: selection.union.length,
+  };
+}
+
+function toSample(r: SampleRow): Sample {
+  return {
+    sampleId: r.sample_id,
+    batchIdx: r.batch_idx,
+    inBatchIdx: r.in_batch_idx,
+    pairId: r.pair_id,
+    label: r.label,
+    messages: r.messages,
+  };
+}
