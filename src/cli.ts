@@ -1,4 +1,5 @@
 // The command line: parses flags into the recipes' configs and turns failures into one line.
+import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { EngineDiedError, EngineError } from "./components/engine.js";
 import { UserError, zodProblem } from "./components/errors.js";
@@ -15,6 +16,8 @@ import { generate } from "./recipes/generate.js";
 import { formatModelInfo, inspect } from "./recipes/inspect.js";
 import { tinyModel } from "./recipes/tiny-model.js";
 import { report } from "./recipes/report.js";
+import { parseTrainSettings, train, type TrainSummary } from "./recipes/train.js";
+import { applyDelta } from "./recipes/apply-delta.js";
 import { writeSyntheticData } from "./components/synthetic.js";
 
 const int = (min: number) => (value: string) => {
@@ -37,9 +40,9 @@ interface ModelFlags {
   verbose?: boolean;
 }
 
-function modelOptions(command: Command): Command {
+function modelOptions(command: Command, flag = "--model"): Command {
   return command
-    .requiredOption("--model <path|hub-id>", "model folder (config.json, safetensors, tokenizer) or hub id")
+    .requiredOption(`${flag} <path|hub-id>`, "model folder (config.json, safetensors, tokenizer) or hub id")
     .addOption(
       new Option("--dtype <dtype>", "weights dtype")
         .choices(["auto", "bf16", "fp16", "fp32"])
@@ -135,6 +138,72 @@ function analyzeSettings(f: AnalyzeFlags): AnalyzeSettings {
     throw new UserError("analyze needs --data (or data.file in the --config file)");
   }
   return parseAnalyzeSettings(settings);
+}
+
+interface TrainFlags {
+  run?: string;
+  data?: string;
+  model?: string;
+  dtype?: string;
+  device?: string;
+  out?: string;
+  config?: string;
+  batchSize?: number;
+  experts?: string;
+  trainable?: string;
+  routingMask?: "on" | "off";
+  lossOn?: string;
+  routerLoss?: string;
+  routerLossWeight?: number;
+  routerLossLayers?: string;
+  lr?: number;
+  warmupRatio?: number;
+  weightDecay?: number;
+  gradClip?: number;
+  epochs?: number;
+  shuffle: boolean;
+  seed?: number;
+  microBatch?: number;
+  gradientCheckpointing?: boolean;
+  checkpointEvery?: number;
+}
+
+function trainSettings(f: TrainFlags) {
+  const fromFile = f.config ? readConfigFile(f.config) : {};
+  return parseTrainSettings(
+    overlay(fromFile, {
+      run: f.run,
+      data: f.data,
+      model: { source: f.model, dtype: f.dtype, device: f.device },
+      batchSize: f.batchSize,
+      experts: f.experts,
+      trainable: f.trainable,
+      routingMask: f.routingMask === undefined ? undefined : f.routingMask === "on",
+      lossOn: f.lossOn,
+      routerLoss: { kind: f.routerLoss, weight: f.routerLossWeight, layers: f.routerLossLayers },
+      lr: f.lr,
+      warmupRatio: f.warmupRatio,
+      weightDecay: f.weightDecay,
+      gradClip: f.gradClip,
+      epochs: f.epochs,
+      shuffle: f.shuffle ? undefined : false,
+      seed: f.seed,
+      microBatch: f.microBatch,
+      gradientCheckpointing: f.gradientCheckpointing,
+      checkpointEvery: f.checkpointEvery,
+    }),
+  );
+}
+
+function formatTrainSummary(s: TrainSummary): string {
+  if (!s.complete) {
+    return `stopped at step ${s.steps}/${s.totalSteps} (checkpoint saved); rerun the same command to resume → ${s.out}`;
+  }
+  return [
+    `${s.resumed ? "resumed and finished" : "done"}: ${s.steps} steps, final loss ${s.finalLoss?.toFixed(4)}`,
+    `trained experts: ${s.trainedExperts} of ${s.totalExperts}`,
+    `model → ${join(s.out, "final_model")}`,
+  ].join("\n");
 }
 
 function formatAnalyzeSummary(s: AnalyzeSummary): string {
@@ -289,6 +358,84 @@ export function program(): Command {
       console.log(formatAnalyzeSummary(summary));
       if (!summary.complete) process.exitCode = 130;
     });
+
+  cli
+    .command("train")
+    .description("fine-tune only the unsafe experts, replaying the analysis batches (or train on --data)")
+    .option("--run <dir>", "analysis run to train from")
+    .option("--data <file>", "or: conversations ending with the assistant target (JSON array or JSONL)")
+    .option("--model <path|hub-id>", "model (default: the analysed one; required with --data)")
+    .addOption(new Option("--dtype <dtype>", "weights dtype").choices(["auto", "bf16", "fp16", "fp32"]))
+    .option("--device <device>", "auto, cpu, cuda or cuda:N")
+    .option("--out <dir>", "output folder (default RUN/train)")
+    .option("--config <file>", "settings file (JSON or YAML); flags override it")
+    .option("--batch-size <n>", "batch size for --data (default 16)", int(1))
+    .option("--experts <set>", "batch-union (default), global, random, or a file of {layer, expert}")
+    .addOption(
+      new Option("--trainable <what>", "experts (default), all (full fine-tune), router").choices([
+        "experts",
+        "all",
+        "router",
+      ]),
+    )
+    .addOption(
+      new Option(
+        "--routing-mask <on|off>",
+        "route each batch only to its own unsafe experts (default on)",
+      ).choices(["on", "off"]),
+    )
+    .addOption(
+      new Option("--loss-on <part>", "assistant tokens (default) or all").choices(["assistant", "all"]),
+    )
+    .addOption(
+      new Option("--router-loss <kind>", "router-consistency KL (default none)").choices([
+        "none",
+        "forward",
+        "reverse",
+        "symmetric",
+      ]),
+    )
+    .option("--router-loss-weight <w>", "weight of the router loss (default 0.1)", num)
+    .addOption(
+      new Option("--router-loss-layers <which>", "all (default) or masked layers only").choices([
+        "all",
+        "masked",
+      ]),
+    )
+    .option("--lr <x>", "peak learning rate (default 5e-5)", num)
+    .option("--warmup-ratio <x>", "share of steps warming up (default 0.1)", num)
+    .option("--weight-decay <x>", "AdamW weight decay (default 0)", num)
+    .option("--grad-clip <x>", "gradient norm clip (default 1.0)", num)
+    .option("--epochs <n>", "passes over the batches (default 3)", num)
+    .option("--no-shuffle", "keep the batch order in every epoch")
+    .option("--seed <n>", "seed for batch order and initialisation (default 42)", int(0))
+    .option("--micro-batch <n>", "split each batch into micro-batches (still one step per batch)", int(1))
+    .option("--gradient-checkpointing", "trade compute for activation memory")
+    .option("--checkpoint-every <n>", "steps between checkpoints (default 50)", int(1))
+    .action(async (flags: TrainFlags) => {
+      const summary = await train(trainSettings(flags), {
+        out: flags.out,
+        engine: { verbose: cli.opts().verbose },
+        signal: interruptible(),
+      });
+      console.log(formatTrainSummary(summary));
+      if (!summary.complete) process.exitCode = 130;
+    });
+
+  modelOptions(
+    cli
+      .command("apply-delta")
+      .description("rebuild a fine-tuned model from its base and an expert delta")
+      .requiredOption("--delta <file>", "expert_delta.safetensors written by train")
+      .requiredOption("--out <dir>", "model folder to write"),
+    "--base",
+  ).action(async (flags: ModelFlags & { base: string; delta: string; out: string }) => {
+    const experts = await applyDelta(
+      { model: modelConfig({ ...flags, model: flags.base }), delta: flags.delta, out: flags.out },
+      { verbose: cli.opts().verbose },
+    );
+    console.log(`applied ${experts} experts → ${flags.out}`);
+  });
 
   cli
     .command("report")

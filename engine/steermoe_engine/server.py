@@ -12,9 +12,11 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from .errors import EngineError
+from .files import DELTA_FORMAT, apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .generation import Sampling, generate, replay
 from .models import Loaded, describe, load
 from .tiny import TinySize, build_tiny
+from .training import RouterLoss, Trainer, TrainSetup
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -24,11 +26,19 @@ class Server:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         self.loaded: Loaded | None = None
+        self.trainer: Trainer | None = None
         self.handlers: dict[str, Handler] = {
             "load": self.load,
             "generate": self.generate,
             "replay": self.replay,
             "build_tiny": self.build_tiny,
+            "train_setup": self.train_setup,
+            "train_step": self.train_step,
+            "save_checkpoint": self.save_checkpoint,
+            "load_checkpoint": self.load_checkpoint,
+            "save_model": self.save_model,
+            "save_delta": self.save_delta,
+            "apply_delta": self.apply_delta,
             "shutdown": lambda _params: {},
         }
 
@@ -54,7 +64,7 @@ class Server:
         return self.loaded
 
     def load(self, params: dict[str, Any]) -> dict[str, Any]:
-        self.loaded = None  # free the previous model before reading the next one
+        self.loaded, self.trainer = None, None  # free the previous model before reading the next one
         self.loaded = load(params["source"], params["dtype"], params["device"], params["trust_remote_code"])
         return describe(self.loaded)
 
@@ -69,3 +79,67 @@ class Server:
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))
         return build_tiny(params["arch"], params["out"], params["seed"], size, params.get("corpus"))
+
+    def _trainer(self) -> Trainer:
+        if self.trainer is None:
+            raise EngineError("training is not set up; send 'train_setup' first")
+        return self.trainer
+
+    def train_setup(self, params: dict[str, Any]) -> dict[str, Any]:
+        torch.manual_seed(params["seed"])
+        setup = TrainSetup(
+            trainable=params["trainable"],
+            experts=_layer_map(params.get("experts", {})),
+            weight_decay=params["weight_decay"],
+            grad_clip=params["grad_clip"],
+            loss_on=params["loss_on"],
+            router_loss=RouterLoss(**params["router_loss"]),
+            gradient_checkpointing=params["gradient_checkpointing"],
+        )
+        self.trainer = Trainer(self._model(), setup)
+        return {"trainable_parameters": sum(p.numel() for p in self.trainer.params)}
+
+    def train_step(self, params: dict[str, Any]) -> dict[str, Any]:
+        trainer = self._trainer()
+        stats = trainer.step(
+            params["conversations"],
+            params["labels"],
+            _layer_map(params["allowed"]),
+            params["lr"],
+            params["micro_batch"],
+        )
+        state_bytes = sum(
+            v.numel() * v.element_size()
+            for s in trainer.optimizer.state.values()
+            for v in s.values()
+            if torch.is_tensor(v)
+        )
+        return {**stats, "optimizer_state_bytes": state_bytes}
+
+    def save_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        save_tensors(self._trainer().state(), params["path"])
+        return {}
+
+    def load_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._trainer().load_state(load_tensors(params["path"]))
+        return {}
+
+    def save_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        loaded = self._model()
+        save_model(loaded.model, loaded.tokenizer, params["out"])
+        return {}
+
+    def save_delta(self, params: dict[str, Any]) -> dict[str, Any]:
+        experts = _layer_map(params["experts"])
+        tensors = expert_delta(self._model(), experts)
+        save_tensors(tensors, params["out"], {"format": DELTA_FORMAT, **params.get("metadata", {})})
+        return {"tensors": sorted(tensors)}
+
+    def apply_delta(self, params: dict[str, Any]) -> dict[str, Any]:
+        touched = apply_delta(self._model(), load_tensors(params["delta"]))
+        return {"experts": {str(k): v for k, v in touched.items()}}
+
+
+def _layer_map(value: dict[str, list[int]]) -> dict[int, list[int]]:
+    """JSON object keys are strings; layers are decoder-layer indices."""
+    return {int(k): [int(e) for e in v] for k, v in value.items()}

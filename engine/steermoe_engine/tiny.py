@@ -9,8 +9,6 @@ is ever needed.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from transformers import (
 )
 
 from .errors import EngineError
+from .files import save_model
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -153,12 +152,7 @@ def build_tiny(
     path = Path(out)
     if path.exists():
         raise EngineError(f"{out} already exists; choose a new folder for the tiny model")
-    # Build beside the target and rename, so an interrupted build leaves no half-written model.
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(path)
+    save_model(model, tokenizer, out)
     files = sorted(p for p in path.iterdir() if p.is_file())
     return {
         "path": str(path),

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import type { z } from "zod";
+import { z } from "zod";
 import { UserError } from "./errors.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
 import {
@@ -15,6 +15,13 @@ import {
   ReadyInfo,
   Reply,
   TinyModelResult,
+  TrainSetupResult,
+  TrainStepResult,
+  Empty,
+  LayerExpertsSchema,
+  type LayerExperts,
+  type TrainSetupRequest,
+  type TrainStepRequest,
   type GeneratedSample,
   type Messages,
 } from "./protocol.js";
@@ -214,6 +221,37 @@ export class Engine {
     corpus?: string[],
   ): Promise<TinyModelResult> {
     return this.call("build_tiny", { arch, out, seed, size, corpus }, TinyModelResult);
+  }
+
+  trainSetup(setup: TrainSetupRequest): Promise<{ trainable_parameters: number }> {
+    return this.call("train_setup", setup, TrainSetupResult);
+  }
+
+  trainStep(step: TrainStepRequest): Promise<TrainStepResult> {
+    return this.call("train_step", step, TrainStepResult);
+  }
+
+  async saveCheckpoint(path: string): Promise<void> {
+    await this.call("save_checkpoint", { path }, Empty);
+  }
+
+  async loadCheckpoint(path: string): Promise<void> {
+    await this.call("load_checkpoint", { path }, Empty);
+  }
+
+  /** Write the loaded (possibly trained) model as a Hugging Face model folder. */
+  async saveModel(out: string): Promise<void> {
+    await this.call("save_model", { out }, Empty);
+  }
+
+  async saveDelta(out: string, experts: LayerExperts, metadata: Record<string, string>): Promise<string[]> {
+    return (
+      await this.call("save_delta", { out, experts, metadata }, z.object({ tensors: z.array(z.string()) }))
+    ).tensors;
+  }
+
+  async applyDelta(delta: string): Promise<LayerExperts> {
+    return (await this.call("apply_delta", { delta }, z.object({ experts: LayerExpertsSchema }))).experts;
   }
 
   /** Ask the engine to exit and wait for it; kill it if it does not go within a few seconds. */

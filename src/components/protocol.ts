@@ -77,6 +77,46 @@ export const TinyModelResult = z.object({
 });
 export type TinyModelResult = z.infer<typeof TinyModelResult>;
 
+export const Empty = z.object({});
+
+/** Experts per MoE layer, keyed by decoder-layer index (JSON keys are strings). */
+export const LayerExpertsSchema = z.record(z.string(), z.array(z.number().int()));
+export type LayerExperts = z.infer<typeof LayerExpertsSchema>;
+
+export interface TrainSetupRequest {
+  trainable: "experts" | "all" | "router";
+  experts: LayerExperts;
+  weight_decay: number;
+  grad_clip: number;
+  loss_on: "assistant" | "all";
+  router_loss: {
+    kind: "none" | "forward" | "reverse" | "symmetric";
+    weight: number;
+    layers: "all" | "masked";
+  };
+  gradient_checkpointing: boolean;
+  seed: number;
+}
+export const TrainSetupResult = z.object({ trainable_parameters: z.number().int() });
+
+export interface TrainStepRequest {
+  conversations: Messages[];
+  labels: string[];
+  /** This batch's routing mask: per layer, the only experts tokens may reach. */
+  allowed: LayerExperts;
+  lr: number;
+  micro_batch: number;
+}
+export const TrainStepResult = z.object({
+  loss: z.number(),
+  router_loss: z.number(),
+  grad_norm: z.number(),
+  tokens: z.number(),
+  seconds: z.number(),
+  optimizer_state_bytes: z.number(),
+});
+export type TrainStepResult = z.infer<typeof TrainStepResult>;
+
 export const EngineErrorReply = z.object({
   type: z.string(),
   message: z.string(),

@@ -1,0 +1,265 @@
+"""Training steps with frozen weights: only the chosen experts (or, for the baselines, the whole
+model or the routers) learn.
+
+Experts live in fused tensors [num_experts, ...], so "train expert e" means "train one slice".
+Each trained slice has an fp32 master copy (a small Parameter, the only thing the optimizer
+sees), so optimizer state exists for trained slices alone. The fused tensor still receives a
+gradient in backward; a post-accumulate hook moves the trained rows into the master copies and
+drops the full gradient at once. After each step the master copies are written back into their
+slices; no other element of any tensor is ever written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapters import EXPERT_PARAMS, MoeAdapter
+from .control import LayerControl, RouterControl
+from .errors import EngineError
+from .generation import Messages, chat_ids
+from .models import Loaded
+
+Trainable = Literal["experts", "all", "router"]
+
+
+@dataclass(frozen=True)
+class RouterLoss:
+    """KL divergence between the mean router distributions of a batch's safe and unsafe samples.
+    forward: KL(P_safe || P_unsafe); reverse: KL(P_unsafe || P_safe); symmetric: their mean."""
+
+    kind: Literal["none", "forward", "reverse", "symmetric"] = "none"
+    weight: float = 0.0
+    layers: Literal["all", "masked"] = "all"
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    trainable: Trainable
+    experts: dict[int, list[int]] = field(default_factory=dict)  # decoder layer -> experts
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    loss_on: Literal["assistant", "all"] = "assistant"
+    router_loss: RouterLoss = RouterLoss()
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ExpertSlices:
+    """The trained rows of one fused expert tensor and their fp32 master copy."""
+
+    fused: nn.Parameter
+    rows: torch.Tensor  # long [n]
+    master: nn.Parameter  # fp32 [n, ...]
+
+    def take_grad(self, fused: torch.Tensor) -> None:
+        grad = fused.grad[self.rows].float()  # type: ignore[index]
+        self.master.grad = grad if self.master.grad is None else self.master.grad + grad
+        fused.grad = None
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        self.fused.index_copy_(0, self.rows, self.master.to(self.fused.dtype))
+
+
+class RouterProbe:
+    """Keeps each MoE layer's router probabilities (before any mask) from the latest forward."""
+
+    def __init__(self, adapter: MoeAdapter, enabled: bool) -> None:
+        self.adapter, self.enabled = adapter, enabled
+        self.probs: dict[int, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> RouterProbe:
+        if self.enabled:
+            for layer in self.adapter.layers:
+
+                def hook(_m: nn.Module, _a: Any, out: tuple[torch.Tensor, ...], index: int = layer.index) -> None:
+                    self.probs[index] = torch.softmax(out[0].float(), dim=-1)
+
+                self._handles.append(layer.router.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    eps = 1e-8
+    return (p * ((p + eps).log() - (q + eps).log())).sum()
+
+
+class Trainer:
+    def __init__(self, loaded: Loaded, setup: TrainSetup) -> None:
+        self.loaded, self.setup = loaded, setup
+        model, adapter = loaded.model, loaded.adapter
+        model.requires_grad_(False)
+        self.slices: list[ExpertSlices] = []
+        if setup.trainable == "experts":
+            params = self._expert_masters(setup.experts)
+        elif setup.trainable == "router":
+            params = [layer.router.weight for layer in adapter.layers]
+            for p in params:
+                p.requires_grad_(True)
+        else:
+            model.requires_grad_(True)
+            params = [p for p in model.parameters()]
+        self.params: list[nn.Parameter] = params
+        self.optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=setup.weight_decay)
+        if setup.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
+        adapter = self.loaded.adapter
+        by_index = {layer.index: layer for layer in adapter.layers}
+        for index, chosen in sorted(experts.items()):
+            layer = by_index.get(index)
+            if layer is None:
+                raise EngineError(f"layer {index} is not an MoE layer of this model (MoE layers: {sorted(by_index)})")
+            if not chosen:
+                continue
+            bad = [e for e in chosen if not 0 <= e < adapter.num_experts]
+            if bad:
+                raise EngineError(f"layer {index} has no expert {bad[0]} (experts 0..{adapter.num_experts - 1})")
+            rows = torch.tensor(sorted(set(chosen)), device=self.loaded.device)
+            for name in EXPERT_PARAMS:
+                fused: nn.Parameter = getattr(layer.experts, name)
+                master = nn.Parameter(fused.detach()[rows].float().clone())
+                piece = ExpertSlices(fused, rows, master)
+                fused.requires_grad_(True)
+                fused.register_post_accumulate_grad_hook(piece.take_grad)
+                self.slices.append(piece)
+        if not self.slices:
+            raise EngineError("the expert set is empty: nothing to train")
+        return [piece.master for piece in self.slices]
+
+    def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
+        """Token ids and labels (-100 where no loss is taken)."""
+        full = chat_ids(self.loaded, messages, add_generation_prompt=False)
+        if self.setup.loss_on == "all":
+            return full, list(full)
+        prompt = chat_ids(self.loaded, messages[:-1], add_generation_prompt=True)
+        if full[: len(prompt)] != prompt:
+            raise EngineError("the chat template does not render the prompt as a prefix of the conversation")
+        return full, [-100] * len(prompt) + full[len(prompt) :]
+
+    def _router_loss(self, probe: RouterProbe, attention: torch.Tensor, safe: torch.Tensor, masked: set[int]) -> Any:
+        rl = self.setup.router_loss
+        if rl.kind == "none" or not safe.any() or safe.all():
+            return None
+        batch, width = attention.shape
+        total = torch.zeros((), device=attention.device)
+        layers = [i for i in probe.probs if rl.layers == "all" or i in masked]
+        for index in layers:
+            probs = probe.probs[index].view(batch, width, -1)
+            weights = attention.float()
+            p_safe = (probs * (weights * safe[:, None])[..., None]).sum((0, 1)) / (weights * safe[:, None]).sum()
+            p_unsafe = (probs * (weights * ~safe[:, None])[..., None]).sum((0, 1)) / (weights * ~safe[:, None]).sum()
+            forward, reverse = _kl(p_safe, p_unsafe), _kl(p_unsafe, p_safe)
+            total = total + {"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[rl.kind]
+        return total / max(len(layers), 1)
+
+    def step(
+        self,
+        conversations: list[Messages],
+        labels: list[str],
+        allowed: dict[int, list[int]],
+        lr: float,
+        micro_batch: int,
+    ) -> dict[str, float]:
+        """One optimizer step over one batch, split into micro-batches whose gradients add up to
+        exactly the whole batch's (the token loss is normalised by the batch's target count)."""
+        started = time.perf_counter()
+        model, device = self.loaded.model, self.loaded.device
+        model.train()
+        encoded = [self._encode(c) for c in conversations]
+        targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
+        if targets == 0:
+            raise EngineError("this batch has no target tokens to learn from")
+        n = self.loaded.adapter.num_experts
+        controls = {}
+        for index, experts in allowed.items():
+            if experts:
+                mask = torch.zeros(n, dtype=torch.bool, device=device)
+                mask[experts] = True
+                controls[index] = LayerControl(allowed=mask)
+        token_loss_total, router_loss_total = 0.0, 0.0
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        with (
+            RouterControl(self.loaded.adapter, controls),
+            RouterProbe(self.loaded.adapter, self.setup.router_loss.kind != "none") as probe,
+        ):
+            for start in range(0, len(encoded), micro_batch):
+                chunk = encoded[start : start + micro_batch]
+                width = max(len(ids) for ids, _ in chunk)
+                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                target = torch.full((len(chunk), width), -100, dtype=torch.long)
+                attention = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, (ids, lab) in enumerate(chunk):
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    target[row, : len(lab)] = torch.tensor(lab)
+                    attention[row, : len(ids)] = 1
+                input_ids, target, attention = input_ids.to(device), target.to(device), attention.to(device)
+                logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+                token_loss = F.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), target[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+                )
+                loss = token_loss / targets
+                safe = torch.tensor([lab == "safe" for lab in labels[start : start + micro_batch]], device=device)
+                router_loss = self._router_loss(probe, attention, safe, set(controls))
+                if router_loss is not None:
+                    loss = loss + self.setup.router_loss.weight * router_loss * len(chunk) / len(encoded)
+                    router_loss_total += float(router_loss.detach()) * len(chunk) / len(encoded)
+                loss.backward()
+                token_loss_total += float(token_loss.detach())
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for piece in self.slices:
+            piece.write_back()
+        model.eval()
+        return {
+            "loss": token_loss_total / targets,
+            "router_loss": router_loss_total,
+            "grad_norm": grad_norm,
+            "tokens": float(targets),
+            "seconds": time.perf_counter() - started,
+        }
+
+    # Checkpoints hold plain tensors (safetensors), never pickles.
+    def state(self) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for i, param in enumerate(self.params):
+            tensors[f"param.{i}"] = param.detach()
+            for key, value in self.optimizer.state.get(param, {}).items():
+                tensors[f"optim.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["rng.cpu"] = torch.get_rng_state()
+        return {k: v.contiguous() for k, v in tensors.items()}
+
+    @torch.no_grad()
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        for i, param in enumerate(self.params):
+            saved = tensors.get(f"param.{i}")
+            if saved is None or saved.shape != param.shape:
+                raise EngineError("the checkpoint does not match this training setup")
+            param.copy_(saved)
+            if f"optim.{i}.step" in tensors:  # absent when the parameter had no step yet
+                self.optimizer.state[param] = {
+                    "step": tensors[f"optim.{i}.step"].clone(),  # AdamW keeps its step count on the CPU
+                    "exp_avg": tensors[f"optim.{i}.exp_avg"].to(param.device),
+                    "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].to(param.device),
+                }
+        for piece in self.slices:
+            piece.write_back()
+        torch.set_rng_state(tensors["rng.cpu"])
+
+    def trained_experts(self) -> dict[int, list[int]]:
+        return {layer: sorted(set(experts)) for layer, experts in self.setup.experts.items() if experts}

@@ -1,0 +1,84 @@
+// What a training run does step by step: which batch, with which expert mask, at which learning
+// rate. Pure functions of the settings, so a resumed run recomputes exactly the same plan.
+import { z } from "zod";
+import { UserError } from "./errors.js";
+import type { LayerExperts, Messages } from "./protocol.js";
+import { expertLabel, type ExpertSet } from "./riskdiff.js";
+import { mulberry32 } from "./stats.js";
+
+export interface TrainBatch {
+  batchIdx: number;
+  sampleIds: string[];
+  labels: string[];
+  conversations: Messages[];
+  /** Routing mask while training on this batch: per layer, the only experts tokens may reach. */
+  allowed: LayerExperts;
+}
+
+export interface ExpertRef {
+  layer: number;
+  expert: number;
+}
+
+export const ExpertList = z.array(z.object({ layer: z.number().int(), expert: z.number().int() }).loose());
+
+/** Batch order of one epoch: shuffled with seed + epoch, so every epoch differs and replays alike. */
+export function epochOrder(count: number, epoch: number, seed: number, shuffle: boolean): number[] {
+  const order = Array.from({ length: count }, (_, i) => i);
+  if (!shuffle) return order;
+  const random = mulberry32((seed + epoch) >>> 0);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+/** Linear warmup over the first ceil(warmupRatio·total) steps, then linear decay to 0. */
+export function learningRate(step: number, total: number, peak: number, warmupRatio: number): number {
+  const warmup = Math.ceil(warmupRatio * total);
+  if (step < warmup) return (peak * (step + 1)) / warmup;
+  return (peak * Math.max(0, total - step)) / Math.max(1, total - warmup);
+}
+
+export function layerExperts(set: readonly ExpertRef[]): LayerExperts {
+  const out: LayerExperts = {};
+  for (const { layer, expert } of set) (out[String(layer)] ??= []).push(expert);
+  for (const list of Object.values(out)) list.sort((a, b) => a - b);
+  return out;
+}
+
+export function intersect(set: readonly ExpertRef[], keep: readonly ExpertRef[]): ExpertRef[] {
+  const allowed = new Set(keep.map((r) => `${r.layer}:${r.expert}`));
+  return set.filter((r) => allowed.has(`${r.layer}:${r.expert}`));
+}
+
+export function labelled(set: readonly ExpertRef[]): ExpertSet {
+  return set.map((r) => ({
+    layer: r.layer,
+    expert: r.expert,
+    label: expertLabel(r.layer, r.expert),
+    score: 0,
+  }));
+}
+
+/** Every expert must exist in the model: a typo in an experts file fails before anything trains. */
+export function checkExperts(
+  set: readonly ExpertRef[],
+  moeLayers: readonly number[],
+  numExperts: number,
+  file: string,
+) {
+  for (const [i, { layer, expert }] of set.entries()) {
+    if (!moeLayers.includes(layer)) {
+      throw new UserError(
+        `${file} entry ${i}: layer ${layer} is not an MoE layer of the model (${moeLayers.join(", ")})`,
+      );
+    }
+    if (!(expert >= 0 && expert < numExperts)) {
+      throw new UserError(
+        `${file} entry ${i}: layer ${layer} has no expert ${expert} (0..${numExperts - 1})`,
+      );
+    }
+  }
+}

@@ -1,0 +1,462 @@
+// train: fine-tune only the unsafe experts, replaying exactly the batches the analysis measured.
+//
+//   analysis run → batches (same samples, same order) + expert set + per-batch routing masks
+//                → one optimizer step per batch, batch order shuffled per epoch
+//                → final_model/, expert_delta.safetensors, masks, metadata, train_log.jsonl
+//
+// `--data conversations.jsonl --model M` trains on a plain conversation file instead (fixed
+// batches in file order): ordinary fine-tuning, used for example to build test models.
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { ModelConfig } from "../components/config.js";
+import { readConversations } from "../components/conversations.js";
+import { withEngine, type Engine, type EngineHandle } from "../components/engine.js";
+import { UserError, zodProblem } from "../components/errors.js";
+import { progress } from "../components/progress.js";
+import type { ModelInfo } from "../components/protocol.js";
+import {
+  expertLabel,
+  ExpertSetSchema,
+  expertMask,
+  stackedMasks,
+  type RoutingShape,
+} from "../components/riskdiff.js";
+import { openRun } from "../components/run.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
+import { writeNpy } from "../components/tables.js";
+import {
+  checkExperts,
+  epochOrder,
+  ExpertList,
+  intersect,
+  labelled,
+  layerExperts,
+  learningRate,
+  type ExpertRef,
+  type TrainBatch,
+} from "../components/training-plan.js";
+
+export const TrainSettings = z.strictObject({
+  /** An analysis run folder: its batches, SFT targets and expert sets. */
+  run: z.string().min(1).optional(),
+  /** Or a plain conversation file (each ending with the assistant target) and a model. */
+  data: z.string().min(1).optional(),
+  model: ModelConfig.partial({ source: true }).prefault({}),
+  /** Batch size for --data (an analysis run keeps its own batches). */
+  batchSize: z.number().int().min(1).default(16),
+  /** batch-union | global | random (the analysis' ablation sets) | path to an experts file. */
+  experts: z.string().min(1).default("batch-union"),
+  trainable: z.enum(["experts", "all", "router"]).default("experts"),
+  routingMask: z.boolean().default(true),
+  lossOn: z.enum(["assistant", "all"]).default("assistant"),
+  routerLoss: z
+    .strictObject({
+      kind: z.enum(["none", "forward", "reverse", "symmetric"]).default("none"),
+      weight: z.number().min(0).default(0.1),
+      layers: z.enum(["all", "masked"]).default("all"),
+    })
+    .prefault({}),
+  lr: z.number().gt(0, "must be > 0").default(5e-5),
+  warmupRatio: z.number().min(0).max(1).default(0.1),
+  weightDecay: z.number().min(0).default(0),
+  gradClip: z.number().gt(0).default(1.0),
+  epochs: z.number().int().min(1, "must be at least 1").default(3),
+  shuffle: z.boolean().default(true),
+  seed: z.number().int().min(0).default(42),
+  /** Split each batch into micro-batches of this many samples (gradients accumulate: still one step). */
+  microBatch: z.number().int().min(1).optional(),
+  gradientCheckpointing: z.boolean().default(false),
+  checkpointEvery: z.number().int().min(1).default(50),
+});
+export type TrainSettings = z.input<typeof TrainSettings>;
+type Settings = z.infer<typeof TrainSettings>;
+
+export interface TrainOptions {
+  /** Output folder; default RUN/train. */
+  out?: string;
+  engine?: EngineHandle;
+  signal?: AbortSignal;
+}
+
+export interface TrainSummary {
+  out: string;
+  complete: boolean;
+  steps: number;
+  totalSteps: number;
+  trainedExperts: number;
+  totalExperts: number;
+  finalLoss?: number;
+  resumed: boolean;
+}
+
+interface LogRow {
+  step: number;
+  epoch: number;
+  batch_idx: number;
+  sample_ids: string[];
+  loss: number;
+  router_loss: number;
+  lr: number;
+  grad_norm: number;
+  tokens: number;
+  seconds: number;
+}
+
+/** What to train: the batches in analysis order, the trained set, and the model it was measured on. */
+interface Plan {
+  batches: TrainBatch[];
+  trained: ExpertRef[];
+  model: z.infer<typeof ModelConfig>;
+  analysed?: ModelInfo;
+  describe: Record<string, unknown>;
+}
+
+const AnalysisConfig = z.object({
+  kind: z.literal("analyze"),
+  settings: z.object({ model: ModelConfig, batch: z.object({ size: z.number(), safeRatio: z.number() }) }),
+  model: z
+    .object({ num_layers: z.number(), moe_layers: z.array(z.number()), num_experts: z.number() })
+    .loose(),
+});
+
+const SftRow = z.object({
+  batch_idx: z.number().int(),
+  sample_id: z.string(),
+  label: z.string(),
+  messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string() })),
+});
+
+const ExpertsFile = z.object({
+  global: ExpertSetSchema,
+  union: ExpertSetSchema,
+  per_batch: z.array(z.object({ batch_idx: z.number().int(), experts: ExpertSetSchema })),
+  random: z
+    .object({
+      union: ExpertSetSchema,
+      per_batch: z.array(z.object({ batch_idx: z.number(), experts: ExpertSetSchema })),
+    })
+    .optional(),
+});
+
+function readJson<S extends z.ZodType>(path: string, schema: S, what: string): z.infer<S> {
+  if (!existsSync(path)) throw new UserError(`${path} is missing: ${what}`);
+  const parsed = schema.safeParse(JSON.parse(readFileSync(path, "utf8")));
+  if (!parsed.success) throw new UserError(`${path} ${zodProblem(parsed.error)}`);
+  return parsed.data;
+}
+
+function fromRun(run: string, settings: Settings): Plan {
+  const config = readJson(join(run, "config.json"), AnalysisConfig, "give a folder made by steermoe analyze");
+  const notDone = "the analysis has not finished; rerun steermoe analyze on it first";
+  const experts = readJson(join(run, "experts.json"), ExpertsFile, notDone);
+  const sftPath = join(run, "sft_dataset.jsonl");
+  if (!existsSync(sftPath)) throw new UserError(`${sftPath} is missing: ${notDone}`);
+  const rows = readFileSync(sftPath, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line, i) => {
+      const parsed = SftRow.safeParse(JSON.parse(line));
+      if (!parsed.success) throw new UserError(`${sftPath} line ${i + 1} ${zodProblem(parsed.error)}`);
+      return parsed.data;
+    });
+
+  const source = settings.experts;
+  let trained: ExpertRef[];
+  let perBatch = new Map(experts.per_batch.map((b) => [b.batch_idx, b.experts as ExpertRef[]]));
+  if (source === "batch-union") trained = experts.union;
+  else if (source === "global") trained = experts.global;
+  else if (source === "random") {
+    if (!experts.random)
+      throw new UserError(`${run} has no random expert sets: run analyze with --random-experts`);
+    trained = experts.random.union;
+    perBatch = new Map(experts.random.per_batch.map((b) => [b.batch_idx, b.experts as ExpertRef[]]));
+  } else trained = readExpertsFile(source);
+  const { moe_layers: moeLayers, num_experts: numExperts } = config.model;
+  checkExperts(trained, moeLayers, numExperts, source);
+
+  const byBatch = new Map<number, typeof rows>();
+  for (const row of rows) byBatch.set(row.batch_idx, [...(byBatch.get(row.batch_idx) ?? []), row]);
+  const batches = [...byBatch.entries()].map(([batchIdx, samples]) => ({
+    batchIdx,
+    sampleIds: samples.map((s) => s.sample_id),
+    labels: samples.map((s) => s.label),
+    conversations: samples.map((s) => s.messages),
+    // A batch steers its routing into its own unsafe experts, as far as they are being trained.
+    allowed: settings.routingMask ? layerExperts(intersect(perBatch.get(batchIdx) ?? [], trained)) : {},
+  }));
+  return {
+    batches,
+    trained,
+    model: { ...config.settings.model, ...definedOnly(settings.model) },
+    analysed: config.model as ModelInfo,
+    describe: { analysis: { run, batch: config.settings.batch, model: config.model } },
+  };
+}
+
+/** An experts file: a list of {layer, expert}, or an experts.json from analyze (its union). */
+function readExpertsFile(path: string): ExpertRef[] {
+  if (!existsSync(path)) {
+    throw new UserError(`--experts ${path}: not batch-union, global or random, and no such file`);
+  }
+  const value = JSON.parse(readFileSync(path, "utf8")) as unknown;
+  const list = ExpertList.safeParse(
+    Array.isArray(value) ? value : (value as { union?: unknown; experts?: unknown }).union,
+  );
+  if (!list.success)
+    throw new UserError(`${path} ${zodProblem(list.error)}: expected a list of {layer, expert}`);
+  return list.data;
+}
+
+function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function fromData(settings: Settings): Plan {
+  if (!settings.model.source) throw new UserError("train --data needs --model");
+  if (settings.routerLoss.kind !== "none") {
+    throw new UserError("--router-loss needs safe and unsafe labels: train from an analysis run (--run)");
+  }
+  const conversations = readConversations(settings.data!, true);
+  const trained = settings.trainable === "experts" ? readExpertsFile(settings.experts) : [];
+  const batches: TrainBatch[] = [];
+  for (let start = 0; start < conversations.length; start += settings.batchSize) {
+    const chunk = conversations.slice(start, start + settings.batchSize);
+    batches.push({
+      batchIdx: batches.length,
+      sampleIds: chunk.map((c) => c.id),
+      labels: chunk.map(() => "sample"),
+      conversations: chunk.map((c) => c.messages),
+      allowed: {},
+    });
+  }
+  const model = ModelConfig.parse(definedOnly(settings.model));
+  return { batches, trained, model, describe: { data: settings.data } };
+}
+
+function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
+  if (!analysed) return;
+  const want = [analysed.num_layers, analysed.moe_layers.join(","), analysed.num_experts];
+  const got = [model.num_layers, model.moe_layers.join(","), model.num_experts];
+  if (want.join("|") !== got.join("|")) {
+    throw new UserError(
+      `${model.source} has ${got[0]} layers, MoE layers [${got[1]}] and ${got[2]} experts, but the analysis ` +
+        `measured ${want[0]} layers, [${want[1]}] and ${want[2]}: train the model that was analysed`,
+    );
+  }
+}
+
+const checkpointName = (step: number) => `step-${String(step).padStart(6, "0")}`;
+
+function latestCheckpoint(dir: string): { step: number; path: string } | undefined {
+  if (!existsSync(dir)) return undefined;
+  const steps = readdirSync(dir)
+    .map((f) => /^step-(\d+)\.json$/.exec(f)?.[1])
+    .filter((s): s is string => s !== undefined)
+    .map(Number)
+    .sort((a, b) => b - a);
+  const step = steps.find((s) => existsSync(join(dir, `${checkpointName(s)}.safetensors`)));
+  return step === undefined ? undefined : { step, path: join(dir, checkpointName(step)) };
+}
+
+export function parseTrainSettings(input: unknown): Settings {
+  const parsed = TrainSettings.safeParse(input);
+  if (!parsed.success) throw new UserError(`train settings ${zodProblem(parsed.error)}`);
+  if (!parsed.data.run === !parsed.data.data)
+    throw new UserError("train needs either --run DIR or --data FILE");
+  return parsed.data;
+}
+
+export async function train(input: TrainSettings, options: TrainOptions = {}): Promise<TrainSummary> {
+  const settings = parseTrainSettings(input);
+  const plan = settings.run ? fromRun(settings.run, settings) : fromData(settings);
+  const out = options.out ?? (settings.run ? join(settings.run, "train") : undefined);
+  if (!out) throw new UserError("train --data needs --out DIR");
+  if (plan.batches.length === 0) throw new UserError("there are no batches to train on");
+  if (settings.trainable === "experts" && plan.trained.length === 0) {
+    throw new UserError(
+      `the expert set '${settings.experts}' is empty: nothing to train; choose another --experts`,
+    );
+  }
+
+  return withEngine(options.engine ?? {}, async (engine) => {
+    const model = await engine.load(plan.model);
+    sameShape(plan.analysed, model);
+    const resumed = openRun(out, "train", settings, { model, engine: engine.info, ...plan.describe });
+    const setup = await engine.trainSetup({
+      trainable: settings.trainable,
+      experts: layerExperts(plan.trained),
+      weight_decay: settings.weightDecay,
+      grad_clip: settings.gradClip,
+      loss_on: settings.lossOn,
+      router_loss: settings.routerLoss,
+      gradient_checkpointing: settings.gradientCheckpointing,
+      seed: settings.seed,
+    });
+    return runSteps(engine, plan, settings, out, model, setup.trainable_parameters, resumed, options.signal);
+  });
+}
+
+async function runSteps(
+  engine: Engine,
+  plan: Plan,
+  settings: Settings,
+  out: string,
+  model: ModelInfo,
+  trainableParameters: number,
+  resumed: boolean,
+  signal: AbortSignal | undefined,
+): Promise<TrainSummary> {
+  const perEpoch = plan.batches.length;
+  const total = perEpoch * settings.epochs;
+  const checkpoints = join(out, "checkpoints");
+  const logPath = join(out, "train_log.jsonl");
+  let log: LogRow[] = [];
+  let step = 0;
+  const last = latestCheckpoint(checkpoints);
+  if (resumed && last) {
+    await engine.loadCheckpoint(`${last.path}.safetensors`);
+    step = last.step;
+    // Steps after the checkpoint are redone, so their log rows go.
+    log = existsSync(logPath)
+      ? readFileSync(logPath, "utf8")
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as LogRow)
+          .filter((row) => row.step < step)
+      : [];
+  }
+
+  const save = async () => {
+    const name = join(checkpoints, checkpointName(step));
+    await engine.saveCheckpoint(`${name}.safetensors`);
+    writeJsonAtomic(`${name}.json`, { step, epoch: Math.floor(step / perEpoch) });
+    for (const file of readdirSync(checkpoints)) {
+      if (!file.startsWith(checkpointName(step))) rmSync(join(checkpoints, file), { force: true });
+    }
+  };
+
+  const bar = progress("train", total, "steps", step);
+  const started = Date.now();
+  let tokens = 0;
+  let optimizerBytes = 0;
+  while (step < total && !signal?.aborted) {
+    const epoch = Math.floor(step / perEpoch);
+    const batch =
+      plan.batches[epochOrder(perEpoch, epoch, settings.seed, settings.shuffle)[step % perEpoch]!]!;
+    const lr = learningRate(step, total, settings.lr, settings.warmupRatio);
+    const result = await engine.trainStep({
+      conversations: batch.conversations,
+      labels: batch.labels,
+      allowed: batch.allowed,
+      lr,
+      micro_batch: settings.microBatch ?? batch.conversations.length,
+    });
+    optimizerBytes = result.optimizer_state_bytes;
+    log.push({
+      step,
+      epoch,
+      batch_idx: batch.batchIdx,
+      sample_ids: batch.sampleIds,
+      loss: result.loss,
+      router_loss: result.router_loss,
+      lr,
+      grad_norm: result.grad_norm,
+      tokens: result.tokens,
+      seconds: result.seconds,
+    });
+    writeJsonlAtomic(logPath, log);
+    step++;
+    tokens += result.tokens;
+    const rate = tokens / ((Date.now() - started) / 1000);
+    bar.update(step, `loss ${result.loss.toFixed(4)} · lr ${lr.toExponential(2)} · ${rate.toFixed(0)} tok/s`);
+    if (step % settings.checkpointEvery === 0 || step === total || signal?.aborted) await save();
+  }
+  bar.finish();
+
+  const summary = {
+    out,
+    steps: step,
+    totalSteps: total,
+    trainedExperts: plan.trained.length,
+    totalExperts: model.moe_layers.length * model.num_experts,
+    finalLoss: log.at(-1)?.loss,
+    resumed,
+  };
+  if (step < total) return { ...summary, complete: false };
+  await writeOutputs(engine, plan, settings, out, model, { trainableParameters, optimizerBytes, log });
+  return { ...summary, complete: true };
+}
+
+async function writeOutputs(
+  engine: Engine,
+  plan: Plan,
+  settings: Settings,
+  out: string,
+  model: ModelInfo,
+  stats: { trainableParameters: number; optimizerBytes: number; log: LogRow[] },
+): Promise<void> {
+  await engine.saveModel(join(out, "final_model"));
+  const shape: RoutingShape = {
+    numLayers: model.num_layers,
+    moeLayers: model.moe_layers,
+    numExperts: model.num_experts,
+    topK: model.top_k,
+  };
+  const trained = labelled(plan.trained);
+  writeNpy(join(out, "expert_mask.npy"), expertMask(trained, shape), [model.num_layers, model.num_experts]);
+  const masks = plan.batches.map((b) =>
+    labelled(
+      Object.entries(b.allowed).flatMap(([l, es]) => es.map((e) => ({ layer: Number(l), expert: e }))),
+    ),
+  );
+  writeNpy(join(out, "batch_expert_masks.npy"), stackedMasks(masks, shape), [
+    plan.batches.length,
+    model.num_layers,
+    model.num_experts,
+  ]);
+  if (settings.trainable === "experts") {
+    const tensors = await engine.saveDelta(
+      join(out, "expert_delta.safetensors"),
+      layerExperts(plan.trained),
+      {
+        base_model: model.source,
+        model_type: model.model_type,
+      },
+    );
+    writeJsonAtomic(join(out, "expert_delta.json"), {
+      format: "steermoe.expert_delta.v1",
+      base_model: model.source,
+      model_type: model.model_type,
+      experts: trained.map(({ layer, expert, label }) => ({ layer, expert, label })),
+      tensors,
+      apply: `steermoe apply-delta --base ${model.source} --delta ${join(out, "expert_delta.safetensors")} --out DIR`,
+    });
+  }
+  writeJsonAtomic(join(out, "training_metadata.json"), {
+    model: model.source,
+    model_type: model.model_type,
+    ...plan.describe,
+    batches: plan.batches.length,
+    batch_sizes: plan.batches.map((b) => b.conversations.length),
+    steps: stats.log.length,
+    epochs: settings.epochs,
+    trainable: settings.trainable,
+    trainable_parameters: stats.trainableParameters,
+    optimizer_state_bytes: stats.optimizerBytes,
+    trained_experts: trained.map(({ layer, expert }) => ({
+      layer,
+      expert,
+      label: expertLabel(layer, expert),
+    })),
+    unique_trained_experts: trained.length,
+    total_experts: model.moe_layers.length * model.num_experts,
+    per_batch_mask_counts: plan.batches.map((b) => ({
+      batch_idx: b.batchIdx,
+      experts: Object.values(b.allowed).reduce((n, es) => n + es.length, 0),
+    })),
+    settings,
+    final_loss: stats.log.at(-1)?.loss ?? null,
+    seconds: stats.log.reduce((s, r) => s + r.seconds, 0),
+  });
+}

@@ -1,0 +1,254 @@
+// steermoe train end to end: an analysis run on a tiny model, then expert-only training from it.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { BIN, buildTiny, flipattackRecords, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
+
+let dir: string;
+let model: string;
+let analysis: string;
+const cleanups: (() => void)[] = [];
+
+before(async () => {
+  dir = tempDir({ after: (fn) => cleanups.push(fn) });
+  model = await buildTiny(dir);
+  const data = join(dir, "data.json");
+  writeFileSync(data, JSON.stringify(flipattackRecords(26)));
+  analysis = join(dir, "analysis");
+  const args = ["analyze", "--data", data, "--model", model, "--run", analysis, "--batch-size", "8"];
+  const result = run([...args, "--qc", "off", "--max-new-tokens", "12", "--random-experts"]);
+  assert.equal(result.status, 0, result.stderr);
+});
+after(() => cleanups.forEach((fn) => fn()));
+
+const jsonl = (path: string) =>
+  readFileSync(path, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
+
+function compare(a: string, b: string): { differ: string[] } {
+  const result = spawnSync(PYTHON, [join(PACKAGE_ROOT, "test", "fixtures", "compare_models.py"), a, b], {
+    encoding: "utf8",
+  });
+  assert.equal(result.status, 0, result.stderr);
+  return JSON.parse(result.stdout);
+}
+
+const trainArgs = (out: string, ...extra: string[]) => [
+  "train",
+  "--run",
+  analysis,
+  "--out",
+  out,
+  "--lr",
+  "1e-3",
+  "--epochs",
+  "3",
+  ...extra,
+];
+
+test("expert-only training replays the analysis batches and moves only the trained experts", (t) => {
+  const out = join(tempDir(t), "train");
+  const result = run(trainArgs(out));
+  assert.equal(result.status, 0, result.stderr);
+  assert.match(result.stdout, /done: 18 steps/);
+
+  // Batch preservation: every step names an analysis batch and exactly its samples, in order;
+  // each epoch visits every batch once, in a shuffled order.
+  const batches = new Map(
+    JSON.parse(readFileSync(join(analysis, "batches.json"), "utf8")).batches.map(
+      (b: { batch_idx: number; kept_sample_ids: string[] }) => [b.batch_idx, b.kept_sample_ids],
+    ),
+  );
+  const log = jsonl(join(out, "train_log.jsonl"));
+  assert.equal(log.length, 18);
+  for (const row of log) assert.deepEqual(row.sample_ids, batches.get(row.batch_idx));
+  const orders = [0, 1, 2].map((e) => log.filter((r) => r.epoch === e).map((r) => r.batch_idx));
+  for (const order of orders) assert.deepEqual([...order].sort(), [0, 1, 2, 3, 4, 5]);
+  assert.notDeepEqual(orders[0], orders[1]);
+  assert.ok(log.every((r) => r.tokens > 0 && Number.isFinite(r.loss)));
+  assert.equal(log[0].lr, 1e-3 / 2); // warmup: ceil(0.1 * 18) = 2 steps
+
+  // Frozen weights: loaded back by transformers, only trained experts differ from the base.
+  const metadata = JSON.parse(readFileSync(join(out, "training_metadata.json"), "utf8"));
+  const trained = new Set(
+    metadata.trained_experts.map((e: { layer: number; expert: number }) => `${e.layer}:${e.expert}`),
+  );
+  const { differ } = compare(model, join(out, "final_model"));
+  assert.ok(differ.length > 0);
+  for (const name of differ) {
+    const m = /^model\.layers\.(\d+)\.mlp\.experts\.(?:gate_up_proj|down_proj)\[(\d+)\]$/.exec(name);
+    assert.ok(m, `${name} changed but is not an expert`);
+    assert.ok(trained.has(`${m[1]}:${m[2]}`), `${name} changed but was not trained`);
+  }
+  assert.equal(metadata.unique_trained_experts, trained.size);
+  assert.ok(metadata.optimizer_state_bytes > 0);
+
+  // The expert delta rebuilds final_model exactly.
+  const rebuilt = join(tempDir(t), "rebuilt");
+  const apply = run([
+    "apply-delta",
+    "--base",
+    model,
+    "--delta",
+    join(out, "expert_delta.safetensors"),
+    "--out",
+    rebuilt,
+  ]);
+  assert.equal(apply.status, 0, apply.stderr);
+  assert.deepEqual(compare(join(out, "final_model"), rebuilt).differ, []);
+
+  const masks = spawnSync(
+    PYTHON,
+    [
+      "-c",
+      `import numpy as np, sys
+m = np.load(sys.argv[1] + "/expert_mask.npy"); b = np.load(sys.argv[1] + "/batch_expert_masks.npy")
+print(m.shape, b.shape, int(m.sum()), bool((b.max(0) <= m).all()))`,
+      out,
+    ],
+    { encoding: "utf8" },
+  );
+  assert.equal(masks.stdout.trim(), `(2, 8) (6, 2, 8) ${trained.size} True`);
+});
+
+test("a run stopped by Ctrl-C or killed resumes to the same weights as an uninterrupted one", async (t) => {
+  const tmp = tempDir(t);
+  const straight = join(tmp, "straight");
+  assert.equal(run(trainArgs(straight, "--checkpoint-every", "2")).status, 0);
+
+  for (const how of ["SIGINT", "kill -9"] as const) {
+    const out = join(tmp, how.replace(/\W/g, ""));
+    const args = trainArgs(out, "--checkpoint-every", "2");
+    const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const logPath = join(out, "train_log.jsonl");
+    while (!(existsSync(logPath) && jsonl(logPath).length >= 5)) await new Promise((r) => setTimeout(r, 20));
+    if (how === "SIGINT") child.kill("SIGINT");
+    else {
+      const engine = spawnSync("pgrep", ["-P", String(child.pid), "-f", "steermoe_engine"], {
+        encoding: "utf8",
+      });
+      process.kill(Number(engine.stdout.trim()), "SIGKILL");
+    }
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+    if (how === "SIGINT") {
+      assert.equal(code, 130);
+      assert.match(stdout, /stopped at step \d+\/18 \(checkpoint saved\)/);
+    } else assert.equal(code, 1);
+    const resumed = run(args);
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.match(resumed.stdout, /resumed and finished: 18 steps/);
+    assert.deepEqual(compare(join(straight, "final_model"), join(out, "final_model")).differ, [], how);
+    assert.deepEqual(
+      jsonl(join(out, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
+      jsonl(join(straight, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
+    );
+  }
+});
+
+test("ablations and baselines: random experts, no routing mask, full fine-tune, plain data", (t) => {
+  const tmp = tempDir(t);
+  for (const extra of [
+    ["--experts", "random"],
+    ["--routing-mask", "off", "--no-shuffle"],
+    ["--trainable", "all"],
+  ]) {
+    const out = join(tmp, extra.join("").replace(/\W/g, ""));
+    const result = run(trainArgs(out, "--epochs", "1", ...extra));
+    assert.equal(result.status, 0, `${extra}: ${result.stderr}`);
+    const metadata = JSON.parse(readFileSync(join(out, "training_metadata.json"), "utf8"));
+    if (extra[0] === "--trainable") {
+      assert.equal(existsSync(join(out, "expert_delta.safetensors")), false);
+      assert.ok(compare(model, join(out, "final_model")).differ.includes("model.embed_tokens.weight"));
+    } else assert.ok(metadata.unique_trained_experts > 0);
+    if (extra[1] === "off") {
+      assert.deepEqual(
+        jsonl(join(out, "train_log.jsonl")).map((r) => r.batch_idx),
+        [0, 1, 2, 3, 4, 5],
+      );
+      assert.ok(metadata.per_batch_mask_counts.every((b: { experts: number }) => b.experts === 0));
+    }
+  }
+  const conversations = join(tmp, "convs.jsonl");
+  writeFileSync(
+    conversations,
+    ["Hi", "Tell me a story", "What is bread?"]
+      .map((q, i) =>
+        JSON.stringify({
+          id: i,
+          messages: [
+            { role: "user", content: q },
+            { role: "assistant", content: "Sure." },
+          ],
+        }),
+      )
+      .join("\n"),
+  );
+  const plain = join(tmp, "plain");
+  const result = run([
+    "train",
+    "--data",
+    conversations,
+    "--model",
+    model,
+    "--out",
+    plain,
+    "--trainable",
+    "all",
+    "--batch-size",
+    "2",
+  ]);
+  assert.equal(result.status, 0, result.stderr);
+  assert.match(result.stdout, /done: 6 steps/);
+});
+
+test("bad input: one line naming what to fix, non-zero exit, nothing written", async (t) => {
+  const tmp = tempDir(t);
+  const other = join(tmp, "other");
+  assert.equal(run(["tiny-model", "--out", other, "--experts", "4"]).status, 0);
+  const file = (name: string, value: unknown) => {
+    const path = join(tmp, name);
+    writeFileSync(path, JSON.stringify(value));
+    return path;
+  };
+  const cases: [string, string[], RegExp][] = [
+    ["not a run", ["--run", tmp], /config\.json is missing: give a folder made by steermoe analyze/],
+    [
+      "unknown layer",
+      ["--run", analysis, "--experts", file("l.json", [{ layer: 7, expert: 0 }])],
+      /l\.json entry 0: layer 7 is not an MoE layer of the model \(0, 1\)/,
+    ],
+    [
+      "unknown expert",
+      ["--run", analysis, "--experts", file("e.json", [{ layer: 1, expert: 8 }])],
+      /e\.json entry 0: layer 1 has no expert 8 \(0\.\.7\)/,
+    ],
+    [
+      "empty set",
+      ["--run", analysis, "--experts", file("n.json", [])],
+      /expert set .* is empty: nothing to train/,
+    ],
+    [
+      "other shape",
+      ["--run", analysis, "--model", other],
+      /has 2 layers, MoE layers \[0,1\] and 4 experts, but the analysis measured/,
+    ],
+    ["lr", ["--run", analysis, "--lr", "0"], /train settings field lr: must be > 0/],
+    ["epochs", ["--run", analysis, "--epochs", "0"], /train settings field epochs: must be at least 1/],
+    ["neither", ["--epochs", "1"], /train needs either --run DIR or --data FILE/],
+  ];
+  for (const [name, args, expected] of cases) {
+    const out = join(tmp, `out-${name.replace(/\W/g, "")}`);
+    const result = run(["train", ...args, "--out", out]);
+    assert.notEqual(result.status, 0, name);
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, `${name}: ${result.stderr}`);
+    assert.match(lines[0]!, expected, `${name}: ${result.stderr}`);
+    assert.equal(existsSync(out), false, `${name} left ${out} behind`);
+  }
+});
