@@ -18,7 +18,11 @@ import { tinyModel } from "./recipes/tiny-model.js";
 import { report } from "./recipes/report.js";
 import { parseTrainSettings, train, type TrainSummary } from "./recipes/train.js";
 import { applyDelta } from "./recipes/apply-delta.js";
+import { evaluate, formatResults, parseEvalSettings } from "./recipes/evaluate.js";
+import { buildOrganism, ORGANISM_SETS } from "./recipes/organism.js";
+import { basename } from "node:path";
 import { writeSyntheticData } from "./components/synthetic.js";
+import { readSteerFile, steerFromRun, type Steering } from "./components/steering.js";
 
 const int = (min: number) => (value: string) => {
   const n = Number(value);
@@ -195,6 +199,67 @@ function trainSettings(f: TrainFlags) {
   );
 }
 
+interface SteerFlags {
+  steer?: string;
+  steerFrom?: string;
+  top?: number;
+  steerMode?: "deactivate" | "activate";
+}
+
+function steering(f: SteerFlags): Steering | undefined {
+  if (f.steer && f.steerFrom) throw new UserError("give --steer or --steer-from, not both");
+  if (f.steer) return readSteerFile(f.steer);
+  if (f.steerFrom) return steerFromRun(f.steerFrom, f.top ?? 10, f.steerMode ?? "deactivate");
+  return undefined;
+}
+
+interface EvalFlags extends SteerFlags {
+  model?: string[];
+  out: string;
+  config?: string;
+  jailbreaks?: string;
+  benign?: string;
+  benignSplit?: string;
+  limit?: number;
+  maxNewTokens?: number;
+  temperature?: number;
+  seed?: number;
+  computeBatch?: "auto" | number;
+  judge?: "keyword" | "openai";
+  judgeUrl?: string;
+  judgeModel?: string;
+  judgeKeyEnv?: string;
+}
+
+/** "[name=]path[@delta]" → one model of the comparison. */
+function evalModel(spec: string) {
+  const [, name, path, delta] = /^(?:([^=@]+)=)?([^@]+)(?:@(.+))?$/.exec(spec) ?? [];
+  if (!path) throw new UserError(`--model ${spec}: expected [name=]path[@delta]`);
+  return { name: name ?? basename(path), model: { source: path }, ...(delta && { delta }) };
+}
+
+function evalSettings(f: EvalFlags) {
+  const fromFile = f.config ? readConfigFile(f.config) : {};
+  const settings = overlay(fromFile, {
+    models: f.model?.map(evalModel),
+    jailbreaks: f.jailbreaks,
+    benign: f.benign,
+    benignSplit: f.benignSplit,
+    limit: f.limit,
+    steer: steering(f),
+    sampling: { maxNewTokens: f.maxNewTokens, temperature: f.temperature, seed: f.seed },
+    judge:
+      f.judge === "openai"
+        ? { kind: "openai", baseUrl: f.judgeUrl, model: f.judgeModel, apiKeyEnv: f.judgeKeyEnv }
+        : f.judge && { kind: f.judge },
+  });
+  if (!settings.models) throw new UserError("eval needs at least one --model");
+  if (!settings.jailbreaks && !settings.benign) {
+    Object.assign(settings, ORGANISM_SETS);
+  }
+  return parseEvalSettings(settings);
+}
+
 function formatTrainSummary(s: TrainSummary): string {
   if (!s.complete) {
     return `stopped at step ${s.steps}/${s.totalSteps} (checkpoint saved); rerun the same command to resume → ${s.out}`;
@@ -255,6 +320,15 @@ export function program(): Command {
     .option("--seed <n>", "sample i is drawn with seed + i", int(0), 42)
     .option("--batch-size <n|auto>", "sequences run at once (auto: 16 on CPU, 64 on GPU)", batch, "auto")
     .option("--replay", "conversations end with the response: record its routing, do not generate")
+    .option("--steer <file>", "switch experts off/on: {deactivate: [{layer, expert}], activate: [...]}")
+    .option("--steer-from <run>", "switch off the top experts of an analysis run")
+    .option("--top <n>", "with --steer-from: how many experts (default 10)", int(1))
+    .addOption(
+      new Option("--steer-mode <mode>", "with --steer-from: deactivate (default) or activate").choices([
+        "deactivate",
+        "activate",
+      ]),
+    )
     .option("--overwrite", "replace an existing output folder")
     .action(
       async (
@@ -268,7 +342,7 @@ export function program(): Command {
           batchSize: "auto" | number;
           replay?: boolean;
           overwrite?: boolean;
-        },
+        } & SteerFlags,
       ) => {
         const summary = await generate(
           {
@@ -284,6 +358,7 @@ export function program(): Command {
             batchSize: flags.batchSize,
             replay: flags.replay ?? false,
             overwrite: flags.overwrite ?? false,
+            steer: steering(flags),
           },
           { engine: { verbose: cli.opts().verbose }, signal: interruptible() },
         );
@@ -438,6 +513,64 @@ export function program(): Command {
   });
 
   cli
+    .command("eval")
+    .description(
+      "attack success, plain-goal refusal and over-refusal, for one or several models side by side",
+    )
+    .option(
+      "--model <[name=]path[@delta]>",
+      "a model folder, a train output, or base@expert_delta.safetensors (repeat to compare)",
+      (value: string, list: string[] = []) => [...list, value],
+    )
+    .requiredOption("--out <dir>", "folder for results.json and samples.jsonl")
+    .option("--config <file>", "settings file (JSON or YAML); flags override it")
+    .option("--jailbreaks <file>", "FlipAttack-format held-out set (default: the organism's)")
+    .option("--benign <file>", "harmless requests {id?, prompt} (default: the organism's held-out split)")
+    .option("--benign-split <name>", "keep only records whose split is this")
+    .option("--limit <n>", "at most this many items per set", int(1))
+    .option("--max-new-tokens <n>", "tokens generated per response (default 64)", int(1))
+    .option("--temperature <t>", "sampling temperature (default 0: greedy)", num)
+    .option("--seed <n>", "sampling seed (default 42)", int(0))
+    .option("--compute-batch <n|auto>", "sequences the engine runs at once", batch)
+    .addOption(new Option("--judge <kind>", "refusal judge (default keyword)").choices(["keyword", "openai"]))
+    .option("--judge-url <url>", "OpenAI-compatible endpoint")
+    .option("--judge-model <name>", "model name at the endpoint")
+    .option("--judge-key-env <name>", "environment variable holding the API key")
+    .option(
+      "--steer <file>",
+      "also evaluate each model steered: {deactivate: [{layer, expert}], activate: [...]}",
+    )
+    .option(
+      "--steer-from <run>",
+      "also evaluate each model with the top experts of an analysis run switched off",
+    )
+    .option("--top <n>", "with --steer-from: how many experts (default 10)", int(1))
+    .addOption(
+      new Option("--steer-mode <mode>", "with --steer-from: deactivate (default) or activate").choices([
+        "deactivate",
+        "activate",
+      ]),
+    )
+    .action(async (flags: EvalFlags) => {
+      const results = await evaluate(evalSettings(flags), {
+        out: flags.out,
+        computeBatch: flags.computeBatch,
+        engine: { verbose: cli.opts().verbose },
+      });
+      console.log(formatResults(results));
+      console.log(`results → ${flags.out}`);
+    });
+
+  cli
+    .command("build-organism")
+    .description("rebuild the model organism and its synthetic data from the seed (minutes on a CPU)")
+    .option("--out <dir>", "folder for data/, model/ and manifest.json", "organism")
+    .action(async (flags: { out: string }) => {
+      const model = await buildOrganism(flags.out, { verbose: cli.opts().verbose });
+      console.log(`organism → ${model}`);
+    });
+
+  cli
     .command("report")
     .description("write one self-contained report.html for a run (works on unfinished runs too)")
     .requiredOption("--run <dir>", "run folder")
@@ -498,16 +631,24 @@ export function program(): Command {
   cli
     .command("demo")
     .description(
-      "the built-in default job: a tiny OLMoE model, inspected, then generating with routing recorded",
+      "the whole method on the model organism: analyze → train the unsafe experts → eval before/after",
     )
     .option("--out <dir>", "run folder", "runs/demo")
     .option("--overwrite", "replace an existing run folder")
     .action(async (flags: { out: string; overwrite?: boolean }) => {
-      await demo(
-        { out: flags.out, overwrite: flags.overwrite ?? false },
+      const result = await demo(
+        { out: flags.out, overwrite: flags.overwrite ?? false, signal: interruptible() },
         { verbose: cli.opts().verbose },
-        interruptible(),
       );
+      if (!result.complete) {
+        console.log(`stopped; rerun with --overwrite to start again → ${result.run}`);
+        process.exitCode = 130;
+        return;
+      }
+      console.log("\n" + formatResults(result.results));
+      console.log(`\nexperts trained: ${result.trainedExperts} of ${result.totalExperts}`);
+      console.log(`run folder: ${result.run}`);
+      console.log(`report: ${result.report}`);
     });
 
   return cli;

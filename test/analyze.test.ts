@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   BIN,
+  freePort,
   buildTiny,
   flipattackRecords,
   PACKAGE_ROOT,
@@ -50,15 +51,6 @@ after(async () => {
   await new Promise<void>((resolve) => http.close(() => resolve()));
   cleanups.forEach((fn) => fn());
 });
-
-/** A port nothing listens on: bound, then released. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 function dataset(name: string, records: object[]): string {
   const path = join(dir, name);

@@ -2,6 +2,8 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../src/components/engine.js";
 
@@ -19,9 +21,18 @@ export function tempDir(t: { after: (fn: () => void) => void }): string {
 
 export function run(
   args: string[],
-  options: { cwd?: string; input?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; timeout?: number } = {},
 ): SpawnSyncReturns<string> {
-  return spawnSync(BIN, args, { encoding: "utf8", timeout: 120_000, ...options });
+  return spawnSync(BIN, args, { encoding: "utf8", timeout: 300_000, ...options });
+}
+
+/** A loopback port nothing listens on: bound, then released. */
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
 }
 
 export async function buildTiny(dir: string, arch = "olmoe", layers = 2): Promise<string> {

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from .control import LayerControl, RouterControl
 from .errors import EngineError
 from .models import Loaded
 from .routing import RoutingRecorder
@@ -81,8 +82,15 @@ def _id_array(ids: torch.Tensor | list[int]) -> np.ndarray:
 
 @torch.inference_mode()
 def generate(
-    loaded: Loaded, conversations: list[Messages], seeds: list[int], sampling: Sampling, record: bool
+    loaded: Loaded,
+    conversations: list[Messages],
+    seeds: list[int],
+    sampling: Sampling,
+    record: bool,
+    steer: dict[int, LayerControl] | None = None,
 ) -> list[dict[str, Any]]:
+    """`steer` changes routing during generation (RouterControl); what is recorded is what the
+    steered layers really used."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     eos_set = _eos_ids(loaded)
     eos_ids = torch.tensor(sorted(eos_set), device=device)
@@ -97,7 +105,7 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     steps: list[torch.Tensor] = []
-    with RoutingRecorder(loaded.adapter, enabled=record) as recorder:
+    with RouterControl(loaded.adapter, steer or {}), RoutingRecorder(loaded.adapter, enabled=record) as recorder:
         logits = model(
             input_ids=input_ids,
             attention_mask=attention_mask,

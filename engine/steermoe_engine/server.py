@@ -11,6 +11,7 @@ import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
+from .control import LayerControl
 from .errors import EngineError
 from .files import DELTA_FORMAT, apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .generation import Sampling, generate, replay
@@ -70,7 +71,9 @@ class Server:
 
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
         sampling = Sampling(params["max_new_tokens"], params["temperature"], params["top_p"])
-        samples = generate(self._model(), params["conversations"], params["seeds"], sampling, params["record"])
+        loaded = self._model()
+        steer = steering(loaded, params.get("steer", {}))
+        samples = generate(loaded, params["conversations"], params["seeds"], sampling, params["record"], steer)
         return {"samples": samples}
 
     def replay(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +141,31 @@ class Server:
     def apply_delta(self, params: dict[str, Any]) -> dict[str, Any]:
         touched = apply_delta(self._model(), load_tensors(params["delta"]))
         return {"experts": {str(k): v for k, v in touched.items()}}
+
+
+def steering(loaded: Loaded, spec: dict[str, dict[str, list[int]]]) -> dict[int, LayerControl]:
+    """{layer: {deactivate: [...], activate: [...]}} -> controls; unknown layers or experts are refused."""
+    adapter = loaded.adapter
+    moe = set(adapter.moe_layer_indices)
+    controls = {}
+    for key, change in spec.items():
+        layer = int(key)
+        if layer not in moe:
+            raise EngineError(f"steering names layer {layer}, which is not an MoE layer (MoE layers: {sorted(moe)})")
+        masks = {}
+        for what in ("deactivate", "activate"):
+            experts = change.get(what, [])
+            bad = [e for e in experts if not 0 <= e < adapter.num_experts]
+            if bad:
+                raise EngineError(
+                    f"steering names expert {bad[0]} in layer {layer}; experts are 0..{adapter.num_experts - 1}"
+                )
+            mask = torch.zeros(adapter.num_experts, dtype=torch.bool, device=loaded.device)
+            mask[experts] = True
+            masks[what] = mask if experts else None
+        allowed = None if masks["deactivate"] is None else ~masks["deactivate"]
+        controls[layer] = LayerControl(allowed=allowed, forced=masks["activate"])
+    return controls
 
 
 def _layer_map(value: dict[str, list[int]]) -> dict[int, list[int]]:

@@ -98,3 +98,26 @@ def test_replay_records_response_routing(arch: str, loaded: dict[str, Loaded]) -
         ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
         assert model.tokenizer.decode(sample["generated_ids"].tolist()).startswith("I'm sorry")
         np.testing.assert_array_equal(recorded_experts(sample), reference_experts(model, ids))
+
+
+def test_steering_shows_in_the_recorded_routing(loaded: dict[str, Loaded]) -> None:
+    from steermoe_engine.server import steering
+
+    model = loaded["qwen3_moe"]
+    controls = steering(model, {"0": {"deactivate": [0, 1, 2, 3]}, "2": {"activate": [6]}})
+    samples = generate(model, CONVERSATIONS, [0, 1, 2, 3], Sampling(16, 1.0, 1.0), record=True, steer=controls)
+    for sample in samples:
+        ids = np.concatenate([sample["routing"]["prompt"]["expert_ids"], sample["routing"]["generation"]["expert_ids"]])
+        assert not np.isin(ids[:, 0], [0, 1, 2, 3]).any()
+        assert (ids[:, 2] == 6).any(-1).all()
+        assert np.isin(ids[:, 1], [0, 1, 2, 3]).any()  # an unsteered layer still uses them
+
+
+def test_steering_rejects_unknown_layers_and_experts(loaded: dict[str, Loaded]) -> None:
+    from steermoe_engine.errors import EngineError
+    from steermoe_engine.server import steering
+
+    with pytest.raises(EngineError, match="layer 1, which is not an MoE layer"):
+        steering(loaded["qwen2_moe"], {"1": {"deactivate": [0]}})
+    with pytest.raises(EngineError, match="expert 9 in layer 0"):
+        steering(loaded["olmoe"], {"0": {"activate": [9]}})

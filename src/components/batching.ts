@@ -9,7 +9,7 @@ import { z } from "zod";
 import { UserError } from "./errors.js";
 import type { Pair } from "./pairs.js";
 import { Messages } from "./protocol.js";
-import { mulberry32 } from "./stats.js";
+import { mulberry32, shuffle } from "./stats.js";
 
 export const LabelSchema = z.enum(["safe", "unsafe"]);
 
@@ -123,11 +123,5 @@ export function dropPairs(batches: readonly MixedBatch[], dropPairIds: ReadonlyS
 // Fisher–Yates driven by mulberry32: integer-only arithmetic, so a seed gives the same order on
 // every machine and Node version (Math.random cannot be seeded).
 export function shuffled<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  const random = mulberry32(seed);
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j] as T, out[i] as T];
-  }
-  return out;
+  return shuffle(items, mulberry32(seed));
 }

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { UserError } from "./errors.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
+import type { SteerRequest } from "./steering.js";
 import {
   GenerateResult,
   ModelInfo,
@@ -197,6 +198,7 @@ export class Engine {
     seeds: number[],
     sampling: Sampling,
     record = true,
+    steer: SteerRequest = {},
   ): Promise<GeneratedSample[]> {
     const params = {
       conversations,
@@ -205,6 +207,7 @@ export class Engine {
       temperature: sampling.temperature,
       top_p: sampling.topP,
       record,
+      steer,
     };
     return (await this.call("generate", params, GenerateResult)).samples;
   }

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { z } from "zod";
-import { UserError } from "./errors.js";
+import { UserError, zodProblem } from "./errors.js";
 import { writeFileAtomic } from "./store.js";
 
 export const Verdict = z.object({
@@ -75,9 +75,7 @@ export function createJudge(
 function parseConfig<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const field = issue?.path.length ? ` field ${issue.path.join(".")}` : "";
-  throw new UserError(`${what}${field}: ${issue?.message ?? "invalid"}`);
+  throw new UserError(`${what} ${zodProblem(result.error)}`);
 }
 
 // ---------------------------------------------------------------------------------------------

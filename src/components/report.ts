@@ -16,6 +16,7 @@ import { zodProblem } from "./errors.js";
 import { PAGE_CSS, PAGE_SCRIPT } from "./report-page.js";
 import { ExpertSetSchema } from "./riskdiff.js";
 import { writeFileAtomic } from "./store.js";
+import { csvRows } from "./tables.js";
 
 export interface ReportResult {
   path: string;
@@ -159,48 +160,6 @@ function jsonlRows(text: string): unknown[] {
     .split("\n")
     .filter((line) => line.trim())
     .map((line) => JSON.parse(line) as unknown);
-}
-
-/** RFC 4180 CSV (quoted fields, doubled quotes) into objects; numeric-looking fields become numbers. */
-export function csvRows(text: string): Record<string, string | number | null>[] {
-  const records = csvRecords(text);
-  const header = records.shift() ?? [];
-  return records
-    .filter((r) => r.length > 1 || r[0] !== "")
-    .map((r) => Object.fromEntries(header.map((name, i) => [name, csvValue(r[i] ?? "")])));
-}
-
-function csvRecords(text: string): string[][] {
-  const records: string[][] = [];
-  let record: string[] = [];
-  let field = "";
-  let quoted = false;
-  const endField = () => {
-    record.push(field);
-    field = "";
-  };
-  const endRecord = () => {
-    endField();
-    records.push(record);
-    record = [];
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted && c === '"' && text[i + 1] === '"') field += text[++i];
-    else if (c === '"') quoted = !quoted;
-    else if (quoted || (c !== "," && c !== "\n" && c !== "\r")) field += c;
-    else if (c === ",") endField();
-    else if (c === "\n") endRecord();
-  }
-  if (field || record.length) endRecord();
-  return records;
-}
-
-// The tables spell non-finite numbers as pandas does (nan, inf); JSON has no such values.
-function csvValue(field: string): string | number | null {
-  if (/^(nan|-?inf)$/i.test(field)) return null;
-  if (field !== "" && /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(field)) return Number(field);
-  return field;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // A Run is a folder that one job fills over one or more invocations. Its config.json records
 // the settings; a later invocation with the same settings resumes it, one with different
 // settings is refused with the difference named, so results from two settings never mix.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "./errors.js";
@@ -81,4 +81,17 @@ export function overlay(
       : value;
   }
   return out;
+}
+
+/** Refuse to mix new results into an old output folder unless asked to replace it. */
+export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
+  if (!existsSync(out) || readdirSync(out).length === 0) return;
+  if (!overwrite)
+    throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);
+  if (!existsSync(join(out, marker))) {
+    throw new UserError(
+      `${out} is not a steermoe output (no ${marker}); refusing to delete it, choose another --out`,
+    );
+  }
+  rmSync(out, { recursive: true, force: true });
 }

@@ -89,3 +89,31 @@ export function tQuantile(p: number, dof: number): number {
   const x = 0.5 * (lo + hi);
   return Math.sqrt((dof * (1 - x)) / x);
 }
+
+/** A proportion k/n with its 95% Wilson score interval (sensible at 0 and n, unlike the normal one). */
+export interface Rate {
+  rate: number;
+  low: number;
+  high: number;
+  k: number;
+  n: number;
+}
+
+export function wilson(k: number, n: number, z = 1.959963984540054): Rate {
+  if (n === 0) return { rate: 0, low: 0, high: 1, k, n };
+  const p = k / n;
+  const denom = 1 + (z * z) / n;
+  const centre = (p + (z * z) / (2 * n)) / denom;
+  const half = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / denom;
+  return { rate: p, low: Math.max(0, centre - half), high: Math.min(1, centre + half), k, n };
+}
+
+/** Fisher–Yates with the given generator: a seeded generator gives the same order everywhere. */
+export function shuffle<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}

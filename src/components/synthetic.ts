@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { UserError } from "./errors.js";
 import type { Message } from "./protocol.js";
-import { mulberry32 } from "./stats.js";
+import { mulberry32, shuffle } from "./stats.js";
 import { writeFileAtomic } from "./store.js";
 
 /** Bumped whenever the same seed would produce different files. */
@@ -65,15 +65,6 @@ export type Rng = () => number;
 // Separate streams per purpose, so adding a benign template never reshuffles the harmful set.
 function stream(seed: number, salt: number): Rng {
   return mulberry32(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ salt);
-}
-
-function shuffle<T>(items: readonly T[], rng: Rng): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
 }
 
 function pick<T>(items: readonly T[], rng: Rng): T {

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { UserError } from "./errors.js";
 import type { LayerExperts, Messages } from "./protocol.js";
 import { expertLabel, type ExpertSet } from "./riskdiff.js";
-import { mulberry32 } from "./stats.js";
+import { mulberry32, shuffle } from "./stats.js";
 
 export interface TrainBatch {
   batchIdx: number;
@@ -23,15 +23,9 @@ export interface ExpertRef {
 export const ExpertList = z.array(z.object({ layer: z.number().int(), expert: z.number().int() }).loose());
 
 /** Batch order of one epoch: shuffled with seed + epoch, so every epoch differs and replays alike. */
-export function epochOrder(count: number, epoch: number, seed: number, shuffle: boolean): number[] {
+export function epochOrder(count: number, epoch: number, seed: number, shuffled: boolean): number[] {
   const order = Array.from({ length: count }, (_, i) => i);
-  if (!shuffle) return order;
-  const random = mulberry32((seed + epoch) >>> 0);
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
+  return shuffled ? shuffle(order, mulberry32((seed + epoch) >>> 0)) : order;
 }
 
 /** Linear warmup over the first ceil(warmupRatio·total) steps, then linear decay to 0. */

@@ -1,40 +1,79 @@
-// demo: the built-in default job. Builds a tiny OLMoE model (seeded, offline), describes it, and
-// generates for the example conversations with every token's experts recorded.
-import { existsSync } from "node:fs";
+// demo: the whole method, end to end, on the model organism, in a few minutes on a CPU.
+//
+//   analyze (organism + synthetic FlipAttack data) → train (unsafe experts only)
+//   → eval before/after on held-out data → report.html
+//
+// Settings live in organism/demo.json.
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { z } from "zod";
 import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine.js";
-import { generate, prepareOutDir } from "./generate.js";
-import { formatModelInfo, inspect } from "./inspect.js";
-import { tinyModel } from "./tiny-model.js";
+import { prepareOutDir } from "../components/run.js";
+import { analyze, AnalyzeSettings } from "./analyze.js";
+import { evaluate, EvalSettings, type ModelResult } from "./evaluate.js";
+import { report } from "./report.js";
+import { train, TrainSettings } from "./train.js";
 
-export interface DemoConfig {
-  out: string;
-  overwrite: boolean;
+const DemoConfig = z.object({
+  model: z.string(),
+  analyze: AnalyzeSettings.omit({ model: true }).partial({ data: true }).loose(),
+  train: TrainSettings.loose(),
+  eval: EvalSettings.omit({ models: true }).loose(),
+});
+
+export interface DemoResult {
+  run: string;
+  report?: string;
+  results: ModelResult[];
+  trainedExperts: number;
+  totalExperts: number;
+  complete: boolean;
 }
 
+/** Paths in the demo config are relative to the package, wherever steermoe runs from. */
+const fromPackage = (path: string) => join(PACKAGE_ROOT, path);
+
 export async function demo(
-  config: DemoConfig,
-  options: EngineOptions = {},
-  signal?: AbortSignal,
-): Promise<void> {
-  prepareOutDir(config.out, config.overwrite, "model");
-  const model = join(config.out, "model");
-  await withEngine(options, async (engine) => {
-    if (!existsSync(model)) await tinyModel({ arch: "olmoe", out: model, seed: 0 }, engine);
-    const { model: info } = await inspect({ source: model }, engine);
-    console.log(formatModelInfo(info) + "\n");
-    const summary = await generate(
+  options: { out: string; overwrite: boolean; signal?: AbortSignal },
+  engineOptions: EngineOptions = {},
+): Promise<DemoResult> {
+  const config = DemoConfig.parse(JSON.parse(readFileSync(fromPackage("organism/demo.json"), "utf8")));
+  prepareOutDir(options.out, options.overwrite, "config.json");
+  const model = fromPackage(config.model);
+  const run = options.out;
+  return withEngine(engineOptions, async (engine) => {
+    const analysis = await analyze(
       {
+        ...config.analyze,
         model: { source: model },
-        input: join(PACKAGE_ROOT, "examples", "conversations.jsonl"),
-        out: join(config.out, "generate"),
-        sampling: { maxNewTokens: 32 },
+        data: { ...config.analyze.data!, file: fromPackage(config.analyze.data!.file) },
       },
-      { engine, signal },
+      { run, engine, signal: options.signal },
     );
-    console.log(
-      `generated ${summary.generatedTokens} tokens for ${summary.samples} conversations in ` +
-        `${summary.seconds.toFixed(1)} s, routing recorded for every token → ${summary.out}`,
+    const incomplete = { run, results: [], trainedExperts: 0, totalExperts: 0, complete: false };
+    if (!analysis.complete) return incomplete;
+    const trained = await train({ ...config.train, run }, { engine, signal: options.signal });
+    if (!trained.complete) return incomplete;
+    const results = await evaluate(
+      {
+        ...config.eval,
+        jailbreaks: config.eval.jailbreaks && fromPackage(config.eval.jailbreaks),
+        benign: config.eval.benign && fromPackage(config.eval.benign),
+        models: [
+          { name: "before", model: { source: model } },
+          { name: "after", model: { source: join(run, "train", "final_model") } },
+        ],
+      },
+      { out: join(run, "eval"), engine },
     );
+    const page = report(run);
+    return {
+      run,
+      report: page.path,
+      results,
+      trainedExperts: trained.trainedExperts,
+      totalExperts: trained.totalExperts,
+      complete: true,
+    };
   });
 }

@@ -5,14 +5,15 @@
 //   meta.json                      settings, model, engine versions, counts, complete or not
 //   samples.jsonl                  id, messages, token ids, text, finish reason, routing location
 //   routing/shard-NNNNN.safetensors  one per compute batch (see components/routing.ts)
-import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { readConversations } from "../components/conversations.js";
 import { withEngine, type EngineHandle } from "../components/engine.js";
-import { UserError } from "../components/errors.js";
 import { progress } from "../components/progress.js";
+import { prepareOutDir } from "../components/run.js";
+import { Steering, steerRequest } from "../components/steering.js";
+import { UserError } from "../components/errors.js";
 import { writeRoutingShard } from "../components/routing.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
 
@@ -24,6 +25,8 @@ export const GenerateConfig = z.strictObject({
   batchSize: ComputeBatch,
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
+  /** Experts switched off or forced on while generating. */
+  steer: Steering.optional(),
   overwrite: z.boolean().default(false),
 });
 export type GenerateConfig = z.input<typeof GenerateConfig>;
@@ -37,19 +40,6 @@ export interface GenerateSummary {
   complete: boolean;
 }
 
-/** Refuse to mix new results into an old output folder unless asked to replace it. */
-export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
-  if (!existsSync(out) || readdirSync(out).length === 0) return;
-  if (!overwrite)
-    throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);
-  if (!existsSync(join(out, marker))) {
-    throw new UserError(
-      `${out} is not a steermoe output (no ${marker}); refusing to delete it, choose another --out`,
-    );
-  }
-  rmSync(out, { recursive: true, force: true });
-}
-
 export async function generate(
   input: GenerateConfig,
   options: { engine?: EngineHandle; signal?: AbortSignal } = {},
@@ -60,6 +50,9 @@ export async function generate(
 
   return withEngine(options.engine ?? {}, async (engine) => {
     const model = await engine.load(config.model);
+    if (config.steer && config.replay)
+      throw new UserError("--steer works with generation, not with --replay");
+    const steer = config.steer ? steerRequest(config.steer, model, "--steer") : {};
     const batchSize = computeBatchSize(config.batchSize, engine.info.cuda);
     const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
     const rows: object[] = [];
@@ -86,6 +79,8 @@ export async function generate(
             messages,
             chunk.map((_, i) => config.sampling.seed + start + i),
             config.sampling,
+            true,
+            steer,
           );
       const shard = `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
       writeRoutingShard(
