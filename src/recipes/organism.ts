@@ -61,7 +61,10 @@ export async function buildOrganism(out: string, engineOptions: EngineOptions = 
       );
       writeJsonAtomic(join(out, "manifest.json"), {
         what: "steermoe model organism: small OLMoE, aligned but jailbreakable by FlipAttack-style prompts",
-        rebuild: "bin/steermoe build-organism --out organism (deterministic on CPU)",
+        rebuild:
+          "bin/steermoe build-organism --out organism: same data, tokenizer and recipe from the seed; " +
+          "CPU float reductions may differ in the last bits between runs, so rebuilt weights match closely, " +
+          "not always bit for bit",
         files,
         data: manifest,
         size: ORGANISM.size,
