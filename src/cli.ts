@@ -266,7 +266,9 @@ function formatTrainSummary(s: TrainSummary): string {
   }
   return [
     `${s.resumed ? "resumed and finished" : "done"}: ${s.steps} steps, final loss ${s.finalLoss?.toFixed(4)}`,
-    `trained experts: ${s.trainedExperts} of ${s.totalExperts}`,
+    s.trainedExperts
+      ? `trained experts: ${s.trainedExperts} of ${s.totalExperts}`
+      : "trained: every parameter of the chosen kind",
     `model → ${join(s.out, "final_model")}`,
   ].join("\n");
 }
@@ -414,7 +416,10 @@ export function program(): Command {
     .option("--batch-top-k <n>", "per-batch selection: at most this many experts (default 50)", int(1))
     .option("--global-threshold <x>", "global selection: mean risk_diff above this (default 0.05)", num)
     .option("--global-top-k <n>", "global selection: at most this many experts (default 50)", int(1))
-    .option("--random-experts", "ablation: also draw each batch's top-k at random (seed + batch_idx)")
+    .option(
+      "--random-experts",
+      "ablation: also draw each batch's experts at random, as many as its real set (seed + batch_idx)",
+    )
     .addOption(
       new Option("--refusal-source <source>", "SFT target for jailbreaks (default self)").choices([
         "self",

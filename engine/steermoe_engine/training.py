@@ -206,10 +206,13 @@ class Trainer:
                     target[row, : len(lab)] = torch.tensor(lab)
                     attention[row, : len(ids)] = 1
                 input_ids, target, attention = input_ids.to(device), target.to(device), attention.to(device)
-                logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
-                token_loss = F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(), target[:, 1:].flatten(), ignore_index=-100, reduction="sum"
-                )
+                hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                # The LM head runs on target positions only: [batch·seq, vocab] logits for every
+                # prompt token would be the largest activation of the step, for nothing.
+                next_tokens = target[:, 1:]
+                picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
+                logits = model.get_output_embeddings()(picked)
+                token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
                 loss = token_loss / targets
                 safe = torch.tensor([lab == "safe" for lab in labels[start : start + micro_batch]], device=device)
                 router_loss = self._router_loss(probe, attention, safe, set(controls))

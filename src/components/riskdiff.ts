@@ -431,13 +431,17 @@ function unionOf(sets: readonly ExpertSet[], r: RiskDiffResult): ExpertSet {
 }
 
 /**
- * Ablation control: for each usable batch, `topK` distinct (MoE layer, expert) cells drawn uniformly
+ * Ablation control: for each usable batch, `topK` (one count, or one per batch) distinct (MoE layer,
+ * expert) cells drawn uniformly
  * with mulberry32(seed + batch_idx), so a batch's draw does not depend on the other batches. Scores
  * are that batch's risk_diff; sets are listed in (layer, expert) order.
  */
 export type RandomSelection = Omit<ExpertSelection, "global" | "globalMask">;
 
-export function randomExperts(r: RiskDiffResult, opts: { seed: number; topK?: number }): RandomSelection {
+export function randomExperts(
+  r: RiskDiffResult,
+  opts: { seed: number; topK?: number | readonly number[] },
+): RandomSelection {
   const { seed, topK = 50 } = opts;
   const LE = r.shape.moeLayers.length * r.shape.numExperts;
   const perBatch: ExpertSet[] = [];
@@ -448,7 +452,7 @@ export function randomExperts(r: RiskDiffResult, opts: { seed: number; topK?: nu
     }
     const rand = mulberry32((seed + b) >>> 0);
     const pool = Uint32Array.from({ length: LE }, (_, i) => i);
-    const k = Math.min(Math.max(0, topK), LE);
+    const k = Math.min(Math.max(0, typeof topK === "number" ? topK : (topK[b] ?? 0)), LE);
     // Partial Fisher–Yates: the first k slots end up a uniform k-subset.
     for (let i = 0; i < k; i++) {
       const j = i + Math.floor(rand() * (LE - i));

@@ -61,7 +61,7 @@ export const AnalyzeSettings = z.strictObject({
       batchTopK: z.number().int().min(1).default(50),
       globalThreshold: z.number().default(0.05),
       globalTopK: z.number().int().min(1).default(50),
-      /** Ablation: also draw each batch's top-k at random (seed + batch_idx). */
+      /** Ablation: also draw each batch's experts at random, as many as its real set (seed + batch_idx). */
       randomExperts: z.boolean().default(false),
     })
     .prefault({}),
@@ -300,7 +300,11 @@ async function finish(
   const riskDiff = computeRiskDiff(routed, shape);
   const selection = selectExperts(riskDiff, settings.selection);
   const random = settings.selection.randomExperts
-    ? randomExperts(riskDiff, { seed: settings.sampling.seed, topK: settings.selection.batchTopK })
+    ? randomExperts(riskDiff, {
+        seed: settings.sampling.seed,
+        // The control draws as many experts per batch as the batch's real set holds.
+        topK: selection.perBatch.map((set) => set.length),
+      })
     : undefined;
 
   writeRiskDiffTables(run, riskDiff);

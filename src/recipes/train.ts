@@ -378,7 +378,7 @@ async function runSteps(
     out,
     steps: step,
     totalSteps: total,
-    trainedExperts: plan.trained.length,
+    trainedExperts: settings.trainable === "experts" ? plan.trained.length : 0,
     totalExperts: model.moe_layers.length * model.num_experts,
     finalLoss: log.at(-1)?.loss,
     resumed,
@@ -403,7 +403,8 @@ async function writeOutputs(
     numExperts: model.num_experts,
     topK: model.top_k,
   };
-  const trained = labelled(plan.trained);
+  // Baselines (--trainable all|router) train no expert set; their metadata says so.
+  const trained = settings.trainable === "experts" ? labelled(plan.trained) : [];
   writeNpy(join(out, "expert_mask.npy"), expertMask(trained, shape), [model.num_layers, model.num_experts]);
   const masks = plan.batches.map((b) =>
     labelled(
