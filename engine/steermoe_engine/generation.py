@@ -105,15 +105,20 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     steps: list[torch.Tensor] = []
-    with RouterControl(loaded.adapter, steer or {}), RoutingRecorder(loaded.adapter, enabled=record) as recorder:
-        logits = model(
-            input_ids=input_ids,
+
+    def forward(ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits; reads the current mask and positions, extends the cache."""
+        return model(
+            input_ids=ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
+
+    with RouterControl(loaded.adapter, steer or {}), RoutingRecorder(loaded.adapter, enabled=record) as recorder:
+        logits = forward(input_ids)
         for step in range(sampling.max_new_tokens):
             token = torch.where(done, pad_id, _sample(logits, sampling, generators))
             steps.append(token)
@@ -125,14 +130,7 @@ def generate(
             # The forward of a token is where its routing happens, so the last token gets one too.
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             position_ids = position_ids[:, -1:] + 1
-            logits = model(
-                input_ids=token[:, None],
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
+            logits = forward(token[:, None])
             if last:
                 break
 

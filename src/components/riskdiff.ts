@@ -46,7 +46,8 @@ export interface RiskDiffAggregate {
   nBatches: number;
 }
 
-export interface RiskDiffResult {
+/** Per-batch arrays ([B, Lm, E], from PerBatch) and their aggregate. */
+export interface RiskDiffResult extends PerBatch {
   shape: RoutingShape;
   numBatches: number;
   /** Tokens per label per batch, [B]. */
@@ -59,14 +60,6 @@ export interface RiskDiffResult {
    */
   usable: Uint8Array;
   excludedBatches: number[];
-  /** Per batch, [B, Lm, E]. */
-  aSafe: Uint32Array;
-  dSafe: Uint32Array;
-  aUnsafe: Uint32Array;
-  dUnsafe: Uint32Array;
-  aSafeN: Float64Array;
-  aUnsafeN: Float64Array;
-  riskDiff: Float64Array;
   aggregate: RiskDiffAggregate;
 }
 
@@ -232,7 +225,8 @@ function countSample(
   return stamp;
 }
 
-interface PerBatch {
+/** Per batch, [B, Lm, E]. */
+export interface PerBatch {
   aSafe: Uint32Array;
   dSafe: Uint32Array;
   aUnsafe: Uint32Array;
