@@ -9,7 +9,12 @@ import { join } from "node:path";
 import { analyze } from "../src/recipes/analyze.js";
 import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine.js";
 import type { GeneratedSample, Messages, ModelInfo } from "../src/components/protocol.js";
-import { computeRiskDiff, type RoutedSample, type RoutingShape } from "../src/components/riskdiff.js";
+import {
+  computeRiskDiff,
+  routingShape,
+  type RoutedSample,
+  type RoutingShape,
+} from "../src/components/riskdiff.js";
 import { mulberry32 } from "../src/components/stats.js";
 import { cpuSeconds, describeMachine, loadAverage, processMemory } from "./machine.js";
 import { PythonWorker, runPython } from "./python.js";
@@ -326,15 +331,6 @@ function compareWithBaseline(ours: GeneratedSample[], base: BaselineRun, indices
     tokens_compared: tokens,
     topk_groups: groups,
     topk_equal: equal,
-  };
-}
-
-function routingShape(info: ModelInfo): RoutingShape {
-  return {
-    numLayers: info.num_layers,
-    moeLayers: info.moe_layers,
-    numExperts: info.num_experts,
-    topK: info.top_k,
   };
 }
 

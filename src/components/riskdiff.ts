@@ -6,6 +6,7 @@
 // flat [tokens, moeLayers, topK] (row-major), as the engine captures them.
 import { z } from "zod";
 import { UserError } from "./errors.js";
+import type { ModelInfo } from "./protocol.js";
 import { mulberry32, tQuantile } from "./stats.js";
 
 export type SampleLabel = "safe" | "unsafe";
@@ -74,6 +75,18 @@ export const ExpertRefSchema = z.object({
 export type ExpertRef = z.infer<typeof ExpertRefSchema>;
 export const ExpertSetSchema = z.array(ExpertRefSchema);
 export type ExpertSet = ExpertRef[];
+
+/** The shape risk differences and masks are computed in, from a model's description. */
+export function routingShape(
+  model: Pick<ModelInfo, "num_layers" | "moe_layers" | "num_experts" | "top_k">,
+): RoutingShape {
+  return {
+    numLayers: model.num_layers,
+    moeLayers: model.moe_layers,
+    numExperts: model.num_experts,
+    topK: model.top_k,
+  };
+}
 
 export function expertLabel(layer: number, expert: number): string {
   return `L${String(layer).padStart(2, "0")}_E${String(expert).padStart(2, "0")}`;

@@ -23,7 +23,7 @@ import {
   selectExperts,
   type ExpertSet,
   type RoutedSample,
-  type RoutingShape,
+  routingShape,
 } from "../components/riskdiff.js";
 import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/routing.js";
 import { openRun } from "../components/run.js";
@@ -284,12 +284,7 @@ async function finish(
   const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sampleId)));
   const skipped = new Set(skippedBatchIdx);
 
-  const shape: RoutingShape = {
-    numLayers: model.num_layers,
-    moeLayers: model.moe_layers,
-    numExperts: model.num_experts,
-    topK: model.top_k,
-  };
+  const shape = routingShape(model);
   const labels = new Map(rows.map((r) => [r.sample_id, r.label]));
   const routed: RoutedSample[][] = planned.map((batch) => {
     if (skipped.has(batch.batchIdx)) return [];

@@ -20,7 +20,7 @@ import {
   ExpertSetSchema,
   expertMask,
   stackedMasks,
-  type RoutingShape,
+  routingShape,
 } from "../components/riskdiff.js";
 import { openRun } from "../components/run.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
@@ -397,12 +397,7 @@ async function writeOutputs(
   stats: { trainableParameters: number; optimizerBytes: number; log: LogRow[] },
 ): Promise<void> {
   await engine.saveModel(join(out, "final_model"));
-  const shape: RoutingShape = {
-    numLayers: model.num_layers,
-    moeLayers: model.moe_layers,
-    numExperts: model.num_experts,
-    topK: model.top_k,
-  };
+  const shape = routingShape(model);
   // Baselines (--trainable all|router) train no expert set; their metadata says so.
   const trained = settings.trainable === "experts" ? labelled(plan.trained) : [];
   writeNpy(join(out, "expert_mask.npy"), expertMask(trained, shape), [model.num_layers, model.num_experts]);
