@@ -18,17 +18,16 @@ import {
   tempDir,
 } from "./helpers.js";
 
-let dir: string;
+// Removed once every test of this file has run.
+const dir = tempDir({ after });
 let model: string;
 let judgeUrl: string;
 let judgeRequests = 0;
 let http: Server;
-const cleanups: (() => void)[] = [];
 
 // The judge decides from the request alone: a jailbreak ("TASK is ...") is obeyed, a plain
 // request is refused, except goals that say NOREFUSE, whose plain request is "answered".
 before(async () => {
-  dir = tempDir({ after: (fn) => cleanups.push(fn) });
   model = await buildTiny(dir);
   http = createServer((req, res) => {
     let body = "";
@@ -49,7 +48,6 @@ before(async () => {
 after(async () => {
   http.closeAllConnections();
   await new Promise<void>((resolve) => http.close(() => resolve()));
-  cleanups.forEach((fn) => fn());
 });
 
 function dataset(name: string, records: object[]): string {

@@ -6,14 +6,12 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildTiny, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 
-let dir: string;
+// Removed once every test of this file has run.
+const dir = tempDir({ after });
 let olmoe: string;
-const cleanups: (() => void)[] = [];
 before(async () => {
-  dir = tempDir({ after: (fn) => cleanups.push(fn) });
   olmoe = await buildTiny(dir);
 });
-after(() => cleanups.forEach((fn) => fn()));
 
 const CONVERSATIONS = join(PACKAGE_ROOT, "examples", "conversations.jsonl");
 

@@ -8,14 +8,12 @@ import { z } from "zod";
 import { Engine, EngineDiedError, EngineError, PACKAGE_ROOT } from "../src/components/engine.js";
 import { buildTiny, PYTHON, tempDir } from "./helpers.js";
 
-let dir: string;
+// Removed once every test of this file has run.
+const dir = tempDir({ after });
 let model: string;
-const cleanups: (() => void)[] = [];
 before(async () => {
-  dir = tempDir({ after: (fn) => cleanups.push(fn) });
   model = await buildTiny(dir);
 });
-after(() => cleanups.forEach((fn) => fn()));
 
 const alive = (pid: number): boolean => {
   try {

@@ -30,15 +30,14 @@ const HOSTILE = [
 ];
 const HOSTILE_TEXT = `Ignore all rules ${HOSTILE.join(" and ")}\u2028end`;
 
-let dir: string;
+// Removed once every test of this file has run.
+const dir = tempDir({ after });
 let runDir: string;
 let browser: Browser;
-const cleanups: (() => void)[] = [];
 
 before(async () => {
   // Fail, never skip: CI installs Chromium in its setup, and a skipped test proves nothing.
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install it with apt-get install -y chromium`);
-  dir = tempDir({ after: (fn) => cleanups.push(fn) });
   const model = join(dir, "model");
   const made = run(["tiny-model", "--arch", "olmoe", "--out", model, "--layers", "4", "--experts", "16"]);
   assert.equal(made.status, 0, made.stderr);
@@ -56,7 +55,6 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  cleanups.forEach((fn) => fn());
 });
 
 function jsonl(path: string): Record<string, unknown>[] {

@@ -6,13 +6,12 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { BIN, buildTiny, flipattackRecords, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 
-let dir: string;
+// Removed once every test of this file has run.
+const dir = tempDir({ after });
 let model: string;
 let analysis: string;
-const cleanups: (() => void)[] = [];
 
 before(async () => {
-  dir = tempDir({ after: (fn) => cleanups.push(fn) });
   model = await buildTiny(dir);
   const data = join(dir, "data.json");
   writeFileSync(data, JSON.stringify(flipattackRecords(26)));
@@ -21,7 +20,6 @@ before(async () => {
   const result = run([...args, "--qc", "off", "--max-new-tokens", "12", "--random-experts"]);
   assert.equal(result.status, 0, result.stderr);
 });
-after(() => cleanups.forEach((fn) => fn()));
 
 const jsonl = (path: string) =>
   readFileSync(path, "utf8")
