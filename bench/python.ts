@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { createInterface, type Interface } from "node:readline";
-import { PACKAGE_ROOT } from "../src/components/engine.js";
+import { PACKAGE_ROOT } from "../src/components/engine/client.js";
 
 const PYTHON = process.env.STEERMOE_PYTHON ?? join(PACKAGE_ROOT, "engine", ".venv", "bin", "python");
 const SCRIPT = join(PACKAGE_ROOT, "bench", "reference.py");

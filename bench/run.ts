@@ -7,15 +7,15 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { analyze } from "../src/recipes/analyze.js";
-import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine.js";
-import type { GeneratedSample, Messages, ModelInfo } from "../src/components/protocol.js";
+import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine/client.js";
+import type { GeneratedSample, Messages, ModelInfo } from "../src/components/engine/protocol.js";
 import {
   computeRiskDiff,
   routingShape,
   type RoutedSample,
   type RoutingShape,
-} from "../src/components/riskdiff.js";
-import { mulberry32 } from "../src/components/stats.js";
+} from "../src/components/method/riskdiff.js";
+import { mulberry32 } from "../src/components/method/stats.js";
 import { cpuSeconds, describeMachine, loadAverage, processMemory } from "./machine.js";
 import { PythonWorker, runPython } from "./python.js";
 import { mark, table, verdict, writeFormatted, writeReport, type Verdict } from "./report.js";

@@ -1,7 +1,7 @@
 // The command line: parses flags into the recipes' configs and turns failures into one line.
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { EngineDiedError, EngineError } from "./components/engine.js";
+import { EngineDiedError, EngineError } from "./components/engine/client.js";
 import { UserError, zodProblem } from "./components/errors.js";
 import { z } from "zod";
 import {
@@ -10,7 +10,7 @@ import {
   type AnalyzeSettings,
   type AnalyzeSummary,
 } from "./recipes/analyze.js";
-import { overlay, readConfigFile } from "./components/run.js";
+import { overlay, readConfigFile } from "./components/io/run.js";
 import { demo } from "./recipes/demo.js";
 import { generate } from "./recipes/generate.js";
 import { formatModelInfo, inspect } from "./recipes/inspect.js";
@@ -21,8 +21,8 @@ import { applyDelta } from "./recipes/apply-delta.js";
 import { evaluate, formatResults, parseEvalSettings } from "./recipes/evaluate.js";
 import { buildOrganism, ORGANISM_SETS } from "./recipes/organism.js";
 import { basename } from "node:path";
-import { writeSyntheticData } from "./components/synthetic.js";
-import { readSteerFile, steerFromRun, type Steering } from "./components/steering.js";
+import { writeSyntheticData } from "./components/data/synthetic.js";
+import { readSteerFile, steerFromRun, type Steering } from "./components/method/steering.js";
 
 const int = (min: number) => (value: string) => {
   const n = Number(value);

@@ -17,17 +17,17 @@ export {
   type EngineHandle,
   type EngineOptions,
   type LoadOptions,
-} from "./components/engine.js";
+} from "./components/engine/client.js";
 export { UserError } from "./components/errors.js";
 export { ModelConfig, SamplingConfig } from "./components/config.js";
-export { createJudge, JudgeConfig, type Judge, type Verdict } from "./components/judge.js";
-export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/riskdiff.js";
+export { createJudge, JudgeConfig, type Judge, type Verdict } from "./components/judge/judge.js";
+export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/method/riskdiff.js";
 export {
   readRoutingShard,
   writeRoutingShard,
   type RoutingTrace,
   type RoutingLayout,
-} from "./components/routing.js";
-export { Steering } from "./components/steering.js";
-export { writeSyntheticData } from "./components/synthetic.js";
-export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/protocol.js";
+} from "./components/io/routing.js";
+export { Steering } from "./components/method/steering.js";
+export { writeSyntheticData } from "./components/data/synthetic.js";
+export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/engine/protocol.js";

@@ -10,8 +10,8 @@ import {
   planBatches,
   shuffled,
   type BatchPlan,
-} from "../src/components/batching.js";
-import { loadPairs, presetMapping, type Pair } from "../src/components/pairs.js";
+} from "../src/components/data/batching.js";
+import { loadPairs, presetMapping, type Pair } from "../src/components/data/pairs.js";
 
 const makePairs = (n: number): Pair[] =>
   Array.from({ length: n }, (_, i) => ({

@@ -5,7 +5,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { z } from "zod";
-import { Engine, EngineDiedError, EngineError, PACKAGE_ROOT } from "../src/components/engine.js";
+import { Engine, EngineDiedError, EngineError, PACKAGE_ROOT } from "../src/components/engine/client.js";
 import { buildTiny, PYTHON, tempDir } from "./helpers.js";
 
 // Removed once every test of this file has run.

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { encodeFrame, FrameDecoder, ndarray, type NDArray } from "../src/components/frames.js";
+import { encodeFrame, FrameDecoder, ndarray, type NDArray } from "../src/components/engine/frames.js";
 
 test("a frame with arrays survives any chunking of the stream", () => {
   const message = {

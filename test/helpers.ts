@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { PACKAGE_ROOT } from "../src/components/engine.js";
+import { PACKAGE_ROOT } from "../src/components/engine/client.js";
 
 export { PACKAGE_ROOT };
 import { tinyModel } from "../src/recipes/tiny-model.js";

@@ -14,7 +14,7 @@ import {
   keywordJudge,
   makeRefusal,
   checkRefusal,
-} from "../src/components/judge.js";
+} from "../src/components/judge/judge.js";
 
 // --- the fake endpoint -------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { generateSyntheticData } from "../src/components/synthetic.js";
+import { generateSyntheticData } from "../src/components/data/synthetic.js";
 import { PACKAGE_ROOT } from "./helpers.js";
 
 const ORGANISM = join(PACKAGE_ROOT, "organism");

@@ -6,13 +6,13 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../src/components/errors.js";
-import { planBatches } from "../src/components/batching.js";
+import { planBatches } from "../src/components/data/batching.js";
 import {
   DatasetMappingSchema,
   loadPairs,
   presetMapping,
   type DatasetMapping,
-} from "../src/components/pairs.js";
+} from "../src/components/data/pairs.js";
 
 const flipattack = presetMapping("flipattack");
 const jailbreak = (goal: string) => [

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { writeReport } from "../src/components/report.js";
+import { writeReport } from "../src/components/report/report.js";
 import { flipattackRecords, run, tempDir } from "./helpers.js";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -13,9 +13,9 @@ import {
   selectExperts,
   type RoutedSample,
   type RoutingShape,
-} from "../src/components/riskdiff.js";
-import { mulberry32, tQuantile } from "../src/components/stats.js";
-import { writeNpy } from "../src/components/tables.js";
+} from "../src/components/method/riskdiff.js";
+import { mulberry32, tQuantile } from "../src/components/method/stats.js";
+import { writeNpy } from "../src/components/io/tables.js";
 import { UserError } from "../src/components/errors.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");

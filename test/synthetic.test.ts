@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadPairs, presetMapping } from "../src/components/pairs.js";
+import { loadPairs, presetMapping } from "../src/components/data/pairs.js";
 import {
   flipAttackTask,
   flipWords,
@@ -16,7 +16,7 @@ import {
   splitInHalf,
   writeSyntheticData,
   type FlipAttackRecord,
-} from "../src/components/synthetic.js";
+} from "../src/components/data/synthetic.js";
 
 const FILES = ["train.json", "heldout.json", "benign.json", "manifest.json"];
 const data = generateSyntheticData(0);

@@ -17,8 +17,8 @@ import {
   writeRiskDiffTables,
   type NpyArray,
   type Table,
-} from "../src/components/tables.js";
-import { computeRiskDiff, type RoutedSample } from "../src/components/riskdiff.js";
+} from "../src/components/io/tables.js";
+import { computeRiskDiff, type RoutedSample } from "../src/components/method/riskdiff.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const PYTHON = join(ROOT, "engine/.venv/bin/python");

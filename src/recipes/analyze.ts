@@ -9,14 +9,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/batching.js";
+import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine.js";
+import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, type Judge, type Verdict } from "../components/judge.js";
-import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/pairs.js";
+import { createJudge, JudgeConfig, type Judge, type Verdict } from "../components/judge/judge.js";
+import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/protocol.js";
+import type { ModelInfo } from "../components/engine/protocol.js";
 import {
   computeRiskDiff,
   randomExperts,
@@ -24,12 +24,12 @@ import {
   type ExpertSet,
   type RoutedSample,
   routingShape,
-} from "../components/riskdiff.js";
-import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/routing.js";
-import { openRun } from "../components/run.js";
-import { buildSftDataset, RefusalSource, type SftSample } from "../components/sft.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
-import { writeNpy, writeRiskDiffTables } from "../components/tables.js";
+} from "../components/method/riskdiff.js";
+import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/io/routing.js";
+import { openRun } from "../components/io/run.js";
+import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
 
 export const AnalyzeSettings = z.strictObject({
   model: ModelConfig,

@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import type { z } from "zod";
 import type { ModelConfig } from "../components/config.js";
-import { withEngine, type EngineHandle } from "../components/engine.js";
+import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
 
 export async function applyDelta(

@@ -7,8 +7,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine.js";
-import { prepareOutDir } from "../components/run.js";
+import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine/client.js";
+import { prepareOutDir } from "../components/io/run.js";
 import { analyze, AnalyzeSettings } from "./analyze.js";
 import { evaluate, EvalSettings, type ModelResult } from "./evaluate.js";
 import { report } from "./report.js";

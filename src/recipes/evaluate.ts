@@ -10,17 +10,17 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine.js";
+import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, type Verdict } from "../components/judge.js";
-import { loadPairs, presetMapping } from "../components/pairs.js";
+import { createJudge, JudgeConfig, type Verdict } from "../components/judge/judge.js";
+import { loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
-import type { Messages } from "../components/protocol.js";
-import { Messages as MessagesSchema } from "../components/protocol.js";
-import { readRecords } from "../components/records.js";
-import { wilson, type Rate } from "../components/stats.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
-import { Steering, steerRequest, type SteerRequest } from "../components/steering.js";
+import type { Messages } from "../components/engine/protocol.js";
+import { Messages as MessagesSchema } from "../components/engine/protocol.js";
+import { readRecords } from "../components/data/records.js";
+import { wilson, type Rate } from "../components/method/stats.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
 export const EvalModel = z.strictObject({
   name: z.string().min(1),

@@ -8,14 +8,14 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import { readConversations } from "../components/conversations.js";
-import { withEngine, type EngineHandle } from "../components/engine.js";
+import { readConversations } from "../components/data/conversations.js";
+import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { progress } from "../components/progress.js";
-import { prepareOutDir } from "../components/run.js";
-import { Steering, steerRequest } from "../components/steering.js";
+import { prepareOutDir } from "../components/io/run.js";
+import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
-import { writeRoutingShard } from "../components/routing.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
+import { writeRoutingShard } from "../components/io/routing.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 
 export const GenerateConfig = z.strictObject({
   model: ModelConfig,

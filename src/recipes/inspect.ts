@@ -1,6 +1,6 @@
 // inspect: load a model and describe its Mixture-of-Experts layout.
-import { withEngine, type EngineHandle, type LoadOptions } from "../components/engine.js";
-import type { ModelInfo, ReadyInfo } from "../components/protocol.js";
+import { withEngine, type EngineHandle, type LoadOptions } from "../components/engine/client.js";
+import type { ModelInfo, ReadyInfo } from "../components/engine/protocol.js";
 
 export function inspect(
   model: LoadOptions,

@@ -8,10 +8,14 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine.js";
+import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
-import { generateSyntheticData, organismConversations, writeSyntheticData } from "../components/synthetic.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import {
+  generateSyntheticData,
+  organismConversations,
+  writeSyntheticData,
+} from "../components/data/synthetic.js";
 import { train, type TrainSettings } from "./train.js";
 
 export const ORGANISM = {

@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../components/errors.js";
-import { writeReport, type ReportResult } from "../components/report.js";
+import { writeReport, type ReportResult } from "../components/report/report.js";
 
 export function report(run: string, out?: string): ReportResult {
   if (!existsSync(join(run, "config.json"))) {

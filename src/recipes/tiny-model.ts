@@ -1,6 +1,6 @@
 // tiny-model: a small random MoE model folder, built by the engine from a seed (no network).
-import { withEngine, type EngineHandle, type TinySize } from "../components/engine.js";
-import type { TinyModelResult } from "../components/protocol.js";
+import { withEngine, type EngineHandle, type TinySize } from "../components/engine/client.js";
+import type { TinyModelResult } from "../components/engine/protocol.js";
 
 export interface TinyModelConfig {
   arch: string;

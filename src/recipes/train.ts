@@ -10,21 +10,21 @@ import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
-import { readConversations } from "../components/conversations.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine.js";
+import { readConversations } from "../components/data/conversations.js";
+import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/protocol.js";
+import type { ModelInfo } from "../components/engine/protocol.js";
 import {
   expertLabel,
   ExpertSetSchema,
   expertMask,
   stackedMasks,
   routingShape,
-} from "../components/riskdiff.js";
-import { openRun } from "../components/run.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/store.js";
-import { writeNpy } from "../components/tables.js";
+} from "../components/method/riskdiff.js";
+import { openRun } from "../components/io/run.js";
+import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { writeNpy } from "../components/io/tables.js";
 import {
   checkExperts,
   epochOrder,
@@ -35,7 +35,7 @@ import {
   learningRate,
   type ExpertRef,
   type TrainBatch,
-} from "../components/training-plan.js";
+} from "../components/method/training-plan.js";
 
 export const TrainSettings = z.strictObject({
   /** An analysis run folder: its batches, SFT targets and expert sets. */

@@ -1,7 +1,7 @@
 // Conversation files for `generate`: one record per conversation, {"id"?, "messages": [...]}.
 import { z } from "zod";
-import { inputError, recordError } from "./errors.js";
-import { Messages } from "./protocol.js";
+import { inputError, recordError } from "../errors.js";
+import { Messages } from "../engine/protocol.js";
 import { readRecords } from "./records.js";
 
 export const ConversationRecord = z.strictObject({

@@ -12,11 +12,11 @@ import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join, resolve } from "node:path";
 import { z } from "zod";
-import { zodProblem } from "./errors.js";
-import { PAGE_CSS, PAGE_SCRIPT } from "./report-page.js";
-import { ExpertSetSchema } from "./riskdiff.js";
-import { writeFileAtomic } from "./store.js";
-import { csvRows } from "./tables.js";
+import { zodProblem } from "../errors.js";
+import { PAGE_CSS, PAGE_SCRIPT } from "./page.js";
+import { ExpertSetSchema } from "../method/riskdiff.js";
+import { writeFileAtomic } from "../io/store.js";
+import { csvRows } from "../io/tables.js";
 
 export interface ReportResult {
   path: string;

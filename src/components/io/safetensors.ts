@@ -2,8 +2,8 @@
 // and read here so routing files need nothing beyond `safetensors.numpy.load_file` to open.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { DTYPES, ndarray, type DType, type NDArray } from "./frames.js";
-import { UserError } from "./errors.js";
+import { DTYPES, ndarray, type DType, type NDArray } from "../engine/frames.js";
+import { UserError } from "../errors.js";
 import { writeFileAtomic } from "./store.js";
 
 const CODES: Record<DType, string> = {

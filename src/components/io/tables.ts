@@ -4,7 +4,7 @@ import { endianness } from "node:os";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeFileAtomic } from "./store.js";
-import { expertLabel, type RiskDiffResult } from "./riskdiff.js";
+import { expertLabel, type RiskDiffResult } from "../method/riskdiff.js";
 
 // ---- .npy (format v1.0, little-endian, C order)
 

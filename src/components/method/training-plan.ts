@@ -1,8 +1,8 @@
 // What a training run does step by step: which batch, with which expert mask, at which learning
 // rate. Pure functions of the settings, so a resumed run recomputes exactly the same plan.
 import { z } from "zod";
-import { UserError } from "./errors.js";
-import type { LayerExperts, Messages } from "./protocol.js";
+import { UserError } from "../errors.js";
+import type { LayerExperts, Messages } from "../engine/protocol.js";
 import { expertLabel, type ExpertSet } from "./riskdiff.js";
 import { mulberry32, shuffle } from "./stats.js";
 

@@ -6,10 +6,10 @@
 // Everything comes from one seed through mulberry32, so a seed gives byte-identical files.
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { UserError } from "./errors.js";
-import type { Message } from "./protocol.js";
-import { mulberry32, shuffle } from "./stats.js";
-import { writeFileAtomic } from "./store.js";
+import { UserError } from "../errors.js";
+import type { Message } from "../engine/protocol.js";
+import { mulberry32, shuffle } from "../method/stats.js";
+import { writeFileAtomic } from "../io/store.js";
 
 /** Bumped whenever the same seed would produce different files. */
 export const SYNTHETIC_GENERATOR_VERSION = 1;

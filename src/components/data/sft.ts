@@ -2,9 +2,9 @@
 // order, each with an assistant target that refuses. Safe samples keep the model's own refusal;
 // unsafe samples get one from the chosen refusal source.
 import { z } from "zod";
-import { makeRefusal, OpenAIEndpoint } from "./judge.js";
-import type { Messages } from "./protocol.js";
-import { UserError } from "./errors.js";
+import { makeRefusal, OpenAIEndpoint } from "../judge/judge.js";
+import type { Messages } from "../engine/protocol.js";
+import { UserError } from "../errors.js";
 
 export const RefusalSource = z.strictObject({
   /** self: the paired safe sample's refusal; template: one fixed sentence; openai: written by an endpoint. */

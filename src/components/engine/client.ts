@@ -7,9 +7,9 @@ import { dirname, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { UserError } from "./errors.js";
+import { UserError } from "../errors.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
-import type { SteerRequest } from "./steering.js";
+import type { SteerRequest } from "../method/steering.js";
 import {
   GenerateResult,
   ModelInfo,
@@ -27,7 +27,7 @@ import {
   type Messages,
 } from "./protocol.js";
 
-export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
 const STDERR_LINES_KEPT = 40;
 
 /** Raised when the engine reports a failure; carries the Python message (and traceback). */

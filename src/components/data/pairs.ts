@@ -2,8 +2,8 @@
 // wrapped in the jailbreak (unsafe). Every dataset goes through one DatasetMapping; presets such as
 // flipattack are just mappings, so a new dataset needs a config entry, not code.
 import { z } from "zod";
-import { inputError, UserError } from "./errors.js";
-import { Messages, Role, type Message } from "./protocol.js";
+import { inputError, UserError } from "../errors.js";
+import { Messages, Role, type Message } from "../engine/protocol.js";
 import { readRecords } from "./records.js";
 
 export const PairSchema = z.object({

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { UserError } from "./errors.js";
+import { UserError } from "../errors.js";
 import { writeJsonAtomic } from "./store.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {

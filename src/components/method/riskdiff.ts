@@ -5,8 +5,8 @@
 // is the position in `moeLayers`; aggregate arrays are flat [moeLayers, experts]. Expert ids come in
 // flat [tokens, moeLayers, topK] (row-major), as the engine captures them.
 import { z } from "zod";
-import { UserError } from "./errors.js";
-import type { ModelInfo } from "./protocol.js";
+import { UserError } from "../errors.js";
+import type { ModelInfo } from "../engine/protocol.js";
 import { mulberry32, tQuantile } from "./stats.js";
 
 export type SampleLabel = "safe" | "unsafe";

@@ -3,9 +3,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { UserError, zodProblem } from "./errors.js";
-import type { ModelInfo } from "./protocol.js";
-import { csvRows } from "./tables.js";
+import { UserError, zodProblem } from "../errors.js";
+import type { ModelInfo } from "../engine/protocol.js";
+import { csvRows } from "../io/tables.js";
 
 const Ref = z.object({ layer: z.number().int(), expert: z.number().int() });
 export const Steering = z.strictObject({

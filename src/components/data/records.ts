@@ -2,7 +2,7 @@
 // record keeps where it came from, so errors can name the file and the record (and line).
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { inputError } from "./errors.js";
+import { inputError } from "../errors.js";
 
 export interface SourcedRecord {
   value: unknown;

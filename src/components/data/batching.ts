@@ -6,10 +6,10 @@
 // shuffled) pair order. With nSafe == nUnsafe (B even, r = 0.5) batch b therefore holds both samples
 // of the same pairs; with any other ratio a batch's safe and unsafe samples need not share pairs.
 import { z } from "zod";
-import { UserError } from "./errors.js";
+import { UserError } from "../errors.js";
 import type { Pair } from "./pairs.js";
-import { Messages } from "./protocol.js";
-import { mulberry32, shuffle } from "./stats.js";
+import { Messages } from "../engine/protocol.js";
+import { mulberry32, shuffle } from "../method/stats.js";
 
 export const LabelSchema = z.enum(["safe", "unsafe"]);
 

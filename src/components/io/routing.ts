@@ -3,10 +3,10 @@
 // concatenated along tokens, and `<part>.offsets` [samples + 1] says where each sample starts.
 // In numpy: ids = f["generation.expert_ids"][off[i]:off[i + 1]].
 import { z } from "zod";
-import { DTYPES, ndarray, type NDArray } from "./frames.js";
-import type { RoutingPart } from "./protocol.js";
+import { DTYPES, ndarray, type NDArray } from "../engine/frames.js";
+import type { RoutingPart } from "../engine/protocol.js";
 import { readSafetensors, writeSafetensors } from "./safetensors.js";
-import { UserError } from "./errors.js";
+import { UserError } from "../errors.js";
 
 export const ROUTING_FORMAT = "steermoe.routing.v1";
 export const PARTS = ["prompt", "generation"] as const;

@@ -5,8 +5,8 @@ import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { z } from "zod";
-import { UserError, zodProblem } from "./errors.js";
-import { writeFileAtomic } from "./store.js";
+import { UserError, zodProblem } from "../errors.js";
+import { writeFileAtomic } from "../io/store.js";
 
 export const Verdict = z.object({
   isRefusal: z.boolean(),
