@@ -221,25 +221,6 @@ test("labels pad to two digits and grow beyond", () => {
   assert.equal(expertLabel(12, 127), "L12_E127");
 });
 
-test("t quantiles", () => {
-  // closed forms for 1 and 2 degrees of freedom
-  for (const p of [0.6, 0.9, 0.975, 0.995, 0.9995]) {
-    close([tQuantile(p, 1)], [Math.tan(Math.PI * (p - 0.5))], 1e-9 * Math.tan(Math.PI * (p - 0.5)));
-    close([tQuantile(p, 2)], [(2 * p - 1) / Math.sqrt(2 * p * (1 - p))], 1e-10);
-  }
-  close([tQuantile(0.975, 1)], [12.7062047], 1e-6);
-  close([tQuantile(0.975, 4)], [2.7764451], 1e-6);
-  close([tQuantile(0.975, 5)], [2.5705818], 1e-6);
-  close([tQuantile(0.975, 10)], [2.2281389], 1e-6);
-  close([tQuantile(0.975, 30)], [2.0422725], 1e-6);
-  close([tQuantile(0.975, 45)], [2.0141034], 1e-6);
-  close([tQuantile(0.95, 20)], [1.7247182], 1e-6);
-  close([tQuantile(0.975, 1e7)], [1.959964], 1e-6);
-  close([tQuantile(0.025, 5)], [-2.5705818], 1e-6);
-  assert.equal(tQuantile(0.5, 3), 0);
-  assert.throws(() => tQuantile(1, 3), RangeError);
-});
-
 test("random ablation is deterministic per (seed + batch), distinct cells, and seed-sensitive", () => {
   const r = computeRiskDiff(
     [HAND[0] as RoutedSample[], HAND[1] as RoutedSample[], HAND[0] as RoutedSample[]],
