@@ -1,7 +1,8 @@
 // The run report: one self-contained HTML page that shows what an analysis (and, when present, a
 // training and an evaluation) run found. Everything it needs travels inside the file: the data as
-// JSON, the page script and the charting library (uPlot, read from node_modules at report time), so
-// it opens offline and can be mailed around.
+// JSON, the page script and style (page/, bundled by `npm run build` next to this module) and the
+// charting library (uPlot, read from node_modules at report time), so it opens offline and can be
+// mailed around.
 //
 // Dataset text is hostile (jailbreak prompts, model output). It only ever enters the page as JSON
 // inside <script type="application/json"> with every character that could end that element escaped,
@@ -13,7 +14,6 @@ import { createRequire } from "node:module";
 import { basename, join, resolve } from "node:path";
 import { z } from "zod";
 import { zodProblem } from "../errors.js";
-import { PAGE_CSS, PAGE_SCRIPT } from "./page.js";
 import { ExpertSetSchema } from "../method/riskdiff.js";
 import { writeFileAtomic } from "../io/store.js";
 import { csvRows } from "../io/tables.js";
@@ -206,6 +206,9 @@ function collect(runDir: string) {
   return { data, missing: [...files.missing] };
 }
 
+/** What the page script reads from its data block. */
+export type ReportData = ReturnType<typeof collect>["data"];
+
 // ---------------------------------------------------------------------------------------------
 // Assembling the page.
 
@@ -236,11 +239,23 @@ function chartLibrary(): { js: string; css: string } {
   return { js: readFileSync(js, "utf8"), css: readFileSync(css, "utf8") };
 }
 
+/** The page's own script and style, as the build left them beside this module. */
+function pageFiles(): { js: string; css: string } {
+  const read = (name: string) => {
+    const url = new URL(`page/${name}`, import.meta.url);
+    if (!existsSync(url))
+      throw new Error(`the report page is not built (${url.pathname} missing): run npm run build`);
+    return readFileSync(url, "utf8");
+  };
+  return { js: read("page.js"), css: read("page.css") };
+}
+
 const sha256 = (text: string) => `'sha256-${createHash("sha256").update(text).digest("base64")}'`;
 
 function renderHtml(data: unknown): string {
   const lib = chartLibrary();
-  const scripts = [inlineCode(lib.js), inlineCode(PAGE_SCRIPT)];
+  const page = pageFiles();
+  const scripts = [inlineCode(lib.js), inlineCode(page.js)];
   // Only these two scripts may run; nothing may be fetched. Inline styles are needed by uPlot.
   const csp = [
     "default-src 'none'",
@@ -257,7 +272,7 @@ function renderHtml(data: unknown): string {
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     "<title>steermoe report</title>",
     `<style>${lib.css}</style>`,
-    `<style>${PAGE_CSS}</style>`,
+    `<style>${page.css}</style>`,
     "</head>",
     "<body>",
     '<div id="app"><noscript>This report needs JavaScript.</noscript></div>',

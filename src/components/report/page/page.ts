@@ -1,0 +1,1065 @@
+// The report page's script, bundled at build time into one classic script that report.ts inlines
+// into report.html after uPlot's.
+//
+// It reads the run's data from <script type="application/json" id="report-data"> and builds every
+// section with createElement/textContent: no data ever passes through innerHTML or an attribute
+// that the browser interprets, so a prompt that contains markup shows as the text it is.
+import type UPlot from "uplot";
+import type { ReportData } from "../report.js";
+
+// uPlot's own script, inlined before this one, defines the global.
+declare const uPlot: typeof UPlot;
+
+type Value<P> = P extends { value: infer T } ? T : never;
+type RiskRow = Value<ReportData["riskDiff"]>[number];
+type TrainRow = Value<ReportData["trainLog"]>[number];
+type EvalSample = Value<ReportData["evalSamples"]>[number];
+type SampleRow = Value<ReportData["samples"]>[number];
+type Rate = Value<ReportData["evalResults"]>[number]["metrics"][string];
+
+// report.ts wrote this block from schema-checked files in the same build, so it is trusted as typed.
+const DATA = JSON.parse(document.getElementById("report-data")!.textContent!) as ReportData;
+const SVG = "http://www.w3.org/2000/svg";
+const PAGE = 10;
+
+// ---- DOM helpers: data only ever becomes text nodes or attribute values ----
+type Child = Node | string | number | false | null | undefined | readonly Child[];
+type Attrs = Record<string, string | number | null | undefined> | null;
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs?: Attrs,
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  append(el, children);
+  return el;
+}
+function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs?: Attrs): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  setAttrs(el, attrs);
+  return el;
+}
+function setAttrs(el: Element, attrs: Attrs | undefined): void {
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  }
+}
+function append(el: Node, child: Child): void {
+  if (child === undefined || child === null || child === false) return;
+  if (Array.isArray(child)) for (const c of child as readonly Child[]) append(el, c);
+  else if (child instanceof Node) el.appendChild(child);
+  else el.appendChild(document.createTextNode(String(child)));
+}
+function clear(el: Node): void {
+  while (el.firstChild) el.removeChild(el.firstChild);
+}
+function note(text: string): HTMLElement {
+  return h("p", { class: "note" }, text);
+}
+/** Shows a section's note in place of its content. */
+function missing(el: HTMLElement, part: { note: string }): void {
+  el.appendChild(note(part.note));
+}
+
+// ---- number formatting ----
+function isNum(v: unknown): v is number {
+  return typeof v === "number" && isFinite(v);
+}
+function fix(v: unknown, d = 3): string {
+  return isNum(v) ? v.toFixed(d) : "n/a";
+}
+function pct(v: unknown, d = 1): string {
+  return isNum(v) ? (100 * v).toFixed(d) + "%" : "n/a";
+}
+function int(v: unknown): string {
+  return isNum(v) ? Math.round(v).toLocaleString("en-US") : "n/a";
+}
+function sci(v: unknown): string {
+  if (!isNum(v)) return "n/a";
+  return Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(2) : fix(v, 4);
+}
+function key(l: number, e: number): string {
+  return l + ":" + e;
+}
+function shown(v: unknown): string | undefined {
+  return v === undefined ? undefined : String(v);
+}
+
+// ---- diverging colour scale around 0 (ColorBrewer RdBu, blue = safe-leaning, red = unsafe) ----
+const STOPS = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b"];
+function hex(c: string): number[] {
+  return [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
+}
+function colour(v: number | null | undefined, max: number): string {
+  if (!isNum(v)) return "#c9ccd3";
+  const t = Math.max(-1, Math.min(1, v / max));
+  const x = ((t + 1) / 2) * (STOPS.length - 1);
+  const i = Math.min(STOPS.length - 2, Math.floor(x));
+  const a = hex(STOPS[i]!);
+  const b = hex(STOPS[i + 1]!);
+  const f = x - i;
+  return "rgb(" + a.map((c, j) => Math.round(c + (b[j]! - c) * f)).join(",") + ")";
+}
+
+// ---- shared lookups ----
+const EXPERTS = "value" in DATA.experts ? DATA.experts.value : null;
+const byCell = new Map<string, RiskRow>();
+for (const r of "value" in DATA.riskDiff ? DATA.riskDiff.value : []) byCell.set(key(r.layer, r.expert), r);
+const globalSet = new Set((EXPERTS?.global ?? []).map((e) => key(e.layer, e.expert)));
+const trainedSet = new Set(
+  ("value" in DATA.trained ? DATA.trained.value.trained_experts : []).map((e) => key(e.layer, e.expert)),
+);
+const selectedCount = new Map<string, number>();
+for (const b of EXPERTS?.per_batch ?? []) {
+  for (const e of b.experts) {
+    const k = key(e.layer, e.expert);
+    selectedCount.set(k, (selectedCount.get(k) ?? 0) + 1);
+  }
+}
+const batchCount = EXPERTS
+  ? isNum(EXPERTS.kept_batches)
+    ? EXPERTS.kept_batches
+    : EXPERTS.per_batch.length
+  : 0;
+
+// ---- page frame ----
+const SECTIONS: readonly [id: string, title: string, render: (el: HTMLElement) => void][] = [
+  ["config", "Run configuration", renderConfig],
+  ["heatmap", "Risk difference by layer and expert", renderHeatmap],
+  ["top", "Top experts", renderTop],
+  ["stability", "Per-batch stability", renderStability],
+  ["trained", "Trained experts", renderTrained],
+  ["curves", "Training curves", renderCurves],
+  ["eval", "Evaluation", renderEval],
+  ["samples", "Analysis samples", renderSamples],
+];
+const tooltip = h("div", { id: "tooltip", role: "tooltip" });
+
+function frame(): void {
+  const app = document.getElementById("app")!;
+  clear(app);
+  document.title = "steermoe report: " + DATA.run;
+  const nav = h(
+    "nav",
+    null,
+    SECTIONS.map(([id, title]) => h("a", { href: "#" + id }, title)),
+  );
+  app.appendChild(
+    h(
+      "header",
+      { class: "top" },
+      h("h1", null, "steermoe report"),
+      h("span", { class: "run" }, DATA.run),
+      nav,
+    ),
+  );
+  const main = h("main");
+  app.appendChild(main);
+  for (const [id, title, render] of SECTIONS) {
+    const el = h("section", { id }, h("h2", null, title));
+    main.appendChild(el);
+    try {
+      render(el);
+    } catch (err) {
+      el.appendChild(
+        note("could not render this section: " + (err instanceof Error ? err.message : String(err))),
+      );
+      console.error(err);
+    }
+  }
+  main.appendChild(h("p", { class: "count" }, "Generated " + DATA.generated + " by steermoe."));
+  document.body.appendChild(tooltip);
+}
+
+// ---- (a) configuration ----
+function record(v: unknown): Record<string, unknown> {
+  return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+function flatten(obj: Record<string, unknown>, prefix: string, out: [string, string][]): [string, string][] {
+  for (const [k, v] of Object.entries(obj)) {
+    const name = prefix ? prefix + "." + k : k;
+    if (v && typeof v === "object" && !Array.isArray(v)) flatten(v as Record<string, unknown>, name, out);
+    else out.push([name, Array.isArray(v) ? JSON.stringify(v) : String(v)]);
+  }
+  return out;
+}
+function kvTable(rows: [string, string][]): HTMLElement {
+  return h(
+    "table",
+    null,
+    h(
+      "tbody",
+      null,
+      rows.map(([k, v]) => h("tr", null, h("th", null, k), h("td", { class: "mono" }, v))),
+    ),
+  );
+}
+function summary(pairs: [string, string | undefined][]): HTMLElement {
+  return h(
+    "div",
+    { class: "summary" },
+    pairs
+      .filter((p) => p[1] !== undefined)
+      .map(([k, v]) => h("div", { class: "kv" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v))),
+  );
+}
+function without(obj: Record<string, unknown>, name: string): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(obj).filter(([k]) => k !== name));
+}
+function renderConfig(el: HTMLElement): void {
+  if (!("value" in DATA.config)) return missing(el, DATA.config);
+  const c = DATA.config.value;
+  const m = record(c.model);
+  const d = record(c.dataset);
+  el.appendChild(h("p", { class: "lead" }, "What this run did and on which model, from config.json."));
+  el.appendChild(
+    summary([
+      ["run kind", shown(c.kind)],
+      ["model", shown(m.architecture || m.model_type)],
+      [
+        "layers (MoE)",
+        m.num_layers !== undefined
+          ? `${String(m.num_layers)} (${Array.isArray(m.moe_layers) ? m.moe_layers.length : 0})`
+          : undefined,
+      ],
+      [
+        "experts × top-k",
+        m.num_experts !== undefined ? `${String(m.num_experts)} × ${String(m.top_k)}` : undefined,
+      ],
+      ["pairs", shown(d.pairs)],
+      ["records", shown(d.records)],
+    ]),
+  );
+  const grid = h("div", { class: "grid2" });
+  grid.appendChild(
+    h(
+      "div",
+      null,
+      h("h3", null, "Settings"),
+      h("div", { class: "scroll" }, kvTable(flatten(record(c.settings), "", []))),
+    ),
+  );
+  grid.appendChild(
+    h(
+      "div",
+      null,
+      h("h3", null, "Model, engine and dataset"),
+      h("div", { class: "scroll" }, kvTable(flatten(without(c, "settings"), "", []))),
+    ),
+  );
+  el.appendChild(grid);
+  el.appendChild(
+    h(
+      "details",
+      null,
+      h("summary", null, "config.json as stored"),
+      h("pre", { class: "json" }, JSON.stringify(c, null, 2)),
+    ),
+  );
+}
+
+// ---- (b) heatmap ----
+interface Layout {
+  layers: number[];
+  E: number;
+  left: number;
+  top: number;
+  cw: number;
+  ch: number;
+}
+function heatLayout(risk: RiskRow[]): Layout {
+  const layers = EXPERTS
+    ? EXPERTS.moe_layers.slice()
+    : Array.from(new Set(risk.map((r) => r.layer))).sort((a, b) => a - b);
+  const E = EXPERTS ? EXPERTS.num_experts : 1 + Math.max(...risk.map((r) => r.expert));
+  const left = 46;
+  const top = 26;
+  const avail = Math.max(600, Math.min(1260, document.documentElement.clientWidth - 90));
+  const cw = Math.max(12, Math.min(44, Math.floor((avail - left) / E)));
+  const ch = Math.max(18, Math.min(30, cw));
+  return { layers, E, left, top, cw, ch };
+}
+function renderHeatmap(el: HTMLElement): void {
+  if (!("value" in DATA.riskDiff)) return missing(el, DATA.riskDiff);
+  const risk = DATA.riskDiff.value;
+  const L = heatLayout(risk);
+  const max = risk.reduce((m, r) => (isNum(r.risk_diff) ? Math.max(m, Math.abs(r.risk_diff)) : m), 0) || 1;
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      "Rows are MoE layers, columns experts. Each cell is the mean over analysis batches of the risk difference: the share of unsafe (jailbreak) tokens routed to the expert minus the share of safe tokens. Red experts fire more under jailbreak. Hover a cell for its counts.",
+    ),
+  );
+  el.appendChild(legend(max));
+  const W = L.left + L.E * L.cw + 4;
+  const H = L.top + L.layers.length * L.ch + 4;
+  const svg = s("svg", {
+    class: "heatmap",
+    width: W,
+    height: H,
+    viewBox: "0 0 " + W + " " + H,
+    role: "img",
+    "aria-label": "risk difference heatmap",
+  });
+  const step = L.cw >= 22 ? 1 : L.cw >= 14 ? 2 : 4;
+  for (let e = 0; e < L.E; e += step) {
+    const t = s("text", { x: L.left + e * L.cw + L.cw / 2, y: L.top - 8, "text-anchor": "middle" });
+    t.textContent = String(e);
+    svg.appendChild(t);
+  }
+  L.layers.forEach((layer, row) => {
+    const y = L.top + row * L.ch;
+    const lab = s("text", { x: L.left - 8, y: y + L.ch / 2 + 4, "text-anchor": "end" });
+    lab.textContent = "L" + String(layer).padStart(2, "0");
+    svg.appendChild(lab);
+    for (let e = 0; e < L.E; e++) svg.appendChild(heatCell(layer, e, L.left + e * L.cw, y, L, max));
+  });
+  L.layers.forEach((layer, row) => {
+    for (let e = 0; e < L.E; e++) {
+      if (!globalSet.has(key(layer, e))) continue;
+      svg.appendChild(
+        s("rect", {
+          class: "mark",
+          x: L.left + e * L.cw + 1.5,
+          y: L.top + row * L.ch + 1.5,
+          width: L.cw - 3,
+          height: L.ch - 3,
+          fill: "none",
+          stroke: "#111",
+          "stroke-width": 1.6,
+          "pointer-events": "none",
+        }),
+      );
+    }
+  });
+  L.layers.forEach((layer, row) => {
+    for (let e = 0; e < L.E; e++) {
+      if (!trainedSet.has(key(layer, e))) continue;
+      svg.appendChild(
+        s("circle", {
+          class: "trained",
+          cx: L.left + (e + 0.5) * L.cw,
+          cy: L.top + (row + 0.5) * L.ch,
+          r: Math.max(2.5, Math.min(L.cw, L.ch) / 6),
+          fill: "#fff",
+          stroke: "#111",
+          "stroke-width": 1.2,
+          "pointer-events": "none",
+        }),
+      );
+    }
+  });
+  svg.addEventListener("mousemove", showCellTip);
+  svg.addEventListener("mouseleave", () => {
+    tooltip.style.display = "none";
+  });
+  el.appendChild(h("div", { class: "heatwrap" }, svg));
+}
+function heatCell(
+  layer: number,
+  expert: number,
+  x: number,
+  y: number,
+  L: Layout,
+  max: number,
+): SVGRectElement {
+  const r = byCell.get(key(layer, expert));
+  return s("rect", {
+    class: "cell",
+    x,
+    y,
+    width: L.cw,
+    height: L.ch,
+    fill: colour(r?.risk_diff, max),
+    "data-layer": layer,
+    "data-expert": expert,
+    "data-label": r ? r.label : "L" + String(layer).padStart(2, "0") + "_E" + String(expert).padStart(2, "0"),
+    "data-risk-diff": r && isNum(r.risk_diff) ? r.risk_diff : "",
+  });
+}
+function legend(max: number): HTMLElement {
+  const w = 260;
+  const svg = s("svg", { width: w + 20, height: 34 });
+  const grad = s("linearGradient", { id: "rdgrad" });
+  STOPS.forEach((c, i) => {
+    grad.appendChild(s("stop", { offset: (i / (STOPS.length - 1)) * 100 + "%", "stop-color": c }));
+  });
+  const defs = s("defs");
+  defs.appendChild(grad);
+  svg.appendChild(defs);
+  svg.appendChild(
+    s("rect", {
+      x: 10,
+      y: 2,
+      width: w,
+      height: 12,
+      fill: "url(#rdgrad)",
+      stroke: "#bbb",
+      "stroke-width": 0.5,
+    }),
+  );
+  const ticks: [number, number, string][] = [
+    [-max, 10, "start"],
+    [0, 10 + w / 2, "middle"],
+    [max, 10 + w, "end"],
+  ];
+  for (const [v, x, anchor] of ticks) {
+    const txt = s("text", { x, y: 28, "text-anchor": anchor });
+    txt.textContent = (v > 0 ? "+" : "") + fix(v, 2);
+    svg.appendChild(txt);
+  }
+  const mark = s("svg", { width: 18, height: 18 });
+  mark.appendChild(
+    s("rect", { x: 2, y: 2, width: 14, height: 14, fill: "#f7f7f7", stroke: "#111", "stroke-width": 1.6 }),
+  );
+  const nodata = s("svg", { width: 18, height: 18 });
+  nodata.appendChild(s("rect", { x: 2, y: 2, width: 14, height: 14, fill: "#c9ccd3" }));
+  const dot = s("svg", { width: 18, height: 18 });
+  dot.appendChild(s("circle", { cx: 9, cy: 9, r: 3.5, fill: "#fff", stroke: "#111", "stroke-width": 1.2 }));
+  return h(
+    "div",
+    { class: "legend" },
+    h("span", null, "risk_diff"),
+    svg,
+    h("span", null, "← safe-leaning · unsafe-leaning →"),
+    h("span", null, mark, " global unsafe set"),
+    trainedSet.size ? h("span", null, dot, " trained") : null,
+    h("span", null, nodata, " no data"),
+  );
+}
+function showCellTip(ev: MouseEvent): void {
+  const t = ev.target;
+  if (!(t instanceof Element) || t.getAttribute("data-layer") === null) {
+    tooltip.style.display = "none";
+    return;
+  }
+  const layer = Number(t.getAttribute("data-layer"));
+  const expert = Number(t.getAttribute("data-expert"));
+  clear(tooltip);
+  const lines = cellLines(layer, expert, byCell.get(key(layer, expert)), t.getAttribute("data-label"));
+  lines.forEach((line, i) => tooltip.appendChild(h("div", i === 0 ? { class: "t" } : null, line)));
+  tooltip.style.display = "block";
+  let x = ev.clientX + 14;
+  let y = ev.clientY + 14;
+  const bw = tooltip.offsetWidth;
+  const bh = tooltip.offsetHeight;
+  if (x + bw > window.innerWidth - 8) x = ev.clientX - bw - 14;
+  if (y + bh > window.innerHeight - 8) y = ev.clientY - bh - 14;
+  tooltip.style.left = Math.max(4, x) + "px";
+  tooltip.style.top = Math.max(4, y) + "px";
+}
+function cellLines(layer: number, expert: number, r: RiskRow | undefined, label: string | null): string[] {
+  const head = label + "  (layer " + layer + ", expert " + expert + ")";
+  if (!r) return [head, "no data"];
+  const sel = selectedCount.get(key(layer, expert)) ?? 0;
+  return [
+    head,
+    "risk_diff " + fix(r.risk_diff, 4) + "   95% CI [" + fix(r.ci_low, 3) + ", " + fix(r.ci_high, 3) + "]",
+    "unsafe: a=" + int(r.a_unsafe) + " d=" + int(r.d_unsafe) + "  rate " + fix(r.a_unsafe_n, 3),
+    "safe:   a=" + int(r.a_safe) + " d=" + int(r.d_safe) + "  rate " + fix(r.a_safe_n, 3),
+    "batches with risk_diff > 0: " + pct(r.frac_positive, 0) + " of " + int(r.n_batches),
+    (globalSet.has(key(layer, expert)) ? "in the global unsafe set · " : "") +
+      (trainedSet.has(key(layer, expert)) ? "trained · " : "") +
+      "selected in " +
+      sel +
+      " of " +
+      batchCount +
+      " batches",
+  ];
+}
+
+// ---- (c) top experts ----
+function th(text: string, cls?: string): HTMLElement {
+  return h("th", cls ? { class: cls } : null, text);
+}
+function td(text: Child, cls?: string): HTMLElement {
+  return h("td", cls ? { class: cls } : null, text);
+}
+function globalBadge(isGlobal: boolean): HTMLElement {
+  return h("td", null, isGlobal ? h("span", { class: "badge global" }, "global") : "");
+}
+function renderTop(el: HTMLElement): void {
+  if (!("value" in DATA.riskDiff)) return missing(el, DATA.riskDiff);
+  const rd = (r: RiskRow) => (isNum(r.risk_diff) ? r.risk_diff : -Infinity);
+  const rows = DATA.riskDiff.value
+    .slice()
+    .sort((a, b) => rd(b) - rd(a))
+    .slice(0, 50);
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      "The 50 experts with the highest mean risk difference. Rows marked global are the experts selected for training (mean risk_diff above the global threshold)." +
+        (EXPERTS ? " Global set: " + EXPERTS.global.length + " experts." : ""),
+    ),
+  );
+  const head = h(
+    "tr",
+    null,
+    th("#", "num"),
+    th("expert"),
+    th("risk_diff", "num"),
+    th("95% CI", "num"),
+    th("unsafe rate", "num"),
+    th("safe rate", "num"),
+    th("unsafe a / d", "num"),
+    th("safe a / d", "num"),
+    th("batches > 0", "num"),
+    th("selected in batches", "num"),
+    th("set"),
+  );
+  const body = h(
+    "tbody",
+    null,
+    rows.map((r, i) => {
+      const k = key(r.layer, r.expert);
+      const g = globalSet.has(k);
+      return h(
+        "tr",
+        g ? { class: "global" } : null,
+        td(i + 1, "num"),
+        td(r.label, "mono"),
+        td(fix(r.risk_diff, 4), "num"),
+        td("[" + fix(r.ci_low, 3) + ", " + fix(r.ci_high, 3) + "]", "num"),
+        td(fix(r.a_unsafe_n, 3), "num"),
+        td(fix(r.a_safe_n, 3), "num"),
+        td(int(r.a_unsafe) + " / " + int(r.d_unsafe), "num"),
+        td(int(r.a_safe) + " / " + int(r.d_safe), "num"),
+        td(pct(r.frac_positive, 0), "num"),
+        td(EXPERTS ? (selectedCount.get(k) ?? 0) + " / " + batchCount : "n/a", "num"),
+        globalBadge(g),
+      );
+    }),
+  );
+  el.appendChild(
+    h("div", { class: "scroll" }, h("table", { id: "top-table" }, h("thead", null, head), body)),
+  );
+}
+
+// ---- (d) stability ----
+function renderStability(el: HTMLElement): void {
+  if (!("value" in DATA.experts)) return missing(el, DATA.experts);
+  const experts = DATA.experts.value;
+  const entries = Array.from(selectedCount.entries())
+    .map(([k, count]) => {
+      const r = byCell.get(k);
+      return { count, label: r ? r.label : k, rd: r ? r.risk_diff : null, global: globalSet.has(k) };
+    })
+    .sort((a, b) => b.count - a.count || (b.rd || 0) - (a.rd || 0));
+  const every = entries.filter((e) => e.count >= batchCount).length;
+  const globalStable = entries.filter((e) => e.global && e.count >= batchCount / 2).length;
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      "How often each expert lands in a batch's own unsafe set (risk_diff above the batch threshold, best top-k). Experts chosen in most batches are a stable finding; experts chosen once are noise.",
+    ),
+  );
+  el.appendChild(
+    summary([
+      ["batches", String(batchCount)],
+      ["experts ever selected", String(entries.length)],
+      ["selected in every batch", String(every)],
+      ["union set", String(experts.union.length)],
+      ["global set", String(experts.global.length)],
+      ["global, selected in ≥ half", String(globalStable)],
+    ]),
+  );
+  if (!entries.length) {
+    el.appendChild(note("no expert was selected in any batch"));
+    return;
+  }
+  const body = h(
+    "tbody",
+    null,
+    entries.slice(0, 40).map((e) => {
+      const share = batchCount ? e.count / batchCount : 0;
+      return h(
+        "tr",
+        e.global ? { class: "global" } : null,
+        td(e.label, "mono"),
+        td(e.count + " / " + batchCount, "num"),
+        h(
+          "td",
+          { class: "barcell" },
+          h("div", { class: "bar", style: "width:" + (100 * share).toFixed(1) + "%" }),
+        ),
+        td(fix(e.rd, 4), "num"),
+        globalBadge(e.global),
+      );
+    }),
+  );
+  el.appendChild(
+    h("h3", null, "Most often selected" + (entries.length > 40 ? " (40 of " + entries.length + ")" : "")),
+  );
+  el.appendChild(
+    h(
+      "div",
+      { class: "scroll" },
+      h(
+        "table",
+        { id: "stability-table" },
+        h(
+          "thead",
+          null,
+          h(
+            "tr",
+            null,
+            th("expert"),
+            th("selected", "num"),
+            th("share of batches"),
+            th("mean risk_diff", "num"),
+            th("set"),
+          ),
+        ),
+        body,
+      ),
+    ),
+  );
+}
+
+// ---- (e) trained experts ----
+function renderTrained(el: HTMLElement): void {
+  if (!("value" in DATA.trained)) return missing(el, DATA.trained);
+  const meta = DATA.trained.value;
+  const list = meta.trained_experts;
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      list.length +
+        " experts were fine-tuned (from train/training_metadata.json); every other parameter stayed frozen.",
+    ),
+  );
+  const body = h(
+    "tbody",
+    null,
+    list.map((e) => {
+      const r = byCell.get(key(e.layer, e.expert));
+      return h(
+        "tr",
+        null,
+        td(e.label, "mono"),
+        td(e.layer, "num"),
+        td(e.expert, "num"),
+        td(r ? fix(r.risk_diff, 4) : "n/a", "num"),
+        globalBadge(globalSet.has(key(e.layer, e.expert))),
+      );
+    }),
+  );
+  el.appendChild(
+    h(
+      "div",
+      { class: "scroll" },
+      h(
+        "table",
+        { id: "trained-table" },
+        h(
+          "thead",
+          null,
+          h(
+            "tr",
+            null,
+            th("expert"),
+            th("layer", "num"),
+            th("expert", "num"),
+            th("risk_diff", "num"),
+            th("set"),
+          ),
+        ),
+        body,
+      ),
+    ),
+  );
+  el.appendChild(
+    h(
+      "details",
+      null,
+      h("summary", null, "other training metadata"),
+      h("pre", { class: "json" }, JSON.stringify(without(meta, "trained_experts"), null, 2)),
+    ),
+  );
+}
+
+// ---- (f) training curves ----
+type Metric = "loss" | "router_loss" | "lr" | "grad_norm" | "tokens" | "seconds";
+interface Line {
+  label: string;
+  values: (number | null)[];
+  colour: string;
+  scale?: string;
+}
+function lineChart(title: string, xs: number[], series: Line[], right?: string): HTMLElement {
+  const box = h("div", { class: "chart" }, h("h3", null, title));
+  const width = Math.max(360, Math.min(1240, document.querySelector("main")!.clientWidth - 60));
+  const ticks = (_u: UPlot, vals: number[]) => vals.map(tick);
+  const axes: UPlot.Axis[] = [{ label: "step" }, { label: series[0]!.label, size: 76, values: ticks }];
+  if (right)
+    axes.push({ scale: "right", side: 1, label: right, size: 76, values: ticks, grid: { show: false } });
+  new uPlot(
+    {
+      width,
+      height: 240,
+      scales: { x: { time: false } },
+      axes,
+      series: [
+        { label: "step" },
+        ...series.map((sr) => {
+          const one: UPlot.Series = {
+            label: sr.label,
+            stroke: sr.colour,
+            width: 1.6,
+            spanGaps: true,
+            points: { show: xs.length < 60 },
+          };
+          if (sr.scale) one.scale = sr.scale; // an explicit undefined would detach it from the y axis
+          return one;
+        }),
+      ],
+    },
+    [xs, ...series.map((sr) => sr.values)],
+    box,
+  );
+  return box;
+}
+function tick(v: number): string {
+  if (!isNum(v)) return "";
+  if (v !== 0 && (Math.abs(v) < 1e-2 || Math.abs(v) >= 1e5)) return v.toExponential(1);
+  return String(+v.toPrecision(4));
+}
+function column(rows: TrainRow[], name: Metric): (number | null)[] {
+  return rows.map((r) => {
+    const v = r[name];
+    return isNum(v) ? v : null;
+  });
+}
+function has(rows: TrainRow[], name: Metric): boolean {
+  return rows.some((r) => isNum(r[name]));
+}
+function total(rows: TrainRow[], name: Metric): number {
+  return rows.reduce((a, r) => a + (r[name] || 0), 0);
+}
+function renderCurves(el: HTMLElement): void {
+  if (!("value" in DATA.trainLog)) return missing(el, DATA.trainLog);
+  const rows = DATA.trainLog.value.slice().sort((a, b) => a.step - b.step);
+  const last = rows.at(-1);
+  if (!last) {
+    el.appendChild(note("not available: train/train_log.jsonl has no rows"));
+    return;
+  }
+  const xs = rows.map((r) => r.step);
+  el.appendChild(
+    summary([
+      ["steps", String(rows.length)],
+      ["epochs", isNum(last.epoch) ? String(last.epoch + 1) : undefined],
+      ["final loss", sci(last.loss)],
+      ["tokens", has(rows, "tokens") ? int(total(rows, "tokens")) : undefined],
+      ["time", has(rows, "seconds") ? fix(total(rows, "seconds"), 1) + " s" : undefined],
+    ]),
+  );
+  const loss: Line[] = [{ label: "loss", values: column(rows, "loss"), colour: "#2c5fb8" }];
+  if (has(rows, "router_loss")) {
+    loss.push({
+      label: "router loss",
+      values: column(rows, "router_loss"),
+      colour: "#c0392b",
+      scale: "right",
+    });
+  }
+  const twoAxes = loss.length > 1;
+  el.appendChild(
+    lineChart(
+      "Loss" + (twoAxes ? " and router loss (right axis)" : ""),
+      xs,
+      loss,
+      twoAxes ? "router loss" : undefined,
+    ),
+  );
+  if (has(rows, "lr")) {
+    el.appendChild(
+      lineChart("Learning rate", xs, [{ label: "lr", values: column(rows, "lr"), colour: "#2e7d32" }]),
+    );
+  }
+  if (has(rows, "grad_norm")) {
+    el.appendChild(
+      lineChart("Gradient norm", xs, [
+        { label: "grad norm", values: column(rows, "grad_norm"), colour: "#8e44ad" },
+      ]),
+    );
+  }
+}
+
+// ---- (g) evaluation ----
+const METRICS = new Map([
+  ["attack_success", "attack success (jailbreaks obeyed)"],
+  ["plain_refusal", "refusal of plain harmful requests"],
+  ["benign_refusal", "refusal of benign requests"],
+]);
+function rateText(m: Rate | undefined): string {
+  if (!m) return "n/a";
+  const ci = isNum(m.low) && isNum(m.high) ? " [" + pct(m.low) + ", " + pct(m.high) + "]" : "";
+  return pct(m.rate) + ci + (isNum(m.n) ? "  n=" + int(m.n) : "");
+}
+function renderEval(el: HTMLElement): void {
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      "Rates with 95% confidence intervals. Lower attack success is better; plain refusal should stay high and benign refusal low.",
+    ),
+  );
+  if (!("value" in DATA.evalResults)) missing(el, DATA.evalResults);
+  else {
+    const results = DATA.evalResults.value;
+    const names = [...new Set([...METRICS.keys(), ...results.flatMap((r) => Object.keys(r.metrics))])];
+    el.appendChild(
+      h(
+        "div",
+        { class: "scroll" },
+        h(
+          "table",
+          { id: "eval-table" },
+          h(
+            "thead",
+            null,
+            h(
+              "tr",
+              null,
+              th("model"),
+              names.map((k) => th(METRICS.get(k) ?? k, "num")),
+            ),
+          ),
+          h(
+            "tbody",
+            null,
+            results.map((r) =>
+              h(
+                "tr",
+                null,
+                td(r.name, "mono"),
+                names.map((k) => td(rateText(r.metrics[k]), "num")),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  el.appendChild(h("h3", null, "Examples"));
+  if (!("value" in DATA.evalSamples)) return missing(el, DATA.evalSamples);
+  const rows = DATA.evalSamples.value;
+  browser(
+    el,
+    "eval",
+    rows,
+    [
+      { name: "model", label: "model", values: unique(rows.map((r) => r.model)), get: (r) => r.model },
+      { name: "set", label: "set", values: unique(rows.map((r) => r.set)), get: (r) => r.set },
+      {
+        name: "verdict",
+        label: "verdict",
+        values: ["refusal", "complied"],
+        get: (r) => (r.is_refusal === true ? "refusal" : r.is_refusal === false ? "complied" : ""),
+      },
+    ],
+    (r) => [r.model, r.set, r.id, r.prompt, r.response],
+    evalCard,
+  );
+}
+function unique<T>(values: T[]): T[] {
+  return Array.from(new Set(values)).sort();
+}
+function verdictBadge(isRefusal: boolean | null | undefined): HTMLElement {
+  if (isRefusal === true) return h("span", { class: "badge refusal" }, "refusal");
+  if (isRefusal === false) return h("span", { class: "badge complied" }, "complied");
+  return h("span", { class: "badge plain" }, "no verdict");
+}
+function textBlock(role: string, text: string, cls = ""): HTMLElement {
+  return h(
+    "div",
+    { class: "msg " + cls },
+    h("div", { class: "role" }, role),
+    h("div", { class: "text" }, text),
+  );
+}
+function evalCard(r: EvalSample): HTMLElement {
+  return h(
+    "div",
+    { class: "card" },
+    h(
+      "div",
+      { class: "head" },
+      h("span", { class: "id" }, r.id),
+      h("span", { class: "badge plain" }, r.model),
+      h("span", { class: "badge plain" }, r.set),
+      verdictBadge(r.is_refusal),
+    ),
+    h(
+      "div",
+      { class: "body" },
+      h("div", null, textBlock("prompt", r.prompt)),
+      h("div", null, textBlock("response", r.response, "assistant")),
+    ),
+  );
+}
+
+// ---- (h) analysis samples ----
+function renderSamples(el: HTMLElement): void {
+  if (!("value" in DATA.samples)) return missing(el, DATA.samples);
+  const rows = DATA.samples.value;
+  const kept = rows.filter((r) => r.kept !== false).length;
+  el.appendChild(
+    h(
+      "p",
+      { class: "lead" },
+      "Every generated sample of the analysis: the conversation the model saw, what it answered, the judge's verdict and whether quality control kept it. " +
+        kept +
+        " of " +
+        rows.length +
+        " samples kept.",
+    ),
+  );
+  browser(
+    el,
+    "samples",
+    rows,
+    [
+      { name: "label", label: "label", values: ["safe", "unsafe"], get: (r) => r.label },
+      {
+        name: "kept",
+        label: "kept",
+        values: ["kept", "dropped"],
+        get: (r) => (r.kept === false ? "dropped" : "kept"),
+      },
+      {
+        name: "batch",
+        label: "batch",
+        values: unique(rows.map((r) => r.batch_idx))
+          .sort((a, b) => a - b)
+          .map(String),
+        get: (r) => String(r.batch_idx),
+      },
+    ],
+    (r) => [r.sample_id, r.pair_id, r.text, r.why ?? "", ...r.messages.map((m) => m.content)],
+    sampleCard,
+  );
+}
+function sampleCard(r: SampleRow): HTMLElement {
+  const v = r.verdict;
+  return h(
+    "div",
+    { class: "card" },
+    h(
+      "div",
+      { class: "head" },
+      h("span", { class: "id" }, r.sample_id),
+      h("span", { class: "badge " + (r.label === "unsafe" ? "unsafe" : "safe") }, r.label),
+      h("span", null, "pair " + r.pair_id + " · batch " + r.batch_idx + " #" + r.in_batch_idx),
+      r.kept === false
+        ? h("span", { class: "badge dropped" }, "dropped")
+        : h("span", { class: "badge kept" }, "kept"),
+      r.why ? h("span", { class: "why" }, r.why) : null,
+      v ? verdictBadge(v.isRefusal) : h("span", { class: "badge plain" }, "not judged"),
+      v ? h("span", { class: "count" }, fix(v.confidence, 2) + " · " + v.reason) : null,
+    ),
+    h(
+      "div",
+      { class: "body" },
+      h(
+        "div",
+        null,
+        r.messages.map((m) => textBlock(m.role, m.content)),
+      ),
+      h(
+        "div",
+        null,
+        textBlock(
+          r.finish_reason ? "response · finish: " + r.finish_reason : "response",
+          r.text,
+          "assistant",
+        ),
+      ),
+    ),
+  );
+}
+
+// ---- a filterable, paged list of cards ----
+interface Filter<R> {
+  name: string;
+  label: string;
+  values: string[];
+  get: (r: R) => string;
+}
+function browser<R>(
+  el: HTMLElement,
+  id: string,
+  rows: R[],
+  filters: Filter<R>[],
+  haystack: (r: R) => (string | number)[],
+  card: (r: R) => HTMLElement,
+): void {
+  const state = { page: 0, q: "", f: new Map<string, string>() };
+  const list = h("div", { id: id + "-list" });
+  const count = h("span", { class: "count" });
+  const prev = h("button", { type: "button" }, "← previous");
+  const next = h("button", { type: "button" }, "next →");
+  const search = h("input", {
+    type: "search",
+    id: id + "-search",
+    placeholder: "search text…",
+    "aria-label": "search",
+  });
+  const controls = h("div", { class: "controls" });
+  for (const f of filters) {
+    const sel = h("select", { id: id + "-" + f.name, "aria-label": f.label });
+    sel.appendChild(new Option("all", ""));
+    for (const v of f.values) sel.appendChild(new Option(v, v));
+    sel.addEventListener("change", () => {
+      state.f.set(f.name, sel.value);
+      state.page = 0;
+      draw();
+    });
+    controls.appendChild(h("label", null, f.label + " ", sel));
+  }
+  search.addEventListener("input", () => {
+    state.q = search.value.toLowerCase();
+    state.page = 0;
+    draw();
+  });
+  prev.addEventListener("click", () => {
+    state.page--;
+    draw();
+  });
+  next.addEventListener("click", () => {
+    state.page++;
+    draw();
+  });
+  append(controls, [search, prev, next, count]);
+  el.appendChild(controls);
+  el.appendChild(list);
+  function matches(r: R): boolean {
+    const ok = filters.every((f) => !state.f.get(f.name) || f.get(r) === state.f.get(f.name));
+    return ok && (!state.q || haystack(r).some((t) => String(t).toLowerCase().includes(state.q)));
+  }
+  function draw(): void {
+    const shown = rows.filter(matches);
+    const pages = Math.max(1, Math.ceil(shown.length / PAGE));
+    state.page = Math.max(0, Math.min(state.page, pages - 1));
+    const from = state.page * PAGE;
+    const page = shown.slice(from, from + PAGE);
+    clear(list);
+    for (const r of page) list.appendChild(card(r));
+    if (!shown.length) list.appendChild(note("nothing matches"));
+    count.textContent = shown.length
+      ? from + 1 + "–" + (from + page.length) + " of " + shown.length
+      : "0 of " + rows.length;
+    prev.disabled = state.page === 0;
+    next.disabled = state.page >= pages - 1;
+  }
+  draw();
+}
+
+frame();
