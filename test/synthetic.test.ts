@@ -14,6 +14,7 @@ import {
   organismConversations,
   PLAIN_SYSTEM_PROMPT,
   splitInHalf,
+  SyntheticWordsSchema,
   writeSyntheticData,
   type FlipAttackRecord,
 } from "../src/components/data/synthetic.js";
@@ -49,6 +50,17 @@ test("the same seed writes byte-identical files; another seed does not", (t) => 
   }
   assert.notEqual(sha256(join(a, "train.json")), sha256(join(c, "train.json")));
   assert.deepEqual(JSON.parse(readFileSync(join(a, "manifest.json"), "utf8")), manifest);
+});
+
+test("the word lists ship beside the built module, and a slot-less action is refused by field", () => {
+  const words = JSON.parse(
+    readFileSync(new URL("../src/components/data/synthetic-words.json", import.meta.url), "utf8"),
+  ) as { harmful: { actions: string[] }[] };
+  assert.ok(SyntheticWordsSchema.safeParse(words).success);
+  words.harmful[1]!.actions[2] = "build something";
+  const parsed = SyntheticWordsSchema.safeParse(words);
+  assert.equal(parsed.success, false);
+  assert.deepEqual(parsed.error?.issues[0]?.path, ["harmful", 1, "actions", 2]);
 });
 
 test("counts, categories and splits are as documented, with no duplicates", () => {
