@@ -6,6 +6,9 @@
 // that the browser interprets, so a prompt that contains markup shows as the text it is.
 import type UPlot from "uplot";
 import type { ReportData } from "../report.js";
+import { browser } from "./browser.js";
+import { clear, h, jsonDetails, kvTable, lead, note, s, summary, table, td, th } from "./dom.js";
+import { colour, fix, int, isNum, pct, sci, shown, STOPS, tick } from "./format.js";
 
 // uPlot's own script, inlined before this one, defines the global.
 declare const uPlot: typeof UPlot;
@@ -19,88 +22,14 @@ type Rate = Value<ReportData["evalResults"]>[number]["metrics"][string];
 
 // report.ts wrote this block from schema-checked files in the same build, so it is trusted as typed.
 const DATA = JSON.parse(document.getElementById("report-data")!.textContent!) as ReportData;
-const SVG = "http://www.w3.org/2000/svg";
-const PAGE = 10;
 
-// ---- DOM helpers: data only ever becomes text nodes or attribute values ----
-type Child = Node | string | number | false | null | undefined | readonly Child[];
-type Attrs = Record<string, string | number | null | undefined> | null;
-
-function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs?: Attrs,
-  ...children: Child[]
-): HTMLElementTagNameMap[K] {
-  const el = document.createElement(tag);
-  setAttrs(el, attrs);
-  append(el, children);
-  return el;
-}
-function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs?: Attrs): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(SVG, tag);
-  setAttrs(el, attrs);
-  return el;
-}
-function setAttrs(el: Element, attrs: Attrs | undefined): void {
-  for (const [k, v] of Object.entries(attrs ?? {})) {
-    if (v !== undefined && v !== null) el.setAttribute(k, String(v));
-  }
-}
-function append(el: Node, child: Child): void {
-  if (child === undefined || child === null || child === false) return;
-  if (Array.isArray(child)) for (const c of child as readonly Child[]) append(el, c);
-  else if (child instanceof Node) el.appendChild(child);
-  else el.appendChild(document.createTextNode(String(child)));
-}
-function clear(el: Node): void {
-  while (el.firstChild) el.removeChild(el.firstChild);
-}
-function note(text: string): HTMLElement {
-  return h("p", { class: "note" }, text);
-}
 /** Shows a section's note in place of its content. */
 function missing(el: HTMLElement, part: { note: string }): void {
   el.appendChild(note(part.note));
 }
 
-// ---- number formatting ----
-function isNum(v: unknown): v is number {
-  return typeof v === "number" && isFinite(v);
-}
-function fix(v: unknown, d = 3): string {
-  return isNum(v) ? v.toFixed(d) : "n/a";
-}
-function pct(v: unknown, d = 1): string {
-  return isNum(v) ? (100 * v).toFixed(d) + "%" : "n/a";
-}
-function int(v: unknown): string {
-  return isNum(v) ? Math.round(v).toLocaleString("en-US") : "n/a";
-}
-function sci(v: unknown): string {
-  if (!isNum(v)) return "n/a";
-  return Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(2) : fix(v, 4);
-}
 function key(l: number, e: number): string {
   return l + ":" + e;
-}
-function shown(v: unknown): string | undefined {
-  return v === undefined ? undefined : String(v);
-}
-
-// ---- diverging colour scale around 0 (ColorBrewer RdBu, blue = safe-leaning, red = unsafe) ----
-const STOPS = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b"];
-function hex(c: string): number[] {
-  return [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
-}
-function colour(v: number | null | undefined, max: number): string {
-  if (!isNum(v)) return "#c9ccd3";
-  const t = Math.max(-1, Math.min(1, v / max));
-  const x = ((t + 1) / 2) * (STOPS.length - 1);
-  const i = Math.min(STOPS.length - 2, Math.floor(x));
-  const a = hex(STOPS[i]!);
-  const b = hex(STOPS[i + 1]!);
-  const f = x - i;
-  return "rgb(" + a.map((c, j) => Math.round(c + (b[j]! - c) * f)).join(",") + ")";
 }
 
 // ---- shared lookups ----
@@ -185,26 +114,6 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: [string, str
   }
   return out;
 }
-function kvTable(rows: [string, string][]): HTMLElement {
-  return h(
-    "table",
-    null,
-    h(
-      "tbody",
-      null,
-      rows.map(([k, v]) => h("tr", null, h("th", null, k), h("td", { class: "mono" }, v))),
-    ),
-  );
-}
-function summary(pairs: [string, string | undefined][]): HTMLElement {
-  return h(
-    "div",
-    { class: "summary" },
-    pairs
-      .filter((p) => p[1] !== undefined)
-      .map(([k, v]) => h("div", { class: "kv" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v))),
-  );
-}
 function without(obj: Record<string, unknown>, name: string): Record<string, unknown> {
   return Object.fromEntries(Object.entries(obj).filter(([k]) => k !== name));
 }
@@ -213,7 +122,7 @@ function renderConfig(el: HTMLElement): void {
   const c = DATA.config.value;
   const m = record(c.model);
   const d = record(c.dataset);
-  el.appendChild(h("p", { class: "lead" }, "What this run did and on which model, from config.json."));
+  el.appendChild(lead("What this run did and on which model, from config.json."));
   el.appendChild(
     summary([
       ["run kind", shown(c.kind)],
@@ -232,32 +141,17 @@ function renderConfig(el: HTMLElement): void {
       ["records", shown(d.records)],
     ]),
   );
-  const grid = h("div", { class: "grid2" });
-  grid.appendChild(
-    h(
-      "div",
-      null,
-      h("h3", null, "Settings"),
-      h("div", { class: "scroll" }, kvTable(flatten(record(c.settings), "", []))),
-    ),
-  );
-  grid.appendChild(
-    h(
-      "div",
-      null,
-      h("h3", null, "Model, engine and dataset"),
-      h("div", { class: "scroll" }, kvTable(flatten(without(c, "settings"), "", []))),
-    ),
-  );
-  el.appendChild(grid);
+  const half = (title: string, obj: Record<string, unknown>) =>
+    h("div", null, h("h3", null, title), kvTable(flatten(obj, "", [])));
   el.appendChild(
     h(
-      "details",
-      null,
-      h("summary", null, "config.json as stored"),
-      h("pre", { class: "json" }, JSON.stringify(c, null, 2)),
+      "div",
+      { class: "grid2" },
+      half("Settings", record(c.settings)),
+      half("Model, engine and dataset", without(c, "settings")),
     ),
   );
+  el.appendChild(jsonDetails("config.json as stored", c));
 }
 
 // ---- (b) heatmap ----
@@ -287,9 +181,7 @@ function renderHeatmap(el: HTMLElement): void {
   const L = heatLayout(risk);
   const max = risk.reduce((m, r) => (isNum(r.risk_diff) ? Math.max(m, Math.abs(r.risk_diff)) : m), 0) || 1;
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       "Rows are MoE layers, columns experts. Each cell is the mean over analysis batches of the risk difference: the share of unsafe (jailbreak) tokens routed to the expert minus the share of safe tokens. Red experts fire more under jailbreak. Hover a cell for its counts.",
     ),
   );
@@ -472,12 +364,6 @@ function cellLines(layer: number, expert: number, r: RiskRow | undefined, label:
 }
 
 // ---- (c) top experts ----
-function th(text: string, cls?: string): HTMLElement {
-  return h("th", cls ? { class: cls } : null, text);
-}
-function td(text: Child, cls?: string): HTMLElement {
-  return h("td", cls ? { class: cls } : null, text);
-}
 function globalBadge(isGlobal: boolean): HTMLElement {
   return h("td", null, isGlobal ? h("span", { class: "badge global" }, "global") : "");
 }
@@ -489,16 +375,12 @@ function renderTop(el: HTMLElement): void {
     .sort((a, b) => rd(b) - rd(a))
     .slice(0, 50);
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       "The 50 experts with the highest mean risk difference. Rows marked global are the experts selected for training (mean risk_diff above the global threshold)." +
         (EXPERTS ? " Global set: " + EXPERTS.global.length + " experts." : ""),
     ),
   );
-  const head = h(
-    "tr",
-    null,
+  const head = [
     th("#", "num"),
     th("expert"),
     th("risk_diff", "num"),
@@ -510,33 +392,27 @@ function renderTop(el: HTMLElement): void {
     th("batches > 0", "num"),
     th("selected in batches", "num"),
     th("set"),
-  );
-  const body = h(
-    "tbody",
-    null,
-    rows.map((r, i) => {
-      const k = key(r.layer, r.expert);
-      const g = globalSet.has(k);
-      return h(
-        "tr",
-        g ? { class: "global" } : null,
-        td(i + 1, "num"),
-        td(r.label, "mono"),
-        td(fix(r.risk_diff, 4), "num"),
-        td("[" + fix(r.ci_low, 3) + ", " + fix(r.ci_high, 3) + "]", "num"),
-        td(fix(r.a_unsafe_n, 3), "num"),
-        td(fix(r.a_safe_n, 3), "num"),
-        td(int(r.a_unsafe) + " / " + int(r.d_unsafe), "num"),
-        td(int(r.a_safe) + " / " + int(r.d_safe), "num"),
-        td(pct(r.frac_positive, 0), "num"),
-        td(EXPERTS ? (selectedCount.get(k) ?? 0) + " / " + batchCount : "n/a", "num"),
-        globalBadge(g),
-      );
-    }),
-  );
-  el.appendChild(
-    h("div", { class: "scroll" }, h("table", { id: "top-table" }, h("thead", null, head), body)),
-  );
+  ];
+  const body = rows.map((r, i) => {
+    const k = key(r.layer, r.expert);
+    const g = globalSet.has(k);
+    return h(
+      "tr",
+      g ? { class: "global" } : null,
+      td(i + 1, "num"),
+      td(r.label, "mono"),
+      td(fix(r.risk_diff, 4), "num"),
+      td("[" + fix(r.ci_low, 3) + ", " + fix(r.ci_high, 3) + "]", "num"),
+      td(fix(r.a_unsafe_n, 3), "num"),
+      td(fix(r.a_safe_n, 3), "num"),
+      td(int(r.a_unsafe) + " / " + int(r.d_unsafe), "num"),
+      td(int(r.a_safe) + " / " + int(r.d_safe), "num"),
+      td(pct(r.frac_positive, 0), "num"),
+      td(EXPERTS ? (selectedCount.get(k) ?? 0) + " / " + batchCount : "n/a", "num"),
+      globalBadge(g),
+    );
+  });
+  el.appendChild(table("top-table", head, body));
 }
 
 // ---- (d) stability ----
@@ -552,9 +428,7 @@ function renderStability(el: HTMLElement): void {
   const every = entries.filter((e) => e.count >= batchCount).length;
   const globalStable = entries.filter((e) => e.global && e.count >= batchCount / 2).length;
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       "How often each expert lands in a batch's own unsafe set (risk_diff above the batch threshold, best top-k). Experts chosen in most batches are a stable finding; experts chosen once are noise.",
     ),
   );
@@ -572,53 +446,33 @@ function renderStability(el: HTMLElement): void {
     el.appendChild(note("no expert was selected in any batch"));
     return;
   }
-  const body = h(
-    "tbody",
-    null,
-    entries.slice(0, 40).map((e) => {
-      const share = batchCount ? e.count / batchCount : 0;
-      return h(
-        "tr",
-        e.global ? { class: "global" } : null,
-        td(e.label, "mono"),
-        td(e.count + " / " + batchCount, "num"),
-        h(
-          "td",
-          { class: "barcell" },
-          h("div", { class: "bar", style: "width:" + (100 * share).toFixed(1) + "%" }),
-        ),
-        td(fix(e.rd, 4), "num"),
-        globalBadge(e.global),
-      );
-    }),
-  );
+  const body = entries.slice(0, 40).map((e) => {
+    const share = batchCount ? e.count / batchCount : 0;
+    return h(
+      "tr",
+      e.global ? { class: "global" } : null,
+      td(e.label, "mono"),
+      td(e.count + " / " + batchCount, "num"),
+      h(
+        "td",
+        { class: "barcell" },
+        h("div", { class: "bar", style: "width:" + (100 * share).toFixed(1) + "%" }),
+      ),
+      td(fix(e.rd, 4), "num"),
+      globalBadge(e.global),
+    );
+  });
   el.appendChild(
     h("h3", null, "Most often selected" + (entries.length > 40 ? " (40 of " + entries.length + ")" : "")),
   );
-  el.appendChild(
-    h(
-      "div",
-      { class: "scroll" },
-      h(
-        "table",
-        { id: "stability-table" },
-        h(
-          "thead",
-          null,
-          h(
-            "tr",
-            null,
-            th("expert"),
-            th("selected", "num"),
-            th("share of batches"),
-            th("mean risk_diff", "num"),
-            th("set"),
-          ),
-        ),
-        body,
-      ),
-    ),
-  );
+  const head = [
+    th("expert"),
+    th("selected", "num"),
+    th("share of batches"),
+    th("mean risk_diff", "num"),
+    th("set"),
+  ];
+  el.appendChild(table("stability-table", head, body));
 }
 
 // ---- (e) trained experts ----
@@ -627,61 +481,26 @@ function renderTrained(el: HTMLElement): void {
   const meta = DATA.trained.value;
   const list = meta.trained_experts;
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       list.length +
         " experts were fine-tuned (from train/training_metadata.json); every other parameter stayed frozen.",
     ),
   );
-  const body = h(
-    "tbody",
-    null,
-    list.map((e) => {
-      const r = byCell.get(key(e.layer, e.expert));
-      return h(
-        "tr",
-        null,
-        td(e.label, "mono"),
-        td(e.layer, "num"),
-        td(e.expert, "num"),
-        td(r ? fix(r.risk_diff, 4) : "n/a", "num"),
-        globalBadge(globalSet.has(key(e.layer, e.expert))),
-      );
-    }),
-  );
-  el.appendChild(
-    h(
-      "div",
-      { class: "scroll" },
-      h(
-        "table",
-        { id: "trained-table" },
-        h(
-          "thead",
-          null,
-          h(
-            "tr",
-            null,
-            th("expert"),
-            th("layer", "num"),
-            th("expert", "num"),
-            th("risk_diff", "num"),
-            th("set"),
-          ),
-        ),
-        body,
-      ),
-    ),
-  );
-  el.appendChild(
-    h(
-      "details",
+  const body = list.map((e) => {
+    const r = byCell.get(key(e.layer, e.expert));
+    return h(
+      "tr",
       null,
-      h("summary", null, "other training metadata"),
-      h("pre", { class: "json" }, JSON.stringify(without(meta, "trained_experts"), null, 2)),
-    ),
-  );
+      td(e.label, "mono"),
+      td(e.layer, "num"),
+      td(e.expert, "num"),
+      td(r ? fix(r.risk_diff, 4) : "n/a", "num"),
+      globalBadge(globalSet.has(key(e.layer, e.expert))),
+    );
+  });
+  const head = [th("expert"), th("layer", "num"), th("expert", "num"), th("risk_diff", "num"), th("set")];
+  el.appendChild(table("trained-table", head, body));
+  el.appendChild(jsonDetails("other training metadata", without(meta, "trained_experts")));
 }
 
 // ---- (f) training curves ----
@@ -724,11 +543,6 @@ function lineChart(title: string, xs: number[], series: Line[], right?: string):
     box,
   );
   return box;
-}
-function tick(v: number): string {
-  if (!isNum(v)) return "";
-  if (v !== 0 && (Math.abs(v) < 1e-2 || Math.abs(v) >= 1e5)) return v.toExponential(1);
-  return String(+v.toPrecision(4));
 }
 function column(rows: TrainRow[], name: Metric): (number | null)[] {
   return rows.map((r) => {
@@ -805,9 +619,7 @@ function rateText(m: Rate | undefined): string {
 }
 function renderEval(el: HTMLElement): void {
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       "Rates with 95% confidence intervals. Lower attack success is better; plain refusal should stay high and benign refusal low.",
     ),
   );
@@ -815,38 +627,16 @@ function renderEval(el: HTMLElement): void {
   else {
     const results = DATA.evalResults.value;
     const names = [...new Set([...METRICS.keys(), ...results.flatMap((r) => Object.keys(r.metrics))])];
-    el.appendChild(
+    const head = [th("model"), names.map((k) => th(METRICS.get(k) ?? k, "num"))];
+    const body = results.map((r) =>
       h(
-        "div",
-        { class: "scroll" },
-        h(
-          "table",
-          { id: "eval-table" },
-          h(
-            "thead",
-            null,
-            h(
-              "tr",
-              null,
-              th("model"),
-              names.map((k) => th(METRICS.get(k) ?? k, "num")),
-            ),
-          ),
-          h(
-            "tbody",
-            null,
-            results.map((r) =>
-              h(
-                "tr",
-                null,
-                td(r.name, "mono"),
-                names.map((k) => td(rateText(r.metrics[k]), "num")),
-              ),
-            ),
-          ),
-        ),
+        "tr",
+        null,
+        td(r.name, "mono"),
+        names.map((k) => td(rateText(r.metrics[k]), "num")),
       ),
     );
+    el.appendChild(table("eval-table", head, body));
   }
   el.appendChild(h("h3", null, "Examples"));
   if (!("value" in DATA.evalSamples)) return missing(el, DATA.evalSamples);
@@ -912,9 +702,7 @@ function renderSamples(el: HTMLElement): void {
   const rows = DATA.samples.value;
   const kept = rows.filter((r) => r.kept !== false).length;
   el.appendChild(
-    h(
-      "p",
-      { class: "lead" },
+    lead(
       "Every generated sample of the analysis: the conversation the model saw, what it answered, the judge's verdict and whether quality control kept it. " +
         kept +
         " of " +
@@ -984,82 +772,6 @@ function sampleCard(r: SampleRow): HTMLElement {
       ),
     ),
   );
-}
-
-// ---- a filterable, paged list of cards ----
-interface Filter<R> {
-  name: string;
-  label: string;
-  values: string[];
-  get: (r: R) => string;
-}
-function browser<R>(
-  el: HTMLElement,
-  id: string,
-  rows: R[],
-  filters: Filter<R>[],
-  haystack: (r: R) => (string | number)[],
-  card: (r: R) => HTMLElement,
-): void {
-  const state = { page: 0, q: "", f: new Map<string, string>() };
-  const list = h("div", { id: id + "-list" });
-  const count = h("span", { class: "count" });
-  const prev = h("button", { type: "button" }, "← previous");
-  const next = h("button", { type: "button" }, "next →");
-  const search = h("input", {
-    type: "search",
-    id: id + "-search",
-    placeholder: "search text…",
-    "aria-label": "search",
-  });
-  const controls = h("div", { class: "controls" });
-  for (const f of filters) {
-    const sel = h("select", { id: id + "-" + f.name, "aria-label": f.label });
-    sel.appendChild(new Option("all", ""));
-    for (const v of f.values) sel.appendChild(new Option(v, v));
-    sel.addEventListener("change", () => {
-      state.f.set(f.name, sel.value);
-      state.page = 0;
-      draw();
-    });
-    controls.appendChild(h("label", null, f.label + " ", sel));
-  }
-  search.addEventListener("input", () => {
-    state.q = search.value.toLowerCase();
-    state.page = 0;
-    draw();
-  });
-  prev.addEventListener("click", () => {
-    state.page--;
-    draw();
-  });
-  next.addEventListener("click", () => {
-    state.page++;
-    draw();
-  });
-  append(controls, [search, prev, next, count]);
-  el.appendChild(controls);
-  el.appendChild(list);
-  function matches(r: R): boolean {
-    const ok = filters.every((f) => !state.f.get(f.name) || f.get(r) === state.f.get(f.name));
-    return ok && (!state.q || haystack(r).some((t) => String(t).toLowerCase().includes(state.q)));
-  }
-  function draw(): void {
-    const shown = rows.filter(matches);
-    const pages = Math.max(1, Math.ceil(shown.length / PAGE));
-    state.page = Math.max(0, Math.min(state.page, pages - 1));
-    const from = state.page * PAGE;
-    const page = shown.slice(from, from + PAGE);
-    clear(list);
-    for (const r of page) list.appendChild(card(r));
-    if (!shown.length) list.appendChild(note("nothing matches"));
-    count.textContent = shown.length
-      ? from + 1 + "–" + (from + page.length) + " of " + shown.length
-      : "0 of " + rows.length;
-    prev.disabled = state.page === 0;
-    next.disabled = state.page >= pages - 1;
-  }
-  draw();
 }
 
 frame();
