@@ -252,7 +252,7 @@ function pageFiles(): { js: string; css: string } {
 
 const sha256 = (text: string) => `'sha256-${createHash("sha256").update(text).digest("base64")}'`;
 
-function renderHtml(data: unknown): string {
+function renderHtml(data: ReportData): string {
   const lib = chartLibrary();
   const page = pageFiles();
   const scripts = [inlineCode(lib.js), inlineCode(page.js)];
