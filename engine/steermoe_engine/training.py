@@ -149,21 +149,26 @@ class Trainer:
             raise EngineError("the chat template does not render the prompt as a prefix of the conversation")
         return full, [-100] * len(prompt) + full[len(prompt) :]
 
-    def _router_loss(self, probe: RouterProbe, attention: torch.Tensor, safe: torch.Tensor, masked: set[int]) -> Any:
-        rl = self.setup.router_loss
-        if rl.kind == "none" or not safe.any() or safe.all():
-            return None
+    def _router_sums(
+        self, probe: RouterProbe, layers: list[int], attention: torch.Tensor, safe: torch.Tensor
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the router probabilities summed over the chunk's safe and its unsafe tokens."""
         batch, width = attention.shape
-        total = torch.zeros((), device=attention.device)
-        layers = [i for i in probe.probs if rl.layers == "all" or i in masked]
+        weights = attention.float()
+        on_safe, on_unsafe = (weights * safe[:, None])[..., None], (weights * ~safe[:, None])[..., None]
+        sums = {}
         for index in layers:
             probs = probe.probs[index].view(batch, width, -1)
-            weights = attention.float()
-            p_safe = (probs * (weights * safe[:, None])[..., None]).sum((0, 1)) / (weights * safe[:, None]).sum()
-            p_unsafe = (probs * (weights * ~safe[:, None])[..., None]).sum((0, 1)) / (weights * ~safe[:, None]).sum()
+            sums[index] = ((probs * on_safe).sum((0, 1)), (probs * on_unsafe).sum((0, 1)))
+        return sums
+
+    def _kl_of_means(self, means: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        kind = self.setup.router_loss.kind
+        per_layer = []
+        for p_safe, p_unsafe in means.values():
             forward, reverse = _kl(p_safe, p_unsafe), _kl(p_unsafe, p_safe)
-            total = total + {"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[rl.kind]
-        return total / max(len(layers), 1)
+            per_layer.append({"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[kind])
+        return torch.stack(per_layer).mean()
 
     def step(
         self,
@@ -173,9 +178,29 @@ class Trainer:
         lr: float,
         micro_batch: int,
     ) -> dict[str, float]:
-        """One optimizer step over one batch, split into micro-batches whose gradients add up to
-        exactly the whole batch's (the token loss is normalised by the batch's target count)."""
+        """One optimizer step over one batch."""
         started = time.perf_counter()
+        stats = self.accumulate(conversations, labels, allowed, micro_batch)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for piece in self.slices:
+            piece.write_back()
+        self.loaded.model.eval()
+        return {**stats, "grad_norm": grad_norm, "seconds": time.perf_counter() - started}
+
+    def accumulate(
+        self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]], micro_batch: int
+    ) -> dict[str, float]:
+        """The whole batch's gradients, computed in micro-batches that add up to exactly them.
+
+        The token loss is normalised by the batch's target count. The router loss is the KL of the
+        batch's mean safe and unsafe router distributions, which no micro-batch holds on its own:
+        with several micro-batches a first pass without gradients takes the batch means and the
+        KL's gradient with respect to them (g), and each micro-batch then backpropagates
+        <g, its share of the means>, whose gradient is exactly its part of the batch KL's."""
         model, device = self.loaded.model, self.loaded.device
         model.train()
         encoded = [self._encode(c) for c in conversations]
@@ -189,23 +214,46 @@ class Trainer:
                 mask = torch.zeros(n, dtype=torch.bool, device=device)
                 mask[experts] = True
                 controls[index] = LayerControl(allowed=mask)
-        token_loss_total, router_loss_total = 0.0, 0.0
+        safe = [lab == "safe" for lab in labels]
+        rl = self.setup.router_loss
+        layers = [la.index for la in self.loaded.adapter.layers if rl.layers == "all" or la.index in controls]
+        with_router_loss = rl.kind != "none" and bool(layers) and any(safe) and not all(safe)
+        # Token counts behind each mean: the denominators of the batch's mean distributions.
+        n_safe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if s)
+        n_unsafe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if not s)
         pad = self.loaded.tokenizer.pad_token_id or 0
-        with (
-            RouterControl(self.loaded.adapter, controls),
-            RouterProbe(self.loaded.adapter, self.setup.router_loss.kind != "none") as probe,
-        ):
-            for start in range(0, len(encoded), micro_batch):
-                chunk = encoded[start : start + micro_batch]
-                width = max(len(ids) for ids, _ in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                target = torch.full((len(chunk), width), -100, dtype=torch.long)
-                attention = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, (ids, lab) in enumerate(chunk):
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    target[row, : len(lab)] = torch.tensor(lab)
-                    attention[row, : len(ids)] = 1
-                input_ids, target, attention = input_ids.to(device), target.to(device), attention.to(device)
+        chunks = []
+        for start in range(0, len(encoded), micro_batch):
+            chunk = encoded[start : start + micro_batch]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            target = torch.full((len(chunk), width), -100, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (ids, lab) in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                target[row, : len(lab)] = torch.tensor(lab)
+                attention[row, : len(ids)] = 1
+            chunk_safe = torch.tensor(safe[start : start + micro_batch], device=device)
+            chunks.append((input_ids.to(device), target.to(device), attention.to(device), chunk_safe))
+        token_loss_total, router_loss = 0.0, 0.0
+        mean_grads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with RouterControl(self.loaded.adapter, controls), RouterProbe(self.loaded.adapter, with_router_loss) as probe:
+            if with_router_loss and len(chunks) > 1:
+                totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+                with torch.no_grad():
+                    for input_ids, _, attention, chunk_safe in chunks:
+                        model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                        for index, (s, u) in self._router_sums(probe, layers, attention, chunk_safe).items():
+                            seen = totals.get(index)
+                            totals[index] = (s, u) if seen is None else (seen[0] + s, seen[1] + u)
+                means = {
+                    i: ((s / n_safe).requires_grad_(), (u / n_unsafe).requires_grad_()) for i, (s, u) in totals.items()
+                }
+                kl = self._kl_of_means(means)
+                kl.backward()
+                router_loss = float(kl.detach())
+                mean_grads = {i: (s.grad, u.grad) for i, (s, u) in means.items()}  # type: ignore[misc]
+            for input_ids, target, attention, chunk_safe in chunks:
                 hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
                 # The LM head runs on target positions only: [batch·seq, vocab] logits for every
                 # prompt token would be the largest activation of the step, for nothing.
@@ -214,28 +262,20 @@ class Trainer:
                 logits = model.get_output_embeddings()(picked)
                 token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
                 loss = token_loss / targets
-                safe = torch.tensor([lab == "safe" for lab in labels[start : start + micro_batch]], device=device)
-                router_loss = self._router_loss(probe, attention, safe, set(controls))
-                if router_loss is not None:
-                    loss = loss + self.setup.router_loss.weight * router_loss * len(chunk) / len(encoded)
-                    router_loss_total += float(router_loss.detach()) * len(chunk) / len(encoded)
+                if with_router_loss:
+                    sums = self._router_sums(probe, layers, attention, chunk_safe)
+                    if mean_grads:
+                        share = sum(
+                            (mean_grads[i][0] * s).sum() / n_safe + (mean_grads[i][1] * u).sum() / n_unsafe
+                            for i, (s, u) in sums.items()
+                        )
+                    else:
+                        share = self._kl_of_means({i: (s / n_safe, u / n_unsafe) for i, (s, u) in sums.items()})
+                        router_loss = float(share.detach())
+                    loss = loss + self.setup.router_loss.weight * share
                 loss.backward()
                 token_loss_total += float(token_loss.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        for piece in self.slices:
-            piece.write_back()
-        model.eval()
-        return {
-            "loss": token_loss_total / targets,
-            "router_loss": router_loss_total,
-            "grad_norm": grad_norm,
-            "tokens": float(targets),
-            "seconds": time.perf_counter() - started,
-        }
+        return {"loss": token_loss_total / targets, "router_loss": router_loss, "tokens": float(targets)}
 
     # Checkpoints hold plain tensors (safetensors), never pickles.
     def state(self) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from steermoe_engine.errors import EngineError
 from steermoe_engine.files import apply_delta, expert_delta
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
-from steermoe_engine.training import RouterLoss, Trainer, TrainSetup
+from steermoe_engine.training import RouterLoss, Trainable, Trainer, TrainSetup
 
 from .conftest import ARCHS
 
@@ -159,13 +160,56 @@ def test_checkpoint_resume_is_exact(fresh) -> None:
         assert torch.equal(tensor, straight[name]), name
 
 
-def test_router_loss_is_reported_and_trains(fresh) -> None:
+def gradients(trainer: Trainer, router_loss: RouterLoss, micro_batch: int) -> tuple[dict[str, float], list]:
+    """The batch's loss statistics and the gradient of every trained tensor, with no step taken."""
+    trainer.setup = replace(trainer.setup, router_loss=router_loss)
+    stats = trainer.accumulate(BATCH, LABELS, allowed={0: [1, 3]}, micro_batch=micro_batch)
+    grads = [p.grad.clone() for p in trainer.params]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return stats, grads
+
+
+@pytest.mark.parametrize("trainable", ["all", "experts"])
+def test_router_loss_is_the_batch_kl_whatever_the_micro_batch(trainable: Trainable, fresh) -> None:
+    trainer = Trainer(fresh("olmoe"), TrainSetup(trainable=trainable, experts={0: [1, 3], 1: [2]}))
+    loss = RouterLoss("symmetric", 1.0)
+    whole, whole_grads = gradients(trainer, loss, micro_batch=len(BATCH))
+    assert whole["router_loss"] > 0
+    # Micro-batches of 1 hold one label each; of 3, a mixed one and an unsafe one.
+    for micro in (1, 3):
+        stats, grads = gradients(trainer, loss, micro)
+        assert stats["router_loss"] == pytest.approx(whole["router_loss"], rel=1e-6, abs=1e-6)
+        assert stats["loss"] == pytest.approx(whole["loss"], rel=1e-6, abs=1e-6)
+        for mine, reference in zip(grads, whole_grads, strict=True):
+            torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("trainable", ["router", "experts"])
+def test_router_loss_trains_what_is_trained_and_nothing_else(trainable: Trainable, fresh) -> None:
     model = fresh("olmoe")
-    trainer = Trainer(
-        model, TrainSetup(trainable="experts", experts={0: [1, 3]}, router_loss=RouterLoss("forward", 1.0))
-    )
-    stats = trainer.step(BATCH, LABELS, allowed={}, lr=1e-2, micro_batch=4)
+    before = snapshot(model.model)
+    trainer = Trainer(model, TrainSetup(trainable=trainable, experts={0: [1, 3]}))
+    _, token_only = gradients(trainer, RouterLoss(), micro_batch=4)
+    loss = RouterLoss("forward", 1.0)
+    stats, with_router = gradients(trainer, loss, micro_batch=4)
     assert stats["router_loss"] > 0
+    # The KL reaches every trained tensor: every router, every trained expert slice (the KL of
+    # layers 1 and 2 depends on layer 0's experts through the hidden states).
+    for mine, token in zip(with_router, token_only, strict=True):
+        assert (mine != token).any()
+
+    trainer.step(BATCH, LABELS, allowed={0: [1, 3]}, lr=1e-2, micro_batch=4)
+    changed = set()
+    for name, tensor in snapshot(model.model).items():
+        if ".mlp.experts." in name:
+            changed |= {(name, e) for e in range(tensor.shape[0]) if not torch.equal(tensor[e], before[name][e])}
+        elif not torch.equal(tensor, before[name]):
+            changed.add((name, None))
+    if trainable == "router":
+        assert changed == {(f"model.layers.{i}.mlp.gate.weight", None) for i in range(3)}
+    else:
+        expert_params = ("gate_up_proj", "down_proj")
+        assert changed == {(f"model.layers.0.mlp.experts.{n}", e) for n in expert_params for e in (1, 3)}
 
 
 @pytest.mark.parametrize("trainable", ["router", "all"])
