@@ -47,6 +47,18 @@ class TrainSetup:
     loss_on: Literal["assistant", "all"] = "assistant"
     router_loss: RouterLoss = RouterLoss()
     gradient_checkpointing: bool = False
+    micro_batch: int | None = None  # samples per forward; None: the whole batch at once
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch, tokenized once: (ids, labels with -100 where no loss is taken) per
+    sample, which samples are safe, and its routing mask."""
+
+    encoded: list[tuple[list[int], list[int]]]
+    safe: list[bool]
+    controls: dict[int, LayerControl]
+    targets: int
 
 
 @dataclass
@@ -116,17 +128,12 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
-        adapter = self.loaded.adapter
-        by_index = {layer.index: layer for layer in adapter.layers}
+        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`)."""
+        by_index = {layer.index: layer for layer in self.loaded.adapter.layers}
         for index, chosen in sorted(experts.items()):
-            layer = by_index.get(index)
-            if layer is None:
-                raise EngineError(f"layer {index} is not an MoE layer of this model (MoE layers: {sorted(by_index)})")
             if not chosen:
                 continue
-            bad = [e for e in chosen if not 0 <= e < adapter.num_experts]
-            if bad:
-                raise EngineError(f"layer {index} has no expert {bad[0]} (experts 0..{adapter.num_experts - 1})")
+            layer = by_index[index]
             rows = torch.tensor(sorted(set(chosen)), device=self.loaded.device)
             for name in EXPERT_PARAMS:
                 fused: nn.Parameter = getattr(layer.experts, name)
@@ -135,8 +142,6 @@ class Trainer:
                 fused.requires_grad_(True)
                 fused.register_post_accumulate_grad_hook(piece.take_grad)
                 self.slices.append(piece)
-        if not self.slices:
-            raise EngineError("the expert set is empty: nothing to train")
         return [piece.master for piece in self.slices]
 
     def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
@@ -170,17 +175,23 @@ class Trainer:
             per_layer.append({"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[kind])
         return torch.stack(per_layer).mean()
 
-    def step(
-        self,
-        conversations: list[Messages],
-        labels: list[str],
-        allowed: dict[int, list[int]],
-        lr: float,
-        micro_batch: int,
-    ) -> dict[str, float]:
+    def batch(self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]]) -> Batch:
+        encoded = [self._encode(c) for c in conversations]
+        targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
+        if targets == 0:
+            raise EngineError("this batch has no target tokens to learn from")
+        controls = {}
+        for index, experts in allowed.items():
+            if experts:
+                mask = torch.zeros(self.loaded.adapter.num_experts, dtype=torch.bool, device=self.loaded.device)
+                mask[experts] = True
+                controls[index] = LayerControl(allowed=mask)
+        return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
         """One optimizer step over one batch."""
         started = time.perf_counter()
-        stats = self.accumulate(conversations, labels, allowed, micro_batch)
+        stats = self.accumulate(batch)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -191,9 +202,7 @@ class Trainer:
         self.loaded.model.eval()
         return {**stats, "grad_norm": grad_norm, "seconds": time.perf_counter() - started}
 
-    def accumulate(
-        self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]], micro_batch: int
-    ) -> dict[str, float]:
+    def accumulate(self, batch: Batch) -> dict[str, float]:
         """The whole batch's gradients, computed in micro-batches that add up to exactly them.
 
         The token loss is normalised by the batch's target count. The router loss is the KL of the
@@ -203,18 +212,8 @@ class Trainer:
         <g, its share of the means>, whose gradient is exactly its part of the batch KL's."""
         model, device = self.loaded.model, self.loaded.device
         model.train()
-        encoded = [self._encode(c) for c in conversations]
-        targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
-        if targets == 0:
-            raise EngineError("this batch has no target tokens to learn from")
-        n = self.loaded.adapter.num_experts
-        controls = {}
-        for index, experts in allowed.items():
-            if experts:
-                mask = torch.zeros(n, dtype=torch.bool, device=device)
-                mask[experts] = True
-                controls[index] = LayerControl(allowed=mask)
-        safe = [lab == "safe" for lab in labels]
+        encoded, safe, controls, targets = batch.encoded, batch.safe, batch.controls, batch.targets
+        micro_batch = self.setup.micro_batch or len(encoded)
         rl = self.setup.router_loss
         layers = [la.index for la in self.loaded.adapter.layers if rl.layers == "all" or la.index in controls]
         with_router_loss = rl.kind != "none" and bool(layers) and any(safe) and not all(safe)

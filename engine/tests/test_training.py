@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from steermoe_engine.control import LayerControl, RouterControl, reselect
-from steermoe_engine.errors import EngineError
 from steermoe_engine.files import apply_delta, expert_delta
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
@@ -93,7 +92,7 @@ def test_only_the_trained_expert_slices_change(arch: str, fresh) -> None:
     trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
     # Each batch steers its own layer's routing into its experts, as analysis batches do.
     for allowed in ({0: [1, 3]}, {2: [5]}):
-        trainer.step(BATCH, LABELS, allowed=allowed, lr=1e-2, micro_batch=4)
+        trainer.step(trainer.batch(BATCH, LABELS, allowed), lr=1e-2)
     after = snapshot(model.model)
     changed = set()
     for name, tensor in before.items():
@@ -125,7 +124,7 @@ def test_loss_is_on_assistant_tokens_only(fresh) -> None:
         logits = model.model(torch.tensor([ids])).logits[0, :-1]
     target = torch.tensor(labels[1:])
     expected = torch.nn.functional.cross_entropy(logits[target != -100], target[target != -100])
-    stats = trainer.step([BATCH[0]], ["safe"], allowed={}, lr=0.0, micro_batch=1)
+    stats = trainer.step(trainer.batch([BATCH[0]], ["safe"], {}), lr=0.0)
     assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert stats["tokens"] == int((target != -100).sum())
 
@@ -134,8 +133,8 @@ def test_micro_batches_add_up_to_the_whole_batch(fresh) -> None:
     results = []
     for micro in (4, 1):
         model = fresh("olmoe")
-        trainer = Trainer(model, TrainSetup(trainable="experts", experts={0: [1, 3], 1: [2]}))
-        trainer.step(BATCH, LABELS, allowed={0: [1, 3]}, lr=1e-2, micro_batch=micro)
+        trainer = Trainer(model, TrainSetup(trainable="experts", experts={0: [1, 3], 1: [2]}, micro_batch=micro))
+        trainer.step(trainer.batch(BATCH, LABELS, {0: [1, 3]}), lr=1e-2)
         results.append(snapshot(model.model))
     # Adam's first step is about lr * sign(grad), so where a gradient is tiny, float rounding in
     # the two summation orders shows up at ~1e-6 of the lr-sized update; anything else must agree.
@@ -147,23 +146,23 @@ def test_checkpoint_resume_is_exact(fresh) -> None:
     setup = TrainSetup(trainable="experts", experts={0: [1, 3], 1: [2]}, router_loss=RouterLoss("symmetric", 0.1))
     model = fresh("olmoe")
     trainer = Trainer(model, setup)
-    trainer.step(BATCH, LABELS, allowed={0: [1, 3]}, lr=1e-2, micro_batch=4)
+    trainer.step(trainer.batch(BATCH, LABELS, {0: [1, 3]}), lr=1e-2)
     state = {k: v.clone() for k, v in trainer.state().items()}
-    trainer.step(BATCH[::-1], LABELS[::-1], allowed={1: [2]}, lr=5e-3, micro_batch=4)
+    trainer.step(trainer.batch(BATCH[::-1], LABELS[::-1], {1: [2]}), lr=5e-3)
     straight = snapshot(model.model)
 
     resumed_model = fresh("olmoe")
     resumed = Trainer(resumed_model, setup)
     resumed.load_state(state)
-    resumed.step(BATCH[::-1], LABELS[::-1], allowed={1: [2]}, lr=5e-3, micro_batch=4)
+    resumed.step(resumed.batch(BATCH[::-1], LABELS[::-1], {1: [2]}), lr=5e-3)
     for name, tensor in snapshot(resumed_model.model).items():
         assert torch.equal(tensor, straight[name]), name
 
 
 def gradients(trainer: Trainer, router_loss: RouterLoss, micro_batch: int) -> tuple[dict[str, float], list]:
     """The batch's loss statistics and the gradient of every trained tensor, with no step taken."""
-    trainer.setup = replace(trainer.setup, router_loss=router_loss)
-    stats = trainer.accumulate(BATCH, LABELS, allowed={0: [1, 3]}, micro_batch=micro_batch)
+    trainer.setup = replace(trainer.setup, router_loss=router_loss, micro_batch=micro_batch)
+    stats = trainer.accumulate(trainer.batch(BATCH, LABELS, {0: [1, 3]}))
     grads = [p.grad.clone() for p in trainer.params]
     trainer.optimizer.zero_grad(set_to_none=True)
     return stats, grads
@@ -198,7 +197,7 @@ def test_router_loss_trains_what_is_trained_and_nothing_else(trainable: Trainabl
     for mine, token in zip(with_router, token_only, strict=True):
         assert (mine != token).any()
 
-    trainer.step(BATCH, LABELS, allowed={0: [1, 3]}, lr=1e-2, micro_batch=4)
+    trainer.step(trainer.batch(BATCH, LABELS, {0: [1, 3]}), lr=1e-2)
     changed = set()
     for name, tensor in snapshot(model.model).items():
         if ".mlp.experts." in name:
@@ -216,7 +215,8 @@ def test_router_loss_trains_what_is_trained_and_nothing_else(trainable: Trainabl
 def test_baselines_train_what_they_say(trainable: str, fresh) -> None:
     model = fresh("olmoe")
     before = snapshot(model.model)
-    Trainer(model, TrainSetup(trainable=trainable)).step(BATCH, LABELS, allowed={}, lr=1e-2, micro_batch=4)
+    trainer = Trainer(model, TrainSetup(trainable=trainable))
+    trainer.step(trainer.batch(BATCH, LABELS, {}), lr=1e-2)
     moved = {name for name, t in snapshot(model.model).items() if not torch.equal(t, before[name])}
     if trainable == "router":
         assert moved == {f"model.layers.{i}.mlp.gate.weight" for i in range(3)}
@@ -224,22 +224,11 @@ def test_baselines_train_what_they_say(trainable: str, fresh) -> None:
         assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight"} <= moved
 
 
-def test_bad_expert_sets_are_refused(fresh) -> None:
-    model = fresh("qwen2_moe")
-    with pytest.raises(EngineError, match="layer 1 is not an MoE layer"):
-        Trainer(model, TrainSetup(trainable="experts", experts={1: [0]}))
-    with pytest.raises(EngineError, match="layer 0 has no expert 8"):
-        Trainer(model, TrainSetup(trainable="experts", experts={0: [8]}))
-    with pytest.raises(EngineError, match="expert set is empty"):
-        Trainer(model, TrainSetup(trainable="experts", experts={0: []}))
-
-
 def test_delta_rebuilds_the_trained_model(fresh) -> None:
     trained_model = fresh("mixtral")
     experts = {0: [2], 1: [0, 7]}
-    Trainer(trained_model, TrainSetup(trainable="experts", experts=experts)).step(
-        BATCH, LABELS, allowed={}, lr=1e-2, micro_batch=4
-    )
+    trainer = Trainer(trained_model, TrainSetup(trainable="experts", experts=experts))
+    trainer.step(trainer.batch(BATCH, LABELS, {}), lr=1e-2)
     delta = {k: v.clone() for k, v in expert_delta(trained_model, experts).items()}
     assert len(delta) == 3 * 2
     base = fresh("mixtral")
