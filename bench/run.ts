@@ -532,21 +532,16 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
         loss_on: "assistant",
         router_loss: { kind: "none", weight: 0, layers: "all" },
         gradient_checkpointing: false,
+        micro_batch: null,
         seed: 0,
+        // routing mask on for expert-only
+        batches: [{ conversations, labels, allowed: trainable === "experts" ? experts : {} }],
       });
       const steps = [];
       // No untimed warm-up step (the CPU budget): the median of the steps discounts the first one,
       // which also allocates the optimizer state; its time is kept apart in the JSON.
       for (let s = 0; s < P.trainSteps; s++) {
-        const t = await timed(() =>
-          engine.trainStep({
-            conversations,
-            labels,
-            allowed: trainable === "experts" ? experts : {}, // routing mask on for expert-only
-            lr: 5e-5,
-            micro_batch: conversations.length,
-          }),
-        );
+        const t = await timed(() => engine.trainStep({ batch: 0, lr: 5e-5 }));
         steps.push({ wall: t.seconds, ...t.value });
         log(`  ${trainable} step ${s}: ${t.seconds.toFixed(1)} s`);
       }

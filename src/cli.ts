@@ -461,7 +461,7 @@ export function program(): Command {
     .addOption(
       new Option(
         "--routing-mask <on|off>",
-        "route each batch only to its own unsafe experts (default on)",
+        "route each batch only to its own unsafe experts (default off)",
       ).choices(["on", "off"]),
     )
     .addOption(

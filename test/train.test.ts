@@ -1,7 +1,7 @@
 // steermoe train end to end: an analysis run on a tiny model, then expert-only training from it.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { BIN, buildTiny, flipattackRecords, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
@@ -99,6 +99,21 @@ test("expert-only training replays the analysis batches and moves only the train
   assert.equal(apply.status, 0, apply.stderr);
   assert.deepEqual(compare(join(out, "final_model"), rebuilt).differ, []);
 
+  // The delta is checked against the model before the engine touches it.
+  const fewer = join(tempDir(t), "fewer");
+  assert.equal(run(["tiny-model", "--out", fewer, "--experts", "4"]).status, 0);
+  const checkpoint = join(tempDir(t), "checkpoint.safetensors");
+  copyFileSync(join(out, "checkpoints", readdirSync(join(out, "checkpoints"))[0]!), checkpoint);
+  for (const [base, delta, expected] of [
+    [fewer, join(out, "expert_delta.safetensors"), /names layer \d expert [4-7], which .* does not have/],
+    [model, checkpoint, /checkpoint\.safetensors: not a steermoe expert delta/],
+  ] as const) {
+    const refused = run(["apply-delta", "--base", base, "--delta", delta, "--out", join(tempDir(t), "x")]);
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr.trim(), expected);
+    assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+  }
+
   const masks = spawnSync(
     PYTHON,
     [
@@ -138,6 +153,12 @@ test("a run stopped by Ctrl-C or killed resumes to the same weights as an uninte
       assert.equal(code, 130);
       assert.match(stdout, /stopped at step \d+\/18 \(checkpoint saved\)/);
     } else assert.equal(code, 1);
+    // One file per checkpoint, the engine's, with no sidecar; only the latest is kept.
+    const files = readdirSync(join(out, "checkpoints")).filter((f) => !f.includes(".tmp-"));
+    assert.deepEqual(
+      files.map((f) => f.replace(/\d+/, "N")),
+      ["step-N.safetensors"],
+    );
     const resumed = run(args);
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stdout, /resumed and finished: 18 steps/);
@@ -153,7 +174,7 @@ test("ablations and baselines: random experts, no routing mask, full fine-tune, 
   const tmp = tempDir(t);
   for (const extra of [
     ["--experts", "random"],
-    ["--routing-mask", "off", "--no-shuffle"],
+    ["--routing-mask", "on", "--no-shuffle"],
     ["--trainable", "all"],
   ]) {
     const out = join(tmp, extra.join("").replace(/\W/g, ""));
@@ -164,13 +185,18 @@ test("ablations and baselines: random experts, no routing mask, full fine-tune, 
       assert.equal(existsSync(join(out, "expert_delta.safetensors")), false);
       assert.ok(compare(model, join(out, "final_model")).differ.includes("model.embed_tokens.weight"));
     } else assert.ok(metadata.unique_trained_experts > 0);
-    if (extra[1] === "off") {
+    const maskCounts = metadata.per_batch_mask_counts.map((b: { experts: number }) => b.experts);
+    if (extra[1] === "on") {
       assert.deepEqual(
         jsonl(join(out, "train_log.jsonl")).map((r) => r.batch_idx),
         [0, 1, 2, 3, 4, 5],
       );
-      assert.ok(metadata.per_batch_mask_counts.every((b: { experts: number }) => b.experts === 0));
-    }
+      assert.ok(maskCounts.some((n: number) => n > 0));
+    } else
+      assert.ok(
+        maskCounts.every((n: number) => n === 0),
+        `${extra}: routing mask is off by default`,
+      );
   }
   const conversations = join(tmp, "convs.jsonl");
   writeFileSync(

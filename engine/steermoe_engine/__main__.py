@@ -53,8 +53,6 @@ def main() -> None:
         except Exception as err:
             reply = {"id": request_id, "ok": False, "error": server.describe_error(err, traceback.format_exc())}
         protocol.write_frame(replies, reply)
-        if request.get("op") == "shutdown":
-            break
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -14,8 +15,6 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from .adapters import EXPERT_PARAMS
 from .errors import EngineError
 from .models import Loaded
-
-DELTA_FORMAT = "steermoe.expert_delta.v1"
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str) -> None:
@@ -37,10 +36,11 @@ def save_tensors(tensors: dict[str, torch.Tensor], out: str, metadata: dict[str,
     os.replace(tmp, out)
 
 
-def load_tensors(path: str) -> dict[str, torch.Tensor]:
-    if not Path(path).is_file():
-        raise EngineError(f"{path} does not exist")
-    return load_file(path)
+def load_tensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of a safetensors file and its metadata."""
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata() or {}
+    return load_file(path), metadata
 
 
 def delta_key(layer: int, expert: int, name: str) -> str:
@@ -60,22 +60,18 @@ def expert_delta(loaded: Loaded, experts: dict[int, list[int]]) -> dict[str, tor
 
 @torch.no_grad()
 def apply_delta(loaded: Loaded, tensors: dict[str, torch.Tensor]) -> dict[int, list[int]]:
-    """Write a delta's expert weights into the loaded model; returns the experts it touched."""
+    """Write a delta's expert weights into the loaded model; returns the experts it touched. Its
+    names are checked against the model on the TypeScript side; shapes only the engine knows."""
     by_index = {layer.index: layer for layer in loaded.adapter.layers}
     touched: dict[int, list[int]] = {}
     for key, value in tensors.items():
-        parts = key.split(".")
-        if len(parts) != 5 or parts[0] != "layers" or parts[2] != "experts" or parts[4] not in EXPERT_PARAMS:
-            raise EngineError(f"the delta holds an unexpected tensor '{key}'")
-        index, expert, name = int(parts[1]), int(parts[3]), parts[4]
-        layer = by_index.get(index)
-        if layer is None or not 0 <= expert < loaded.adapter.num_experts:
-            raise EngineError(f"the delta names layer {index} expert {expert}, which this model does not have")
-        target = getattr(layer.experts, name)
-        if target[expert].shape != value.shape:
+        _, layer, _, expert, name = key.split(".")
+        index, e = int(layer), int(expert)
+        target = getattr(by_index[index].experts, name)
+        if target[e].shape != value.shape:
             raise EngineError(
-                f"the delta's {key} has shape {list(value.shape)}, the model's is {list(target[expert].shape)}"
+                f"the delta's {key} has shape {list(value.shape)}, the model's is {list(target[e].shape)}"
             )
-        target[expert].copy_(value.to(target.dtype))
-        touched.setdefault(index, []).append(expert)
+        target[e].copy_(value.to(target.dtype))
+        touched.setdefault(index, []).append(e)
     return {k: sorted(set(v)) for k, v in touched.items()}

@@ -13,11 +13,11 @@ from transformers.utils import logging as hf_logging
 
 from .control import LayerControl
 from .errors import EngineError
-from .files import DELTA_FORMAT, apply_delta, expert_delta, load_tensors, save_model, save_tensors
+from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .generation import Sampling, generate, replay
 from .models import Loaded, describe, load
 from .tiny import TinySize, build_tiny
-from .training import RouterLoss, Trainer, TrainSetup
+from .training import Batch, RouterLoss, Trainer, TrainSetup
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -28,6 +28,7 @@ class Server:
         hf_logging.set_verbosity_error()
         self.loaded: Loaded | None = None
         self.trainer: Trainer | None = None
+        self.batches: list[Batch] = []
         self.handlers: dict[str, Handler] = {
             "load": self.load,
             "generate": self.generate,
@@ -40,7 +41,6 @@ class Server:
             "save_model": self.save_model,
             "save_delta": self.save_delta,
             "apply_delta": self.apply_delta,
-            "shutdown": lambda _params: {},
         }
 
     def versions(self) -> dict[str, Any]:
@@ -89,6 +89,7 @@ class Server:
         return self.trainer
 
     def train_setup(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The trainer and every batch of the run, tokenized once; steps then name a batch."""
         torch.manual_seed(params["seed"])
         setup = TrainSetup(
             trainable=params["trainable"],
@@ -98,19 +99,22 @@ class Server:
             loss_on=params["loss_on"],
             router_loss=RouterLoss(**params["router_loss"]),
             gradient_checkpointing=params["gradient_checkpointing"],
+            micro_batch=params["micro_batch"],
         )
-        self.trainer = Trainer(self._model(), setup)
-        return {"trainable_parameters": sum(p.numel() for p in self.trainer.params)}
+        self.trainer = None
+        trainer = Trainer(self._model(), setup)
+        batches = []
+        for i, b in enumerate(params["batches"]):
+            try:
+                batches.append(trainer.batch(b["conversations"], b["labels"], _layer_map(b["allowed"])))
+            except EngineError as err:
+                raise EngineError(f"batch {i}: {err}") from err
+        self.trainer, self.batches = trainer, batches
+        return {"trainable_parameters": sum(p.numel() for p in trainer.params)}
 
     def train_step(self, params: dict[str, Any]) -> dict[str, Any]:
         trainer = self._trainer()
-        stats = trainer.step(
-            params["conversations"],
-            params["labels"],
-            _layer_map(params["allowed"]),
-            params["lr"],
-            params["micro_batch"],
-        )
+        stats = trainer.step(self.batches[params["batch"]], params["lr"])
         state_bytes = sum(
             v.numel() * v.element_size()
             for s in trainer.optimizer.state.values()
@@ -120,12 +124,14 @@ class Server:
         return {**stats, "optimizer_state_bytes": state_bytes}
 
     def save_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        save_tensors(self._trainer().state(), params["path"])
+        position = {"step": str(params["step"]), "epoch": str(params["epoch"])}
+        save_tensors(self._trainer().state(), params["path"], position)
         return {}
 
     def load_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._trainer().load_state(load_tensors(params["path"]))
-        return {}
+        tensors, metadata = load_tensors(params["path"])
+        self._trainer().load_state(tensors)
+        return {"step": int(metadata["step"]), "epoch": int(metadata["epoch"])}
 
     def save_model(self, params: dict[str, Any]) -> dict[str, Any]:
         loaded = self._model()
@@ -135,36 +141,28 @@ class Server:
     def save_delta(self, params: dict[str, Any]) -> dict[str, Any]:
         experts = _layer_map(params["experts"])
         tensors = expert_delta(self._model(), experts)
-        save_tensors(tensors, params["out"], {"format": DELTA_FORMAT, **params.get("metadata", {})})
+        save_tensors(tensors, params["out"], params["metadata"])
         return {"tensors": sorted(tensors)}
 
     def apply_delta(self, params: dict[str, Any]) -> dict[str, Any]:
-        touched = apply_delta(self._model(), load_tensors(params["delta"]))
+        touched = apply_delta(self._model(), load_tensors(params["delta"])[0])
         return {"experts": {str(k): v for k, v in touched.items()}}
 
 
 def steering(loaded: Loaded, spec: dict[str, dict[str, list[int]]]) -> dict[int, LayerControl]:
-    """{layer: {deactivate: [...], activate: [...]}} -> controls; unknown layers or experts are refused."""
-    adapter = loaded.adapter
-    moe = set(adapter.moe_layer_indices)
+    """{layer: {deactivate: [...], activate: [...]}} -> controls (checked against the model by the
+    TypeScript side, which knows it from `load`)."""
+    n = loaded.adapter.num_experts
     controls = {}
     for key, change in spec.items():
-        layer = int(key)
-        if layer not in moe:
-            raise EngineError(f"steering names layer {layer}, which is not an MoE layer (MoE layers: {sorted(moe)})")
         masks = {}
         for what in ("deactivate", "activate"):
             experts = change.get(what, [])
-            bad = [e for e in experts if not 0 <= e < adapter.num_experts]
-            if bad:
-                raise EngineError(
-                    f"steering names expert {bad[0]} in layer {layer}; experts are 0..{adapter.num_experts - 1}"
-                )
-            mask = torch.zeros(adapter.num_experts, dtype=torch.bool, device=loaded.device)
+            mask = torch.zeros(n, dtype=torch.bool, device=loaded.device)
             mask[experts] = True
             masks[what] = mask if experts else None
         allowed = None if masks["deactivate"] is None else ~masks["deactivate"]
-        controls[layer] = LayerControl(allowed=allowed, forced=masks["activate"])
+        controls[int(key)] = LayerControl(allowed=allowed, forced=masks["activate"])
     return controls
 
 

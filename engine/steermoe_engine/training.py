@@ -47,6 +47,18 @@ class TrainSetup:
     loss_on: Literal["assistant", "all"] = "assistant"
     router_loss: RouterLoss = RouterLoss()
     gradient_checkpointing: bool = False
+    micro_batch: int | None = None  # samples per forward; None: the whole batch at once
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch, tokenized once: (ids, labels with -100 where no loss is taken) per
+    sample, which samples are safe, and its routing mask."""
+
+    encoded: list[tuple[list[int], list[int]]]
+    safe: list[bool]
+    controls: dict[int, LayerControl]
+    targets: int
 
 
 @dataclass
@@ -116,17 +128,12 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
-        adapter = self.loaded.adapter
-        by_index = {layer.index: layer for layer in adapter.layers}
+        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`)."""
+        by_index = {layer.index: layer for layer in self.loaded.adapter.layers}
         for index, chosen in sorted(experts.items()):
-            layer = by_index.get(index)
-            if layer is None:
-                raise EngineError(f"layer {index} is not an MoE layer of this model (MoE layers: {sorted(by_index)})")
             if not chosen:
                 continue
-            bad = [e for e in chosen if not 0 <= e < adapter.num_experts]
-            if bad:
-                raise EngineError(f"layer {index} has no expert {bad[0]} (experts 0..{adapter.num_experts - 1})")
+            layer = by_index[index]
             rows = torch.tensor(sorted(set(chosen)), device=self.loaded.device)
             for name in EXPERT_PARAMS:
                 fused: nn.Parameter = getattr(layer.experts, name)
@@ -135,8 +142,6 @@ class Trainer:
                 fused.requires_grad_(True)
                 fused.register_post_accumulate_grad_hook(piece.take_grad)
                 self.slices.append(piece)
-        if not self.slices:
-            raise EngineError("the expert set is empty: nothing to train")
         return [piece.master for piece in self.slices]
 
     def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
@@ -149,63 +154,105 @@ class Trainer:
             raise EngineError("the chat template does not render the prompt as a prefix of the conversation")
         return full, [-100] * len(prompt) + full[len(prompt) :]
 
-    def _router_loss(self, probe: RouterProbe, attention: torch.Tensor, safe: torch.Tensor, masked: set[int]) -> Any:
-        rl = self.setup.router_loss
-        if rl.kind == "none" or not safe.any() or safe.all():
-            return None
+    def _router_sums(
+        self, probe: RouterProbe, layers: list[int], attention: torch.Tensor, safe: torch.Tensor
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the router probabilities summed over the chunk's safe and its unsafe tokens."""
         batch, width = attention.shape
-        total = torch.zeros((), device=attention.device)
-        layers = [i for i in probe.probs if rl.layers == "all" or i in masked]
+        weights = attention.float()
+        on_safe, on_unsafe = (weights * safe[:, None])[..., None], (weights * ~safe[:, None])[..., None]
+        sums = {}
         for index in layers:
             probs = probe.probs[index].view(batch, width, -1)
-            weights = attention.float()
-            p_safe = (probs * (weights * safe[:, None])[..., None]).sum((0, 1)) / (weights * safe[:, None]).sum()
-            p_unsafe = (probs * (weights * ~safe[:, None])[..., None]).sum((0, 1)) / (weights * ~safe[:, None]).sum()
-            forward, reverse = _kl(p_safe, p_unsafe), _kl(p_unsafe, p_safe)
-            total = total + {"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[rl.kind]
-        return total / max(len(layers), 1)
+            sums[index] = ((probs * on_safe).sum((0, 1)), (probs * on_unsafe).sum((0, 1)))
+        return sums
 
-    def step(
-        self,
-        conversations: list[Messages],
-        labels: list[str],
-        allowed: dict[int, list[int]],
-        lr: float,
-        micro_batch: int,
-    ) -> dict[str, float]:
-        """One optimizer step over one batch, split into micro-batches whose gradients add up to
-        exactly the whole batch's (the token loss is normalised by the batch's target count)."""
-        started = time.perf_counter()
-        model, device = self.loaded.model, self.loaded.device
-        model.train()
+    def _kl_of_means(self, means: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        kind = self.setup.router_loss.kind
+        per_layer = []
+        for p_safe, p_unsafe in means.values():
+            forward, reverse = _kl(p_safe, p_unsafe), _kl(p_unsafe, p_safe)
+            per_layer.append({"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[kind])
+        return torch.stack(per_layer).mean()
+
+    def batch(self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]]) -> Batch:
         encoded = [self._encode(c) for c in conversations]
         targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
         if targets == 0:
             raise EngineError("this batch has no target tokens to learn from")
-        n = self.loaded.adapter.num_experts
         controls = {}
         for index, experts in allowed.items():
             if experts:
-                mask = torch.zeros(n, dtype=torch.bool, device=device)
+                mask = torch.zeros(self.loaded.adapter.num_experts, dtype=torch.bool, device=self.loaded.device)
                 mask[experts] = True
                 controls[index] = LayerControl(allowed=mask)
-        token_loss_total, router_loss_total = 0.0, 0.0
+        return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
+
+    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+        """One optimizer step over one batch."""
+        started = time.perf_counter()
+        stats = self.accumulate(batch)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for piece in self.slices:
+            piece.write_back()
+        self.loaded.model.eval()
+        return {**stats, "grad_norm": grad_norm, "seconds": time.perf_counter() - started}
+
+    def accumulate(self, batch: Batch) -> dict[str, float]:
+        """The whole batch's gradients, computed in micro-batches that add up to exactly them.
+
+        The token loss is normalised by the batch's target count. The router loss is the KL of the
+        batch's mean safe and unsafe router distributions, which no micro-batch holds on its own:
+        with several micro-batches a first pass without gradients takes the batch means and the
+        KL's gradient with respect to them (g), and each micro-batch then backpropagates
+        <g, its share of the means>, whose gradient is exactly its part of the batch KL's."""
+        model, device = self.loaded.model, self.loaded.device
+        model.train()
+        encoded, safe, controls, targets = batch.encoded, batch.safe, batch.controls, batch.targets
+        micro_batch = self.setup.micro_batch or len(encoded)
+        rl = self.setup.router_loss
+        layers = [la.index for la in self.loaded.adapter.layers if rl.layers == "all" or la.index in controls]
+        with_router_loss = rl.kind != "none" and bool(layers) and any(safe) and not all(safe)
+        # Token counts behind each mean: the denominators of the batch's mean distributions.
+        n_safe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if s)
+        n_unsafe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if not s)
         pad = self.loaded.tokenizer.pad_token_id or 0
-        with (
-            RouterControl(self.loaded.adapter, controls),
-            RouterProbe(self.loaded.adapter, self.setup.router_loss.kind != "none") as probe,
-        ):
-            for start in range(0, len(encoded), micro_batch):
-                chunk = encoded[start : start + micro_batch]
-                width = max(len(ids) for ids, _ in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                target = torch.full((len(chunk), width), -100, dtype=torch.long)
-                attention = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, (ids, lab) in enumerate(chunk):
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    target[row, : len(lab)] = torch.tensor(lab)
-                    attention[row, : len(ids)] = 1
-                input_ids, target, attention = input_ids.to(device), target.to(device), attention.to(device)
+        chunks = []
+        for start in range(0, len(encoded), micro_batch):
+            chunk = encoded[start : start + micro_batch]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            target = torch.full((len(chunk), width), -100, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (ids, lab) in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                target[row, : len(lab)] = torch.tensor(lab)
+                attention[row, : len(ids)] = 1
+            chunk_safe = torch.tensor(safe[start : start + micro_batch], device=device)
+            chunks.append((input_ids.to(device), target.to(device), attention.to(device), chunk_safe))
+        token_loss_total, router_loss = 0.0, 0.0
+        mean_grads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with RouterControl(self.loaded.adapter, controls), RouterProbe(self.loaded.adapter, with_router_loss) as probe:
+            if with_router_loss and len(chunks) > 1:
+                totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+                with torch.no_grad():
+                    for input_ids, _, attention, chunk_safe in chunks:
+                        model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                        for index, (s, u) in self._router_sums(probe, layers, attention, chunk_safe).items():
+                            seen = totals.get(index)
+                            totals[index] = (s, u) if seen is None else (seen[0] + s, seen[1] + u)
+                means = {
+                    i: ((s / n_safe).requires_grad_(), (u / n_unsafe).requires_grad_()) for i, (s, u) in totals.items()
+                }
+                kl = self._kl_of_means(means)
+                kl.backward()
+                router_loss = float(kl.detach())
+                mean_grads = {i: (s.grad, u.grad) for i, (s, u) in means.items()}  # type: ignore[misc]
+            for input_ids, target, attention, chunk_safe in chunks:
                 hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
                 # The LM head runs on target positions only: [batch·seq, vocab] logits for every
                 # prompt token would be the largest activation of the step, for nothing.
@@ -214,28 +261,20 @@ class Trainer:
                 logits = model.get_output_embeddings()(picked)
                 token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
                 loss = token_loss / targets
-                safe = torch.tensor([lab == "safe" for lab in labels[start : start + micro_batch]], device=device)
-                router_loss = self._router_loss(probe, attention, safe, set(controls))
-                if router_loss is not None:
-                    loss = loss + self.setup.router_loss.weight * router_loss * len(chunk) / len(encoded)
-                    router_loss_total += float(router_loss.detach()) * len(chunk) / len(encoded)
+                if with_router_loss:
+                    sums = self._router_sums(probe, layers, attention, chunk_safe)
+                    if mean_grads:
+                        share = sum(
+                            (mean_grads[i][0] * s).sum() / n_safe + (mean_grads[i][1] * u).sum() / n_unsafe
+                            for i, (s, u) in sums.items()
+                        )
+                    else:
+                        share = self._kl_of_means({i: (s / n_safe, u / n_unsafe) for i, (s, u) in sums.items()})
+                        router_loss = float(share.detach())
+                    loss = loss + self.setup.router_loss.weight * share
                 loss.backward()
                 token_loss_total += float(token_loss.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        for piece in self.slices:
-            piece.write_back()
-        model.eval()
-        return {
-            "loss": token_loss_total / targets,
-            "router_loss": router_loss_total,
-            "grad_norm": grad_norm,
-            "tokens": float(targets),
-            "seconds": time.perf_counter() - started,
-        }
+        return {"loss": token_loss_total / targets, "router_loss": router_loss, "tokens": float(targets)}
 
     # Checkpoints hold plain tensors (safetensors), never pickles.
     def state(self) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ import type { z } from "zod";
 import type { ModelConfig } from "../components/config.js";
 import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
+import { checkDelta } from "../components/method/delta.js";
 
 export async function applyDelta(
   config: { model: z.input<typeof ModelConfig>; delta: string; out: string },
@@ -12,7 +13,7 @@ export async function applyDelta(
   if (!existsSync(config.delta)) throw new UserError(`${config.delta}: no such delta file`);
   if (existsSync(config.out)) throw new UserError(`${config.out} already exists; choose a new --out`);
   return withEngine(engine, async (e) => {
-    await e.load(config.model);
+    checkDelta(config.delta, await e.load(config.model));
     const experts = await e.applyDelta(config.delta);
     await e.saveModel(config.out);
     return Object.values(experts).reduce((n, list) => n + list.length, 0);

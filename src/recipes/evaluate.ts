@@ -20,6 +20,7 @@ import { Messages as MessagesSchema } from "../components/engine/protocol.js";
 import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { checkDelta } from "../components/method/delta.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
 export const EvalModel = z.strictObject({
@@ -135,7 +136,10 @@ export async function evaluate(
     for (const spec of settings.models) {
       const source = resolveModel(spec.model.source);
       const info = await engine.load({ ...spec.model, source });
-      if (spec.delta) await engine.applyDelta(spec.delta);
+      if (spec.delta) {
+        checkDelta(spec.delta, info);
+        await engine.applyDelta(spec.delta);
+      }
       const variants: [string, SteerRequest][] = [[spec.name, {}]];
       if (settings.steer) variants.push([`${spec.name}+steer`, steerRequest(settings.steer, info, "steer")]);
       for (const [name, steer] of variants) {

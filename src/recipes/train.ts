@@ -6,7 +6,7 @@
 //
 // `--data conversations.jsonl --model M` trains on a plain conversation file instead (fixed
 // batches in file order): ordinary fine-tuning, used for example to build test models.
-import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
@@ -22,6 +22,7 @@ import {
   stackedMasks,
   routingShape,
 } from "../components/method/riskdiff.js";
+import { DELTA_FORMAT } from "../components/method/delta.js";
 import { openRun } from "../components/io/run.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { writeNpy } from "../components/io/tables.js";
@@ -48,7 +49,7 @@ export const TrainSettings = z.strictObject({
   /** batch-union | global | random (the analysis' ablation sets) | path to an experts file. */
   experts: z.string().min(1).default("batch-union"),
   trainable: z.enum(["experts", "all", "router"]).default("experts"),
-  routingMask: z.boolean().default(true),
+  routingMask: z.boolean().default(false),
   lossOn: z.enum(["assistant", "all"]).default("assistant"),
   routerLoss: z
     .strictObject({
@@ -172,8 +173,6 @@ function fromRun(run: string, settings: Settings): Plan {
     trained = experts.random.union;
     perBatch = new Map(experts.random.per_batch.map((b) => [b.batch_idx, b.experts as ExpertRef[]]));
   } else trained = readExpertsFile(source);
-  const { moe_layers: moeLayers, num_experts: numExperts } = config.model;
-  checkExperts(trained, moeLayers, numExperts, source);
 
   const byBatch = new Map<number, typeof rows>();
   for (const row of rows) byBatch.set(row.batch_idx, [...(byBatch.get(row.batch_idx) ?? []), row]);
@@ -246,17 +245,23 @@ function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
   }
 }
 
-const checkpointName = (step: number) => `step-${String(step).padStart(6, "0")}`;
+const checkpointName = (step: number) => `step-${String(step).padStart(6, "0")}.safetensors`;
 
-function latestCheckpoint(dir: string): { step: number; path: string } | undefined {
+/** The engine writes each checkpoint whole (staging + rename), so any file listed is complete. */
+function latestCheckpoint(dir: string): string | undefined {
   if (!existsSync(dir)) return undefined;
-  const steps = readdirSync(dir)
-    .map((f) => /^step-(\d+)\.json$/.exec(f)?.[1])
-    .filter((s): s is string => s !== undefined)
-    .map(Number)
-    .sort((a, b) => b - a);
-  const step = steps.find((s) => existsSync(join(dir, `${checkpointName(s)}.safetensors`)));
-  return step === undefined ? undefined : { step, path: join(dir, checkpointName(step)) };
+  const latest = readdirSync(dir)
+    .filter((f) => /^step-\d+\.safetensors$/.test(f))
+    .sort()
+    .at(-1);
+  return latest && join(dir, latest);
+}
+
+/** The log's complete rows (a line cut short by a crash has no newline yet) before `step`. */
+function logBefore(path: string, step: number): LogRow[] {
+  if (!existsSync(path)) return [];
+  const lines = readFileSync(path, "utf8").split("\n").slice(0, -1);
+  return lines.map((l) => JSON.parse(l) as LogRow).filter((row) => row.step < step);
 }
 
 export function parseTrainSettings(input: unknown): Settings {
@@ -282,6 +287,7 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   return withEngine(options.engine ?? {}, async (engine) => {
     const model = await engine.load(plan.model);
     sameShape(plan.analysed, model);
+    checkExperts(plan.trained, model.moe_layers, model.num_experts, settings.experts);
     const resumed = openRun(out, "train", settings, { model, engine: engine.info, ...plan.describe });
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
@@ -291,7 +297,9 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       loss_on: settings.lossOn,
       router_loss: settings.routerLoss,
       gradient_checkpointing: settings.gradientCheckpointing,
+      micro_batch: settings.microBatch ?? null,
       seed: settings.seed,
+      batches: plan.batches.map(({ conversations, labels, allowed }) => ({ conversations, labels, allowed })),
     });
     return runSteps(engine, plan, settings, out, model, setup.trainable_parameters, resumed, options.signal);
   });
@@ -311,28 +319,19 @@ async function runSteps(
   const total = perEpoch * settings.epochs;
   const checkpoints = join(out, "checkpoints");
   const logPath = join(out, "train_log.jsonl");
-  let log: LogRow[] = [];
-  let step = 0;
-  const last = latestCheckpoint(checkpoints);
-  if (resumed && last) {
-    await engine.loadCheckpoint(`${last.path}.safetensors`);
-    step = last.step;
-    // Steps after the checkpoint are redone, so their log rows go.
-    log = existsSync(logPath)
-      ? readFileSync(logPath, "utf8")
-          .split("\n")
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as LogRow)
-          .filter((row) => row.step < step)
-      : [];
-  }
+  const last = resumed ? latestCheckpoint(checkpoints) : undefined;
+  let step = last ? (await engine.loadCheckpoint(last)).step : 0;
+  // Steps after the checkpoint are redone, so their log rows go, once; new rows are appended.
+  const log = logBefore(logPath, step);
+  writeJsonlAtomic(logPath, log);
 
   const save = async () => {
-    const name = join(checkpoints, checkpointName(step));
-    await engine.saveCheckpoint(`${name}.safetensors`);
-    writeJsonAtomic(`${name}.json`, { step, epoch: Math.floor(step / perEpoch) });
+    await engine.saveCheckpoint(join(checkpoints, checkpointName(step)), {
+      step,
+      epoch: Math.floor(step / perEpoch),
+    });
     for (const file of readdirSync(checkpoints)) {
-      if (!file.startsWith(checkpointName(step))) rmSync(join(checkpoints, file), { force: true });
+      if (file !== checkpointName(step)) rmSync(join(checkpoints, file), { force: true });
     }
   };
 
@@ -342,18 +341,12 @@ async function runSteps(
   let optimizerBytes = 0;
   while (step < total && !signal?.aborted) {
     const epoch = Math.floor(step / perEpoch);
-    const batch =
-      plan.batches[epochOrder(perEpoch, epoch, settings.seed, settings.shuffle)[step % perEpoch]!]!;
+    const index = epochOrder(perEpoch, epoch, settings.seed, settings.shuffle)[step % perEpoch]!;
+    const batch = plan.batches[index]!;
     const lr = learningRate(step, total, settings.lr, settings.warmupRatio);
-    const result = await engine.trainStep({
-      conversations: batch.conversations,
-      labels: batch.labels,
-      allowed: batch.allowed,
-      lr,
-      micro_batch: settings.microBatch ?? batch.conversations.length,
-    });
+    const result = await engine.trainStep({ batch: index, lr });
     optimizerBytes = result.optimizer_state_bytes;
-    log.push({
+    const row: LogRow = {
       step,
       epoch,
       batch_idx: batch.batchIdx,
@@ -364,8 +357,9 @@ async function runSteps(
       grad_norm: result.grad_norm,
       tokens: result.tokens,
       seconds: result.seconds,
-    });
-    writeJsonlAtomic(logPath, log);
+    };
+    log.push(row);
+    appendFileSync(logPath, JSON.stringify(row) + "\n");
     step++;
     tokens += result.tokens;
     const rate = tokens / ((Date.now() - started) / 1000);
@@ -416,12 +410,13 @@ async function writeOutputs(
       join(out, "expert_delta.safetensors"),
       layerExperts(plan.trained),
       {
+        format: DELTA_FORMAT,
         base_model: model.source,
         model_type: model.model_type,
       },
     );
     writeJsonAtomic(join(out, "expert_delta.json"), {
-      format: "steermoe.expert_delta.v1",
+      format: DELTA_FORMAT,
       base_model: model.source,
       model_type: model.model_type,
       experts: trained.map(({ layer, expert, label }) => ({ layer, expert, label })),

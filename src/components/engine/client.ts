@@ -18,6 +18,7 @@ import {
   TinyModelResult,
   TrainSetupResult,
   TrainStepResult,
+  CheckpointPosition,
   Empty,
   LayerExpertsSchema,
   type LayerExperts,
@@ -234,12 +235,12 @@ export class Engine {
     return this.call("train_step", step, TrainStepResult);
   }
 
-  async saveCheckpoint(path: string): Promise<void> {
-    await this.call("save_checkpoint", { path }, Empty);
+  async saveCheckpoint(path: string, position: CheckpointPosition): Promise<void> {
+    await this.call("save_checkpoint", { path, ...position }, Empty);
   }
 
-  async loadCheckpoint(path: string): Promise<void> {
-    await this.call("load_checkpoint", { path }, Empty);
+  loadCheckpoint(path: string): Promise<CheckpointPosition> {
+    return this.call("load_checkpoint", { path }, CheckpointPosition);
   }
 
   /** Write the loaded (possibly trained) model as a Hugging Face model folder. */

@@ -83,6 +83,14 @@ export const Empty = z.object({});
 export const LayerExpertsSchema = z.record(z.string(), z.array(z.number().int()));
 export type LayerExperts = z.infer<typeof LayerExpertsSchema>;
 
+/** One analysis batch, sent once with the setup; steps name it by its index in `batches`. */
+export interface TrainBatchRequest {
+  conversations: Messages[];
+  labels: string[];
+  /** This batch's routing mask: per layer, the only experts tokens may reach. */
+  allowed: LayerExperts;
+}
+
 export interface TrainSetupRequest {
   trainable: "experts" | "all" | "router";
   experts: LayerExperts;
@@ -95,18 +103,20 @@ export interface TrainSetupRequest {
     layers: "all" | "masked";
   };
   gradient_checkpointing: boolean;
+  /** Samples per forward pass; null: the whole batch at once. */
+  micro_batch: number | null;
   seed: number;
+  batches: TrainBatchRequest[];
 }
 export const TrainSetupResult = z.object({ trainable_parameters: z.number().int() });
 
 export interface TrainStepRequest {
-  conversations: Messages[];
-  labels: string[];
-  /** This batch's routing mask: per layer, the only experts tokens may reach. */
-  allowed: LayerExperts;
+  batch: number;
   lr: number;
-  micro_batch: number;
 }
+/** Where a checkpoint stands; the engine keeps it in the checkpoint file's metadata. */
+export const CheckpointPosition = z.object({ step: z.number().int(), epoch: z.number().int() });
+export type CheckpointPosition = z.infer<typeof CheckpointPosition>;
 export const TrainStepResult = z.object({
   loss: z.number(),
   router_loss: z.number(),

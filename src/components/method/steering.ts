@@ -65,10 +65,10 @@ export function steerRequest(steering: Steering, model: ModelInfo, what: string)
         `${what}: layer ${layer} activates ${activate.length} experts, but only top-${model.top_k} are used`,
       );
     }
-    if (deactivate.length > model.num_experts - model.top_k) {
-      throw new UserError(
-        `${what}: layer ${layer} switches off so many experts that fewer than top-${model.top_k} remain`,
-      );
+    // Fewer than top-k remaining is allowed (the spare slots repeat the best remaining expert at
+    // weight 0, as training's routing mask does); none remaining leaves the layer nothing to run.
+    if (new Set(deactivate).size >= model.num_experts) {
+      throw new UserError(`${what}: layer ${layer} switches off every expert; at least one must remain`);
     }
   }
   return request;

@@ -1,0 +1,50 @@
+// The expert delta that train writes: a safetensors file holding only the trained experts' weights,
+// one tensor per expert and projection, named layers.L.experts.E.PROJ. Its format is defined and
+// checked here, against the model the engine has loaded, before the engine applies it.
+import { closeSync, openSync, readSync } from "node:fs";
+import { z } from "zod";
+import { UserError } from "../errors.js";
+import type { ModelInfo } from "../engine/protocol.js";
+
+export const DELTA_FORMAT = "steermoe.expert_delta.v1";
+const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj)$/;
+
+const Header = z.record(z.string(), z.unknown());
+
+/** A safetensors file's JSON header: u64 little-endian length, then that many bytes of JSON. */
+function readHeader(path: string): Record<string, unknown> {
+  const fd = openSync(path, "r");
+  try {
+    const size = Buffer.alloc(8);
+    readSync(fd, size, 0, 8, 0);
+    const length = Number(size.readBigUInt64LE());
+    const json = Buffer.alloc(length);
+    if (readSync(fd, json, 0, length, 8) !== length) throw new Error("the file is cut short");
+    return Header.parse(JSON.parse(json.toString("utf8")));
+  } catch (err) {
+    throw new UserError(`${path}: not a safetensors file (${(err as Error).message})`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** One-line errors for a file that is not a delta, or names experts `model` lacks. */
+export function checkDelta(path: string, model: ModelInfo): void {
+  const { __metadata__: metadata, ...tensors } = readHeader(path);
+  const format = (metadata as { format?: unknown } | undefined)?.format;
+  if (format !== DELTA_FORMAT) {
+    throw new UserError(
+      `${path}: not a steermoe expert delta (format ${String(format)}, expected ${DELTA_FORMAT})`,
+    );
+  }
+  for (const name of Object.keys(tensors)) {
+    const [, layer, expert] = TENSOR.exec(name) ?? [];
+    if (layer === undefined) throw new UserError(`${path}: unexpected tensor '${name}'`);
+    if (!model.moe_layers.includes(Number(layer)) || Number(expert) >= model.num_experts) {
+      throw new UserError(
+        `${path}: tensor '${name}' names layer ${layer} expert ${expert}, which ${model.source} does not have ` +
+          `(MoE layers ${model.moe_layers.join(", ")}, experts 0..${model.num_experts - 1})`,
+      );
+    }
+  }
+}
