@@ -25,7 +25,7 @@ import {
   type RoutedSample,
   routingShape,
 } from "../components/method/riskdiff.js";
-import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/io/routing.js";
+import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { openRun } from "../components/io/run.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
@@ -156,7 +156,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
     for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
       const chunk = todo.slice(i, i + perChunk);
-      tokens += await generateBatches(engine, chunk, settings, judge, run, model);
+      tokens += await generateBatches(engine, chunk, settings, judge, run);
       const done = plan.batches.length - todo.length + i + chunk.length;
       bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
     }
@@ -179,22 +179,26 @@ async function generateBatches(
   settings: z.infer<typeof AnalyzeSettings>,
   judge: Judge | undefined,
   run: string,
-  model: ModelInfo,
 ): Promise<number> {
   const samples = batches.flatMap((b) => b.samples);
   // A sample's seed depends only on its place in the plan, so resuming changes nothing.
   const seeds = samples.map((s) => settings.sampling.seed + s.batchIdx * settings.batch.size + s.inBatchIdx);
+  // Each analysis batch's routing goes to its own shard, written by the engine.
+  const shards = batches.map((b) => ({
+    path: join(run, routingFile(b.batchIdx)),
+    sample_ids: b.samples.map((s) => s.sampleId),
+  }));
   const results = await engine.generate(
     samples.map((s) => s.messages),
     seeds,
     settings.sampling,
+    shards,
   );
   const verdicts = judge
     ? await judge.judge(
         samples.map((s, i) => ({ prompt: s.messages.at(-1)!.content, response: results[i]!.text })),
       )
     : undefined;
-  const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
   let tokens = 0;
   let at = 0;
   for (const batch of batches) {
@@ -221,11 +225,6 @@ async function generateBatches(
         routing: { shard: routingFile(batch.batchIdx), index },
       };
     });
-    const traces: RoutingTrace[] = batch.samples.map((s, i) => ({
-      sampleId: s.sampleId,
-      ...results[at - batch.samples.length + i]!.routing!,
-    }));
-    writeRoutingShard(join(run, routingFile(batch.batchIdx)), traces, layout);
     // The samples file is written last: its presence is what marks the batch as done.
     writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows);
   }
@@ -263,11 +262,12 @@ function qualityControl(rows: SampleRow[], settings: z.infer<typeof AnalyzeSetti
 }
 
 function routedPart(trace: RoutingTrace, tokens: "generation" | "prompt" | "all"): Uint8Array | Uint16Array {
-  if (tokens !== "all") return trace[tokens].expert_ids.data as Uint8Array | Uint16Array;
-  const [p, g] = [trace.prompt.expert_ids.data, trace.generation.expert_ids.data] as Uint8Array[];
-  const all = new (p!.constructor as Uint8ArrayConstructor)(p!.length + g!.length);
-  all.set(p!);
-  all.set(g!, p!.length);
+  if (tokens !== "all") return trace[tokens];
+  const all = new (trace.prompt.constructor as Uint8ArrayConstructor)(
+    trace.prompt.length + trace.generation.length,
+  );
+  all.set(trace.prompt);
+  all.set(trace.generation, trace.prompt.length);
   return all;
 }
 

@@ -198,7 +198,7 @@ async function generateAll(
       chunk.map((item) => item.messages),
       chunk.map((_, i) => settings.sampling.seed + start + i),
       settings.sampling,
-      false,
+      [],
       steer,
     );
     responses.push(...samples.map((s) => s.text));

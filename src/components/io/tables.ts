@@ -1,6 +1,5 @@
 // Open file formats for results: .npy for arrays, CSV and Parquet for row tables. Everything here
 // loads in numpy/pandas without this project, and every file is written atomically.
-import { endianness } from "node:os";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeFileAtomic } from "./store.js";
@@ -33,17 +32,8 @@ export function encodeNpy(data: NpyArray, shape: readonly number[]): Uint8Array[
   header.set([0x93, ...Buffer.from("NUMPY", "latin1"), 1, 0]);
   new DataView(header.buffer).setUint16(8, total - 10, true);
   header.set(Buffer.from(dict.padEnd(total - 11, " ") + "\n", "latin1"), 10);
-  return [header, littleEndianBytes(data)];
-}
-
-function littleEndianBytes(data: NpyArray): Uint8Array {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (endianness() === "LE" || data.BYTES_PER_ELEMENT === 1) return bytes;
-  const out = new Uint8Array(bytes.length);
-  const w = data.BYTES_PER_ELEMENT;
-  for (let i = 0; i < bytes.length; i += w)
-    for (let j = 0; j < w; j++) out[i + j] = bytes[i + w - 1 - j] as number;
-  return out;
+  // Typed arrays hold the host's byte order: little-endian on the hosts steermoe runs on (x86-64, arm64).
+  return [header, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
 }
 
 export function writeNpy(path: string, data: NpyArray, shape: readonly number[]): void {
@@ -151,7 +141,7 @@ export function writeTable(base: string, table: Table): void {
   writeParquet(`${base}.parquet`, table);
 }
 
-// ---- RiskDiff row tables (DESIGN.md run directory)
+// ---- RiskDiff row tables (README: files a researcher reads)
 
 /** One row per batch × MoE layer × expert, in that order. */
 export function riskDiffBatchesTable(r: RiskDiffResult): Table {
