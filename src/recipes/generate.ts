@@ -15,6 +15,7 @@ import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import type { GeneratedRow } from "../components/io/run-files.js";
 
 export const GenerateConfig = z.strictObject({
   model: ModelConfig,
@@ -53,7 +54,7 @@ export async function generate(
       throw new UserError("--steer works with generation, not with --replay");
     const steer = config.steer ? steerRequest(config.steer, model, "--steer") : {};
     const batchSize = computeBatchSize(config.batchSize, engine.info.cuda);
-    const rows: object[] = [];
+    const rows: GeneratedRow[] = [];
     const started = Date.now();
     let generatedTokens = 0;
     const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");

@@ -3,7 +3,7 @@
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeFileAtomic } from "./store.js";
-import { expertLabel, type RiskDiffResult } from "../method/riskdiff.js";
+import { expertLabel, type ExpertRef, type RiskDiffResult } from "../method/riskdiff.js";
 
 // ---- .npy (format v1.0, little-endian, C order)
 
@@ -175,13 +175,28 @@ export function riskDiffBatchesTable(r: RiskDiffResult): Table {
   ];
 }
 
+/** (layer, expert) cells by mean risk_diff descending, ties by (layer, expert). */
+function rankedCells(r: RiskDiffResult): number[] {
+  const g = r.aggregate.riskDiff;
+  return Array.from({ length: r.shape.moeLayers.length * r.shape.numExperts }, (_, i) => i).sort(
+    (x, y) => (g[y] as number) - (g[x] as number) || x - y,
+  );
+}
+
+/** Every expert, in the order of the risk_diff table's rows. */
+export function riskDiffRanking(r: RiskDiffResult): ExpertRef[] {
+  const E = r.shape.numExperts;
+  return rankedCells(r).map((i) => ({
+    layer: r.shape.moeLayers[Math.floor(i / E)] as number,
+    expert: i % E,
+  }));
+}
+
 /** One row per (layer, expert), sorted by mean risk_diff descending, ties by (layer, expert). */
 export function riskDiffTable(r: RiskDiffResult): Table {
   const { moeLayers, numExperts: E } = r.shape;
   const g = r.aggregate;
-  const order = Array.from({ length: moeLayers.length * E }, (_, i) => i).sort(
-    (x, y) => (g.riskDiff[y] as number) - (g.riskDiff[x] as number) || x - y,
-  );
+  const order = rankedCells(r);
   const pick = (src: ArrayLike<number>) => Float64Array.from(order, (i) => src[i] as number);
   const layers = order.map((i) => moeLayers[Math.floor(i / E)] as number);
   const experts = order.map((i) => i % E);
@@ -212,46 +227,4 @@ export function riskDiffTable(r: RiskDiffResult): Table {
 export function writeRiskDiffTables(dir: string, r: RiskDiffResult): void {
   writeTable(join(dir, "risk_diff_batches"), riskDiffBatchesTable(r));
   writeTable(join(dir, "risk_diff"), riskDiffTable(r));
-}
-
-/** RFC 4180 CSV (quoted fields, doubled quotes) into objects; numeric-looking fields become numbers. */
-export function csvRows(text: string): Record<string, string | number | null>[] {
-  const records = csvRecords(text);
-  const header = records.shift() ?? [];
-  return records
-    .filter((r) => r.length > 1 || r[0] !== "")
-    .map((r) => Object.fromEntries(header.map((name, i) => [name, csvValue(r[i] ?? "")])));
-}
-
-function csvRecords(text: string): string[][] {
-  const records: string[][] = [];
-  let record: string[] = [];
-  let field = "";
-  let quoted = false;
-  const endField = () => {
-    record.push(field);
-    field = "";
-  };
-  const endRecord = () => {
-    endField();
-    records.push(record);
-    record = [];
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted && c === '"' && text[i + 1] === '"') field += text[++i];
-    else if (c === '"') quoted = !quoted;
-    else if (quoted || (c !== "," && c !== "\n" && c !== "\r")) field += c;
-    else if (c === ",") endField();
-    else if (c === "\n") endRecord();
-  }
-  if (field || record.length) endRecord();
-  return records;
-}
-
-// The tables spell non-finite numbers as pandas does (nan, inf); JSON has no such values.
-function csvValue(field: string): string | number | null {
-  if (/^(nan|-?inf)$/i.test(field)) return null;
-  if (field !== "" && /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(field)) return Number(field);
-  return field;
 }
