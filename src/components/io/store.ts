@@ -14,8 +14,14 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join, basename } from "node:path";
+import { createHash } from "node:crypto";
 import type { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
+
+/** Hex sha256, as sha256sum prints it. */
+export function sha256(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
 
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
   mkdirSync(dirname(path), { recursive: true });

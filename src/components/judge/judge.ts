@@ -1,11 +1,10 @@
 // A Judge decides whether a model response refuses its request. The analysis judges hundreds of
 // responses per run, so judges take batches; the openai judge caches every verdict on disk so a
 // rerun (or a resumed run) never pays for the same (judge, prompt, response) twice.
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import { appendJsonl, writeFileAtomic } from "../io/store.js";
+import { appendJsonl, sha256, writeFileAtomic } from "../io/store.js";
 
 export const Verdict = z.object({
   isRefusal: z.boolean(),
@@ -455,9 +454,7 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 const CacheRecord = z.object({ key: z.string(), value: z.unknown() });
 
 function cacheKey(identity: readonly string[], prompt: string, response: string): string {
-  return createHash("sha256")
-    .update(JSON.stringify([...identity, prompt, response]))
-    .digest("hex");
+  return sha256(JSON.stringify([...identity, prompt, response]));
 }
 
 interface Cache {
