@@ -161,3 +161,18 @@ def test_steering_rejects_unknown_layers_and_experts(loaded: dict[str, Loaded]) 
         steering(loaded["qwen2_moe"], {"1": {"deactivate": [0]}})
     with pytest.raises(EngineError, match="expert 9 in layer 0"):
         steering(loaded["olmoe"], {"0": {"activate": [9]}})
+
+
+def test_past_256_experts_the_shard_holds_uint16_ids(tmp_path: Path) -> None:
+    from steermoe_engine.models import load
+    from steermoe_engine.tiny import TinySize, build_tiny
+
+    built = build_tiny("olmoe", str(tmp_path / "wide"), seed=0, size=TinySize(layers=1, experts=300, top_k=2))
+    model = load(built["path"], "fp32", "cpu", False)
+    shards = shards_for(tmp_path, [2])
+    samples = generate(model, CONVERSATIONS[:2], [0, 1], Sampling(8, 1.0, 1.0), shards=shards)
+    for sample, routing in zip(samples, read_shards(shards), strict=True):
+        assert routing["prompt"].dtype == np.uint16 and routing["generation"].dtype == np.uint16
+        ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
+        np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
+    assert (np.concatenate([r["prompt"] for r in read_shards(shards)]) >= 256).any()
