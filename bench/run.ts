@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { analyze } from "../src/recipes/analyze.js";
+import { readRoutingShard, type RoutingTrace } from "../src/components/io/routing.js";
 import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine/client.js";
 import type { GeneratedSample, Messages, ModelInfo } from "../src/components/engine/protocol.js";
 import {
@@ -201,6 +202,10 @@ async function analysisSection(
   let lengths: number[] = [];
   let baseRuns: BaselineRun[] = [];
   let sample: GeneratedSample[] = [];
+  let routing: RoutingTrace[] = [];
+  const shards = [
+    { path: join(work, "bench.safetensors"), sample_ids: conversations.map((_, i) => String(i)) },
+  ];
   // CPU seconds a process spends on `work`: unlike wall time, barely moved by other work.
   const cpuOf = async <T>(pid: number | undefined, work: () => Promise<T>) => {
     const before = cpuSeconds(pid);
@@ -211,14 +216,17 @@ async function analysisSection(
     for (let round = 0; round < P.rounds; round++) {
       const record = async () => {
         const { value: t, cpu: c } = await cpuOf(engine.pid, () =>
-          timed(() => engine.generate(conversations, seeds, sampling, true)),
+          timed(() => engine.generate(conversations, seeds, sampling, shards)),
         );
-        // steermoe's analysis = generation with routing recorded + the risk-difference count.
-        const batch: RoutedSample[] = t.value.map((s, i) => ({
-          label: prompts[i]!.label,
-          expertIds: s.routing!.generation.expert_ids.data as Uint8Array,
-        }));
-        const count = await timed(() => computeRiskDiff([batch], shape));
+        // steermoe's analysis = generation with routing recorded + reading it back and counting.
+        const count = await timed(() => {
+          routing = readRoutingShard(shards[0]!.path).traces;
+          const batch: RoutedSample[] = routing.map((r, i) => ({
+            label: prompts[i]!.label,
+            expertIds: r.generation,
+          }));
+          return computeRiskDiff([batch], shape);
+        });
         countMs.push(count.seconds * 1000);
         recorded.push(t.seconds + count.seconds);
         cpu.recorded.push(c);
@@ -227,7 +235,7 @@ async function analysisSection(
       };
       const noRecord = async () => {
         const { value: t, cpu: c } = await cpuOf(engine.pid, () =>
-          timed(() => engine.generate(conversations, seeds, sampling, false)),
+          timed(() => engine.generate(conversations, seeds, sampling)),
         );
         plain.push(t.seconds);
         cpu.plain.push(c);
@@ -266,7 +274,7 @@ async function analysisSection(
   const rec = perSecond(recorded, tokens);
   const noRec = perSecond(plain, tokens);
   const ref = perSecond(reference, baseTokens);
-  const check = compareWithBaseline(sample, baseRuns[0]!, P.baseline, info);
+  const check = compareWithBaseline(sample, routing, baseRuns[0]!, P.baseline, info);
   baseRuns = baseRuns.map((r) => ({ ...r, outputs: [] }));
   return {
     prompts: prompts.length,
@@ -296,7 +304,13 @@ async function analysisSection(
 
 /** Do the baseline's outputs and top-k experts equal steermoe's? Compared as sets per token and
  * layer, over the generated tokens both produced identically. */
-function compareWithBaseline(ours: GeneratedSample[], base: BaselineRun, indices: number[], info: ModelInfo) {
+function compareWithBaseline(
+  ours: GeneratedSample[],
+  routing: RoutingTrace[],
+  base: BaselineRun,
+  indices: number[],
+  info: ModelInfo,
+) {
   const L = info.moe_layers.length;
   const K = info.top_k;
   let sameText = 0;
@@ -312,7 +326,7 @@ function compareWithBaseline(ours: GeneratedSample[], base: BaselineRun, indices
     if (same) sameText++;
     let prefix = 0;
     while (prefix < ids.length && ids[prefix] === theirs.generated_ids[prefix]) prefix++;
-    const recorded = mine.routing!.generation.expert_ids.data as Uint8Array;
+    const recorded = routing[index]!.generation;
     // Routing of a token depends on the tokens before it: compare up to the first divergence.
     for (let t = 0; t < prefix; t++) {
       tokens++;
@@ -593,8 +607,7 @@ async function rooflineSection(engine: Engine, info: ModelInfo, prompts: PromptR
   const bw = await runPython<{ bytes_per_second: number; device: string }>(["bandwidth"]);
   const conv = [prompts[0]!.messages];
   const run = async (n: number) =>
-    (await timed(() => engine.generate(conv, [0], { maxNewTokens: n, temperature: 0, topP: 1 }, false)))
-      .seconds;
+    (await timed(() => engine.generate(conv, [0], { maxNewTokens: n, temperature: 0, topP: 1 }))).seconds;
   await run(2);
   const steps = 128;
   const times = [];

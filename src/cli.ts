@@ -580,8 +580,8 @@ export function program(): Command {
     .description("write one self-contained report.html for a run (works on unfinished runs too)")
     .requiredOption("--run <dir>", "run folder")
     .option("--out <file>", "where to write the page (default RUN/report.html)")
-    .action((flags: { run: string; out?: string }) => {
-      const result = report(flags.run, flags.out);
+    .action(async (flags: { run: string; out?: string }) => {
+      const result = await report(flags.run, flags.out);
       if (result.missing.length) console.log(`not in the run yet: ${result.missing.join(", ")}`);
       console.log(`report → ${result.path}`);
     });

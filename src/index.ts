@@ -22,12 +22,7 @@ export { UserError } from "./components/errors.js";
 export { ModelConfig, SamplingConfig } from "./components/config.js";
 export { createJudge, JudgeConfig, type Judge, type Verdict } from "./components/judge/judge.js";
 export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/method/riskdiff.js";
-export {
-  readRoutingShard,
-  writeRoutingShard,
-  type RoutingTrace,
-  type RoutingLayout,
-} from "./components/io/routing.js";
+export { readRoutingShard, type RoutingTrace, type RoutingLayout } from "./components/io/routing.js";
 export { Steering } from "./components/method/steering.js";
 export { writeSyntheticData } from "./components/data/synthetic.js";
 export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/engine/protocol.js";

@@ -17,6 +17,7 @@ import {
   runAsync,
   tempDir,
 } from "./helpers.js";
+import { steerFromRun } from "../src/components/method/steering.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -90,6 +91,9 @@ test("analyze without QC: every file loads, and numpy recomputes the risk differ
   const report = JSON.parse(check.stdout);
   assert.equal(report.usable_batches, 6);
   assert.equal(report.sorted_desc, true);
+  assert.equal(report.ranking_matches, true, "experts.json ranks the experts as risk_diff.parquet does");
+  const ranking = JSON.parse(readFileSync(join(runDir, "experts.json"), "utf8")).ranking;
+  assert.deepEqual(steerFromRun(runDir, 3, "activate"), { deactivate: [], activate: ranking.slice(0, 3) });
   for (const [key, value] of Object.entries(report.max_abs_diff)) assert.ok((value as number) <= 1e-9, key);
   assert.ok(Math.abs(report.t_multiplier - 2.5705818366147395) < 1e-6); // t(0.975, 5)
 

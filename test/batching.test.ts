@@ -4,13 +4,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../src/components/errors.js";
-import {
-  BatchPlanSchema,
-  dropPairs,
-  planBatches,
-  shuffled,
-  type BatchPlan,
-} from "../src/components/data/batching.js";
+import { dropPairs, planBatches, shuffled, type BatchPlan } from "../src/components/data/batching.js";
 import { loadPairs, presetMapping, type Pair } from "../src/components/data/pairs.js";
 
 const makePairs = (n: number): Pair[] =>
@@ -50,7 +44,6 @@ test("r = 0.5: pairs stay together, safe first, dataset order, leftovers unused"
     label: "unsafe",
     messages: [{ role: "user", content: "unsafe 3" }],
   });
-  assert.doesNotThrow(() => BatchPlanSchema.parse(plan));
 });
 
 test("defaults: B = 16, r = 0.5 gives 8 + 8", () => {

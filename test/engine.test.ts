@@ -139,7 +139,7 @@ test("what libraries print to stdout cannot corrupt the channel", async (t) => {
 
 test("the engine exits when the TypeScript process dies", async () => {
   const script = `
-    import { Engine } from ${JSON.stringify(join(PACKAGE_ROOT, "dist", "src", "components", "engine.js"))};
+    import { Engine } from ${JSON.stringify(join(PACKAGE_ROOT, "dist", "src", "components", "engine", "client.js"))};
     const engine = await Engine.start();
     console.log(engine.pid);
     setInterval(() => {}, 1000);

@@ -120,7 +120,7 @@ async function assertNothingInjected(o: Opened): Promise<void> {
 }
 
 test("analysis-only run: heatmap cells and tooltips, hostile text shown literally, missing parts noted", async () => {
-  const { path, missing } = writeReport(runDir);
+  const { path, missing } = await writeReport(runDir);
   assert.deepEqual(missing.sort(), [
     "eval/results.json",
     "eval/samples.jsonl",
@@ -181,9 +181,17 @@ function writeTrainingAndEval(run: string): void {
     seconds: 0.4,
   }));
   writeFileSync(join(train, "train_log.jsonl"), log.map((r) => JSON.stringify(r) + "\n").join(""));
-  const metric = (rate: number) => ({ rate, low: rate - 0.05, high: rate + 0.05, n: 100 });
+  const metric = (rate: number) => ({
+    rate,
+    low: rate - 0.05,
+    high: rate + 0.05,
+    k: Math.round(rate * 100),
+    n: 100,
+  });
   const results = ["base", `trained ${HOSTILE[1]}`].map((name, i) => ({
     name,
+    source: "model",
+    steered: false,
     metrics: {
       attack_success: metric(0.6 - 0.4 * i),
       plain_refusal: metric(0.9),
@@ -196,9 +204,10 @@ function writeTrainingAndEval(run: string): void {
       model: m.name,
       set,
       id: `${set}-${i}-${j}`,
-      prompt: j === 0 ? HOSTILE_TEXT : `a ${set} request`,
+      prompt: [{ role: "user", content: j === 0 ? HOSTILE_TEXT : `a ${set} request` }],
       response: j === 0 ? `</textarea>${HOSTILE[0]}` : "I'm sorry, but I can't help with that.",
       is_refusal: j !== 0,
+      reason: "keyword",
     })),
   );
   writeFileSync(join(run, "eval", "samples.jsonl"), rows.map((r) => JSON.stringify(r) + "\n").join(""));
@@ -207,7 +216,7 @@ function writeTrainingAndEval(run: string): void {
 test("with training and evaluation files: curves, trained experts, eval table and filtered examples", async () => {
   mkdirSync(join(runDir, "train"), { recursive: true });
   writeTrainingAndEval(runDir);
-  const { path, missing } = writeReport(runDir, join(dir, "full-report.html"));
+  const { path, missing } = await writeReport(runDir, join(dir, "full-report.html"));
   assert.deepEqual(missing, []);
 
   const o = await open(path);
@@ -232,11 +241,11 @@ test("with training and evaluation files: curves, trained experts, eval table an
 
 test("an empty folder still gives a page, with a note for every section", async (t) => {
   const empty = tempDir(t);
-  const { path, missing } = writeReport(empty);
+  const { path, missing } = await writeReport(empty);
   assert.equal(missing.length, 8);
   const o = await open(path);
   assert.equal(await o.page.locator("section p.note").count(), 9);
-  assert.match(await o.page.locator("#heatmap").innerText(), /not available: risk_diff\.csv missing/);
+  assert.match(await o.page.locator("#heatmap").innerText(), /not available: risk_diff\.parquet missing/);
   assert.deepEqual(o.problems, []);
   await o.page.close();
 });

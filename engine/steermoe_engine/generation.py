@@ -16,7 +16,7 @@ from transformers import DynamicCache
 from .control import LayerControl, RouterControl
 from .errors import EngineError
 from .models import Loaded
-from .routing import RoutingRecorder
+from .routing import RoutingRecorder, SampleRouting, Shard, write_shards
 
 Messages = list[dict[str, str]]
 
@@ -62,15 +62,6 @@ def _sample(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Gen
     return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
 
 
-def _routing_part(ids: torch.Tensor, weights: torch.Tensor) -> dict[str, np.ndarray]:
-    # Recorded as int16 past 256 experts (torch's widest small int), sent as uint16.
-    expert_ids = ids.cpu().numpy()
-    return {
-        "expert_ids": expert_ids.astype(np.uint16) if expert_ids.dtype == np.int16 else expert_ids,
-        "weights": weights.cpu().numpy(),
-    }
-
-
 def _pad_id(loaded: Loaded) -> int:
     pad: int | None = loaded.tokenizer.pad_token_id
     return pad if pad is not None else min(_eos_ids(loaded))
@@ -86,11 +77,12 @@ def generate(
     conversations: list[Messages],
     seeds: list[int],
     sampling: Sampling,
-    record: bool,
+    shards: list[Shard],
     steer: dict[int, LayerControl] | None = None,
 ) -> list[dict[str, Any]]:
-    """`steer` changes routing during generation (RouterControl); what is recorded is what the
-    steered layers really used."""
+    """Routing is recorded when `shards` says where to write it. `steer` changes routing during
+    generation (RouterControl); what is recorded is what the steered layers really used."""
+    record = bool(shards)
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     eos_set = _eos_ids(loaded)
     eos_ids = torch.tensor(sorted(eos_set), device=device)
@@ -142,32 +134,38 @@ def generate(
         # Decode forwards see one token per row: [batch, steps, layers, k].
         step_ids = torch.stack(recorder.ids[1:], dim=1).cpu()
         step_w = torch.stack(recorder.weights[1:], dim=1).cpu()
-    results = []
+    results: list[dict[str, Any]] = []
+    routing: list[SampleRouting] = []
     for row, prompt in enumerate(prompts):
         n = int(lengths[row])
         gen = generated[row, :n]
         finished = n > 0 and int(gen[-1]) in eos_set
         text_ids = gen[:-1] if finished else gen
-        result: dict[str, Any] = {
-            "prompt_ids": _id_array(prompt),
-            "generated_ids": _id_array(gen),
-            "text": tokenizer.decode(text_ids.tolist(), skip_special_tokens=True),
-            "finish_reason": "eos" if finished else "length",
-        }
+        results.append(
+            {
+                "prompt_ids": _id_array(prompt),
+                "generated_ids": _id_array(gen),
+                "text": tokenizer.decode(text_ids.tolist(), skip_special_tokens=True),
+                "finish_reason": "eos" if finished else "length",
+            }
+        )
         if record:
             start = width - len(prompt)
-            result["routing"] = {
-                "prompt": _routing_part(prefill_ids[row, start:], prefill_w[row, start:]),
-                "generation": _routing_part(step_ids[row, :n], step_w[row, :n]),
-            }
-        results.append(result)
+            routing.append(
+                {
+                    "prompt": (prefill_ids[row, start:], prefill_w[row, start:]),
+                    "generation": (step_ids[row, :n], step_w[row, :n]),
+                }
+            )
+    if record:
+        write_shards(loaded.adapter, shards, routing)
     return results
 
 
 @torch.inference_mode()
-def replay(loaded: Loaded, conversations: list[Messages]) -> list[dict[str, Any]]:
+def replay(loaded: Loaded, conversations: list[Messages], shards: list[Shard]) -> list[dict[str, Any]]:
     """Teacher-forced pass over conversations ending in an assistant message: records the routing
-    of the prompt and of the response tokens without generating."""
+    of the prompt and of the response tokens into `shards` without generating."""
     model, device = loaded.model, loaded.device
     prompts, fulls = [], []
     for i, messages in enumerate(conversations):
@@ -187,9 +185,10 @@ def replay(loaded: Loaded, conversations: list[Messages]) -> list[dict[str, Any]
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with RoutingRecorder(loaded.adapter) as recorder:
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
-    ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1)
-    weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1)
-    results = []
+    ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
+    weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
+    results: list[dict[str, Any]] = []
+    routing: list[SampleRouting] = []
     for row, (prompt, full) in enumerate(zip(prompts, fulls, strict=True)):
         start, split = width - len(full), width - len(full) + len(prompt)
         response = full[len(prompt) :]
@@ -199,12 +198,15 @@ def replay(loaded: Loaded, conversations: list[Messages]) -> list[dict[str, Any]
                 "generated_ids": _id_array(response),
                 "text": conversations[row][-1]["content"],
                 "finish_reason": "replay",
-                "routing": {
-                    "prompt": _routing_part(ids[row, start:split], weights[row, start:split]),
-                    "generation": _routing_part(ids[row, split:], weights[row, split:]),
-                },
             }
         )
+        routing.append(
+            {
+                "prompt": (ids[row, start:split], weights[row, start:split]),
+                "generation": (ids[row, split:], weights[row, split:]),
+            }
+        )
+    write_shards(loaded.adapter, shards, routing)
     return results
 
 

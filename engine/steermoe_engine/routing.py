@@ -1,19 +1,46 @@
-"""Recording which experts each token was routed to.
+"""Recording which experts each token was routed to, and writing it to routing shards.
 
 A forward hook on every MoE layer's router keeps the (indices, weights) the router returned, so
 what is recorded is exactly what the layer used: nothing is re-derived. Hooks only keep tensors
 on the device; copying to the host happens once, after the whole forward or generation.
+
+A shard (safetensors, opened with `safetensors.numpy.load_file`) holds many samples: for each part
+(prompt, generation) the samples' [tokens, moe_layers, top_k] expert ids (uint8, uint16 past 256
+experts) and float32 router weights are concatenated along tokens, and `<part>.offsets`
+[samples + 1] (int64) says where each sample starts.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.numpy import save_file
 from torch import nn
 
 from .adapters import MoeAdapter
+from .errors import EngineError
+
+ROUTING_FORMAT = "steermoe.routing.v1"
+PARTS = ("prompt", "generation")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Where the routing of consecutive samples of a request goes, and their ids."""
+
+    path: str
+    sample_ids: list[str]
+
+
+# One sample's routing: part -> (expert ids, router weights), each [tokens, moe_layers, top_k].
+SampleRouting = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 class RoutingRecorder:
@@ -51,3 +78,41 @@ class RoutingRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _expert_ids(ids: torch.Tensor) -> np.ndarray:
+    # Recorded as int16 past 256 experts (torch's widest small int), stored as uint16.
+    array = ids.numpy()
+    return array.view(np.uint16) if array.dtype == np.int16 else array
+
+
+def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleRouting]) -> None:
+    """Each shard takes the next len(sample_ids) samples, in order; written whole or not at all."""
+    if sum(len(s.sample_ids) for s in shards) != len(samples):
+        raise EngineError(
+            f"the routing shards name {sum(len(s.sample_ids) for s in shards)} samples, not {len(samples)}"
+        )
+    metadata = {
+        "format": ROUTING_FORMAT,
+        "moe_layers": json.dumps(adapter.moe_layer_indices, separators=(",", ":")),
+        "num_experts": str(adapter.num_experts),
+        "top_k": str(adapter.top_k),
+    }
+    start = 0
+    for shard in shards:
+        chunk = samples[start : start + len(shard.sample_ids)]
+        start += len(shard.sample_ids)
+        tensors: dict[str, np.ndarray] = {}
+        for part in PARTS:
+            ids = [sample[part][0] for sample in chunk]
+            offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(x) for x in ids])
+            tensors[f"{part}.expert_ids"] = np.ascontiguousarray(_expert_ids(torch.cat(ids)))
+            tensors[f"{part}.router_weights"] = np.ascontiguousarray(torch.cat([s[part][1] for s in chunk]).numpy())
+            tensors[f"{part}.offsets"] = offsets
+        path = Path(shard.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        ids_json = json.dumps(shard.sample_ids, separators=(",", ":"), ensure_ascii=False)
+        save_file(tensors, str(tmp), metadata={**metadata, "sample_ids": ids_json})
+        os.replace(tmp, path)

@@ -16,6 +16,7 @@ from .errors import EngineError
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .generation import Sampling, generate, replay
 from .models import Loaded, describe, load
+from .routing import Shard
 from .tiny import TinySize, build_tiny
 from .training import Batch, RouterLoss, Trainer, TrainSetup
 
@@ -73,11 +74,12 @@ class Server:
         sampling = Sampling(params["max_new_tokens"], params["temperature"], params["top_p"])
         loaded = self._model()
         steer = steering(loaded, params.get("steer", {}))
-        samples = generate(loaded, params["conversations"], params["seeds"], sampling, params["record"], steer)
-        return {"samples": samples}
+        shards = [Shard(**shard) for shard in params["shards"]]
+        return {"samples": generate(loaded, params["conversations"], params["seeds"], sampling, shards, steer)}
 
     def replay(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"samples": replay(self._model(), params["conversations"])}
+        shards = [Shard(**shard) for shard in params["shards"]]
+        return {"samples": replay(self._model(), params["conversations"], shards)}
 
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))

@@ -4,12 +4,17 @@ teacher-forced pass per sample, unpadded, whose router logits come from transfor
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 from steermoe_engine.generation import Sampling, generate, replay
 from steermoe_engine.models import Loaded
+from steermoe_engine.routing import ROUTING_FORMAT, Shard
 
 from .conftest import ARCHS
 
@@ -33,23 +38,55 @@ def reference_experts(loaded: Loaded, token_ids: list[int]) -> np.ndarray:
     return np.sort(torch.stack(per_layer, dim=1).numpy(), axis=-1)
 
 
-def recorded_experts(sample: dict) -> np.ndarray:
-    parts = sample["routing"]
-    return np.sort(np.concatenate([parts["prompt"]["expert_ids"], parts["generation"]["expert_ids"]]), axis=-1)
+def shards_for(tmp_path: Path, sizes: list[int]) -> list[Shard]:
+    ids = iter(range(sum(sizes)))
+    return [
+        Shard(str(tmp_path / f"shard-{i}.safetensors"), [f"s{next(ids)}" for _ in range(n)])
+        for i, n in enumerate(sizes)
+    ]
+
+
+def read_shards(shards: list[Shard]) -> list[dict[str, np.ndarray]]:
+    """Per sample, in order: {part: expert ids, part.weights: router weights}, as a reader of the
+    README would slice them."""
+    samples = []
+    for shard in shards:
+        tensors = load_file(shard.path)
+        with open(shard.path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        assert header["__metadata__"]["format"] == ROUTING_FORMAT
+        assert json.loads(header["__metadata__"]["sample_ids"]) == shard.sample_ids
+        for i in range(len(shard.sample_ids)):
+            sample = {}
+            for part in ("prompt", "generation"):
+                off = tensors[f"{part}.offsets"]
+                assert off.dtype == np.int64 and len(off) == len(shard.sample_ids) + 1
+                sample[part] = tensors[f"{part}.expert_ids"][off[i] : off[i + 1]]
+                sample[f"{part}.weights"] = tensors[f"{part}.router_weights"][off[i] : off[i + 1]]
+            samples.append(sample)
+    return samples
+
+
+def recorded_experts(routing: dict[str, np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate([routing["prompt"], routing["generation"]]), axis=-1)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("batch", [1, 8])
-def test_generation_routing_matches_teacher_forced_pass(arch: str, batch: int, loaded: dict[str, Loaded]) -> None:
+def test_generation_routing_matches_teacher_forced_pass(
+    arch: str, batch: int, loaded: dict[str, Loaded], tmp_path: Path
+) -> None:
     model = loaded[arch]
     convs = (CONVERSATIONS * 2)[:batch]
-    samples = generate(model, convs, seeds=list(range(batch)), sampling=Sampling(24, 1.0, 1.0), record=True)
-    for sample in samples:
+    shards = shards_for(tmp_path, [batch // 2, batch - batch // 2] if batch > 1 else [1])
+    samples = generate(model, convs, seeds=list(range(batch)), sampling=Sampling(24, 1.0, 1.0), shards=shards)
+    for sample, routing in zip(samples, read_shards(shards), strict=True):
         ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
-        assert sample["routing"]["prompt"]["expert_ids"].shape[0] == len(sample["prompt_ids"])
-        assert sample["routing"]["generation"]["expert_ids"].shape[0] == len(sample["generated_ids"])
-        np.testing.assert_array_equal(recorded_experts(sample), reference_experts(model, ids))
-        weights = sample["routing"]["generation"]["weights"]
+        assert routing["prompt"].shape[0] == len(sample["prompt_ids"])
+        assert routing["generation"].shape[0] == len(sample["generated_ids"])
+        assert routing["generation"].dtype == np.uint8
+        np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
+        weights = routing["generation.weights"]
         assert weights.dtype == np.float32 and np.all(weights > 0)
         if model.adapter.normalize_topk:
             np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
@@ -57,13 +94,12 @@ def test_generation_routing_matches_teacher_forced_pass(arch: str, batch: int, l
 
 def test_samples_do_not_depend_on_their_batch(loaded: dict[str, Loaded]) -> None:
     model = loaded["olmoe"]
-    alone = generate(model, CONVERSATIONS[1:2], seeds=[7], sampling=Sampling(16, 1.0, 1.0), record=False)
-    together = generate(model, CONVERSATIONS, seeds=[5, 7, 9, 11], sampling=Sampling(16, 1.0, 1.0), record=False)
+    alone = generate(model, CONVERSATIONS[1:2], seeds=[7], sampling=Sampling(16, 1.0, 1.0), shards=[])
+    together = generate(model, CONVERSATIONS, seeds=[5, 7, 9, 11], sampling=Sampling(16, 1.0, 1.0), shards=[])
     assert alone[0]["generated_ids"].tolist() == together[1]["generated_ids"].tolist()
-    assert "routing" not in alone[0]
 
 
-def test_stops_at_eos_and_drops_what_follows(loaded: dict[str, Loaded]) -> None:
+def test_stops_at_eos_and_drops_what_follows(loaded: dict[str, Loaded], tmp_path: Path) -> None:
     model = loaded["olmoe"]
     eos = model.tokenizer.eos_token_id
     # Make end-of-sequence the likeliest token after a few steps by biasing the LM head.
@@ -72,42 +108,61 @@ def test_stops_at_eos_and_drops_what_follows(loaded: dict[str, Loaded]) -> None:
         model.model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.model.config.vocab_size))
         model.model.lm_head.bias[eos] = 8.0
     try:
-        samples = generate(model, CONVERSATIONS, seeds=[0, 1, 2, 3], sampling=Sampling(32, 1.0, 1.0), record=True)
+        shards = shards_for(tmp_path, [4])
+        samples = generate(model, CONVERSATIONS, seeds=[0, 1, 2, 3], sampling=Sampling(32, 1.0, 1.0), shards=shards)
     finally:
         model.model.lm_head.bias = saved
-    for sample in samples:
+    for sample, routing in zip(samples, read_shards(shards), strict=True):
         gen = sample["generated_ids"].tolist()
         assert sample["finish_reason"] == "eos" and gen[-1] == eos and eos not in gen[:-1]
-        assert sample["routing"]["generation"]["expert_ids"].shape[0] == len(gen)
+        assert routing["generation"].shape[0] == len(gen)
 
 
 def test_greedy_and_top_p(loaded: dict[str, Loaded]) -> None:
     model = loaded["mixtral"]
-    greedy = [generate(model, CONVERSATIONS[:2], [s, s + 1], Sampling(12, 0.0, 1.0), False) for s in (0, 99)]
+    greedy = [generate(model, CONVERSATIONS[:2], [s, s + 1], Sampling(12, 0.0, 1.0), []) for s in (0, 99)]
     assert [g["generated_ids"].tolist() for g in greedy[0]] == [g["generated_ids"].tolist() for g in greedy[1]]
     # A vanishing top-p keeps only the most likely token: the same as greedy.
-    nucleus = generate(model, CONVERSATIONS[:2], [3, 4], Sampling(12, 1.0, 1e-6), False)
+    nucleus = generate(model, CONVERSATIONS[:2], [3, 4], Sampling(12, 1.0, 1e-6), [])
     assert [g["generated_ids"].tolist() for g in nucleus] == [g["generated_ids"].tolist() for g in greedy[0]]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_replay_records_response_routing(arch: str, loaded: dict[str, Loaded]) -> None:
+def test_replay_records_response_routing(arch: str, loaded: dict[str, Loaded], tmp_path: Path) -> None:
     model = loaded[arch]
     convs = [[*c, {"role": "assistant", "content": "I'm sorry, but I cannot help with that."}] for c in CONVERSATIONS]
-    for sample in replay(model, convs):
+    shards = shards_for(tmp_path, [3, 1])
+    for sample, routing in zip(replay(model, convs, shards), read_shards(shards), strict=True):
         ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
         assert model.tokenizer.decode(sample["generated_ids"].tolist()).startswith("I'm sorry")
-        np.testing.assert_array_equal(recorded_experts(sample), reference_experts(model, ids))
+        assert routing["generation"].shape[0] == len(sample["generated_ids"])
+        np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
 
 
-def test_steering_shows_in_the_recorded_routing(loaded: dict[str, Loaded]) -> None:
+def test_steering_shows_in_the_recorded_routing(loaded: dict[str, Loaded], tmp_path: Path) -> None:
     from steermoe_engine.server import steering
 
     model = loaded["qwen3_moe"]
     controls = steering(model, {"0": {"deactivate": [0, 1, 2, 3]}, "2": {"activate": [6]}})
-    samples = generate(model, CONVERSATIONS, [0, 1, 2, 3], Sampling(16, 1.0, 1.0), record=True, steer=controls)
-    for sample in samples:
-        ids = np.concatenate([sample["routing"]["prompt"]["expert_ids"], sample["routing"]["generation"]["expert_ids"]])
+    shards = shards_for(tmp_path, [4])
+    generate(model, CONVERSATIONS, [0, 1, 2, 3], Sampling(16, 1.0, 1.0), shards=shards, steer=controls)
+    for routing in read_shards(shards):
+        ids = np.concatenate([routing["prompt"], routing["generation"]])
         assert not np.isin(ids[:, 0], [0, 1, 2, 3]).any()
         assert (ids[:, 2] == 6).any(-1).all()
         assert np.isin(ids[:, 1], [0, 1, 2, 3]).any()  # an unsteered layer still uses them
+
+
+def test_past_256_experts_the_shard_holds_uint16_ids(tmp_path: Path) -> None:
+    from steermoe_engine.models import load
+    from steermoe_engine.tiny import TinySize, build_tiny
+
+    built = build_tiny("olmoe", str(tmp_path / "wide"), seed=0, size=TinySize(layers=1, experts=300, top_k=2))
+    model = load(built["path"], "fp32", "cpu", False)
+    shards = shards_for(tmp_path, [2])
+    samples = generate(model, CONVERSATIONS[:2], [0, 1], Sampling(8, 1.0, 1.0), shards=shards)
+    for sample, routing in zip(samples, read_shards(shards), strict=True):
+        assert routing["prompt"].dtype == np.uint16 and routing["generation"].dtype == np.uint16
+        ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
+        np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
+    assert (np.concatenate([r["prompt"] for r in read_shards(shards)]) >= 256).any()

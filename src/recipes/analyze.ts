@@ -6,14 +6,14 @@
 // Generation is the slow part: it lands batch by batch (samples/ and routing/), so a stopped or
 // crashed run resumes at the first unfinished batch. Everything after it is recomputed from those
 // files when the last batch is in.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, type Judge, type Verdict } from "../components/judge/judge.js";
+import { createJudge, JudgeConfig, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
 import type { ModelInfo } from "../components/engine/protocol.js";
@@ -25,11 +25,17 @@ import {
   type RoutedSample,
   routingShape,
 } from "../components/method/riskdiff.js";
-import { readRoutingShard, writeRoutingShard, type RoutingTrace } from "../components/io/routing.js";
+import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { openRun } from "../components/io/run.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
-import { writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
+import { readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
+import {
+  SampleRow,
+  type AnalyzedSampleRow,
+  type BatchesFile,
+  type ExpertsFile,
+} from "../components/io/run-files.js";
 
 export const AnalyzeSettings = z.strictObject({
   model: ModelConfig,
@@ -89,24 +95,6 @@ export interface AnalyzeSummary {
   resumed: boolean;
 }
 
-/** One generated sample as stored in samples/batch-NNNNN.jsonl. */
-interface SampleRow {
-  sample_id: string;
-  pair_id: string;
-  batch_idx: number;
-  in_batch_idx: number;
-  label: "safe" | "unsafe";
-  messages: Sample["messages"];
-  seed: number;
-  prompt_token_ids: number[];
-  generated_token_ids: number[];
-  text: string;
-  finish_reason: string;
-  verdict: Verdict | null;
-  qc_pass: boolean | null;
-  routing: { shard: string; index: number };
-}
-
 const batchName = (b: number) => `batch-${String(b).padStart(5, "0")}`;
 const samplesFile = (run: string, b: number) => join(run, "samples", `${batchName(b)}.jsonl`);
 const routingFile = (b: number) => `routing/${batchName(b)}.safetensors`;
@@ -144,7 +132,11 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       { ...settings, datasetSha256: dataset.datasetSha256 },
       { model, engine: engine.info, dataset: { pairs: dataset.pairs.length, records: dataset.recordCount } },
     );
-    writeJsonAtomic(join(run, "batches.json"), { ...plan, batches: plan.batches.map(batchOutline) });
+    writeJsonAtomic(join(run, "batches.json"), {
+      batch_size: plan.batchSize,
+      safe_ratio: plan.safeRatio,
+      batches: plan.batches.map(batchOutline),
+    } satisfies BatchesFile);
 
     const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
     const perCall = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
@@ -156,7 +148,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
     for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
       const chunk = todo.slice(i, i + perChunk);
-      tokens += await generateBatches(engine, chunk, settings, judge, run, model);
+      tokens += await generateBatches(engine, chunk, settings, judge, run);
       const done = plan.batches.length - todo.length + i + chunk.length;
       bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
     }
@@ -179,22 +171,26 @@ async function generateBatches(
   settings: z.infer<typeof AnalyzeSettings>,
   judge: Judge | undefined,
   run: string,
-  model: ModelInfo,
 ): Promise<number> {
   const samples = batches.flatMap((b) => b.samples);
   // A sample's seed depends only on its place in the plan, so resuming changes nothing.
   const seeds = samples.map((s) => settings.sampling.seed + s.batchIdx * settings.batch.size + s.inBatchIdx);
+  // Each analysis batch's routing goes to its own shard, written by the engine.
+  const shards = batches.map((b) => ({
+    path: join(run, routingFile(b.batchIdx)),
+    sample_ids: b.samples.map((s) => s.sampleId),
+  }));
   const results = await engine.generate(
     samples.map((s) => s.messages),
     seeds,
     settings.sampling,
+    shards,
   );
   const verdicts = judge
     ? await judge.judge(
         samples.map((s, i) => ({ prompt: s.messages.at(-1)!.content, response: results[i]!.text })),
       )
     : undefined;
-  const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
   let tokens = 0;
   let at = 0;
   for (const batch of batches) {
@@ -221,22 +217,10 @@ async function generateBatches(
         routing: { shard: routingFile(batch.batchIdx), index },
       };
     });
-    const traces: RoutingTrace[] = batch.samples.map((s, i) => ({
-      sampleId: s.sampleId,
-      ...results[at - batch.samples.length + i]!.routing!,
-    }));
-    writeRoutingShard(join(run, routingFile(batch.batchIdx)), traces, layout);
     // The samples file is written last: its presence is what marks the batch as done.
     writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows);
   }
   return tokens;
-}
-
-function readBatchRows(run: string, batchIdx: number): SampleRow[] {
-  return readFileSync(samplesFile(run, batchIdx), "utf8")
-    .split("\n")
-    .filter((line) => line)
-    .map((line) => JSON.parse(line) as SampleRow);
 }
 
 /** Quality control: which pairs to drop and why, from the stored verdicts. */
@@ -263,11 +247,12 @@ function qualityControl(rows: SampleRow[], settings: z.infer<typeof AnalyzeSetti
 }
 
 function routedPart(trace: RoutingTrace, tokens: "generation" | "prompt" | "all"): Uint8Array | Uint16Array {
-  if (tokens !== "all") return trace[tokens].expert_ids.data as Uint8Array | Uint16Array;
-  const [p, g] = [trace.prompt.expert_ids.data, trace.generation.expert_ids.data] as Uint8Array[];
-  const all = new (p!.constructor as Uint8ArrayConstructor)(p!.length + g!.length);
-  all.set(p!);
-  all.set(g!, p!.length);
+  if (tokens !== "all") return trace[tokens];
+  const all = new (trace.prompt.constructor as Uint8ArrayConstructor)(
+    trace.prompt.length + trace.generation.length,
+  );
+  all.set(trace.prompt);
+  all.set(trace.generation, trace.prompt.length);
   return all;
 }
 
@@ -278,7 +263,7 @@ async function finish(
   settings: z.infer<typeof AnalyzeSettings>,
   model: ModelInfo,
 ) {
-  const rows = planned.flatMap((b) => readBatchRows(run, b.batchIdx));
+  const rows = planned.flatMap((b) => readJsonl(samplesFile(run, b.batchIdx), SampleRow));
   const dropped = qualityControl(rows, settings);
   const { batches: kept, skippedBatchIdx } = dropPairs(planned, new Set(dropped.keys()));
   const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sampleId)));
@@ -309,7 +294,7 @@ async function finish(
   writeNpy(join(run, "union_expert_mask.npy"), selection.unionMask, dims.slice(1));
   if (random) writeNpy(join(run, "random_batch_expert_masks.npy"), random.batchMasks, dims);
   const perBatch = (sets: ExpertSet[]) => sets.map((experts, b) => ({ batch_idx: b, experts }));
-  writeJsonAtomic(join(run, "experts.json"), {
+  const experts: ExpertsFile = {
     num_layers: model.num_layers,
     moe_layers: model.moe_layers,
     num_experts: model.num_experts,
@@ -318,7 +303,9 @@ async function finish(
     union: selection.union,
     per_batch: perBatch(selection.perBatch),
     ...(random && { random: { union: random.union, per_batch: perBatch(random.perBatch) } }),
-  });
+    ranking: riskDiffRanking(riskDiff),
+  };
+  writeJsonAtomic(join(run, "experts.json"), experts);
 
   const bySample = new Map(rows.map((r) => [r.sample_id, r]));
   const toSft = (s: Sample): SftSample => ({ ...s, response: bySample.get(s.sampleId)!.text });
@@ -334,17 +321,15 @@ async function finish(
   writeJsonlAtomic(join(run, "sft_dataset.jsonl"), sft);
 
   const keptBatchIdx = new Set(kept.map((b) => b.batchIdx));
-  writeJsonlAtomic(
-    join(run, "samples.jsonl"),
-    rows.map((r) => ({
-      ...r,
-      kept: keptIds.has(r.sample_id),
-      why: keptIds.has(r.sample_id)
-        ? null
-        : (dropped.get(r.pair_id) ?? (keptBatchIdx.has(r.batch_idx) ? null : "batch skipped: no pair left")),
-    })),
-  );
-  writeJsonAtomic(join(run, "batches.json"), {
+  const analyzed = rows.map((r): AnalyzedSampleRow => ({
+    ...r,
+    kept: keptIds.has(r.sample_id),
+    why: keptIds.has(r.sample_id)
+      ? null
+      : (dropped.get(r.pair_id) ?? (keptBatchIdx.has(r.batch_idx) ? null : "batch skipped: no pair left")),
+  }));
+  writeJsonlAtomic(join(run, "samples.jsonl"), analyzed);
+  const batches: BatchesFile = {
     batch_size: settings.batch.size,
     safe_ratio: settings.batch.safeRatio,
     batches: planned.map((b) => ({
@@ -352,7 +337,8 @@ async function finish(
       kept: keptBatchIdx.has(b.batchIdx),
       kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sampleId)).map((s) => s.sampleId),
     })),
-  });
+  };
+  writeJsonAtomic(join(run, "batches.json"), batches);
   return {
     keptBatches: kept.length,
     keptPairs: new Set(kept.flatMap((b) => b.samples.map((s) => s.pairId))).size,

@@ -66,7 +66,7 @@ export async function demo(
       },
       { out: join(run, "eval"), engine },
     );
-    const page = report(run);
+    const page = await report(run);
     return {
       run,
       report: page.path,

@@ -21,6 +21,7 @@ import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { checkDelta } from "../components/method/delta.js";
+import type { EvalResults, EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
 export const EvalModel = z.strictObject({
@@ -56,13 +57,7 @@ export const METRICS = {
 } as const;
 export type Metric = keyof typeof METRICS;
 
-export interface ModelResult {
-  name: string;
-  source: string;
-  delta?: string;
-  steered: boolean;
-  metrics: Partial<Record<Metric, Rate>>;
-}
+export type ModelResult = EvalResults[number];
 
 interface Item {
   set: "jailbreak" | "plain" | "benign";
@@ -132,7 +127,7 @@ export async function evaluate(
   }
   return withEngine(options.engine ?? {}, async (engine) => {
     const results: ModelResult[] = [];
-    const rows: object[] = [];
+    const rows: EvalSampleRow[] = [];
     for (const spec of settings.models) {
       const source = resolveModel(spec.model.source);
       const info = await engine.load({ ...spec.model, source });
@@ -161,7 +156,7 @@ export async function evaluate(
             set: item.set,
             id: item.id,
             prompt: item.messages,
-            response: responses[i],
+            response: responses[i]!,
             is_refusal: verdicts[i]!.isRefusal,
             reason: verdicts[i]!.reason,
           }),
@@ -202,7 +197,7 @@ async function generateAll(
       chunk.map((item) => item.messages),
       chunk.map((_, i) => settings.sampling.seed + start + i),
       settings.sampling,
-      false,
+      [],
       steer,
     );
     responses.push(...samples.map((s) => s.text));

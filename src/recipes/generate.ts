@@ -4,7 +4,7 @@
 // out/
 //   meta.json                      settings, model, engine versions, counts, complete or not
 //   samples.jsonl                  id, messages, token ids, text, finish reason, routing location
-//   routing/shard-NNNNN.safetensors  one per compute batch (see components/routing.ts)
+//   routing/shard-NNNNN.safetensors  one per compute batch, written by the engine (README)
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
@@ -14,8 +14,8 @@ import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
-import { writeRoutingShard } from "../components/io/routing.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import type { GeneratedRow } from "../components/io/run-files.js";
 
 export const GenerateConfig = z.strictObject({
   model: ModelConfig,
@@ -54,8 +54,7 @@ export async function generate(
       throw new UserError("--steer works with generation, not with --replay");
     const steer = config.steer ? steerRequest(config.steer, model, "--steer") : {};
     const batchSize = computeBatchSize(config.batchSize, engine.info.cuda);
-    const layout = { moeLayers: model.moe_layers, numExperts: model.num_experts, topK: model.top_k };
-    const rows: object[] = [];
+    const rows: GeneratedRow[] = [];
     const started = Date.now();
     let generatedTokens = 0;
     const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");
@@ -73,21 +72,17 @@ export async function generate(
     for (let start = 0; start < conversations.length && !options.signal?.aborted; start += batchSize) {
       const chunk = conversations.slice(start, start + batchSize);
       const messages = chunk.map((c) => c.messages);
+      const shard = `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
+      const shards = [{ path: join(config.out, shard), sample_ids: chunk.map((c) => c.id) }];
       const samples = config.replay
-        ? await engine.replay(messages)
+        ? await engine.replay(messages, shards)
         : await engine.generate(
             messages,
             chunk.map((_, i) => config.sampling.seed + start + i),
             config.sampling,
-            true,
+            shards,
             steer,
           );
-      const shard = `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
-      writeRoutingShard(
-        join(config.out, shard),
-        samples.map((s, i) => ({ sampleId: chunk[i]!.id, ...s.routing! })),
-        layout,
-      );
       samples.forEach((s, i) => {
         generatedTokens += s.generated_ids.data.length;
         rows.push({

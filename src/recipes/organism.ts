@@ -5,12 +5,11 @@
 // Built from nothing but a seed: synthetic data → a tiny OLMoE with a tokenizer trained on that
 // data → steermoe's own training recipe (train --data ... --trainable all) → model folder with a
 // manifest (sha256 of every file, the settings, how to rebuild).
-import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { sha256, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import {
   generateSyntheticData,
   organismConversations,
@@ -56,12 +55,7 @@ export async function buildOrganism(out: string, engineOptions: EngineOptions = 
       const files = Object.fromEntries(
         readdirSync(model)
           .sort()
-          .map((f) => [
-            f,
-            createHash("sha256")
-              .update(readFileSync(join(model, f)))
-              .digest("hex"),
-          ]),
+          .map((f) => [f, sha256(readFileSync(join(model, f)))]),
       );
       writeJsonAtomic(join(out, "manifest.json"), {
         what: "steermoe model organism: small OLMoE, aligned but jailbreakable by FlipAttack-style prompts",

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { UserError } from "../components/errors.js";
 import { writeReport, type ReportResult } from "../components/report/report.js";
 
-export function report(run: string, out?: string): ReportResult {
+export async function report(run: string, out?: string): Promise<ReportResult> {
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }

@@ -17,14 +17,14 @@ import { progress } from "../components/progress.js";
 import type { ModelInfo } from "../components/engine/protocol.js";
 import {
   expertLabel,
-  ExpertSetSchema,
   expertMask,
+  type ExpertRef,
   stackedMasks,
   routingShape,
 } from "../components/method/riskdiff.js";
 import { DELTA_FORMAT } from "../components/method/delta.js";
 import { openRun } from "../components/io/run.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { readJson, readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { writeNpy } from "../components/io/tables.js";
 import {
   checkExperts,
@@ -34,9 +34,15 @@ import {
   labelled,
   layerExperts,
   learningRate,
-  type ExpertRef,
   type TrainBatch,
 } from "../components/method/training-plan.js";
+import {
+  AnalysisConfig,
+  ExpertsFile,
+  SftRow,
+  type TrainingMetadata,
+  type TrainLogRow,
+} from "../components/io/run-files.js";
 
 export const TrainSettings = z.strictObject({
   /** An analysis run folder: its batches, SFT targets and expert sets. */
@@ -91,18 +97,7 @@ export interface TrainSummary {
   resumed: boolean;
 }
 
-interface LogRow {
-  step: number;
-  epoch: number;
-  batch_idx: number;
-  sample_ids: string[];
-  loss: number;
-  router_loss: number;
-  lr: number;
-  grad_norm: number;
-  tokens: number;
-  seconds: number;
-}
+type LogRow = TrainLogRow;
 
 /** What to train: the batches in analysis order, the trained set, and the model it was measured on. */
 interface Plan {
@@ -113,65 +108,22 @@ interface Plan {
   describe: Record<string, unknown>;
 }
 
-const AnalysisConfig = z.object({
-  kind: z.literal("analyze"),
-  settings: z.object({ model: ModelConfig, batch: z.object({ size: z.number(), safeRatio: z.number() }) }),
-  model: z
-    .object({ num_layers: z.number(), moe_layers: z.array(z.number()), num_experts: z.number() })
-    .loose(),
-});
-
-const SftRow = z.object({
-  batch_idx: z.number().int(),
-  sample_id: z.string(),
-  label: z.string(),
-  messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string() })),
-});
-
-const ExpertsFile = z.object({
-  global: ExpertSetSchema,
-  union: ExpertSetSchema,
-  per_batch: z.array(z.object({ batch_idx: z.number().int(), experts: ExpertSetSchema })),
-  random: z
-    .object({
-      union: ExpertSetSchema,
-      per_batch: z.array(z.object({ batch_idx: z.number(), experts: ExpertSetSchema })),
-    })
-    .optional(),
-});
-
-function readJson<S extends z.ZodType>(path: string, schema: S, what: string): z.infer<S> {
-  if (!existsSync(path)) throw new UserError(`${path} is missing: ${what}`);
-  const parsed = schema.safeParse(JSON.parse(readFileSync(path, "utf8")));
-  if (!parsed.success) throw new UserError(`${path} ${zodProblem(parsed.error)}`);
-  return parsed.data;
-}
-
 function fromRun(run: string, settings: Settings): Plan {
   const config = readJson(join(run, "config.json"), AnalysisConfig, "give a folder made by steermoe analyze");
   const notDone = "the analysis has not finished; rerun steermoe analyze on it first";
   const experts = readJson(join(run, "experts.json"), ExpertsFile, notDone);
-  const sftPath = join(run, "sft_dataset.jsonl");
-  if (!existsSync(sftPath)) throw new UserError(`${sftPath} is missing: ${notDone}`);
-  const rows = readFileSync(sftPath, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((line, i) => {
-      const parsed = SftRow.safeParse(JSON.parse(line));
-      if (!parsed.success) throw new UserError(`${sftPath} line ${i + 1} ${zodProblem(parsed.error)}`);
-      return parsed.data;
-    });
+  const rows = readJsonl(join(run, "sft_dataset.jsonl"), SftRow, notDone);
 
   const source = settings.experts;
   let trained: ExpertRef[];
-  let perBatch = new Map(experts.per_batch.map((b) => [b.batch_idx, b.experts as ExpertRef[]]));
+  let perBatch = new Map<number, ExpertRef[]>(experts.per_batch.map((b) => [b.batch_idx, b.experts]));
   if (source === "batch-union") trained = experts.union;
   else if (source === "global") trained = experts.global;
   else if (source === "random") {
     if (!experts.random)
       throw new UserError(`${run} has no random expert sets: run analyze with --random-experts`);
     trained = experts.random.union;
-    perBatch = new Map(experts.random.per_batch.map((b) => [b.batch_idx, b.experts as ExpertRef[]]));
+    perBatch = new Map(experts.random.per_batch.map((b) => [b.batch_idx, b.experts]));
   } else trained = readExpertsFile(source);
 
   const byBatch = new Map<number, typeof rows>();
@@ -198,10 +150,8 @@ function readExpertsFile(path: string): ExpertRef[] {
   if (!existsSync(path)) {
     throw new UserError(`--experts ${path}: not batch-union, global or random, and no such file`);
   }
-  const value = JSON.parse(readFileSync(path, "utf8")) as unknown;
-  const list = ExpertList.safeParse(
-    Array.isArray(value) ? value : (value as { union?: unknown; experts?: unknown }).union,
-  );
+  const value = readJson(path, z.unknown());
+  const list = ExpertList.safeParse(Array.isArray(value) ? value : (value as { union?: unknown }).union);
   if (!list.success)
     throw new UserError(`${path} ${zodProblem(list.error)}: expected a list of {layer, expert}`);
   return list.data;
@@ -374,7 +324,7 @@ async function runSteps(
     totalSteps: total,
     trainedExperts: settings.trainable === "experts" ? plan.trained.length : 0,
     totalExperts: model.moe_layers.length * model.num_experts,
-    finalLoss: log.at(-1)?.loss,
+    finalLoss: log.at(-1)?.loss ?? undefined,
     resumed,
   };
   if (step < total) return { ...summary, complete: false };
@@ -424,7 +374,7 @@ async function writeOutputs(
       apply: `steermoe apply-delta --base ${model.source} --delta ${join(out, "expert_delta.safetensors")} --out DIR`,
     });
   }
-  writeJsonAtomic(join(out, "training_metadata.json"), {
+  const metadata: TrainingMetadata = {
     model: model.source,
     model_type: model.model_type,
     ...plan.describe,
@@ -449,5 +399,6 @@ async function writeOutputs(
     settings,
     final_loss: stats.log.at(-1)?.loss ?? null,
     seconds: stats.log.reduce((s, r) => s + r.seconds, 0),
-  });
+  };
+  writeJsonAtomic(join(out, "training_metadata.json"), metadata);
 }

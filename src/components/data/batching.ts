@@ -5,40 +5,36 @@
 // Safe samples and unsafe samples are drawn in order from two pools that follow the same (optionally
 // shuffled) pair order. With nSafe == nUnsafe (B even, r = 0.5) batch b therefore holds both samples
 // of the same pairs; with any other ratio a batch's safe and unsafe samples need not share pairs.
-import { z } from "zod";
+// Plain types: plans are built here, never parsed (the run files that record them have their
+// schemas in io/run-files.ts).
 import { UserError } from "../errors.js";
 import type { Pair } from "./pairs.js";
-import { Messages } from "../engine/protocol.js";
+import type { Messages } from "../engine/protocol.js";
 import { mulberry32, shuffle } from "../method/stats.js";
 
-export const LabelSchema = z.enum(["safe", "unsafe"]);
-
-export const SampleSchema = z.object({
-  sampleId: z.string(),
-  batchIdx: z.number().int().nonnegative(),
-  inBatchIdx: z.number().int().nonnegative(),
-  pairId: z.string(),
-  label: LabelSchema,
-  messages: Messages,
-});
-export type Sample = z.infer<typeof SampleSchema>;
+export interface Sample {
+  sampleId: string;
+  batchIdx: number;
+  inBatchIdx: number;
+  pairId: string;
+  label: "safe" | "unsafe";
+  messages: Messages;
+}
 
 /** Safe samples first, then unsafe. */
-export const MixedBatchSchema = z.object({
-  batchIdx: z.number().int().nonnegative(),
-  samples: z.array(SampleSchema),
-});
-export type MixedBatch = z.infer<typeof MixedBatchSchema>;
+export interface MixedBatch {
+  batchIdx: number;
+  samples: Sample[];
+}
 
-export const BatchPlanSchema = z.object({
-  batchSize: z.number().int(),
-  safeRatio: z.number(),
-  nSafe: z.number().int(),
-  nUnsafe: z.number().int(),
-  seed: z.number().int().nullable(),
-  batches: z.array(MixedBatchSchema),
-});
-export type BatchPlan = z.infer<typeof BatchPlanSchema>;
+export interface BatchPlan {
+  batchSize: number;
+  safeRatio: number;
+  nSafe: number;
+  nUnsafe: number;
+  seed: number | null;
+  batches: MixedBatch[];
+}
 
 export interface BatchOptions {
   batchSize?: number;

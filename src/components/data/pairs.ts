@@ -56,7 +56,7 @@ export function presetMapping(name: string): DatasetMapping {
   return PRESETS[name as PresetName];
 }
 
-export interface LoadOptions {
+export interface LoadPairsOptions {
   /** Ignore the mapping's filter and keep every record. */
   keepFiltered?: boolean;
 }
@@ -68,7 +68,11 @@ export interface LoadedDataset {
   recordCount: number;
 }
 
-export function loadPairs(file: string, mapping: DatasetMapping, options: LoadOptions = {}): LoadedDataset {
+export function loadPairs(
+  file: string,
+  mapping: DatasetMapping,
+  options: LoadPairsOptions = {},
+): LoadedDataset {
   const { records, sha256: datasetSha256 } = readRecords(file);
   const firstIndexOfId = new Map<string, number>();
   const pairs: Pair[] = [];

@@ -1,8 +1,8 @@
 // Reading a data file of records: a JSON array, or JSON Lines with one object per line. Each
 // record keeps where it came from, so errors can name the file and the record (and line).
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { inputError } from "../errors.js";
+import { sha256 } from "../io/store.js";
 
 export interface SourcedRecord {
   value: unknown;
@@ -24,7 +24,7 @@ export function readRecords(file: string): RecordFile {
     const code = (err as NodeJS.ErrnoException).code;
     throw inputError(file, undefined, code === "ENOENT" ? "no such file" : `cannot read the file (${code})`);
   }
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
+
   const text = bytes.toString("utf8").replace(/^\uFEFF/, "");
   let records: SourcedRecord[];
   if (text.trimStart().startsWith("[")) {
@@ -54,5 +54,5 @@ export function readRecords(file: string): RecordFile {
     });
   }
   if (records.length === 0) throw inputError(file, undefined, "the file has no records");
-  return { records, sha256 };
+  return { records, sha256: sha256(bytes) };
 }

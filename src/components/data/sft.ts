@@ -5,6 +5,7 @@ import { z } from "zod";
 import { makeRefusal, OpenAIEndpoint } from "../judge/judge.js";
 import type { Messages } from "../engine/protocol.js";
 import { UserError } from "../errors.js";
+import type { SftRow } from "../io/run-files.js";
 
 export const RefusalSource = z.strictObject({
   /** self: the paired safe sample's refusal; template: one fixed sentence; openai: written by an endpoint. */
@@ -23,16 +24,6 @@ export interface SftSample {
   messages: Messages;
   /** The model's response during analysis. */
   response: string;
-}
-
-export interface SftRow {
-  batch_idx: number;
-  in_batch_idx: number;
-  sample_id: string;
-  pair_id: string;
-  label: "safe" | "unsafe";
-  messages: Messages;
-  target_source: "model" | RefusalSource["source"];
 }
 
 /** The plain request of a pair: the last user message of its safe prompt. */

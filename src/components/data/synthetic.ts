@@ -4,15 +4,15 @@
 // FlipAttack-style in exactly the record shape of the real OLMOE-FWO.json, so `loadPairs(file,
 // presetMapping("flipattack"))` reads it unchanged. Benign requests back over-refusal checks.
 // Everything comes from one seed through mulberry32, so a seed gives byte-identical files.
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import type { Message } from "../engine/protocol.js";
+import type { Conversation } from "./conversations.js";
 import { mulberry32, shuffle } from "../method/stats.js";
-import { writeFileAtomic } from "../io/store.js";
+import { sha256, writeFileAtomic } from "../io/store.js";
 
 /** Bumped whenever the same seed would produce different files. */
 export const SYNTHETIC_GENERATOR_VERSION = 1;
@@ -37,11 +37,6 @@ export interface BenignRecord {
   prompt: string;
   category: string;
   split: "train" | "heldout";
-}
-
-export interface Conversation {
-  id: string;
-  messages: Message[];
 }
 
 export interface SyntheticData {
@@ -306,7 +301,6 @@ export function generateSyntheticData(seed = 0): SyntheticData {
 }
 
 const json = (value: unknown) => JSON.stringify(value, null, 2) + "\n";
-const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 /**
  * Writes train.json and heldout.json (harmful, FlipAttack format), benign.json ({id, prompt,

@@ -3,7 +3,7 @@
 // library prints to stdout can corrupt them; the engine's stderr is kept for error reports.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -26,6 +26,7 @@ import {
   type TrainStepRequest,
   type GeneratedSample,
   type Messages,
+  type RoutingShardRequest,
 } from "./protocol.js";
 
 export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
@@ -194,11 +195,12 @@ export class Engine {
     );
   }
 
+  /** Routing is recorded when `shards` says where: each takes the next samples, in order. */
   async generate(
     conversations: Messages[],
     seeds: number[],
     sampling: Sampling,
-    record = true,
+    shards: RoutingShardRequest[] = [],
     steer: SteerRequest = {},
   ): Promise<GeneratedSample[]> {
     const params = {
@@ -207,14 +209,14 @@ export class Engine {
       max_new_tokens: sampling.maxNewTokens,
       temperature: sampling.temperature,
       top_p: sampling.topP,
-      record,
+      shards: absolute(shards),
       steer,
     };
     return (await this.call("generate", params, GenerateResult)).samples;
   }
 
-  async replay(conversations: Messages[]): Promise<GeneratedSample[]> {
-    return (await this.call("replay", { conversations }, GenerateResult)).samples;
+  async replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]> {
+    return (await this.call("replay", { conversations, shards: absolute(shards) }, GenerateResult)).samples;
   }
 
   buildTiny(
@@ -278,6 +280,9 @@ export class Engine {
     return this.stderrTail.join("\n");
   }
 }
+
+// The engine's working folder is not ours to rely on.
+const absolute = (shards: RoutingShardRequest[]) => shards.map((s) => ({ ...s, path: resolve(s.path) }));
 
 /** A recipe runs on an engine it is given (kept open), or starts one with these options. */
 export type EngineHandle = Engine | EngineOptions;

@@ -52,19 +52,17 @@ export const ModelInfo = z.object({
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
-/** Routing of one span of tokens: [tokens, moe_layers, top_k] expert ids and router weights. */
-export const RoutingPart = z.object({
-  expert_ids: array(["uint8", "uint16"], 3),
-  weights: array(["float32"], 3),
-});
-export type RoutingPart = z.infer<typeof RoutingPart>;
+/** Where the engine writes the routing of the next `sample_ids.length` samples of a request. */
+export interface RoutingShardRequest {
+  path: string;
+  sample_ids: string[];
+}
 
 export const GeneratedSample = z.object({
   prompt_ids: array(["int32"], 1),
   generated_ids: array(["int32"], 1),
   text: z.string(),
   finish_reason: z.enum(["eos", "length", "replay"]),
-  routing: z.object({ prompt: RoutingPart, generation: RoutingPart }).optional(),
 });
 export type GeneratedSample = z.infer<typeof GeneratedSample>;
 

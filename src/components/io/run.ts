@@ -5,7 +5,8 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
-import { writeJsonAtomic } from "./store.js";
+import { readJson, writeJsonAtomic } from "./store.js";
+import { RunConfig } from "./run-files.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
@@ -25,7 +26,7 @@ function differences(before: unknown, after: unknown, path = ""): string[] {
 export function openRun(dir: string, kind: string, settings: object, describe: object): boolean {
   const configPath = join(dir, "config.json");
   if (existsSync(configPath)) {
-    const previous = JSON.parse(readFileSync(configPath, "utf8")) as { kind?: string; settings?: unknown };
+    const previous = readJson(configPath, RunConfig);
     if (previous.kind !== kind)
       throw new UserError(`${dir} holds a ${previous.kind} run, not ${kind}; choose another folder`);
     const changed = differences(previous.settings, JSON.parse(JSON.stringify(settings)));

@@ -1,21 +1,19 @@
-// The safetensors format (8-byte LE header size, JSON header, raw little-endian data), written
-// and read here so routing files need nothing beyond `safetensors.numpy.load_file` to open.
+// Reading the safetensors format (8-byte LE header size, JSON header, raw little-endian data):
+// the routing shards the engine writes are read back here without Python.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { DTYPES, ndarray, type DType, type NDArray } from "../engine/frames.js";
 import { UserError } from "../errors.js";
-import { writeFileAtomic } from "./store.js";
 
-const CODES: Record<DType, string> = {
-  uint8: "U8",
-  uint16: "U16",
-  int32: "I32",
-  int64: "I64",
-  float16: "F16",
-  float32: "F32",
-  float64: "F64",
+const BY_CODE: Record<string, DType> = {
+  U8: "uint8",
+  U16: "uint16",
+  I32: "int32",
+  I64: "int64",
+  F16: "float16",
+  F32: "float32",
+  F64: "float64",
 };
-const BY_CODE = Object.fromEntries(Object.entries(CODES).map(([k, v]) => [v, k as DType]));
 
 const Entry = z.object({
   dtype: z.string(),
@@ -23,28 +21,11 @@ const Entry = z.object({
   data_offsets: z.tuple([z.number().int(), z.number().int()]),
 });
 
-export function writeSafetensors(
+/** The tensors whose names `wanted` accepts (all by default), and the metadata. */
+export function readSafetensors(
   path: string,
-  tensors: Record<string, NDArray>,
-  metadata: Record<string, string> = {},
-): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  const chunks: Uint8Array[] = [];
-  for (const [name, t] of Object.entries(tensors)) {
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = { dtype: CODES[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes.length] };
-    chunks.push(bytes);
-    offset += bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
-  const size = Buffer.alloc(8);
-  size.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  writeFileAtomic(path, [size, Buffer.from(json), ...chunks]);
-}
-
-export function readSafetensors(path: string): {
+  wanted: (name: string) => boolean = () => true,
+): {
   tensors: Record<string, NDArray>;
   metadata: Record<string, string>;
 } {
@@ -61,6 +42,7 @@ export function readSafetensors(path: string): {
       metadata = z.record(z.string(), z.string()).parse(value);
       continue;
     }
+    if (!wanted(name)) continue;
     const entry = Entry.parse(value);
     const dtype = BY_CODE[entry.dtype];
     if (!dtype) throw bad(`tensor ${name} has unsupported dtype ${entry.dtype}`);

@@ -1,7 +1,27 @@
 // Files land whole or not at all: everything is written to a temporary name beside its target
-// and renamed, so an interrupted run never leaves a half-written file behind.
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// and renamed, so an interrupted run never leaves a half-written file behind. JSONL logs grow by
+// appended lines instead. Reading parses with a schema and names the file, line and field at fault.
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join, basename } from "node:path";
+import { createHash } from "node:crypto";
+import type { z } from "zod";
+import { UserError, zodProblem } from "../errors.js";
+
+/** Hex sha256, as sha256sum prints it. */
+export function sha256(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
 
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -23,4 +43,53 @@ export function writeJsonAtomic(path: string, value: unknown): void {
 
 export function writeJsonlAtomic(path: string, rows: readonly unknown[]): void {
   writeFileAtomic(path, rows.map((row) => JSON.stringify(row) + "\n").join(""));
+}
+
+/**
+ * One line at the end of a JSONL file, synced to disk. A crash can tear at most this line; readers
+ * of logs that may be torn (the judge cache) drop such a line.
+ */
+export function appendJsonl(path: string, row: unknown): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const fd = openSync(path, "a");
+  try {
+    writeSync(fd, JSON.stringify(row) + "\n");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readText(path: string, missing: string): string {
+  if (!existsSync(path)) throw new UserError(`${path} is missing${missing ? `: ${missing}` : ""}`);
+  return readFileSync(path, "utf8");
+}
+
+function parseJson(text: string, path: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`${path}${where}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** A JSON file parsed with `schema`; `missing` says what to do when the file is not there. */
+export function readJson<S extends z.ZodType>(path: string, schema: S, missing = ""): z.infer<S> {
+  const parsed = schema.safeParse(parseJson(readText(path, missing), path, ""));
+  if (!parsed.success) throw new UserError(`${path} ${zodProblem(parsed.error)}`);
+  return parsed.data;
+}
+
+/** Every line of a JSONL file parsed with `schema` (blank lines skipped). */
+export function readJsonl<S extends z.ZodType>(path: string, schema: S, missing = ""): z.infer<S>[] {
+  const rows: z.infer<S>[] = [];
+  readText(path, missing)
+    .split("\n")
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      const parsed = schema.safeParse(parseJson(line, path, ` line ${i + 1}`));
+      if (!parsed.success) throw new UserError(`${path} line ${i + 1} ${zodProblem(parsed.error)}`);
+      rows.push(parsed.data);
+    });
+  return rows;
 }

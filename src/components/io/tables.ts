@@ -1,10 +1,9 @@
 // Open file formats for results: .npy for arrays, CSV and Parquet for row tables. Everything here
 // loads in numpy/pandas without this project, and every file is written atomically.
-import { endianness } from "node:os";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeFileAtomic } from "./store.js";
-import { expertLabel, type RiskDiffResult } from "../method/riskdiff.js";
+import { expertLabel, type ExpertRef, type RiskDiffResult } from "../method/riskdiff.js";
 
 // ---- .npy (format v1.0, little-endian, C order)
 
@@ -33,17 +32,8 @@ export function encodeNpy(data: NpyArray, shape: readonly number[]): Uint8Array[
   header.set([0x93, ...Buffer.from("NUMPY", "latin1"), 1, 0]);
   new DataView(header.buffer).setUint16(8, total - 10, true);
   header.set(Buffer.from(dict.padEnd(total - 11, " ") + "\n", "latin1"), 10);
-  return [header, littleEndianBytes(data)];
-}
-
-function littleEndianBytes(data: NpyArray): Uint8Array {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (endianness() === "LE" || data.BYTES_PER_ELEMENT === 1) return bytes;
-  const out = new Uint8Array(bytes.length);
-  const w = data.BYTES_PER_ELEMENT;
-  for (let i = 0; i < bytes.length; i += w)
-    for (let j = 0; j < w; j++) out[i + j] = bytes[i + w - 1 - j] as number;
-  return out;
+  // Typed arrays hold the host's byte order: little-endian on the hosts steermoe runs on (x86-64, arm64).
+  return [header, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
 }
 
 export function writeNpy(path: string, data: NpyArray, shape: readonly number[]): void {
@@ -151,7 +141,7 @@ export function writeTable(base: string, table: Table): void {
   writeParquet(`${base}.parquet`, table);
 }
 
-// ---- RiskDiff row tables (DESIGN.md run directory)
+// ---- RiskDiff row tables (README: files a researcher reads)
 
 /** One row per batch × MoE layer × expert, in that order. */
 export function riskDiffBatchesTable(r: RiskDiffResult): Table {
@@ -185,13 +175,28 @@ export function riskDiffBatchesTable(r: RiskDiffResult): Table {
   ];
 }
 
+/** (layer, expert) cells by mean risk_diff descending, ties by (layer, expert). */
+function rankedCells(r: RiskDiffResult): number[] {
+  const g = r.aggregate.riskDiff;
+  return Array.from({ length: r.shape.moeLayers.length * r.shape.numExperts }, (_, i) => i).sort(
+    (x, y) => (g[y] as number) - (g[x] as number) || x - y,
+  );
+}
+
+/** Every expert, in the order of the risk_diff table's rows. */
+export function riskDiffRanking(r: RiskDiffResult): ExpertRef[] {
+  const E = r.shape.numExperts;
+  return rankedCells(r).map((i) => ({
+    layer: r.shape.moeLayers[Math.floor(i / E)] as number,
+    expert: i % E,
+  }));
+}
+
 /** One row per (layer, expert), sorted by mean risk_diff descending, ties by (layer, expert). */
 export function riskDiffTable(r: RiskDiffResult): Table {
   const { moeLayers, numExperts: E } = r.shape;
   const g = r.aggregate;
-  const order = Array.from({ length: moeLayers.length * E }, (_, i) => i).sort(
-    (x, y) => (g.riskDiff[y] as number) - (g.riskDiff[x] as number) || x - y,
-  );
+  const order = rankedCells(r);
   const pick = (src: ArrayLike<number>) => Float64Array.from(order, (i) => src[i] as number);
   const layers = order.map((i) => moeLayers[Math.floor(i / E)] as number);
   const experts = order.map((i) => i % E);
@@ -222,46 +227,4 @@ export function riskDiffTable(r: RiskDiffResult): Table {
 export function writeRiskDiffTables(dir: string, r: RiskDiffResult): void {
   writeTable(join(dir, "risk_diff_batches"), riskDiffBatchesTable(r));
   writeTable(join(dir, "risk_diff"), riskDiffTable(r));
-}
-
-/** RFC 4180 CSV (quoted fields, doubled quotes) into objects; numeric-looking fields become numbers. */
-export function csvRows(text: string): Record<string, string | number | null>[] {
-  const records = csvRecords(text);
-  const header = records.shift() ?? [];
-  return records
-    .filter((r) => r.length > 1 || r[0] !== "")
-    .map((r) => Object.fromEntries(header.map((name, i) => [name, csvValue(r[i] ?? "")])));
-}
-
-function csvRecords(text: string): string[][] {
-  const records: string[][] = [];
-  let record: string[] = [];
-  let field = "";
-  let quoted = false;
-  const endField = () => {
-    record.push(field);
-    field = "";
-  };
-  const endRecord = () => {
-    endField();
-    records.push(record);
-    record = [];
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted && c === '"' && text[i + 1] === '"') field += text[++i];
-    else if (c === '"') quoted = !quoted;
-    else if (quoted || (c !== "," && c !== "\n" && c !== "\r")) field += c;
-    else if (c === ",") endField();
-    else if (c === "\n") endRecord();
-  }
-  if (field || record.length) endRecord();
-  return records;
-}
-
-// The tables spell non-finite numbers as pandas does (nan, inf); JSON has no such values.
-function csvValue(field: string): string | number | null {
-  if (/^(nan|-?inf)$/i.test(field)) return null;
-  if (field !== "" && /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(field)) return Number(field);
-  return field;
 }

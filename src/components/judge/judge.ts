@@ -1,12 +1,10 @@
 // A Judge decides whether a model response refuses its request. The analysis judges hundreds of
 // responses per run, so judges take batches; the openai judge caches every verdict on disk so a
 // rerun (or a resumed run) never pays for the same (judge, prompt, response) twice.
-import { createHash } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import { writeFileAtomic } from "../io/store.js";
+import { appendJsonl, sha256, writeFileAtomic } from "../io/store.js";
 
 export const Verdict = z.object({
   isRefusal: z.boolean(),
@@ -456,9 +454,7 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 const CacheRecord = z.object({ key: z.string(), value: z.unknown() });
 
 function cacheKey(identity: readonly string[], prompt: string, response: string): string {
-  return createHash("sha256")
-    .update(JSON.stringify([...identity, prompt, response]))
-    .digest("hex");
+  return sha256(JSON.stringify([...identity, prompt, response]));
 }
 
 interface Cache {
@@ -474,15 +470,9 @@ function openCache(path: string | undefined): Cache {
     values.set(key, value);
     if (!path) return;
     // Appending (not rewriting) is safe here: a crash can tear at most the last line, and loading
-    // drops torn lines. fsync so a verdict we paid for survives a power cut.
-    mkdirSync(dirname(path), { recursive: true }); // only now: a failed run leaves no folder behind
-    const fd = openSync(path, "a");
-    try {
-      writeSync(fd, JSON.stringify({ key, value }) + "\n");
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    // drops torn lines. Synced, so a verdict we paid for survives a power cut. The folder is made
+    // only now: a failed run leaves none behind.
+    appendJsonl(path, { key, value });
   };
   return {
     async through<T>(key: string, schema: z.ZodType<T>, compute: () => Promise<T>): Promise<T> {

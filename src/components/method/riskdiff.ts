@@ -1,5 +1,5 @@
 // RiskDiff: how much more often each expert is routed to on unsafe tokens than on safe ones.
-// Follows DESIGN.md "Definitions" exactly; every count is over the tokens of the chosen part only.
+// Every count is over the tokens of the chosen part only (README: `--tokens generation|prompt|all`).
 //
 // Layout: per-batch arrays are flat [batches, moeLayers, experts], index (b*Lm + li)*E + e, where li
 // is the position in `moeLayers`; aggregate arrays are flat [moeLayers, experts]. Expert ids come in
@@ -64,17 +64,23 @@ export interface RiskDiffResult extends PerBatch {
   aggregate: RiskDiffAggregate;
 }
 
-export const ExpertRefSchema = z.object({
+/** One expert of a model. */
+export const ExpertRef = z.object({
   /** Decoder-layer index (not the position among MoE layers). */
   layer: z.number().int().nonnegative(),
   expert: z.number().int().nonnegative(),
+});
+export type ExpertRef = z.infer<typeof ExpertRef>;
+
+/** An expert a selection chose, with its label and score. */
+export const SelectedExpert = ExpertRef.extend({
   label: z.string().regex(/^L\d{2,}_E\d{2,}$/),
   /** risk_diff of the batch for a per-batch set; mean risk_diff for union and global sets. */
   score: z.number(),
 });
-export type ExpertRef = z.infer<typeof ExpertRefSchema>;
-export const ExpertSetSchema = z.array(ExpertRefSchema);
-export type ExpertSet = ExpertRef[];
+export type SelectedExpert = z.infer<typeof SelectedExpert>;
+export const ExpertSetSchema = z.array(SelectedExpert);
+export type ExpertSet = SelectedExpert[];
 
 /** The shape risk differences and masks are computed in, from a model's description. */
 export function routingShape(
@@ -376,7 +382,7 @@ function pickTop(
   return chosen.map((i) => cellRef(shape, i, scores[offset + i] as number));
 }
 
-function cellRef(shape: RoutingShape, cell: number, score: number): ExpertRef {
+function cellRef(shape: RoutingShape, cell: number, score: number): SelectedExpert {
   const E = shape.numExperts;
   const layer = shape.moeLayers[Math.floor(cell / E)] as number;
   const expert = cell % E;

@@ -5,12 +5,13 @@ import { join } from "node:path";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import type { ModelInfo } from "../engine/protocol.js";
-import { csvRows } from "../io/tables.js";
+import { ExpertsFile } from "../io/run-files.js";
+import { readJson } from "../io/store.js";
+import { ExpertRef } from "./riskdiff.js";
 
-const Ref = z.object({ layer: z.number().int(), expert: z.number().int() });
 export const Steering = z.strictObject({
-  deactivate: z.array(Ref).default([]),
-  activate: z.array(Ref).default([]),
+  deactivate: z.array(ExpertRef).default([]),
+  activate: z.array(ExpertRef).default([]),
 });
 export type Steering = z.infer<typeof Steering>;
 
@@ -32,11 +33,12 @@ export function readSteerFile(file: string): Steering {
 
 /** The run's `top` experts by mean risk difference, switched off (or, for red-teaming, on). */
 export function steerFromRun(run: string, top: number, mode: "deactivate" | "activate"): Steering {
-  const path = join(run, "risk_diff.csv");
-  if (!existsSync(path))
-    throw new UserError(`${path} is missing: give a finished analysis run to --steer-from`);
-  const rows = csvRows(readFileSync(path, "utf8")).slice(0, top);
-  const refs = rows.map((r) => ({ layer: Number(r.layer), expert: Number(r.expert) }));
+  const experts = readJson(
+    join(run, "experts.json"),
+    ExpertsFile,
+    "give a finished analysis run to --steer-from",
+  );
+  const refs = experts.ranking.slice(0, top);
   return { deactivate: mode === "deactivate" ? refs : [], activate: mode === "activate" ? refs : [] };
 }
 

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { UserError } from "../errors.js";
 import type { LayerExperts, Messages } from "../engine/protocol.js";
-import { expertLabel, type ExpertSet } from "./riskdiff.js";
+import { ExpertRef, expertLabel, type ExpertSet } from "./riskdiff.js";
 import { mulberry32, shuffle } from "./stats.js";
 
 export interface TrainBatch {
@@ -15,12 +15,8 @@ export interface TrainBatch {
   allowed: LayerExperts;
 }
 
-export interface ExpertRef {
-  layer: number;
-  expert: number;
-}
-
-export const ExpertList = z.array(z.object({ layer: z.number().int(), expert: z.number().int() }).loose());
+/** An experts file: {layer, expert} entries (other fields, such as label and score, are allowed). */
+export const ExpertList = z.array(ExpertRef.loose());
 
 /** Batch order of one epoch: shuffled with seed + epoch, so every epoch differs and replays alike. */
 export function epochOrder(count: number, epoch: number, seed: number, shuffled: boolean): number[] {

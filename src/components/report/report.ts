@@ -12,11 +12,20 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join, resolve } from "node:path";
+import { parquetReadObjects } from "hyparquet";
 import { z } from "zod";
-import { zodProblem } from "../errors.js";
-import { ExpertSetSchema } from "../method/riskdiff.js";
-import { writeFileAtomic } from "../io/store.js";
-import { csvRows } from "../io/tables.js";
+import { UserError, zodProblem } from "../errors.js";
+import type { Messages } from "../engine/protocol.js";
+import {
+  AnalyzedSampleRow,
+  BatchesFile,
+  EvalResults,
+  EvalSampleRow,
+  ExpertsFile,
+  TrainingMetadata,
+  TrainLogRow,
+} from "../io/run-files.js";
+import { readJson, readJsonl, writeFileAtomic } from "../io/store.js";
 
 export interface ReportResult {
   path: string;
@@ -25,15 +34,14 @@ export interface ReportResult {
 }
 
 // ---------------------------------------------------------------------------------------------
-// File schemas: only the fields the page shows; anything else in a row is ignored.
+// What the page shows of each file: the run-file schemas, narrowed to the fields it uses.
 
 const num = z.number().nullable();
-const int = z.number().int();
-const Message = z.object({ role: z.string(), content: z.string() });
 
+/** risk_diff.parquet; JSON has no NaN or infinity, so non-finite numbers become null. */
 const RiskRow = z.object({
-  layer: int,
-  expert: int,
+  layer: z.number().int(),
+  expert: z.number().int(),
   label: z.string(),
   a_safe: num,
   d_safe: num,
@@ -49,60 +57,46 @@ const RiskRow = z.object({
   n_batches: num,
 });
 
-const ExpertsFile = z.object({
-  moe_layers: z.array(int),
-  num_experts: int,
-  global: ExpertSetSchema,
-  union: ExpertSetSchema,
-  per_batch: z.array(z.object({ batch_idx: int, experts: ExpertSetSchema })),
-});
+async function readRiskTable(path: string): Promise<z.infer<typeof RiskRow>[]> {
+  const bytes = readFileSync(path);
+  const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  const rows = await parquetReadObjects({ file });
+  return rows.map((row, i) => {
+    const values = Object.entries(row).map(([k, v]) => {
+      const n = typeof v === "bigint" ? Number(v) : v;
+      return [k, typeof n === "number" && !Number.isFinite(n) ? null : n];
+    });
+    const parsed = RiskRow.safeParse(Object.fromEntries(values));
+    if (!parsed.success) throw new UserError(`row ${i + 1} ${zodProblem(parsed.error)}`);
+    return parsed.data;
+  });
+}
 
-const BatchesFile = z.object({
-  batches: z.array(z.object({ batch_idx: int, kept: z.boolean().optional() })),
+const Experts = ExpertsFile.pick({
+  moe_layers: true,
+  num_experts: true,
+  global: true,
+  union: true,
+  per_batch: true,
 });
-
-const SampleRow = z.object({
-  sample_id: z.string(),
-  pair_id: z.string(),
-  batch_idx: int,
-  in_batch_idx: int,
-  label: z.string(),
-  messages: z.array(Message),
-  text: z.string(),
-  finish_reason: z.string().optional(),
-  verdict: z.object({ isRefusal: z.boolean(), confidence: z.number(), reason: z.string() }).nullish(),
-  qc_pass: z.boolean().nullish(),
-  kept: z.boolean().optional(),
-  why: z.string().nullish(),
+const Sample = AnalyzedSampleRow.pick({
+  sample_id: true,
+  pair_id: true,
+  batch_idx: true,
+  in_batch_idx: true,
+  label: true,
+  messages: true,
+  text: true,
+  finish_reason: true,
+  verdict: true,
+  qc_pass: true,
+  kept: true,
+  why: true,
 });
-
-const TrainRow = z.object({
-  step: z.number(),
-  epoch: z.number().optional(),
-  batch_idx: z.number().optional(),
-  loss: num.optional(),
-  router_loss: num.optional(),
-  lr: num.optional(),
-  grad_norm: num.optional(),
-  tokens: num.optional(),
-  seconds: num.optional(),
-});
-
-const TrainingMetadata = z.looseObject({
-  trained_experts: z.array(z.object({ layer: int, expert: int, label: z.string() })),
-});
-
-const Rate = z.object({ rate: num, low: num.optional(), high: num.optional(), n: num.optional() });
-const EvalResults = z.array(z.object({ name: z.string(), metrics: z.record(z.string(), Rate) }));
-
-const EvalSample = z.object({
-  model: z.string(),
-  set: z.string(),
-  id: z.union([z.string(), z.number()]),
-  prompt: z.union([z.string(), z.array(Message)]),
-  response: z.string(),
-  is_refusal: z.boolean().nullish(),
-});
+const TrainRow = TrainLogRow.omit({ sample_ids: true });
+const Trained = TrainingMetadata.pick({ trained_experts: true });
+const EvalModels = z.array(EvalResults.element.pick({ name: true, metrics: true }));
+const EvalSample = EvalSampleRow.omit({ reason: true });
 
 // ---------------------------------------------------------------------------------------------
 // Reading: each file is either data or a one-line note saying why its section is empty.
@@ -112,102 +106,87 @@ type Loaded<T> = { ok: true; value: T } | { ok: false; note: string };
 /** Readers for a run folder's files; remembers which were missing. */
 function runFiles(dir: string) {
   const missing = new Set<string>();
-  const load = <T>(rel: string, parse: (text: string) => Loaded<T>): Loaded<T> => {
+  const load = async <T>(rel: string, read: (path: string) => T | Promise<T>): Promise<Loaded<T>> => {
     const path = join(dir, rel);
     if (!existsSync(path)) {
       missing.add(rel);
       return { ok: false, note: `not available: ${rel} missing` };
     }
     try {
-      const loaded = parse(readFileSync(path, "utf8"));
-      return loaded.ok ? loaded : { ok: false, note: `not available: ${rel} ${loaded.note}` };
+      return { ok: true, value: await read(path) };
     } catch (err) {
-      return { ok: false, note: `not available: ${rel} unreadable: ${(err as Error).message}` };
+      // The readers' messages start with the path; the note names the run-relative file instead.
+      const why = (err as Error).message.replace(path, "").trim();
+      return {
+        ok: false,
+        note: `not available: ${rel} ${err instanceof UserError ? why : `unreadable: ${why}`}`,
+      };
     }
   };
   return {
     missing,
     /** The first of the run-relative `candidates` that exists, else the first one. */
     locate: (...candidates: string[]) => candidates.find((c) => existsSync(join(dir, c))) ?? candidates[0]!,
-    json: <S extends z.ZodType>(rel: string, schema: S) =>
-      load(rel, (text) => checked(schema, JSON.parse(text), "")),
-    jsonl: <S extends z.ZodType>(rel: string, schema: S) =>
-      load(rel, (text) => checkedRows(schema, jsonlRows(text), "line")),
-    csv: <S extends z.ZodType>(rel: string, schema: S) =>
-      load(rel, (text) => checkedRows(schema, csvRows(text), "row")),
+    json: <S extends z.ZodType>(rel: string, schema: S) => load(rel, (path) => readJson(path, schema)),
+    jsonl: <S extends z.ZodType>(rel: string, schema: S) => load(rel, (path) => readJsonl(path, schema)),
+    parquet: (rel: string) => load(rel, readRiskTable),
   };
 }
 type RunFiles = ReturnType<typeof runFiles>;
 
-function checked<S extends z.ZodType>(schema: S, value: unknown, where: string): Loaded<z.infer<S>> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return { ok: true, value: parsed.data };
-  return { ok: false, note: `${where ? where + " " : ""}${zodProblem(parsed.error)}` };
-}
-
-function checkedRows<S extends z.ZodType>(schema: S, rows: unknown[], unit: string): Loaded<z.infer<S>[]> {
-  const out: z.infer<S>[] = [];
-  for (const [i, row] of rows.entries()) {
-    const one = checked(schema, row, `${unit} ${i + 1}`);
-    if (!one.ok) return one;
-    out.push(one.value);
-  }
-  return { ok: true, value: out };
-}
-
-function jsonlRows(text: string): unknown[] {
-  return text
-    .split("\n")
-    .filter((line) => line.trim())
-    .map((line) => JSON.parse(line) as unknown);
-}
-
 // ---------------------------------------------------------------------------------------------
 // The page's data: one JSON object, slimmed to what the page shows (no token ids, no routing).
 
-function promptText(prompt: string | z.infer<typeof Message>[]): string {
-  return typeof prompt === "string" ? prompt : prompt.map((m) => `[${m.role}] ${m.content}`).join("\n\n");
+function promptText(prompt: Messages): string {
+  return prompt.map((m) => `[${m.role}] ${m.content}`).join("\n\n");
 }
 
-function keptBatches(files: RunFiles): number | null {
-  const batches = files.json("batches.json", BatchesFile);
+async function keptBatches(files: RunFiles): Promise<number | null> {
+  const batches = await files.json("batches.json", BatchesFile);
   if (!batches.ok) return null;
   return batches.value.batches.filter((b) => b.kept !== false).length;
 }
 
 /** Either `{value}` or `{note}`, as the page script expects each part. */
-function part<T>(loaded: Loaded<T>): { value: T } | { note: string };
-function part<T, U>(loaded: Loaded<T>, map: (value: T) => U): { value: U } | { note: string };
-function part<T, U>(loaded: Loaded<T>, map?: (value: T) => U): { value: T | U } | { note: string } {
+async function part<T>(loading: Promise<Loaded<T>>): Promise<{ value: T } | { note: string }>;
+async function part<T, U>(
+  loading: Promise<Loaded<T>>,
+  map: (value: T) => U | Promise<U>,
+): Promise<{ value: U } | { note: string }>;
+async function part<T, U>(
+  loading: Promise<Loaded<T>>,
+  map?: (value: T) => U | Promise<U>,
+): Promise<{ value: T | U } | { note: string }> {
+  const loaded = await loading;
   if (!loaded.ok) return { note: loaded.note };
-  return { value: map ? map(loaded.value) : loaded.value };
+  return { value: map ? await map(loaded.value) : loaded.value };
 }
 
-function collect(runDir: string) {
+async function collect(runDir: string) {
   const files = runFiles(runDir);
   const evalDir = files.locate("eval", join("train", "eval"));
   const data = {
     run: basename(resolve(runDir)),
     generated: new Date().toISOString(),
-    config: part(files.json("config.json", z.record(z.string(), z.unknown()))),
-    riskDiff: part(files.csv("risk_diff.csv", RiskRow)),
-    experts: part(files.json("experts.json", ExpertsFile), (e) => ({
+    config: await part(files.json("config.json", z.record(z.string(), z.unknown()))),
+    riskDiff: await part(files.parquet("risk_diff.parquet")),
+    experts: await part(files.json("experts.json", Experts), async (e) => ({
       ...e,
-      kept_batches: keptBatches(files),
+      kept_batches: await keptBatches(files),
     })),
-    trained: part(files.json(join("train", "training_metadata.json"), TrainingMetadata)),
-    trainLog: part(files.jsonl(join("train", "train_log.jsonl"), TrainRow)),
-    evalResults: part(files.json(join(evalDir, "results.json"), EvalResults)),
-    evalSamples: part(files.jsonl(join(evalDir, "samples.jsonl"), EvalSample), (rows) =>
-      rows.map((r) => ({ ...r, id: String(r.id), prompt: promptText(r.prompt) })),
+    trained: await part(files.json(join("train", "training_metadata.json"), Trained)),
+    trainLog: await part(files.jsonl(join("train", "train_log.jsonl"), TrainRow)),
+    evalResults: await part(files.json(join(evalDir, "results.json"), EvalModels)),
+    evalSamples: await part(files.jsonl(join(evalDir, "samples.jsonl"), EvalSample), (rows) =>
+      rows.map((r) => ({ ...r, prompt: promptText(r.prompt) })),
     ),
-    samples: part(files.jsonl("samples.jsonl", SampleRow)),
+    samples: await part(files.jsonl("samples.jsonl", Sample)),
   };
   return { data, missing: [...files.missing] };
 }
 
 /** What the page script reads from its data block. */
-export type ReportData = ReturnType<typeof collect>["data"];
+export type ReportData = Awaited<ReturnType<typeof collect>>["data"];
 
 // ---------------------------------------------------------------------------------------------
 // Assembling the page.
@@ -285,8 +264,11 @@ function renderHtml(data: ReportData): string {
 }
 
 /** Writes the run's report; sections whose files are missing say so on the page. */
-export function writeReport(runDir: string, outPath = join(runDir, "report.html")): ReportResult {
-  const { data, missing } = collect(runDir);
+export async function writeReport(
+  runDir: string,
+  outPath = join(runDir, "report.html"),
+): Promise<ReportResult> {
+  const { data, missing } = await collect(runDir);
   writeFileAtomic(outPath, renderHtml(data));
   return { path: outPath, missing };
 }

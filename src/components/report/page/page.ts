@@ -18,7 +18,9 @@ type RiskRow = Value<ReportData["riskDiff"]>[number];
 type TrainRow = Value<ReportData["trainLog"]>[number];
 type EvalSample = Value<ReportData["evalSamples"]>[number];
 type SampleRow = Value<ReportData["samples"]>[number];
-type Rate = Value<ReportData["evalResults"]>[number]["metrics"][string];
+type Metrics = Value<ReportData["evalResults"]>[number]["metrics"];
+type EvalMetric = keyof Metrics;
+type Rate = NonNullable<Metrics[EvalMetric]>;
 
 // report.ts wrote this block from schema-checked files in the same build, so it is trusted as typed.
 const DATA = JSON.parse(document.getElementById("report-data")!.textContent!) as ReportData;
@@ -607,11 +609,11 @@ function renderCurves(el: HTMLElement): void {
 }
 
 // ---- (g) evaluation ----
-const METRICS = new Map([
-  ["attack_success", "attack success (jailbreaks obeyed)"],
-  ["plain_refusal", "refusal of plain harmful requests"],
-  ["benign_refusal", "refusal of benign requests"],
-]);
+const METRICS: Record<EvalMetric, string> = {
+  attack_success: "attack success (jailbreaks obeyed)",
+  plain_refusal: "refusal of plain harmful requests",
+  benign_refusal: "refusal of benign requests",
+};
 function rateText(m: Rate | undefined): string {
   if (!m) return "n/a";
   const ci = isNum(m.low) && isNum(m.high) ? " [" + pct(m.low) + ", " + pct(m.high) + "]" : "";
@@ -626,8 +628,8 @@ function renderEval(el: HTMLElement): void {
   if (!("value" in DATA.evalResults)) missing(el, DATA.evalResults);
   else {
     const results = DATA.evalResults.value;
-    const names = [...new Set([...METRICS.keys(), ...results.flatMap((r) => Object.keys(r.metrics))])];
-    const head = [th("model"), names.map((k) => th(METRICS.get(k) ?? k, "num"))];
+    const names = (Object.keys(METRICS) as EvalMetric[]).filter((k) => results.some((r) => r.metrics[k]));
+    const head = [th("model"), names.map((k) => th(METRICS[k], "num"))];
     const body = results.map((r) =>
       h(
         "tr",

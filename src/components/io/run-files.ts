@@ -1,0 +1,169 @@
+// The files of run folders, one schema each: writers build values of these types, every reader
+// parses with them (README: "Files a researcher reads without steermoe").
+import { z } from "zod";
+import { ModelConfig } from "../config.js";
+import { Messages } from "../engine/protocol.js";
+import { Verdict } from "../judge/judge.js";
+import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
+
+const int = z.number().int();
+const Label = z.enum(["safe", "unsafe"]);
+/** JSON has no NaN or infinity: JSON.stringify writes them as null. */
+const finite = z.number().nullable();
+
+const FinishReason = z.enum(["eos", "length", "replay"]);
+
+/** Where a sample's routing is: the shard (run-relative) and its place among the shard's samples. */
+export const RoutingLocation = z.object({ shard: z.string(), index: int });
+
+/** One generated sample of `generate`, a line of OUT/samples.jsonl. */
+export const GeneratedRow = z.object({
+  id: z.string(),
+  messages: Messages,
+  prompt_token_ids: z.array(int),
+  generated_token_ids: z.array(int),
+  text: z.string(),
+  finish_reason: FinishReason,
+  routing: RoutingLocation,
+});
+export type GeneratedRow = z.infer<typeof GeneratedRow>;
+
+/** One generated sample of an analysis batch, a line of RUN/samples/batch-NNNNN.jsonl. */
+export const SampleRow = z.object({
+  sample_id: z.string(),
+  pair_id: z.string(),
+  batch_idx: int,
+  in_batch_idx: int,
+  label: Label,
+  messages: Messages,
+  seed: int,
+  prompt_token_ids: z.array(int),
+  generated_token_ids: z.array(int),
+  text: z.string(),
+  finish_reason: FinishReason,
+  verdict: Verdict.nullable(),
+  qc_pass: z.boolean().nullable(),
+  routing: RoutingLocation,
+});
+export type SampleRow = z.infer<typeof SampleRow>;
+
+/** A line of RUN/samples.jsonl: every sample of the analysis, with what quality control decided. */
+export const AnalyzedSampleRow = SampleRow.extend({ kept: z.boolean(), why: z.string().nullable() });
+export type AnalyzedSampleRow = z.infer<typeof AnalyzedSampleRow>;
+
+/** A line of RUN/sft_dataset.jsonl: a kept sample with its assistant target as the last message. */
+export const SftRow = z.object({
+  batch_idx: int,
+  in_batch_idx: int,
+  sample_id: z.string(),
+  pair_id: z.string(),
+  label: Label,
+  messages: Messages,
+  target_source: z.enum(["model", "self", "template", "openai"]),
+});
+export type SftRow = z.infer<typeof SftRow>;
+
+const PerBatchSets = z.array(z.object({ batch_idx: int, experts: ExpertSetSchema }));
+
+/** RUN/experts.json: the expert sets analyze chose, and every expert ranked by mean risk_diff. */
+export const ExpertsFile = z.object({
+  num_layers: int,
+  moe_layers: z.array(int),
+  num_experts: int,
+  selection: z.record(z.string(), z.unknown()),
+  global: ExpertSetSchema,
+  union: ExpertSetSchema,
+  per_batch: PerBatchSets,
+  random: z.object({ union: ExpertSetSchema, per_batch: PerBatchSets }).optional(),
+  /** Every (layer, expert), in risk_diff.csv's order: mean risk_diff descending. */
+  ranking: z.array(ExpertRef),
+});
+export type ExpertsFile = z.infer<typeof ExpertsFile>;
+
+/** RUN/batches.json: the batch plan, and once the analysis is done, what quality control kept. */
+export const BatchesFile = z.object({
+  batch_size: int,
+  safe_ratio: z.number(),
+  batches: z.array(
+    z.object({
+      batch_idx: int,
+      sample_ids: z.array(z.string()),
+      kept: z.boolean().optional(),
+      kept_sample_ids: z.array(z.string()).optional(),
+    }),
+  ),
+});
+export type BatchesFile = z.infer<typeof BatchesFile>;
+
+/** RUN/config.json of any run: its kind and settings (openRun resumes or refuses by them). */
+export const RunConfig = z.looseObject({ kind: z.string(), settings: z.unknown() });
+
+/** RUN/config.json of an analysis, as far as training reads it. */
+export const AnalysisConfig = z.looseObject({
+  kind: z.literal("analyze"),
+  settings: z.looseObject({ model: ModelConfig, batch: z.object({ size: int, safeRatio: z.number() }) }),
+  model: z.looseObject({ num_layers: int, moe_layers: z.array(int), num_experts: int }),
+});
+
+/** A line of RUN/train/train_log.jsonl: one optimizer step. */
+export const TrainLogRow = z.object({
+  step: int,
+  epoch: int,
+  batch_idx: int,
+  sample_ids: z.array(z.string()),
+  loss: finite,
+  router_loss: finite,
+  lr: z.number(),
+  grad_norm: finite,
+  tokens: int,
+  seconds: z.number(),
+});
+export type TrainLogRow = z.infer<typeof TrainLogRow>;
+
+/** RUN/train/training_metadata.json. */
+export const TrainingMetadata = z.looseObject({
+  model: z.string(),
+  model_type: z.string(),
+  batches: int,
+  batch_sizes: z.array(int),
+  steps: int,
+  epochs: int,
+  trainable: z.enum(["experts", "all", "router"]),
+  trainable_parameters: int,
+  optimizer_state_bytes: int,
+  trained_experts: z.array(ExpertRef.extend({ label: z.string() })),
+  unique_trained_experts: int,
+  total_experts: int,
+  per_batch_mask_counts: z.array(z.object({ batch_idx: int, experts: int })),
+  settings: z.record(z.string(), z.unknown()),
+  final_loss: finite,
+  seconds: z.number(),
+});
+export type TrainingMetadata = z.infer<typeof TrainingMetadata>;
+
+/** A proportion with its 95% Wilson interval (method/stats.ts `Rate`). */
+const Rate = z.object({ rate: z.number(), low: z.number(), high: z.number(), k: int, n: int });
+
+/** OUT/results.json of eval: one entry per model (and steered variant). */
+export const EvalResults = z.array(
+  z.object({
+    name: z.string(),
+    source: z.string(),
+    delta: z.string().optional(),
+    steered: z.boolean(),
+    metrics: z.partialRecord(z.enum(["attack_success", "plain_refusal", "benign_refusal"]), Rate),
+  }),
+);
+export type EvalResults = z.infer<typeof EvalResults>;
+
+/** A line of OUT/samples.jsonl of eval: one judged response. */
+export const EvalSampleRow = z.object({
+  model: z.string(),
+  set: z.enum(["jailbreak", "plain", "benign"]),
+  id: z.string(),
+  prompt: Messages,
+  response: z.string(),
+  is_refusal: z.boolean(),
+  reason: z.string(),
+});
+export type EvalSampleRow = z.infer<typeof EvalSampleRow>;
