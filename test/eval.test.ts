@@ -8,51 +8,6 @@ import { freePort, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 
 const ORGANISM = join(PACKAGE_ROOT, "organism", "model");
 
-test("eval compares models and their steered variants, writing results and samples", (t) => {
-  const tmp = tempDir(t);
-  const steer = join(tmp, "steer.json");
-  writeFileSync(
-    steer,
-    JSON.stringify({
-      deactivate: [
-        { layer: 0, expert: 1 },
-        { layer: 2, expert: 7 },
-      ],
-    }),
-  );
-  const out = join(tmp, "eval");
-  const result = run([
-    "eval",
-    "--model",
-    `organism=${ORGANISM}`,
-    "--out",
-    out,
-    "--limit",
-    "4",
-    "--steer",
-    steer,
-  ]);
-  assert.equal(result.status, 0, result.stderr);
-  assert.match(
-    result.stdout,
-    /^model\s+attack success \(n=4\)\s+plain refusal \(n=4\)\s+benign refusal \(n=4\)/m,
-  );
-  assert.match(result.stdout, /^organism\s+\d/m);
-  assert.match(result.stdout, /^organism\+steer\s+\d/m);
-  const results = JSON.parse(readFileSync(join(out, "results.json"), "utf8"));
-  assert.deepEqual(
-    results.map((r: { name: string; steered: boolean }) => [r.name, r.steered]),
-    [
-      ["organism", false],
-      ["organism+steer", true],
-    ],
-  );
-  const rows = readFileSync(join(out, "samples.jsonl"), "utf8").trim().split("\n");
-  assert.equal(rows.length, 2 * 12);
-  const first = JSON.parse(rows[0]!);
-  assert.deepEqual(Object.keys(first), ["model", "set", "id", "prompt", "response", "is_refusal", "reason"]);
-});
-
 interface EvalRow {
   model: string;
   set: string;
@@ -88,7 +43,7 @@ print(json.dumps({"tokens": tokens, "hits": hits}))
   return JSON.parse(check.stdout);
 }
 
-test("eval's steering reaches the engine: its steered responses are generate --steer's, whose routing never uses a switched-off expert", (t) => {
+test("eval compares a model and its steered variant; the steering reaches the engine: its responses are generate --steer's, whose routing never uses a switched-off expert", (t) => {
   const tmp = tempDir(t);
   // Six of the 16 experts off in every layer: enough to change greedy responses.
   const off: Record<number, number[]> = {
@@ -115,7 +70,30 @@ test("eval's steering reaches the engine: its steered responses are generate --s
     steer,
   ]);
   assert.equal(evaluated.status, 0, evaluated.stderr);
+  assert.match(
+    evaluated.stdout,
+    /^model\s+attack success \(n=4\)\s+plain refusal \(n=4\)\s+benign refusal \(n=4\)/m,
+  );
+  assert.match(evaluated.stdout, /^organism\s+\d/m);
+  assert.match(evaluated.stdout, /^organism\+steer\s+\d/m);
+  const results = JSON.parse(readFileSync(join(out, "results.json"), "utf8"));
+  assert.deepEqual(
+    results.map((r: { name: string; steered: boolean }) => [r.name, r.steered]),
+    [
+      ["organism", false],
+      ["organism+steer", true],
+    ],
+  );
   const rows = jsonl<EvalRow>(join(out, "samples.jsonl"));
+  assert.deepEqual(Object.keys(rows[0]!), [
+    "model",
+    "set",
+    "id",
+    "prompt",
+    "response",
+    "is_refusal",
+    "reason",
+  ]);
   const plain = rows.filter((r) => r.model === "organism");
   const steered = rows.filter((r) => r.model === "organism+steer");
   assert.equal(plain.length, 12);

@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { z } from "zod";
 import { readConfigFile } from "../components/io/run.js";
 import { UserError } from "../components/errors.js";
-import { ComputeBatch, ModelConfig } from "../components/config.js";
+import { ComputeBatch, computeBatchSize, ModelConfig } from "../components/config.js";
 
 type Schema = z.core.$ZodType;
 type Settings = Record<string, unknown>;
@@ -137,7 +137,8 @@ export function setting(schema: Schema, path: string, flags: string, help: strin
 /** Sequences the engine runs at once: --compute-batch on every command that generates. */
 export function computeBatchOption(at?: string): Option {
   const flags = "--compute-batch <n|auto>";
-  const help = "sequences the engine runs at once (auto: 16 on CPU, 64 on GPU)";
+  const auto = `auto: ${computeBatchSize("auto", false)} on CPU, ${computeBatchSize("auto", true)} on GPU`;
+  const help = `sequences the engine runs at once (${auto})`;
   return at
     ? setting(ComputeBatch, "", flags, help, at)
     : fromSchema(new Option(flags, help), ComputeBatch, "");

@@ -13,7 +13,7 @@ const SteerFrom = z.strictObject({
 export function steerOptions(command: Command, what: string): Command {
   return command
     .option("--steer <file>", `${what}: {deactivate: [{layer, expert}], activate: [...]}`)
-    .option("--steer-from <run>", `${what}: the top experts of an analysis run switched off (or on)`)
+    .option("--steer-from <run>", `${what}: the top experts of an analysis run (--top, --steer-mode)`)
     .addOption(fromSchema(new Option("--top <n>", "with --steer-from: how many experts"), SteerFrom, "top"))
     .addOption(
       fromSchema(
