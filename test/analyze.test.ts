@@ -262,7 +262,11 @@ test("bad input: one line naming what to fix, non-zero exit, no run folder left"
       [...base(dataset("ok.json", good), ""), "--batch-size", "1"],
       /option '--batch-size <n>' argument '1' is invalid\. expected a whole number >= 2/,
     ],
-    ["ratio out of range", [...base(dataset("ok2.json", good), ""), "--safe-ratio", "1.5"], /safeRatio/],
+    [
+      "ratio out of range",
+      [...base(dataset("ok2.json", good), ""), "--safe-ratio", "1.5"],
+      /--safe-ratio.*expected a number < 1/,
+    ],
     ["too few pairs", base(dataset("few.json", good.slice(0, 3)), ""), /needs? .*4 pairs.*3/],
     [
       "judge unreachable",

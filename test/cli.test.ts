@@ -4,7 +4,11 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import type { Command } from "commander";
 import { buildTiny, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
+import { program } from "../src/cli/index.js";
+import { SettingOption, settingAt } from "../src/cli/flags.js";
+import { RECIPE_SETTINGS, settingsJsonSchemas } from "../src/cli/schemas.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -52,7 +56,7 @@ for (const batch of [1, 8]) {
       CONVERSATIONS,
       "--out",
       out,
-      "--batch-size",
+      "--compute-batch",
       String(batch),
       "--max-new-tokens",
       "24",
@@ -158,7 +162,41 @@ test("bad input: one line naming what to fix, non-zero exit, no output written",
       ["--model", olmoe, "--input", CONVERSATIONS, "--top-p", "x"],
       /--top-p.*expected a number/,
     ],
-    ["bad top-p", ["--model", olmoe, "--input", CONVERSATIONS, "--top-p", "2"], /field sampling\.topP: /],
+    [
+      "bad top-p",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--top-p", "2"],
+      /option '--top-p <p>' argument '2' is invalid\. expected a number <= 1/,
+    ],
+    [
+      "bad --set value",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--set", "sampling.topP=2"],
+      /generate settings field sampling\.topP: Too big/,
+    ],
+    [
+      "unknown --set key",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--set", "sampling.topq=1"],
+      /generate settings field sampling: Unrecognized key: "topq"/,
+    ],
+    [
+      "bad --set",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--set", "=1"],
+      /--set =1: expected key\.path=value/,
+    ],
+    [
+      "--set into a value",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--set", "sampling.seed.x=1", "--set", "sampling=3"],
+      /generate settings field sampling: /,
+    ],
+    [
+      "the engine's batch is --compute-batch",
+      ["--model", olmoe, "--input", CONVERSATIONS, "--batch-size", "2"],
+      /unknown option '--batch-size'/,
+    ],
+    [
+      "no model",
+      ["--input", CONVERSATIONS],
+      /generate needs --model \(or model\.source in the --config file\)/,
+    ],
   ];
   for (const [name, args, expected] of cases) {
     const out = join(tmp, `out-${name.replaceAll(" ", "-")}`);
@@ -190,4 +228,109 @@ test("an existing output folder is kept unless --overwrite", (t) => {
   assert.equal(again.status, 1);
   assert.match(again.stderr, /already exists and is not empty; choose another --out or pass --overwrite/);
   assert.equal(run([...args, "--overwrite"]).status, 0);
+});
+
+test("settings: --config file, then --set, then flags; what was used is in meta.json", (t) => {
+  const tmp = tempDir(t);
+  const config = join(tmp, "settings.yaml");
+  writeFileSync(
+    config,
+    [
+      `# yaml-language-server: $schema=${join(PACKAGE_ROOT, "schemas", "generate.schema.json")}`,
+      `input: ${CONVERSATIONS}`,
+      "sampling:",
+      "  maxNewTokens: 3",
+      "  seed: 7",
+      "  temperature: 0.5",
+    ].join("\n"),
+  );
+  const out = join(tmp, "gen");
+  const result = run([
+    "generate",
+    "--model",
+    olmoe,
+    "--config",
+    config,
+    "--set",
+    "sampling.maxNewTokens=5",
+    "--set",
+    "sampling.temperature=0",
+    "--set",
+    `out=${out}`,
+    "--max-new-tokens",
+    "4",
+    "--compute-batch",
+    "3",
+  ]);
+  assert.equal(result.status, 0, result.stderr);
+  const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8"));
+  assert.deepEqual(meta.config.sampling, { maxNewTokens: 4, temperature: 0, topP: 1, seed: 7 });
+  assert.equal(meta.config.input, CONVERSATIONS);
+  assert.equal(meta.config.computeBatch, 3);
+  assert.equal(meta.computeBatchSize, 3);
+  const lengths = readFileSync(join(out, "samples.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line).generated_token_ids.length);
+  assert.ok(lengths.every((n) => n <= 4) && lengths.some((n) => n === 4), String(lengths));
+});
+
+const MINIMAL: Record<keyof typeof RECIPE_SETTINGS, object> = {
+  analyze: { model: { source: "m" }, data: { file: "d" } },
+  train: { run: "r" },
+  eval: { models: [{ name: "a", model: { source: "m" } }] },
+  generate: { model: { source: "m" }, input: "i", out: "o" },
+  inspect: { model: { source: "m" } },
+  "apply-delta": { model: { source: "m" }, delta: "d", out: "o" },
+};
+const commands = () => new Map(program().commands.map((c) => [c.name(), c] as [string, Command]));
+
+test("every setting flag shows, as its default, the value the recipe gets without it", () => {
+  for (const [name, schema] of Object.entries(RECIPE_SETTINGS)) {
+    const parsed = schema.parse(MINIMAL[name as keyof typeof RECIPE_SETTINGS]) as Record<string, unknown>;
+    const flags = commands()
+      .get(name)!
+      .options.filter((o): o is SettingOption => o instanceof SettingOption);
+    assert.ok(flags.length > 0, name);
+    const at = (root: unknown, path: string) =>
+      path
+        .replace("models[]", "models.0")
+        .split(".")
+        .reduce((node, key) => (node as Record<string, unknown> | undefined)?.[key], root);
+    for (const option of flags) {
+      // Required settings, given in the minimal input, have no default.
+      if (at(MINIMAL[name as keyof typeof RECIPE_SETTINGS], option.path) !== undefined) continue;
+      const value = at(parsed, option.path);
+      // A plain flag turns its setting on (--no-x off); any other shows the schema's default.
+      const takesValue = option.required || option.optional;
+      const expected = takesValue ? option.defaultValue : option.negate;
+      assert.deepEqual(value, expected, `${name} ${option.long}`);
+    }
+  }
+  assert.equal(settingAt(RECIPE_SETTINGS.analyze, "judge.kind").default, "keyword");
+});
+
+test("flags mean one thing everywhere: model flags on every command that loads one, --compute-batch on every one that generates", () => {
+  const all = commands();
+  const has = (command: string, flag: string) => all.get(command)!.options.some((o) => o.long === flag);
+  for (const command of ["inspect", "generate", "analyze", "train", "apply-delta", "eval"]) {
+    for (const flag of ["--dtype", "--device", "--trust-remote-code", "--config", "--set"]) {
+      assert.ok(has(command, flag), `${command} ${flag}`);
+    }
+  }
+  for (const command of ["generate", "analyze", "eval"]) assert.ok(has(command, "--compute-batch"), command);
+  const batchSize = [...all.keys()].filter((command) => has(command, "--batch-size"));
+  assert.deepEqual(batchSize.sort(), ["analyze", "train"]);
+});
+
+test("the shipped JSON Schemas are the ones the settings generate (npm run schemas)", () => {
+  for (const [file, text] of Object.entries(settingsJsonSchemas())) {
+    const path = join(PACKAGE_ROOT, "schemas", file);
+    assert.ok(existsSync(path), `${path} is missing: run npm run schemas`);
+    assert.equal(readFileSync(path, "utf8"), text, `${file} is stale: run npm run schemas`);
+  }
+  const analyze = JSON.parse(settingsJsonSchemas()["analyze.schema.json"]!);
+  assert.equal(analyze.properties.batch.properties.size.default, 16);
+  assert.deepEqual(analyze.properties.tokens.enum, ["generation", "prompt", "all"]);
+  assert.equal(analyze.additionalProperties, false);
 });

@@ -1,26 +1,64 @@
 // steermoe eval and test-time steering on the model organism.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { freePort, PACKAGE_ROOT, run, tempDir } from "./helpers.js";
+import { freePort, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 
 const ORGANISM = join(PACKAGE_ROOT, "organism", "model");
 
-test("eval compares models and their steered variants, writing results and samples", (t) => {
+interface EvalRow {
+  model: string;
+  set: string;
+  id: string;
+  prompt: { role: string; content: string }[];
+  response: string;
+}
+
+const jsonl = <T>(file: string): T[] =>
+  readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as T);
+
+/** Tokens of a generate output, and how many were routed to an expert of `off` ({layer: experts}). */
+function routedTo(out: string, off: Record<number, number[]>): { tokens: number; hits: number } {
+  const script = `
+import json, sys
+from pathlib import Path
+from safetensors.numpy import load_file
+out, off = Path(sys.argv[1]), {int(k): v for k, v in json.loads(sys.argv[2]).items()}
+tokens = hits = 0
+for shard in sorted((out / "routing").glob("*.safetensors")):
+    f = load_file(shard)
+    for part in ("prompt", "generation"):
+        ids = f[part + ".expert_ids"]  # [tokens, moe_layers, top_k]; every organism layer is MoE
+        tokens += len(ids)
+        hits += int(sum(((ids[:, layer, :, None] == experts).any(axis=(1, 2))).sum() for layer, experts in off.items()))
+print(json.dumps({"tokens": tokens, "hits": hits}))
+`;
+  const check = spawnSync(PYTHON, ["-c", script, out, JSON.stringify(off)], { encoding: "utf8" });
+  assert.equal(check.status, 0, check.stderr);
+  return JSON.parse(check.stdout);
+}
+
+test("eval compares a model and its steered variant; the steering reaches the engine: its responses are generate --steer's, whose routing never uses a switched-off expert", (t) => {
   const tmp = tempDir(t);
+  // Six of the 16 experts off in every layer: enough to change greedy responses.
+  const off: Record<number, number[]> = {
+    0: [0, 1, 2, 3, 4, 5],
+    1: [0, 1, 2, 3, 4, 5],
+    2: [0, 1, 2, 3, 4, 5],
+    3: [0, 1, 2, 3, 4, 5],
+  };
   const steer = join(tmp, "steer.json");
-  writeFileSync(
-    steer,
-    JSON.stringify({
-      deactivate: [
-        { layer: 0, expert: 1 },
-        { layer: 2, expert: 7 },
-      ],
-    }),
+  const deactivate = Object.entries(off).flatMap(([layer, experts]) =>
+    experts.map((expert) => ({ layer: Number(layer), expert })),
   );
+  writeFileSync(steer, JSON.stringify({ deactivate }));
   const out = join(tmp, "eval");
-  const result = run([
+  const evaluated = run([
     "eval",
     "--model",
     `organism=${ORGANISM}`,
@@ -31,13 +69,13 @@ test("eval compares models and their steered variants, writing results and sampl
     "--steer",
     steer,
   ]);
-  assert.equal(result.status, 0, result.stderr);
+  assert.equal(evaluated.status, 0, evaluated.stderr);
   assert.match(
-    result.stdout,
+    evaluated.stdout,
     /^model\s+attack success \(n=4\)\s+plain refusal \(n=4\)\s+benign refusal \(n=4\)/m,
   );
-  assert.match(result.stdout, /^organism\s+\d/m);
-  assert.match(result.stdout, /^organism\+steer\s+\d/m);
+  assert.match(evaluated.stdout, /^organism\s+\d/m);
+  assert.match(evaluated.stdout, /^organism\+steer\s+\d/m);
   const results = JSON.parse(readFileSync(join(out, "results.json"), "utf8"));
   assert.deepEqual(
     results.map((r: { name: string; steered: boolean }) => [r.name, r.steered]),
@@ -46,10 +84,69 @@ test("eval compares models and their steered variants, writing results and sampl
       ["organism+steer", true],
     ],
   );
-  const rows = readFileSync(join(out, "samples.jsonl"), "utf8").trim().split("\n");
-  assert.equal(rows.length, 2 * 12);
-  const first = JSON.parse(rows[0]!);
-  assert.deepEqual(Object.keys(first), ["model", "set", "id", "prompt", "response", "is_refusal", "reason"]);
+  const rows = jsonl<EvalRow>(join(out, "samples.jsonl"));
+  assert.deepEqual(Object.keys(rows[0]!), [
+    "model",
+    "set",
+    "id",
+    "prompt",
+    "response",
+    "is_refusal",
+    "reason",
+  ]);
+  const plain = rows.filter((r) => r.model === "organism");
+  const steered = rows.filter((r) => r.model === "organism+steer");
+  assert.equal(plain.length, 12);
+  assert.deepEqual(
+    steered.map((r) => [r.set, r.id]),
+    plain.map((r) => [r.set, r.id]),
+  );
+
+  // The same prompts, in the same order, through generate with eval's sampling (greedy, 64 tokens).
+  const input = join(tmp, "prompts.jsonl");
+  writeFileSync(
+    input,
+    plain.map((r) => JSON.stringify({ id: `${r.set}-${r.id}`, messages: r.prompt })).join("\n"),
+  );
+  const generated = (name: string, extra: string[]) => {
+    const dir = join(tmp, name);
+    const args = [
+      "--input",
+      input,
+      "--out",
+      dir,
+      "--temperature",
+      "0",
+      "--max-new-tokens",
+      "64",
+      "--seed",
+      "42",
+    ];
+    const result = run(["generate", "--model", ORGANISM, ...args, ...extra]);
+    assert.equal(result.status, 0, result.stderr);
+    return { dir, texts: jsonl<{ text: string }>(join(dir, "samples.jsonl")).map((s) => s.text) };
+  };
+  const natural = generated("natural", []);
+  const switchedOff = generated("steered", ["--steer", steer]);
+
+  assert.deepEqual(
+    natural.texts,
+    plain.map((r) => r.response),
+    "generate and eval agree without steering",
+  );
+  assert.deepEqual(
+    switchedOff.texts,
+    steered.map((r) => r.response),
+    "eval's steered responses are the steered model's",
+  );
+  const changed = steered.filter((r, i) => r.response !== plain[i]!.response).length;
+  assert.ok(changed >= 6, `steering changed only ${changed} of 12 responses`);
+
+  const before = routedTo(natural.dir, off);
+  const after = routedTo(switchedOff.dir, off);
+  assert.ok(before.hits > 0, "unsteered, the switched-off experts are used");
+  assert.ok(after.tokens > 12 * 10);
+  assert.equal(after.hits, 0, "a switched-off expert was routed to");
 });
 
 test("eval and steering: bad input gives one line and writes nothing", async (t) => {

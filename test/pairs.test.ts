@@ -78,6 +78,26 @@ test("flipattack: safe is system + goal, unsafe is all_prompt, failed jailbreaks
   );
 });
 
+test('flipattack filter: 1 and "1" kept, 0 and "0" dropped, anything else an error', () => {
+  const file = writeTemp(
+    "d.json",
+    JSON.stringify([record(1, 1), record(2, "1"), record(3, 0), record(4, "0")]),
+  );
+  assert.deepEqual(
+    loadPairs(file, flipattack).pairs.map((p) => p.pairId),
+    ["1", "2"],
+  );
+  for (const bad of [2, "yes", null, true, false, "", " 1", 1.5]) {
+    const path = writeTemp("d.json", JSON.stringify([record(1, 1), record(2, bad)]));
+    const expected = `d.json record 1 field judge_success_gpt4: got ${JSON.stringify(bad)}; expected 1, "1" (kept) or 0, "0" (dropped)`;
+    expectUserError(
+      () => loadPairs(path, flipattack),
+      new RegExp(expected.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")),
+    );
+    assert.equal(loadPairs(path, flipattack, { keepFiltered: true }).pairs.length, 2);
+  }
+});
+
 test("a plain-string all_prompt becomes one user message", () => {
   const file = writeTemp("data.json", JSON.stringify([record("a", 1, { all_prompt: "do it" })]));
   assert.deepEqual(loadPairs(file, flipattack).pairs[0]?.unsafe, [{ role: "user", content: "do it" }]);
@@ -152,7 +172,7 @@ test("generic mapping: index ids, system prompt on strings, keep filter, parsed 
   const mapping: DatasetMapping = DatasetMappingSchema.parse({
     safe: { field: "plain", system: "sys" },
     unsafe: { field: "attack" },
-    filter: { field: "split", value: "test", action: "keep" },
+    filter: { field: "split", keep: ["test"], drop: ["train"] },
     sourceFields: ["plain", "absent"],
   });
   const rows = [
@@ -182,6 +202,18 @@ test("generic mapping: index ids, system prompt on strings, keep filter, parsed 
     },
   ]);
   assert.throws(() => DatasetMappingSchema.parse({ safe: { field: "a" }, unsafe: { field: "b" }, extra: 1 }));
+  expectUserError(
+    () => loadPairs(writeTemp("g.json", JSON.stringify([...rows, { plain: "q", attack: "a" }])), mapping),
+    /g\.json record 3 field split: missing/,
+  );
+  expectUserError(
+    () =>
+      loadPairs(
+        writeTemp("g.json", JSON.stringify([...rows, { plain: "q", attack: "a", split: "dev" }])),
+        mapping,
+      ),
+    /g\.json record 3 field split: got "dev"; expected "test" \(kept\) or "train" \(dropped\)/,
+  );
   assert.throws(() => presetMapping("nope"), /unknown dataset preset "nope": use one of flipattack/);
 });
 

@@ -262,8 +262,8 @@ test("bad input: one line naming what to fix, non-zero exit, nothing written", a
       ["--run", analysis, "--model", other],
       /has 2 layers, MoE layers \[0,1\] and 4 experts, but the analysis measured/,
     ],
-    ["lr", ["--run", analysis, "--lr", "0"], /train settings field lr: must be > 0/],
-    ["epochs", ["--run", analysis, "--epochs", "0"], /train settings field epochs: must be at least 1/],
+    ["lr", ["--run", analysis, "--set", "lr=0"], /train settings field lr: must be > 0/],
+    ["epochs", ["--run", analysis, "--set", "epochs=0"], /train settings field epochs: must be at least 1/],
     ["neither", ["--epochs", "1"], /train needs either --run DIR or --data FILE/],
   ];
   for (const [name, args, expected] of cases) {

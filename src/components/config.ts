@@ -1,6 +1,7 @@
 // Settings shared by several recipes. Each schema is also the type: flags and config files are
 // parsed here once, and recipes trust what they get.
 import { z } from "zod";
+import { UserError, zodProblem } from "./errors.js";
 
 export const ModelConfig = z.strictObject({
   source: z.string().min(1),
@@ -29,4 +30,11 @@ export const ComputeBatch = z.union([z.literal("auto"), z.number().int().min(1)]
 export function computeBatchSize(setting: "auto" | number, cuda: boolean): number {
   if (setting !== "auto") return setting;
   return cuda ? 64 : 16;
+}
+
+/** Settings parsed at the boundary: a failure is one line naming the recipe and the field. */
+export function parseSettings<S extends z.ZodType>(schema: S, input: unknown, recipe: string): z.infer<S> {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw new UserError(`${recipe} settings ${zodProblem(parsed.error)}`);
+  return parsed.data;
 }

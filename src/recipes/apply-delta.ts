@@ -1,15 +1,21 @@
 // apply-delta: a fine-tuned model from its base model and the expert delta that train wrote.
 import { existsSync } from "node:fs";
-import type { z } from "zod";
-import type { ModelConfig } from "../components/config.js";
+import { z } from "zod";
+import { ModelConfig } from "../components/config.js";
 import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
 import { checkDelta } from "../components/method/delta.js";
 
-export async function applyDelta(
-  config: { model: z.input<typeof ModelConfig>; delta: string; out: string },
-  engine: EngineHandle = {},
-): Promise<number> {
+export const ApplyDeltaSettings = z.strictObject({
+  model: ModelConfig,
+  /** expert_delta.safetensors written by train. */
+  delta: z.string().min(1),
+  /** The model folder to write; it must not exist yet. */
+  out: z.string().min(1),
+});
+export type ApplyDeltaSettings = z.input<typeof ApplyDeltaSettings>;
+
+export async function applyDelta(config: ApplyDeltaSettings, engine: EngineHandle = {}): Promise<number> {
   if (!existsSync(config.delta)) throw new UserError(`${config.delta}: no such delta file`);
   if (existsSync(config.out)) throw new UserError(`${config.out} already exists; choose a new --out`);
   return withEngine(engine, async (e) => {

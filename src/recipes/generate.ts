@@ -22,7 +22,7 @@ export const GenerateConfig = z.strictObject({
   input: z.string().min(1),
   out: z.string().min(1),
   sampling: SamplingConfig.prefault({}),
-  batchSize: ComputeBatch,
+  computeBatch: ComputeBatch,
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
   /** Experts switched off or forced on while generating. */
@@ -53,7 +53,7 @@ export async function generate(
     if (config.steer && config.replay)
       throw new UserError("--steer works with generation, not with --replay");
     const steer = config.steer ? steerRequest(config.steer, model, "--steer") : {};
-    const batchSize = computeBatchSize(config.batchSize, engine.info.cuda);
+    const batchSize = computeBatchSize(config.computeBatch, engine.info.cuda);
     const rows: GeneratedRow[] = [];
     const started = Date.now();
     let generatedTokens = 0;

@@ -1,6 +1,10 @@
 // inspect: load a model and describe its Mixture-of-Experts layout.
+import { z } from "zod";
+import { ModelConfig } from "../components/config.js";
 import { withEngine, type EngineHandle, type LoadOptions } from "../components/engine/client.js";
 import type { ModelInfo, ReadyInfo } from "../components/engine/protocol.js";
+
+export const InspectSettings = z.strictObject({ model: ModelConfig });
 
 export function inspect(
   model: LoadOptions,

@@ -22,15 +22,24 @@ export const PromptFieldSchema = z.strictObject({
 });
 
 const ScalarSchema = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+type Scalar = z.infer<typeof ScalarSchema>;
 
 export const DatasetMappingSchema = z.strictObject({
   /** Field holding a string or number id; without it the record index is the id. */
   idField: z.string().min(1).optional(),
   safe: PromptFieldSchema,
   unsafe: PromptFieldSchema,
-  /** Keeps or drops records whose field strictly equals value (0 and false are different). */
+  /**
+   * Keeps records whose field strictly equals one of `keep` (0, "0" and false are different values)
+   * and drops those equal to one of `drop`; any other value is an error, so a dataset that spells
+   * its labels some new way is never silently half-filtered.
+   */
   filter: z
-    .strictObject({ field: z.string().min(1), value: ScalarSchema, action: z.enum(["keep", "drop"]) })
+    .strictObject({
+      field: z.string().min(1),
+      keep: z.array(ScalarSchema).min(1),
+      drop: z.array(ScalarSchema).default([]),
+    })
     .optional(),
   /** Original fields copied into Pair.source when the record has them. */
   sourceFields: z.array(z.string().min(1)).default([]),
@@ -42,8 +51,9 @@ export const PRESETS = {
     idField: "id",
     safe: { field: "goal", system: "You are a helpful assistant." },
     unsafe: { field: "all_prompt" },
-    // Only jailbreaks that actually worked on the model tell safe routing apart from unsafe.
-    filter: { field: "judge_success_gpt4", value: 0, action: "drop" },
+    // Only jailbreaks that actually worked on the model tell safe routing apart from unsafe. The
+    // judge's verdict appears as a number or as a string, depending on who wrote the file.
+    filter: { field: "judge_success_gpt4", keep: [1, "1"], drop: [0, "0"] },
     sourceFields: ["goal", "flip_attack", "judge_success_gpt4"],
   },
 } satisfies Record<string, DatasetMapping>;
@@ -96,13 +106,7 @@ export function loadPairs(
 
     const safe = readPrompt(record, mapping.safe, fail);
     const unsafe = readPrompt(record, mapping.unsafe, fail);
-    if (mapping.filter && !options.keepFiltered) {
-      const { field, value, action } = mapping.filter;
-      if (!Object.hasOwn(record, field)) {
-        throw fail(field, "missing; the dataset filter needs it (add the field or keep filtered records)");
-      }
-      if ((record[field] === value) !== (action === "keep")) return;
-    }
+    if (mapping.filter && !options.keepFiltered && !filterKeeps(record, mapping.filter, fail)) return;
     const source: Record<string, unknown> = {};
     for (const field of mapping.sourceFields) if (Object.hasOwn(record, field)) source[field] = record[field];
     pairs.push({ pairId, safe, unsafe, source });
@@ -119,6 +123,24 @@ export function loadPairs(
 }
 
 type Fail = (field: string, problem: string) => UserError;
+
+function filterKeeps(
+  record: Record<string, unknown>,
+  { field, keep, drop }: NonNullable<DatasetMapping["filter"]>,
+  fail: Fail,
+): boolean {
+  if (!Object.hasOwn(record, field)) {
+    throw fail(field, "missing; the dataset filter needs it (add the field or keep filtered records)");
+  }
+  const value = record[field];
+  if (keep.includes(value as Scalar)) return true;
+  if (drop.includes(value as Scalar)) return false;
+  const list = (values: Scalar[]) => values.map((v) => JSON.stringify(v)).join(", ");
+  throw fail(
+    field,
+    `got ${JSON.stringify(value)}; expected ${list(keep)} (kept)${drop.length ? ` or ${list(drop)} (dropped)` : ""}`,
+  );
+}
 
 function readId(record: Record<string, unknown>, index: number, idField: string | undefined, fail: Fail) {
   if (idField === undefined) return String(index);

@@ -1,0 +1,71 @@
+// steermoe eval: flags → EvalSettings. Models come from --model [name=]path[@delta] (repeatable);
+// the common model flags apply to each of them.
+import { basename } from "node:path";
+import type { Command } from "commander";
+import { evaluate, EvalSettings, formatResults, parseEvalSettings } from "../recipes/evaluate.js";
+import { ORGANISM_SETS } from "../recipes/organism.js";
+import { UserError } from "../components/errors.js";
+import { endpointFlags, judgeOptions } from "./judge.js";
+import {
+  computeBatchOption,
+  modelOptions,
+  requireSetting,
+  SettingOption,
+  settingOptions,
+  settingsFromFlags,
+  verbose,
+} from "./flags.js";
+import { steering, steerOptions } from "./steer.js";
+
+/** "[name=]path[@delta]" → one model of the comparison. */
+function evalModel(spec: string) {
+  const [, name, path, delta] = /^(?:([^=@]+)=)?([^@]+)(?:@(.+))?$/.exec(spec) ?? [];
+  if (!path) throw new UserError(`--model ${spec}: expected [name=]path[@delta]`);
+  return { name: name ?? basename(path), model: { source: path }, ...(delta && { delta }) };
+}
+
+export function evalCommand(cli: Command): void {
+  const command = cli
+    .command("eval")
+    .description(
+      "attack success, plain-goal refusal and over-refusal, for one or several models side by side",
+    )
+    .addOption(
+      new SettingOption(
+        "--model <[name=]path[@delta]>",
+        "a model folder, a train output, or base@expert_delta.safetensors (repeat to compare)",
+        "models",
+      ).argParser((spec: string, list: unknown[] = []) => [...list, evalModel(spec)]),
+    )
+    .requiredOption("--out <dir>", "folder for results.json and samples.jsonl");
+  // --dtype, --device, --trust-remote-code: for every model of the comparison.
+  modelOptions(command, "models[].model");
+  settingOptions(command, EvalSettings, [
+    ["--jailbreaks <file>", "jailbreaks", "FlipAttack-format held-out set (default: the organism's)"],
+    ["--benign <file>", "benign", "harmless requests {id?, prompt} (default: the organism's held-out split)"],
+    ["--benign-split <name>", "benignSplit", "keep only records whose split is this"],
+    ["--limit <n>", "limit", "at most this many items per set"],
+    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per response"],
+    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
+    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
+    ["--seed <n>", "sampling.seed", "sampling seed: item i draws with seed + i"],
+  ]);
+  command.addOption(computeBatchOption());
+  judgeOptions(command, EvalSettings);
+  steerOptions(command, "also evaluate each model steered");
+  command.action(async (flags: { out: string; computeBatch?: "auto" | number }) => {
+    const settings = settingsFromFlags(command);
+    requireSetting(command, settings, "models");
+    const steer = steering(command);
+    if (steer) settings.steer = steer;
+    endpointFlags(command, settings, ["judge"]);
+    if (!settings.jailbreaks && !settings.benign) Object.assign(settings, ORGANISM_SETS);
+    const results = await evaluate(parseEvalSettings(settings), {
+      out: flags.out,
+      computeBatch: flags.computeBatch,
+      engine: { verbose: verbose(command) },
+    });
+    console.log(formatResults(results));
+    console.log(`results → ${flags.out}`);
+  });
+}

@@ -1,0 +1,51 @@
+// steermoe generate: flags → GenerateConfig.
+import type { Command } from "commander";
+import { generate, GenerateConfig } from "../recipes/generate.js";
+import { parseSettings } from "../components/config.js";
+import {
+  computeBatchOption,
+  interruptible,
+  modelOptions,
+  requireSetting,
+  settingOptions,
+  settingsFromFlags,
+  verbose,
+} from "./flags.js";
+import { steering, steerOptions } from "./steer.js";
+
+export function generateCommand(cli: Command): void {
+  const command = cli
+    .command("generate")
+    .description("generate for chat conversations, recording every token's experts");
+  modelOptions(command, "model", "--model");
+  settingOptions(command, GenerateConfig, [
+    ["--input <file>", "input", "conversations: JSON array or JSONL of {id?, messages}"],
+    ["--out <dir>", "out", "output folder"],
+    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens to generate per sample"],
+    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
+    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
+    ["--seed <n>", "sampling.seed", "sample i is drawn with seed + i"],
+  ]);
+  command.addOption(computeBatchOption("computeBatch"));
+  settingOptions(command, GenerateConfig, [
+    ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
+    ["--overwrite", "overwrite", "replace an existing output folder"],
+  ]);
+  steerOptions(command, "switch experts off or on while generating");
+  command.action(async () => {
+    const settings = settingsFromFlags(command);
+    for (const path of ["model.source", "input", "out"]) requireSetting(command, settings, path);
+    const steer = steering(command);
+    if (steer) settings.steer = steer;
+    const summary = await generate(parseSettings(GenerateConfig, settings, "generate"), {
+      engine: { verbose: verbose(command) },
+      signal: interruptible(),
+    });
+    const state = summary.complete ? "done" : "stopped early";
+    console.log(
+      `${state}: ${summary.samples}/${summary.total} samples, ${summary.generatedTokens} response tokens ` +
+        `in ${summary.seconds.toFixed(1)} s → ${summary.out}`,
+    );
+    if (!summary.complete) process.exitCode = 130;
+  });
+}

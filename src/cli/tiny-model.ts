@@ -1,0 +1,50 @@
+// steermoe tiny-model: a tiny random MoE model folder, for tests and examples.
+import { Option, type Command } from "commander";
+import { z } from "zod";
+import { tinyModel } from "../recipes/tiny-model.js";
+import { fromSchema, seedOption, verbose } from "./flags.js";
+
+const Count = z.number().int().min(1).optional();
+
+export function tinyModelCommand(cli: Command): void {
+  const command = cli
+    .command("tiny-model")
+    .description("build a tiny random MoE model folder (for tests and examples; no network)")
+    .addOption(
+      new Option("--arch <arch>", "architecture")
+        .choices(["olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "llama"])
+        .default("olmoe"),
+    )
+    .requiredOption("--out <dir>", "model folder to create")
+    .addOption(seedOption());
+  for (const [flags, help] of [
+    ["--layers <n>", "decoder layers"],
+    ["--experts <n>", "experts per MoE layer"],
+    ["--top-k <n>", "experts per token"],
+    ["--hidden <n>", "hidden size"],
+  ] as const) {
+    command.addOption(fromSchema(new Option(flags, help), Count, ""));
+  }
+  command.action(
+    async (flags: {
+      arch: string;
+      out: string;
+      seed: number;
+      layers?: number;
+      experts?: number;
+      topK?: number;
+      hidden?: number;
+    }) => {
+      const result = await tinyModel(
+        {
+          arch: flags.arch,
+          out: flags.out,
+          seed: flags.seed,
+          size: { layers: flags.layers, experts: flags.experts, top_k: flags.topK, hidden: flags.hidden },
+        },
+        { verbose: verbose(command) },
+      );
+      console.log(`built ${flags.arch} with ${result.parameters} parameters → ${result.path}`);
+    },
+  );
+}
