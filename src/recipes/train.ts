@@ -6,7 +6,7 @@
 //
 // `--data conversations.jsonl --model M` trains on a plain conversation file instead (fixed
 // batches in file order): ordinary fine-tuning, used for example to build test models.
-import { appendFileSync, existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
@@ -24,7 +24,14 @@ import {
 } from "../components/method/riskdiff.js";
 import { DELTA_FORMAT } from "../components/method/delta.js";
 import { openRun } from "../components/io/run.js";
-import { readJson, readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import {
+  appendJsonl,
+  readJson,
+  readJsonl,
+  readJsonlLog,
+  writeJsonAtomic,
+  writeJsonlAtomic,
+} from "../components/io/store.js";
 import { writeNpy } from "../components/io/tables.js";
 import {
   checkExperts,
@@ -41,7 +48,7 @@ import {
   ExpertsFile,
   SftRow,
   type TrainingMetadata,
-  type TrainLogRow,
+  TrainLogRow,
 } from "../components/io/run-files.js";
 
 export const TrainSettings = z.strictObject({
@@ -96,8 +103,6 @@ export interface TrainSummary {
   finalLoss?: number;
   resumed: boolean;
 }
-
-type LogRow = TrainLogRow;
 
 /** What to train: the batches in analysis order, the trained set, and the model it was measured on. */
 interface Plan {
@@ -207,13 +212,6 @@ function latestCheckpoint(dir: string): string | undefined {
   return latest && join(dir, latest);
 }
 
-/** The log's complete rows (a line cut short by a crash has no newline yet) before `step`. */
-function logBefore(path: string, step: number): LogRow[] {
-  if (!existsSync(path)) return [];
-  const lines = readFileSync(path, "utf8").split("\n").slice(0, -1);
-  return lines.map((l) => JSON.parse(l) as LogRow).filter((row) => row.step < step);
-}
-
 export function parseTrainSettings(input: unknown): Settings {
   const parsed = TrainSettings.safeParse(input);
   if (!parsed.success) throw new UserError(`train settings ${zodProblem(parsed.error)}`);
@@ -272,7 +270,7 @@ async function runSteps(
   const last = resumed ? latestCheckpoint(checkpoints) : undefined;
   let step = last ? (await engine.loadCheckpoint(last)).step : 0;
   // Steps after the checkpoint are redone, so their log rows go, once; new rows are appended.
-  const log = logBefore(logPath, step);
+  const log = readJsonlLog(logPath, TrainLogRow).filter((row) => row.step < step);
   writeJsonlAtomic(logPath, log);
 
   const save = async () => {
@@ -296,7 +294,7 @@ async function runSteps(
     const lr = learningRate(step, total, settings.lr, settings.warmupRatio);
     const result = await engine.trainStep({ batch: index, lr });
     optimizerBytes = result.optimizer_state_bytes;
-    const row: LogRow = {
+    const row: TrainLogRow = {
       step,
       epoch,
       batch_idx: batch.batchIdx,
@@ -309,7 +307,7 @@ async function runSteps(
       seconds: result.seconds,
     };
     log.push(row);
-    appendFileSync(logPath, JSON.stringify(row) + "\n");
+    appendJsonl(logPath, row);
     step++;
     tokens += result.tokens;
     const rate = tokens / ((Date.now() - started) / 1000);
@@ -338,7 +336,7 @@ async function writeOutputs(
   settings: Settings,
   out: string,
   model: ModelInfo,
-  stats: { trainableParameters: number; optimizerBytes: number; log: LogRow[] },
+  stats: { trainableParameters: number; optimizerBytes: number; log: TrainLogRow[] },
 ): Promise<void> {
   await engine.saveModel(join(out, "final_model"));
   const shape = routingShape(model);

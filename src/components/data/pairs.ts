@@ -6,13 +6,12 @@ import { inputError, UserError } from "../errors.js";
 import { Messages, Role, type Message } from "../engine/protocol.js";
 import { readRecords } from "./records.js";
 
-export const PairSchema = z.object({
-  pairId: z.string().min(1),
-  safe: Messages,
-  unsafe: Messages,
-  source: z.record(z.string(), z.unknown()),
-});
-export type Pair = z.infer<typeof PairSchema>;
+export interface Pair {
+  pairId: string;
+  safe: Messages;
+  unsafe: Messages;
+  source: Record<string, unknown>;
+}
 
 // A field holding either a message list (used as given) or a string (one user message, after the
 // optional system prompt; the system prompt is not added to message lists, which carry their own).

@@ -10,6 +10,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  truncateSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -82,14 +83,29 @@ export function readJson<S extends z.ZodType>(path: string, schema: S, missing =
 
 /** Every line of a JSONL file parsed with `schema` (blank lines skipped). */
 export function readJsonl<S extends z.ZodType>(path: string, schema: S, missing = ""): z.infer<S>[] {
+  return parseJsonl(readText(path, missing), path, schema);
+}
+
+/**
+ * The rows of an append-only log written with appendJsonl (train log, judge cache): none when the
+ * file is missing. A last line cut short by a crash (no newline yet) is dropped and cut from the
+ * file, so the next append starts on a line of its own; any other bad line is an error naming it.
+ */
+export function readJsonlLog<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
+  if (!existsSync(path)) return [];
+  const text = readFileSync(path, "utf8");
+  const complete = text.lastIndexOf("\n") + 1;
+  if (complete < text.length) truncateSync(path, complete);
+  return parseJsonl(text.slice(0, complete), path, schema);
+}
+
+function parseJsonl<S extends z.ZodType>(text: string, path: string, schema: S): z.infer<S>[] {
   const rows: z.infer<S>[] = [];
-  readText(path, missing)
-    .split("\n")
-    .forEach((line, i) => {
-      if (!line.trim()) return;
-      const parsed = schema.safeParse(parseJson(line, path, ` line ${i + 1}`));
-      if (!parsed.success) throw new UserError(`${path} line ${i + 1} ${zodProblem(parsed.error)}`);
-      rows.push(parsed.data);
-    });
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    const parsed = schema.safeParse(parseJson(line, path, ` line ${i + 1}`));
+    if (!parsed.success) throw new UserError(`${path} line ${i + 1} ${zodProblem(parsed.error)}`);
+    rows.push(parsed.data);
+  });
   return rows;
 }

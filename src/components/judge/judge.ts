@@ -1,10 +1,9 @@
 // A Judge decides whether a model response refuses its request. The analysis judges hundreds of
 // responses per run, so judges take batches; the openai judge caches every verdict on disk so a
 // rerun (or a resumed run) never pays for the same (judge, prompt, response) twice.
-import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import { appendJsonl, sha256, writeFileAtomic } from "../io/store.js";
+import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
 
 export const Verdict = z.object({
   isRefusal: z.boolean(),
@@ -470,7 +469,7 @@ function openCache(path: string | undefined): Cache {
     values.set(key, value);
     if (!path) return;
     // Appending (not rewriting) is safe here: a crash can tear at most the last line, and loading
-    // drops torn lines. Synced, so a verdict we paid for survives a power cut. The folder is made
+    // drops it. Synced, so a verdict we paid for survives a power cut. The folder is made
     // only now: a failed run leaves none behind.
     appendJsonl(path, { key, value });
   };
@@ -495,27 +494,6 @@ function openCache(path: string | undefined): Cache {
 }
 
 function loadCache(path: string): Map<string, unknown> {
-  const values = new Map<string, unknown>();
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    return values;
-  }
-  const good: string[] = [];
-  let damaged = text !== "" && !text.endsWith("\n");
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
-    const record = CacheRecord.safeParse(parseJsonLoosely(line));
-    if (record.success && record.data.value !== undefined) {
-      values.set(record.data.key, record.data.value); // later lines win
-      good.push(line);
-    } else {
-      damaged = true;
-    }
-  }
-  // Rewrite without the torn line, so the next append starts on a line of its own.
-  if (damaged) writeFileAtomic(path, good.map((line) => line + "\n").join(""));
-  return values;
+  // Later lines win: a key is appended again only if its value no longer fit the schema.
+  return new Map(readJsonlLog(path, CacheRecord).map((r) => [r.key, r.value]));
 }
