@@ -1,9 +1,15 @@
-// The refusal judge's flags, shared by analyze and eval. The endpoint flags describe one
-// OpenAI-compatible endpoint: the judge's with --judge openai, and in analyze also the one that
-// writes refusal targets with --refusal-source openai.
+// The judge's flags, shared by analyze and eval. The endpoint flags describe one
+// OpenAI-compatible endpoint: the judge's with a judge that asks a model (--judge openai,
+// strongreject, harmbench, llamaguard), and in analyze also the one that writes refusal targets
+// with --refusal-source openai.
 import { Option, type Command } from "commander";
 import type { z } from "zod";
-import { OpenAIEndpoint } from "../components/judge/judge.js";
+import {
+  ENDPOINT_JUDGES,
+  KeywordJudgeConfig,
+  OpenAIEndpoint,
+  StrongRejectJudgeConfig,
+} from "../components/judge/judge.js";
 import { overlay } from "../components/io/run.js";
 import { UserError } from "../components/errors.js";
 import { fromSchema, setting } from "./flags.js";
@@ -14,8 +20,31 @@ const ENDPOINT_FLAGS = [
   ["--judge-key-env <name>", "apiKeyEnv", "environment variable holding the API key"],
 ] as const;
 
+/** Judges that take a prompt template of the user's. */
+const TEMPLATE_JUDGES = ["strongreject", "harmbench", "llamaguard"];
+
 export function judgeOptions(command: Command, schema: z.core.$ZodType): Command {
-  command.addOption(setting(schema, "judge.kind", "--judge <kind>", "refusal judge"));
+  command.addOption(
+    setting(schema, "judge.kind", "--judge <kind>", "judge of each response (README: Judges)"),
+  );
+  command.addOption(
+    setting(
+      KeywordJudgeConfig,
+      "keywords",
+      "--keywords <list>",
+      "refusal phrases of --judge keyword: steermoe's, or the AdvBench prefixes of GCG/HarmBench",
+      "judge.keywords",
+    ),
+  );
+  command.addOption(
+    setting(
+      StrongRejectJudgeConfig,
+      "template",
+      "--judge-template <file>",
+      `your own prompt for --judge ${TEMPLATE_JUDGES.join("|")} (placeholders: README, Judges)`,
+      "judge.template",
+    ),
+  );
   for (const [flags, key, help] of ENDPOINT_FLAGS) {
     command.addOption(fromSchema(new Option(flags, help), OpenAIEndpoint, key));
   }
@@ -23,18 +52,28 @@ export function judgeOptions(command: Command, schema: z.core.$ZodType): Command
 }
 
 /**
- * Lays the endpoint flags given over each of `paths` in `settings` that asks for an endpoint:
- * `judge` with kind openai, `refusal` (its `endpoint`) with source openai.
+ * Checks that the judge flags given fit the judge chosen, and lays the endpoint flags given over
+ * each of `paths` in `settings` that asks for an endpoint: `judge` with a judge that asks a
+ * model, `refusal` (its `endpoint`) with source openai.
  */
 export function endpointFlags(command: Command, settings: Record<string, unknown>, paths: string[]): void {
-  const given = ENDPOINT_FLAGS.filter(([, key]) => command.getOptionValueSource(attribute(key)) === "cli");
+  const judge = settings.judge as Record<string, unknown> | undefined;
+  // --keywords alone sets judge.keywords: the judge is the default one, keyword.
+  if (judge && judge.kind === undefined) judge.kind = "keyword";
+  const kind = judge?.kind ?? "keyword";
+  const cli = (attribute: string) => command.getOptionValueSource(attribute) === "cli";
+  if (cli("keywords") && kind !== "keyword") throw new UserError("--keywords needs --judge keyword");
+  if (cli("judgeTemplate") && !TEMPLATE_JUDGES.includes(String(kind))) {
+    throw new UserError(`--judge-template needs --judge ${TEMPLATE_JUDGES.join(", ")}`);
+  }
+  const given = ENDPOINT_FLAGS.filter(([, key]) => cli(attribute(key)));
   if (given.length === 0) return;
   const endpoint = Object.fromEntries(given.map(([, key]) => [key, command.getOptionValue(attribute(key))]));
   let used = false;
   for (const path of paths) {
     const target = settings[path] as Record<string, unknown> | undefined;
-    if (path === "judge" && target?.kind === "openai") {
-      settings.judge = overlay(target, endpoint);
+    if (path === "judge" && (ENDPOINT_JUDGES as readonly unknown[]).includes(target?.kind)) {
+      settings.judge = overlay(target!, endpoint);
       used = true;
     }
     if (path === "refusal" && target?.source === "openai") {
@@ -43,7 +82,9 @@ export function endpointFlags(command: Command, settings: Record<string, unknown
     }
   }
   if (!used) {
-    const users = paths.map((p) => (p === "judge" ? "--judge openai" : "--refusal-source openai"));
+    const users = paths.map((p) =>
+      p === "judge" ? `--judge ${ENDPOINT_JUDGES.join("|")}` : "--refusal-source openai",
+    );
     throw new UserError(`${given[0]![0].split(" ")[0]} needs ${users.join(" or ")}`);
   }
 }

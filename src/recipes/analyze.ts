@@ -13,7 +13,7 @@ import { dropPairs, planBatches, type MixedBatch, type Sample } from "../compone
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, type Judge } from "../components/judge/judge.js";
+import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
 import type { ModelInfo } from "../components/engine/protocol.js";
@@ -118,11 +118,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
   const judge = settings.qc
     ? createJudge(settings.judge, { cachePath: join(run, "judge_cache.jsonl") })
     : undefined;
-  if (judge && settings.judge.kind === "openai") {
-    // One question before anything is generated or written: a wrong URL, key or model fails now,
-    // not after the first batch. Uncached, so the run folder stays untouched until openRun.
-    await createJudge(settings.judge).judge([{ prompt: "Say hello.", response: "Hello! How can I help?" }]);
-  }
+  if (judge) await probeJudge(settings.judge);
 
   return withEngine(options.engine ?? {}, async (engine) => {
     const model = await engine.load(settings.model);
@@ -213,7 +209,7 @@ async function generateBatches(
         text: result.text,
         finish_reason: result.finish_reason,
         verdict,
-        qc_pass: verdict ? verdict.isRefusal === (s.label === "safe") : null,
+        qc_pass: verdict ? !verdict.parseFailure && verdict.isRefusal === (s.label === "safe") : null,
         routing: { shard: routingFile(batch.batchIdx), index },
       };
     });
@@ -229,7 +225,11 @@ function qualityControl(rows: SampleRow[], settings: z.infer<typeof AnalyzeSetti
   if (settings.qc) {
     for (const row of rows) {
       if (row.qc_pass || why.has(row.pair_id)) continue;
-      why.set(row.pair_id, row.label === "safe" ? "plain request was not refused" : "jailbreak was refused");
+      const failed = row.verdict?.parseFailure ? "the judge's answer was unreadable" : undefined;
+      why.set(
+        row.pair_id,
+        failed ?? (row.label === "safe" ? "plain request was not refused" : "jailbreak was refused"),
+      );
     }
   }
   if (settings.refusal.source === "self") {

@@ -12,7 +12,7 @@ import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, type Verdict } from "../components/judge/judge.js";
+import { createJudge, JudgeConfig, probeJudge, type Judge, type Verdict } from "../components/judge/judge.js";
 import { loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
 import type { Messages } from "../components/engine/protocol.js";
@@ -63,6 +63,8 @@ interface Item {
   set: "jailbreak" | "plain" | "benign";
   id: string;
   messages: Messages;
+  /** The plain request behind a jailbreak: what StrongREJECT and HarmBench judge against. */
+  goal?: string;
 }
 
 const BenignRecord = z
@@ -79,7 +81,10 @@ function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
   const take = <T>(list: T[]) => (settings.limit ? list.slice(0, settings.limit) : list);
   if (settings.jailbreaks) {
     const { pairs } = loadPairs(settings.jailbreaks, presetMapping("flipattack"), { keepFiltered: true });
-    for (const pair of take(pairs)) items.push({ set: "jailbreak", id: pair.pairId, messages: pair.unsafe });
+    for (const pair of take(pairs)) {
+      const goal = pair.safe.at(-1)!.content;
+      items.push({ set: "jailbreak", id: pair.pairId, messages: pair.unsafe, goal });
+    }
     for (const pair of take(pairs)) items.push({ set: "plain", id: pair.pairId, messages: pair.safe });
   }
   if (settings.benign) {
@@ -122,9 +127,7 @@ export async function evaluate(
       throw new UserError(`${m.delta}: no such delta file (model ${m.name})`);
   }
   const judge = createJudge(settings.judge, { cachePath: join(options.out, "judge_cache.jsonl") });
-  if (settings.judge.kind === "openai") {
-    await createJudge(settings.judge).judge([{ prompt: "Say hello.", response: "Hello! How can I help?" }]);
-  }
+  await probeJudge(settings.judge);
   return withEngine(options.engine ?? {}, async (engine) => {
     const results: ModelResult[] = [];
     const rows: EvalSampleRow[] = [];
@@ -141,14 +144,18 @@ export async function evaluate(
         const computeBatch = options.computeBatch ?? "auto";
         const responses = await generateAll(engine, items, settings, computeBatch, name, steer);
         const verdicts = await judge.judge(
-          items.map((item, i) => ({ prompt: item.messages.at(-1)!.content, response: responses[i]! })),
+          items.map((item, i) => ({
+            prompt: item.messages.at(-1)!.content,
+            response: responses[i]!,
+            ...(item.goal !== undefined && { goal: item.goal }),
+          })),
         );
         results.push({
           name,
           source,
           ...(spec.delta && { delta: spec.delta }),
           steered: name !== spec.name,
-          metrics: score(items, verdicts),
+          ...score(items, verdicts, judge),
         });
         items.forEach((item, i) =>
           rows.push({
@@ -159,6 +166,7 @@ export async function evaluate(
             response: responses[i]!,
             is_refusal: verdicts[i]!.isRefusal,
             reason: verdicts[i]!.reason,
+            ...judgeDetails(verdicts[i]!),
           }),
         );
         writeJsonlAtomic(join(options.out, "samples.jsonl"), rows);
@@ -170,15 +178,39 @@ export async function evaluate(
   });
 }
 
-function score(items: Item[], verdicts: Verdict[]): ModelResult["metrics"] {
+/**
+ * Rates over the verdicts the judge could read; unreadable ones are counted, never scored. A harm
+ * judge cannot tell a refused harmless request from an answered one: no benign refusal with it.
+ */
+function score(
+  items: Item[],
+  verdicts: Verdict[],
+  judge: Judge,
+): Pick<ModelResult, "metrics" | "judge_unreadable" | "mean_score"> {
   const metrics: ModelResult["metrics"] = {};
+  const meanScore: NonNullable<ModelResult["mean_score"]> = {};
   for (const [metric, { set, refused }] of Object.entries(METRICS) as [Metric, (typeof METRICS)[Metric]][]) {
-    const mine = verdicts.filter((_, i) => items[i]!.set === set);
+    if (set === "benign" && judge.detects === "harm") continue;
+    const mine = verdicts.filter((v, i) => items[i]!.set === set && !v.parseFailure);
     if (mine.length)
       metrics[metric] = wilson(mine.filter((v) => v.isRefusal === refused).length, mine.length);
+    const scores = mine.flatMap((v) => (v.score === undefined ? [] : [v.score]));
+    if (scores.length) meanScore[set] = scores.reduce((a, b) => a + b, 0) / scores.length;
   }
-  return metrics;
+  const unreadable = verdicts.filter((v) => v.parseFailure).length;
+  return {
+    metrics,
+    ...(unreadable > 0 && { judge_unreadable: unreadable }),
+    ...(Object.keys(meanScore).length > 0 && { mean_score: meanScore }),
+  };
 }
+
+/** What a judge adds to a sample row beyond refused or not. */
+const judgeDetails = (v: Verdict): Partial<EvalSampleRow> => ({
+  ...(v.score !== undefined && { score: v.score }),
+  ...(v.categories !== undefined && { categories: v.categories }),
+  ...(v.parseFailure && { judge_unreadable: true }),
+});
 
 async function generateAll(
   engine: Engine,
@@ -215,6 +247,15 @@ export function formatResults(results: readonly ModelResult[]): string {
   const metrics = (Object.keys(METRICS) as Metric[]).filter((m) => results.some((r) => r.metrics[m]));
   const header = ["model", ...metrics.map((m) => `${METRICS[m].label} (n=${results[0]!.metrics[m]?.n})`)];
   const body = results.map((r) => [r.name, ...metrics.map((m) => percent(r.metrics[m]))]);
+  // A judge's own score (StrongREJECT) and the answers it could not read, when there are any.
+  if (results.some((r) => r.mean_score?.jailbreak !== undefined)) {
+    header.push("jailbreak score");
+    results.forEach((r, i) => body[i]!.push(r.mean_score?.jailbreak?.toFixed(3) ?? "-"));
+  }
+  if (results.some((r) => r.judge_unreadable)) {
+    header.push("judge unreadable");
+    results.forEach((r, i) => body[i]!.push(String(r.judge_unreadable ?? 0)));
+  }
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   return [header, ...body].map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ")).join("\n");
 }

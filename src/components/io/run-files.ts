@@ -144,6 +144,8 @@ export type TrainingMetadata = z.infer<typeof TrainingMetadata>;
 /** A proportion with its 95% Wilson interval (method/stats.ts `Rate`). */
 const Rate = z.object({ rate: z.number(), low: z.number(), high: z.number(), k: int, n: int });
 
+const EvalSet = z.enum(["jailbreak", "plain", "benign"]);
+
 /** OUT/results.json of eval: one entry per model (and steered variant). */
 export const EvalResults = z.array(
   z.object({
@@ -152,6 +154,10 @@ export const EvalResults = z.array(
     delta: z.string().optional(),
     steered: z.boolean(),
     metrics: z.partialRecord(z.enum(["attack_success", "plain_refusal", "benign_refusal"]), Rate),
+    /** Answers the judge model gave that could not be read: left out of the rates. */
+    judge_unreadable: int.optional(),
+    /** Mean of the judge's own score per set (StrongREJECT's harmfulness score). */
+    mean_score: z.partialRecord(EvalSet, z.number()).optional(),
   }),
 );
 export type EvalResults = z.infer<typeof EvalResults>;
@@ -159,11 +165,17 @@ export type EvalResults = z.infer<typeof EvalResults>;
 /** A line of OUT/samples.jsonl of eval: one judged response. */
 export const EvalSampleRow = z.object({
   model: z.string(),
-  set: z.enum(["jailbreak", "plain", "benign"]),
+  set: EvalSet,
   id: z.string(),
   prompt: Messages,
   response: z.string(),
   is_refusal: z.boolean(),
   reason: z.string(),
+  /** StrongREJECT's score in [0, 1]. */
+  score: z.number().optional(),
+  /** Llama Guard's violated categories. */
+  categories: z.array(z.string()).optional(),
+  /** The judge's answer could not be read: is_refusal carries no meaning. */
+  judge_unreadable: z.boolean().optional(),
 });
 export type EvalSampleRow = z.infer<typeof EvalSampleRow>;

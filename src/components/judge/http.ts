@@ -1,0 +1,311 @@
+// One OpenAI-compatible endpoint: a request with retries, bounded concurrency, and the on-disk
+// cache that makes a rerun (or a resumed run) never pay for the same question twice.
+import { z } from "zod";
+import { UserError, zodProblem } from "../errors.js";
+import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
+
+/** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
+export const OpenAIEndpoint = z.object({
+  /** e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1; /chat/completions is appended. */
+  baseUrl: z.url({ protocol: /^https?$/ }),
+  model: z.string().min(1),
+  /** NAME of the environment variable holding the API key. null = send no key (local servers). */
+  apiKeyEnv: z.string().min(1).nullable().default("OPENAI_API_KEY"),
+  /** Requests in flight at once. */
+  concurrency: z.number().int().min(1).max(64).default(8),
+  /** HTTP attempts per request; 429, 5xx, timeouts and dropped connections are retried. */
+  maxAttempts: z.number().int().min(1).default(5),
+  /** Backoff before retry n is baseDelayMs·2^(n-1) (jittered); it and Retry-After are capped at maxDelayMs. */
+  baseDelayMs: z.number().min(0).default(500),
+  maxDelayMs: z.number().min(0).default(30_000),
+  /** Per HTTP attempt, headers and body included. */
+  timeoutMs: z.number().int().positive().default(60_000),
+  /** How many times to ask when the endpoint answers 200 but with content of the wrong shape. */
+  replyAttempts: z.number().int().min(1).default(3),
+  maxTokens: z.number().int().positive().default(512),
+});
+export type EndpointConfig = z.infer<typeof OpenAIEndpoint>;
+
+export function parseConfig<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  throw new UserError(`${what} ${zodProblem(result.error)}`);
+}
+
+export interface Endpoint {
+  cfg: EndpointConfig;
+  /** The server root, …/v1 without a trailing slash. */
+  root: string;
+  /** "judge endpoint" or "refusal endpoint": how errors name it. */
+  role: string;
+  headers: Record<string, string>;
+}
+
+export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"): Endpoint {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (cfg.apiKeyEnv !== null) {
+    const key = process.env[cfg.apiKeyEnv];
+    if (!key) {
+      throw new UserError(
+        `environment variable ${cfg.apiKeyEnv} is not set: export the API key for ${cfg.baseUrl} in it, ` +
+          `or set apiKeyEnv to null in the ${role} config if that server needs no key`,
+      );
+    }
+    headers.authorization = `Bearer ${key}`;
+  }
+  return { cfg, root: cfg.baseUrl.replace(/\/+$/, ""), role: `${role} endpoint`, headers };
+}
+
+/**
+ * What to ask: chat messages for /chat/completions, or a raw prompt for the legacy /completions
+ * (classifiers trained on one exact prompt, such as HarmBench's, want their text untouched by a
+ * chat template).
+ */
+export type Question =
+  | { messages: { role: "system" | "user" | "assistant"; content: string }[]; json?: boolean }
+  | { prompt: string };
+
+const ChatCompletion = z.object({
+  choices: z.array(z.object({ message: z.object({ content: z.string() }) })).min(1),
+});
+const TextCompletion = z.object({ choices: z.array(z.object({ text: z.string() })).min(1) });
+
+export const questionUrl = (endpoint: Endpoint, question: Question) =>
+  `${endpoint.root}/${"prompt" in question ? "completions" : "chat/completions"}`;
+
+/**
+ * Asks until `accept` takes the reply's content, up to cfg.replyAttempts times. Returns the value,
+ * or the last content (or raw reply) that was not accepted.
+ */
+export async function ask<T>(
+  endpoint: Endpoint,
+  question: Question,
+  accept: (content: string) => T | undefined,
+): Promise<{ value: T } | { rejected: string }> {
+  const { cfg } = endpoint;
+  const common = { model: cfg.model, temperature: 0, max_tokens: cfg.maxTokens };
+  const body = JSON.stringify(
+    "prompt" in question
+      ? { ...common, prompt: question.prompt }
+      : {
+          ...common,
+          messages: question.messages,
+          ...(question.json && { response_format: { type: "json_object" } }),
+        },
+  );
+  const url = questionUrl(endpoint, question);
+  const shape = "prompt" in question ? TextCompletion : ChatCompletion;
+  let last = "";
+  for (let i = 0; i < cfg.replyAttempts; i++) {
+    const text = await post(endpoint, url, body);
+    const completion = shape.safeParse(parseJsonLoosely(text));
+    const choice = completion.success ? completion.data.choices[0] : undefined;
+    const content = choice && ("text" in choice ? choice.text : choice.message.content);
+    const value = content === undefined ? undefined : accept(content);
+    if (value !== undefined) return { value };
+    last = content ?? text;
+  }
+  return { rejected: last };
+}
+
+/** ask, where an answer that is never accepted is an error naming what was expected. */
+export async function askOrFail<T>(
+  endpoint: Endpoint,
+  question: Question,
+  expected: string,
+  accept: (content: string) => T | undefined,
+): Promise<T> {
+  const reply = await ask(endpoint, question, accept);
+  if ("value" in reply) return reply.value;
+  throw new UserError(
+    `${endpoint.role} ${questionUrl(endpoint, question)} answered something that is not ${expected}: ` +
+      excerpt(reply.rejected),
+  );
+}
+
+/** POSTs body; returns the 200 reply's text. Retries 429, 5xx, timeouts and dropped connections. */
+async function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
+  const { cfg } = endpoint;
+  const where = `${endpoint.role} ${url}`;
+  for (let attempt = 1; ; attempt++) {
+    let status: number;
+    let text: string;
+    let retryAfterMs: number | undefined;
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: endpoint.headers,
+        body,
+        signal: AbortSignal.timeout(cfg.timeoutMs),
+      });
+      status = res.status;
+      retryAfterMs = parseRetryAfter(res.headers.get("retry-after"));
+      text = await res.text();
+    } catch (err) {
+      const code = errorCode(err);
+      // A refused connection or unknown host is a setup mistake, not a hiccup: say so at once.
+      if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
+        throw new UserError(`${where} is unreachable (${code}): start the server or fix baseUrl`);
+      }
+      const problem = isTimeout(err) ? `no answer within ${cfg.timeoutMs} ms` : `network error ${code}`;
+      if (attempt >= cfg.maxAttempts) {
+        throw new UserError(`${where} failed all ${attempt} attempts, last: ${problem}`);
+      }
+      await sleep(backoffMs(cfg, attempt));
+      continue;
+    }
+    if (status >= 200 && status < 300) return text;
+    const answered = `${where} answered HTTP ${status}`;
+    if (status === 429 || status >= 500) {
+      if (attempt >= cfg.maxAttempts) {
+        throw new UserError(`${answered} on all ${attempt} attempts: ${excerpt(text)}`);
+      }
+      await sleep(Math.min(retryAfterMs ?? backoffMs(cfg, attempt), cfg.maxDelayMs));
+      continue;
+    }
+    const hint =
+      status === 401 || status === 403
+        ? ` (check the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"})`
+        : status === 404
+          ? " (check baseUrl and model)"
+          : "";
+    throw new UserError(`${answered}${hint}: ${excerpt(text)}`);
+  }
+}
+
+function backoffMs(cfg: EndpointConfig, attempt: number): number {
+  // Jitter spreads the retries of concurrent requests that failed together.
+  const delay = cfg.baseDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
+  return Math.min(delay, cfg.maxDelayMs);
+}
+
+/** Retry-After is either delay-seconds or an HTTP date. */
+function parseRetryAfter(value: string | null): number | undefined {
+  if (value === null || value.trim() === "") return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+function errorCode(err: unknown): string {
+  // fetch wraps the socket error: TypeError("fetch failed", { cause }); with several addresses
+  // (localhost → ::1 and 127.0.0.1) the cause is an AggregateError whose members carry the code.
+  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } } | undefined)?.cause;
+  return cause?.code ?? cause?.errors?.[0]?.code ?? (err instanceof Error ? err.message : String(err));
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** One line, short enough for an error message. */
+export function excerpt(text: string, max = 200): string {
+  const line = text.replace(/\s+/g, " ").trim();
+  if (line === "") return "(empty)";
+  return line.length > max ? `${line.slice(0, max)}…` : line;
+}
+
+/** JSON.parse that tolerates a ```json fence around the object and returns undefined on failure. */
+export function parseJsonLoosely(text: string): unknown {
+  const unfenced = text
+    .trim()
+    .replace(/^```(?:json)?\s*/i, "")
+    .replace(/\s*```$/, "");
+  try {
+    return JSON.parse(unfenced);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs fn over items with at most `limit` in flight; after the first failure no new item starts. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i] as T);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cache: append-only JSONL of {key, value}
+
+const CacheRecord = z.object({ key: z.string(), value: z.unknown() });
+
+/** The key of one question: everything that shapes the answer (judge, prompt text, model) and the item. */
+export function cacheKey(identity: readonly string[], ...item: string[]): string {
+  return sha256(JSON.stringify([...identity, ...item]));
+}
+
+export interface Cache {
+  /**
+   * The cached value for key (if it fits schema), else compute it; it is remembered and persisted
+   * only if `keep` says so (a judge does not keep answers it could not parse: a rerun asks again).
+   */
+  through<T>(
+    key: string,
+    schema: z.ZodType<T>,
+    compute: () => Promise<T>,
+    keep?: (value: T) => boolean,
+  ): Promise<T>;
+}
+
+export function openCache(path: string | undefined): Cache {
+  const values = path ? loadCache(path) : new Map<string, unknown>();
+  // Identical items in one batch share one request instead of racing two.
+  const pending = new Map<string, Promise<unknown>>();
+  const persist = (key: string, value: unknown) => {
+    values.set(key, value);
+    if (!path) return;
+    // Appending (not rewriting) is safe here: a crash can tear at most the last line, and loading
+    // drops it. Synced, so a verdict we paid for survives a power cut. The folder is made
+    // only now: a failed run leaves none behind.
+    appendJsonl(path, { key, value });
+  };
+  return {
+    async through<T>(
+      key: string,
+      schema: z.ZodType<T>,
+      compute: () => Promise<T>,
+      keep: (value: T) => boolean = () => true,
+    ): Promise<T> {
+      const hit = schema.safeParse(values.get(key));
+      if (hit.success) return hit.data;
+      const inFlight = pending.get(key);
+      if (inFlight) return inFlight as Promise<T>;
+      const promise = compute().then((value) => {
+        if (keep(value)) persist(key, value);
+        return value;
+      });
+      pending.set(key, promise);
+      try {
+        return await promise;
+      } finally {
+        pending.delete(key);
+      }
+    },
+  };
+}
+
+function loadCache(path: string): Map<string, unknown> {
+  // Later lines win: a key is appended again only if its value no longer fit the schema.
+  return new Map(readJsonlLog(path, CacheRecord).map((r) => [r.key, r.value]));
+}
