@@ -20,7 +20,13 @@ export {
 } from "./components/engine/client.js";
 export { UserError } from "./components/errors.js";
 export { ModelConfig, SamplingConfig } from "./components/config.js";
-export { createJudge, JudgeConfig, type Judge, type Verdict } from "./components/judge/judge.js";
+export {
+  createJudge,
+  JudgeConfig,
+  type Judge,
+  type JudgeItem,
+  type Verdict,
+} from "./components/judge/judge.js";
 export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/method/riskdiff.js";
 export { readRoutingShard, type RoutingTrace, type RoutingLayout } from "./components/io/routing.js";
 export { Steering } from "./components/method/steering.js";
