@@ -139,12 +139,14 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
     const started = Date.now();
     let tokens = 0;
+    // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
+    const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
     // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
     // large batches, while every result still lands in its own analysis batch.
     const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
     for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
       const chunk = todo.slice(i, i + perChunk);
-      tokens += await generateBatches(engine, chunk, settings, judge, run);
+      tokens += await generateBatches(engine, chunk, settings, judge, goals, run);
       const done = plan.batches.length - todo.length + i + chunk.length;
       bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
     }
@@ -166,6 +168,7 @@ async function generateBatches(
   batches: MixedBatch[],
   settings: z.infer<typeof AnalyzeSettings>,
   judge: Judge | undefined,
+  goals: ReadonlyMap<string, string>,
   run: string,
 ): Promise<number> {
   const samples = batches.flatMap((b) => b.samples);
@@ -184,7 +187,11 @@ async function generateBatches(
   );
   const verdicts = judge
     ? await judge.judge(
-        samples.map((s, i) => ({ prompt: s.messages.at(-1)!.content, response: results[i]!.text })),
+        samples.map((s, i) => ({
+          prompt: s.messages.at(-1)!.content,
+          response: results[i]!.text,
+          goal: goals.get(s.pairId)!,
+        })),
       )
     : undefined;
   let tokens = 0;
