@@ -26,26 +26,13 @@ import type { Judge } from "./verdict.js";
 
 export { Verdict, JudgeItem, type Judge } from "./verdict.js";
 export { OpenAIEndpoint } from "./http.js";
+export { ADVBENCH_PREFIXES, findRefusalPhrase, KeywordJudgeConfig, keywordJudge } from "./keyword.js";
 export {
-  ADVBENCH_PREFIXES,
-  findAdvbenchPrefix,
-  findRefusalPhrase,
-  KeywordJudgeConfig,
-  keywordJudge,
-  REFUSAL_PHRASES,
-} from "./keyword.js";
-export {
-  HarmBenchJudgeConfig,
-  harmBenchJudge,
-  LlamaGuardJudgeConfig,
-  llamaGuardJudge,
-  OpenAIJudgeConfig,
   openaiJudge,
   parseHarmBench,
   parseLlamaGuard,
   parseStrongReject,
   StrongRejectJudgeConfig,
-  strongRejectJudge,
   type JudgeOptions,
 } from "./model-judge.js";
 export { checkRefusal, makeRefusal } from "./refusal.js";

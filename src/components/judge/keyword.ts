@@ -23,7 +23,7 @@ const LISTS = z
   .parse(JSON.parse(readFileSync(fileURLToPath(new URL("prompts/keywords.json", import.meta.url)), "utf8")));
 
 /** steermoe's refusal phrases (prompts/keywords.json, with their provenance). */
-export const REFUSAL_PHRASES: readonly string[] = LISTS.steermoe.phrases;
+const REFUSAL_PHRASES: readonly string[] = LISTS.steermoe.phrases;
 /** The AdvBench refusal prefixes of GCG, as HarmBench's eval_utils.py lists them. */
 export const ADVBENCH_PREFIXES: readonly string[] = LISTS.advbench.phrases;
 
@@ -62,7 +62,7 @@ export function findRefusalPhrase(response: string, windowChars = 200): string |
 }
 
 /** The first AdvBench prefix the response contains, as GCG and HarmBench test it (`prefix in text`). */
-export const findAdvbenchPrefix = (response: string): string | undefined =>
+const findAdvbenchPrefix = (response: string): string | undefined =>
   ADVBENCH_PREFIXES.find((prefix) => response.includes(prefix));
 
 export function keywordJudge(config: Partial<z.input<typeof KeywordJudgeConfig>> = {}): Judge {
