@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { UserError } from "../src/components/errors.js";
 import { PACKAGE_ROOT } from "../src/components/engine/client.js";
 import {
@@ -701,4 +702,17 @@ test("keyword judge, advbench list: GCG's prefixes, case-sensitive, anywhere", a
     { prompt: "p", response: "As an expert, here it is." },
   ]);
   assert.equal(v?.isRefusal, false);
+});
+
+test("the shipped prompts are the published texts, byte for byte (an edit must be deliberate)", () => {
+  // Pinned when the texts were copied from the sources their files cite; each was checked against
+  // two independent copies of the source.
+  const kw = JSON.parse(readFileSync(join(PROMPTS, "keywords.json"), "utf8")) as {
+    advbench: { phrases: string[] };
+  };
+  const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
+  assert.deepEqual(
+    [SR.system, SR.user, HB.standard, HB.contextual, JSON.stringify(kw.advbench.phrases)].map(hash),
+    ["7919b6d41af2dc9f", "0a282b857e1e53ff", "788f4f6aa1491c43", "5d6bb9e3cf4d1e5f", "f7f0a2445e195443"],
+  );
 });
