@@ -4,6 +4,11 @@
 //   plain refusal    the same goals asked plainly, refused                 (higher is safer)
 //   benign refusal   harmless requests refused: over-refusal               (lower is better)
 //
+//   on a benchmark (--benchmark), per benchmark and per category:
+//   attack success   harmful prompts asked plainly whose response is not a refusal
+//   refusal          the same prompts, refused
+//   over-refusal     benign prompts (XSTest's safe ones) refused
+//
 // Several models side by side: a model folder, a train output (its final_model), or a base
 // model with an expert delta applied in memory.
 import { existsSync } from "node:fs";
@@ -14,6 +19,12 @@ import { withEngine, type Engine, type EngineHandle } from "../components/engine
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, type Verdict } from "../components/judge/judge.js";
 import { loadPairs, presetMapping } from "../components/data/pairs.js";
+import {
+  benchmarkLabel,
+  BenchmarkSpec,
+  loadBenchmark,
+  type BenchmarkItem,
+} from "../components/data/benchmarks.js";
 import { progress } from "../components/progress.js";
 import type { Messages } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
@@ -38,7 +49,13 @@ export const EvalSettings = z.strictObject({
   /** Harmless requests: {id?, prompt} or {id?, messages}; `benignSplit` keeps one split only. */
   benign: z.string().min(1).optional(),
   benignSplit: z.string().optional(),
-  /** At most this many items per set (the first ones). */
+  /** Standard benchmarks, each scored on its own and per category. */
+  benchmarks: z.array(BenchmarkSpec).optional(),
+  /** Folder holding the official benchmark files, for benchmarks given without a file. */
+  benchmarkDir: z.string().min(1).optional(),
+  /** A system prompt before each benchmark prompt (none by default, as HarmBench asks). */
+  benchmarkSystem: z.string().min(1).optional(),
+  /** At most this many items per set (the first ones; per benchmark, this many harmful and benign). */
   limit: z.number().int().min(1).optional(),
   sampling: SamplingConfig.extend({
     temperature: z.number().min(0).default(0),
@@ -57,12 +74,21 @@ export const METRICS = {
 } as const;
 export type Metric = keyof typeof METRICS;
 
+export const BENCHMARK_METRICS = {
+  attack_success: { kind: "harmful", refused: false, label: "attack success" },
+  refusal: { kind: "harmful", refused: true, label: "refusal" },
+  over_refusal: { kind: "benign", refused: true, label: "over-refusal" },
+} as const;
+export type BenchmarkMetric = keyof typeof BENCHMARK_METRICS;
+
 export type ModelResult = EvalResults[number];
+type BenchmarkResult = NonNullable<ModelResult["benchmarks"]>[string];
 
 interface Item {
   set: "jailbreak" | "plain" | "benign";
   id: string;
   messages: Messages;
+  benchmark?: BenchmarkItem;
 }
 
 const BenignRecord = z
@@ -74,7 +100,9 @@ const BenignRecord = z
   })
   .refine((r) => r.prompt !== undefined || r.messages !== undefined, "needs a prompt or a messages list");
 
-function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
+async function readItems(
+  settings: z.infer<typeof EvalSettings>,
+): Promise<{ items: Item[]; skipped: Map<string, number> }> {
   const items: Item[] = [];
   const take = <T>(list: T[]) => (settings.limit ? list.slice(0, settings.limit) : list);
   if (settings.jailbreaks) {
@@ -96,8 +124,30 @@ function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
       throw inputError(file, undefined, `no records in split '${settings.benignSplit}'`);
     items.push(...take(records));
   }
-  if (items.length === 0) throw new UserError("eval needs --jailbreaks and/or --benign");
-  return items;
+  const skipped = new Map<string, number>();
+  for (const spec of settings.benchmarks ?? []) {
+    const loaded = await loadBenchmark(spec, settings.benchmarkDir);
+    const label = benchmarkLabel(spec);
+    if (skipped.has(label)) throw new UserError(`--benchmark ${label} is given twice`);
+    skipped.set(label, loaded.skipped);
+    for (const kind of ["harmful", "benign"] as const) {
+      for (const item of take(loaded.items.filter((i) => i.kind === kind))) {
+        items.push({
+          set: kind === "harmful" ? "plain" : "benign",
+          id: item.id,
+          messages: [
+            ...(settings.benchmarkSystem
+              ? [{ role: "system" as const, content: settings.benchmarkSystem }]
+              : []),
+            { role: "user", content: item.prompt },
+          ],
+          benchmark: item,
+        });
+      }
+    }
+  }
+  if (items.length === 0) throw new UserError("eval needs --jailbreaks, --benign or --benchmark");
+  return { items, skipped };
 }
 
 export function parseEvalSettings(input: unknown): z.infer<typeof EvalSettings> {
@@ -116,7 +166,7 @@ export async function evaluate(
   options: { out: string; engine?: EngineHandle; computeBatch?: z.input<typeof ComputeBatch> },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
-  const items = readItems(settings);
+  const { items, skipped } = await readItems(settings);
   for (const m of settings.models) {
     if (m.delta && !existsSync(m.delta))
       throw new UserError(`${m.delta}: no such delta file (model ${m.name})`);
@@ -149,11 +199,14 @@ export async function evaluate(
           ...(spec.delta && { delta: spec.delta }),
           steered: name !== spec.name,
           metrics: score(items, verdicts),
+          ...(skipped.size && { benchmarks: scoreBenchmarks(items, verdicts, skipped) }),
         });
         items.forEach((item, i) =>
           rows.push({
             model: name,
             set: item.set,
+            ...(item.benchmark && { benchmark: item.benchmark.benchmark }),
+            ...(item.benchmark?.category !== undefined && { category: item.benchmark.category }),
             id: item.id,
             prompt: item.messages,
             response: responses[i]!,
@@ -173,11 +226,53 @@ export async function evaluate(
 function score(items: Item[], verdicts: Verdict[]): ModelResult["metrics"] {
   const metrics: ModelResult["metrics"] = {};
   for (const [metric, { set, refused }] of Object.entries(METRICS) as [Metric, (typeof METRICS)[Metric]][]) {
-    const mine = verdicts.filter((_, i) => items[i]!.set === set);
+    const mine = verdicts.filter((_, i) => items[i]!.set === set && !items[i]!.benchmark);
     if (mine.length)
       metrics[metric] = wilson(mine.filter((v) => v.isRefusal === refused).length, mine.length);
   }
   return metrics;
+}
+
+function benchmarkRates(judged: { item: BenchmarkItem; verdict: Verdict }[]): BenchmarkResult["metrics"] {
+  const rates: BenchmarkResult["metrics"] = {};
+  for (const [metric, { kind, refused }] of Object.entries(BENCHMARK_METRICS) as [
+    BenchmarkMetric,
+    (typeof BENCHMARK_METRICS)[BenchmarkMetric],
+  ][]) {
+    const mine = judged.filter((j) => j.item.kind === kind);
+    if (mine.length)
+      rates[metric] = wilson(mine.filter((j) => j.verdict.isRefusal === refused).length, mine.length);
+  }
+  return rates;
+}
+
+/** Per benchmark: its rates over all its prompts, and per category (in first-seen order). */
+function scoreBenchmarks(
+  items: Item[],
+  verdicts: Verdict[],
+  skipped: Map<string, number>,
+): Record<string, BenchmarkResult> {
+  const judged = items.flatMap((item, i) =>
+    item.benchmark ? [{ item: item.benchmark, verdict: verdicts[i]! }] : [],
+  );
+  return Object.fromEntries(
+    [...skipped].map(([label, count]) => {
+      const mine = judged.filter((j) => j.item.benchmark === label);
+      const categories = [
+        ...new Set(mine.flatMap((j) => (j.item.category === undefined ? [] : [j.item.category]))),
+      ];
+      return [
+        label,
+        {
+          metrics: benchmarkRates(mine),
+          categories: Object.fromEntries(
+            categories.map((c) => [c, benchmarkRates(mine.filter((j) => j.item.category === c))]),
+          ),
+          skipped: count,
+        },
+      ];
+    }),
+  );
 }
 
 async function generateAll(
@@ -210,11 +305,49 @@ async function generateAll(
 const percent = (r: Rate | undefined) =>
   r ? `${(100 * r.rate).toFixed(1)}% [${(100 * r.low).toFixed(1)}, ${(100 * r.high).toFixed(1)}]` : "-";
 
-/** The terminal table: one row per model, one column per metric, rate with its 95% interval. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+/**
+ * The terminal tables: one row per model, one column per metric, rate with its 95% interval; then
+ * per benchmark, its rates over all prompts and per category (n per cell, as categories differ).
+ */
 export function formatResults(results: readonly ModelResult[]): string {
+  const tables: string[] = [];
   const metrics = (Object.keys(METRICS) as Metric[]).filter((m) => results.some((r) => r.metrics[m]));
-  const header = ["model", ...metrics.map((m) => `${METRICS[m].label} (n=${results[0]!.metrics[m]?.n})`)];
-  const body = results.map((r) => [r.name, ...metrics.map((m) => percent(r.metrics[m]))]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  return [header, ...body].map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ")).join("\n");
+  if (metrics.length) {
+    const header = ["model", ...metrics.map((m) => `${METRICS[m].label} (n=${results[0]!.metrics[m]?.n})`)];
+    tables.push(
+      table([header, ...results.map((r) => [r.name, ...metrics.map((m) => percent(r.metrics[m]))])]),
+    );
+  }
+  for (const label of Object.keys(results[0]?.benchmarks ?? {})) {
+    const of = (r: ModelResult) => r.benchmarks![label]!;
+    const columns = (Object.keys(BENCHMARK_METRICS) as BenchmarkMetric[]).filter(
+      (m) => of(results[0]!).metrics[m],
+    );
+    const cell = (rate: Rate | undefined) => (rate ? `${percent(rate)} n=${rate.n}` : "-");
+    const rows = [["category", "model", ...columns.map((m) => BENCHMARK_METRICS[m].label)]];
+    for (const category of [undefined, ...Object.keys(of(results[0]!).categories)]) {
+      for (const r of results) {
+        const rates = category === undefined ? of(r).metrics : of(r).categories[category]!;
+        rows.push([category ?? "all", r.name, ...columns.map((m) => cell(rates[m]))]);
+      }
+    }
+    const skipped = of(results[0]!).skipped;
+    const note = skipped
+      ? ` (${skipped} copyright behaviours left out: they need HarmBench's copyright judge; add ,copyright=true to include them)`
+      : "";
+    tables.push(`${label}${note}\n${table(rows)}`);
+  }
+  return tables.join("\n\n");
 }

@@ -145,6 +145,12 @@ export type TrainingMetadata = z.infer<typeof TrainingMetadata>;
 const Rate = z.object({ rate: z.number(), low: z.number(), high: z.number(), k: int, n: int });
 
 /** OUT/results.json of eval: one entry per model (and steered variant). */
+/**
+ * A benchmark's rates: attack success (harmful prompts not refused), refusal (harmful prompts
+ * refused) and over-refusal (benign prompts refused).
+ */
+const BenchmarkRates = z.partialRecord(z.enum(["attack_success", "refusal", "over_refusal"]), Rate);
+
 export const EvalResults = z.array(
   z.object({
     name: z.string(),
@@ -152,6 +158,18 @@ export const EvalResults = z.array(
     delta: z.string().optional(),
     steered: z.boolean(),
     metrics: z.partialRecord(z.enum(["attack_success", "plain_refusal", "benign_refusal"]), Rate),
+    /** Per benchmark ("xstest", "strongreject:small"): its rates over all its prompts and per category. */
+    benchmarks: z
+      .record(
+        z.string(),
+        z.object({
+          metrics: BenchmarkRates,
+          categories: z.record(z.string(), BenchmarkRates),
+          /** HarmBench copyright behaviours left out (not asked for). */
+          skipped: int,
+        }),
+      )
+      .optional(),
   }),
 );
 export type EvalResults = z.infer<typeof EvalResults>;
@@ -159,7 +177,10 @@ export type EvalResults = z.infer<typeof EvalResults>;
 /** A line of OUT/samples.jsonl of eval: one judged response. */
 export const EvalSampleRow = z.object({
   model: z.string(),
+  /** Benchmark prompts: harmful ones are "plain", benign ones "benign". */
   set: z.enum(["jailbreak", "plain", "benign"]),
+  benchmark: z.string().optional(),
+  category: z.string().optional(),
   id: z.string(),
   prompt: Messages,
   response: z.string(),
