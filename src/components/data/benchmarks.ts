@@ -106,10 +106,11 @@ function strongreject(file: string): Split {
 function jailbreakbench(file: string, kind: PromptKind): Split {
   return {
     file,
-    item: (column) => {
+    // The row, not Behavior (names may repeat) nor Index (unnamed in early versions of the file).
+    item: (column, index) => {
       const goal = required(column, "Goal");
       return {
-        id: required(column, "Behavior"),
+        id: String(index),
         kind,
         prompt: goal,
         goal,
