@@ -100,6 +100,7 @@ const BenignRecord = z
   })
   .refine((r) => r.prompt !== undefined || r.messages !== undefined, "needs a prompt or a messages list");
 
+/** The items to generate on; `skipped`: per benchmark label, the prompts it left out (HarmBench copyright). */
 async function readItems(
   settings: z.infer<typeof EvalSettings>,
 ): Promise<{ items: Item[]; skipped: Map<string, number> }> {
@@ -193,13 +194,14 @@ export async function evaluate(
         const verdicts = await judge.judge(
           items.map((item, i) => ({ prompt: item.messages.at(-1)!.content, response: responses[i]! })),
         );
+        const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
         results.push({
           name,
           source,
           ...(spec.delta && { delta: spec.delta }),
           steered: name !== spec.name,
-          metrics: score(items, verdicts),
-          ...(skipped.size && { benchmarks: scoreBenchmarks(items, verdicts, skipped) }),
+          metrics: score(judged),
+          ...(skipped.size && { benchmarks: scoreBenchmarks(judged, skipped) }),
         });
         items.forEach((item, i) =>
           rows.push({
@@ -223,50 +225,46 @@ export async function evaluate(
   });
 }
 
-function score(items: Item[], verdicts: Verdict[]): ModelResult["metrics"] {
-  const metrics: ModelResult["metrics"] = {};
-  for (const [metric, { set, refused }] of Object.entries(METRICS) as [Metric, (typeof METRICS)[Metric]][]) {
-    const mine = verdicts.filter((_, i) => items[i]!.set === set && !items[i]!.benchmark);
-    if (mine.length)
-      metrics[metric] = wilson(mine.filter((v) => v.isRefusal === refused).length, mine.length);
-  }
-  return metrics;
+interface Judged {
+  item: Item;
+  verdict: Verdict;
 }
 
-function benchmarkRates(judged: { item: BenchmarkItem; verdict: Verdict }[]): BenchmarkResult["metrics"] {
-  const rates: BenchmarkResult["metrics"] = {};
-  for (const [metric, { kind, refused }] of Object.entries(BENCHMARK_METRICS) as [
-    BenchmarkMetric,
-    (typeof BENCHMARK_METRICS)[BenchmarkMetric],
-  ][]) {
-    const mine = judged.filter((j) => j.item.kind === kind);
-    if (mine.length)
-      rates[metric] = wilson(mine.filter((j) => j.verdict.isRefusal === refused).length, mine.length);
+/** Each metric over the responses `counts` assigns it: the share whose verdict is its `refused`. */
+function rates<M extends string>(
+  metrics: Record<M, { refused: boolean }>,
+  judged: Judged[],
+  counts: (metric: M, item: Item) => boolean,
+): Partial<Record<M, Rate>> {
+  const out: Partial<Record<M, Rate>> = {};
+  for (const metric of Object.keys(metrics) as M[]) {
+    const mine = judged.filter((j) => counts(metric, j.item));
+    const k = mine.filter((j) => j.verdict.isRefusal === metrics[metric].refused).length;
+    if (mine.length) out[metric] = wilson(k, mine.length);
   }
-  return rates;
+  return out;
 }
+
+/** The organism-style sets: jailbreaks, plain goals, benign requests (benchmark prompts apart). */
+const score = (judged: Judged[]): ModelResult["metrics"] =>
+  rates(METRICS, judged, (m, item) => !item.benchmark && item.set === METRICS[m].set);
+
+const benchmarkRates = (judged: Judged[]): BenchmarkResult["metrics"] =>
+  rates(BENCHMARK_METRICS, judged, (m, item) => item.benchmark?.kind === BENCHMARK_METRICS[m].kind);
 
 /** Per benchmark: its rates over all its prompts, and per category (in first-seen order). */
-function scoreBenchmarks(
-  items: Item[],
-  verdicts: Verdict[],
-  skipped: Map<string, number>,
-): Record<string, BenchmarkResult> {
-  const judged = items.flatMap((item, i) =>
-    item.benchmark ? [{ item: item.benchmark, verdict: verdicts[i]! }] : [],
-  );
+function scoreBenchmarks(judged: Judged[], skipped: Map<string, number>): Record<string, BenchmarkResult> {
   return Object.fromEntries(
     [...skipped].map(([label, count]) => {
-      const mine = judged.filter((j) => j.item.benchmark === label);
-      const categories = [
-        ...new Set(mine.flatMap((j) => (j.item.category === undefined ? [] : [j.item.category]))),
-      ];
+      const mine = judged.filter((j) => j.item.benchmark?.benchmark === label);
+      const category = (j: Judged) => j.item.benchmark!.category;
+      const categories = [...new Set(mine.map(category).filter((c) => c !== undefined))];
       return [
         label,
         {
           metrics: benchmarkRates(mine),
           categories: Object.fromEntries(
-            categories.map((c) => [c, benchmarkRates(mine.filter((j) => j.item.category === c))]),
+            categories.map((c) => [c, benchmarkRates(mine.filter((j) => category(j) === c))]),
           ),
           skipped: count,
         },
