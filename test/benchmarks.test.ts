@@ -4,6 +4,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { loadBenchmark, type BenchmarkSpec } from "../src/components/data/benchmarks.js";
+import { parseBenchmark } from "../src/cli/benchmark.js";
 import { PACKAGE_ROOT, tempDir } from "./helpers.js";
 
 const SHARED = join(PACKAGE_ROOT, "..", "shared", "data", "benchmarks");
@@ -178,4 +179,24 @@ test("a missing column, an empty prompt, an unknown split or label: one line nam
     { name: "mine", file: jsonl, prompt: "q" },
     `${jsonl} record 2 (line 3) column q: missing; the benchmark needs this column`,
   );
+});
+
+test("--benchmark NAME[:split][=FILE][,key=value...]", () => {
+  assert.deepEqual(parseBenchmark("xstest"), { name: "xstest" });
+  assert.deepEqual(parseBenchmark("harmbench:val=data/hb.csv,copyright=true"), {
+    name: "harmbench",
+    split: "val",
+    file: "data/hb.csv",
+    copyright: true,
+  });
+  assert.deepEqual(parseBenchmark("mine=p.jsonl,prompt=text,category=topic,kind=benign"), {
+    name: "mine",
+    file: "p.jsonl",
+    prompt: "text",
+    category: "topic",
+    kind: "benign",
+  });
+  assert.throws(() => parseBenchmark("mine=p.csv,kind=bad"), /field kind/);
+  assert.throws(() => parseBenchmark("mine=p.csv,prompt"), /"prompt": expected key=value/);
+  assert.throws(() => parseBenchmark("mine=p.csv,colour=red"), /unrecognized key/i);
 });

@@ -190,7 +190,7 @@ export const benchmarkLabel = (spec: BenchmarkSpec) =>
 export async function loadBenchmark(
   input: BenchmarkSpec,
   dir?: string,
-): Promise<{ items: BenchmarkItem[]; skipped: number; file: string }> {
+): Promise<{ items: BenchmarkItem[]; skipped: number }> {
   const spec = BenchmarkSpec.parse(input);
   const label = benchmarkLabel(spec);
   const known = Object.hasOwn(BENCHMARKS, spec.name) ? BENCHMARKS[spec.name]! : undefined;
@@ -252,7 +252,7 @@ export async function loadBenchmark(
     if (item) items.push({ benchmark: label, ...item });
   });
   if (items.length === 0) throw inputError(file, undefined, `no prompts in ${label}`);
-  return { items, skipped, file };
+  return { items, skipped };
 }
 
 function custom(
