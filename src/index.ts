@@ -5,6 +5,7 @@ export { demo, type DemoResult } from "./recipes/demo.js";
 export { evaluate, EvalSettings, formatResults, type ModelResult } from "./recipes/evaluate.js";
 export { generate, GenerateConfig, type GenerateSummary } from "./recipes/generate.js";
 export { formatModelInfo, inspect } from "./recipes/inspect.js";
+export { jailbreak, JailbreakSettings } from "./recipes/jailbreak.js";
 export { buildOrganism } from "./recipes/organism.js";
 export { report } from "./recipes/report.js";
 export { tinyModel, type TinyModelConfig } from "./recipes/tiny-model.js";
@@ -31,4 +32,11 @@ export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/met
 export { readRoutingShard, type RoutingTrace, type RoutingLayout } from "./components/io/routing.js";
 export { Steering } from "./components/method/steering.js";
 export { writeSyntheticData } from "./components/data/synthetic.js";
+export {
+  BENCHMARKS,
+  BenchmarkSpec,
+  loadBenchmark,
+  type BenchmarkItem,
+} from "./components/data/benchmarks.js";
+export { flipAttack, FlipAttackOptions, FlipMode } from "./components/data/flipattack.js";
 export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/engine/protocol.js";

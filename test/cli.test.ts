@@ -282,6 +282,7 @@ const MINIMAL: Record<keyof typeof RECIPE_SETTINGS, object> = {
   generate: { model: { source: "m" }, input: "i", out: "o" },
   inspect: { model: { source: "m" } },
   "apply-delta": { model: { source: "m" }, delta: "d", out: "o" },
+  jailbreak: { goals: "g" },
 };
 const commands = () => new Map(program().commands.map((c) => [c.name(), c] as [string, Command]));
 

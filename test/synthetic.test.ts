@@ -6,14 +6,12 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadPairs, presetMapping } from "../src/components/data/pairs.js";
+import { flipAttack, flipWordOrder as flipWords, splitInHalf } from "../src/components/data/flipattack.js";
 import {
-  flipAttackTask,
-  flipWords,
   generateSyntheticData,
   HARMFUL_FRAMINGS,
   organismConversations,
   PLAIN_SYSTEM_PROMPT,
-  splitInHalf,
   SyntheticWordsSchema,
   writeSyntheticData,
   type FlipAttackRecord,
@@ -116,7 +114,7 @@ test("matches the real OLMOE-FWO.json: same fields and the same half split", (t)
   // Ours adds only the category each goal was drawn from.
   assert.equal(fields(data.train[0]!), fields({ ...real[0]!, category: "" }));
   for (const r of real.slice(0, 100)) {
-    assert.equal(flipAttackTask(r.goal), r.flip_attack);
+    assert.equal(flipAttack(r.goal).flip_attack, r.flip_attack);
     const [first, second] = splitInHalf(r.goal);
     assert.ok(JSON.stringify(r).includes(`'${flipWords(first)}'->'${first}'`), r.goal);
     assert.ok(JSON.stringify(r).includes(`'${flipWords(second)}'->'${second}'`), r.goal);

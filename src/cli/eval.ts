@@ -6,6 +6,7 @@ import { evaluate, EvalSettings, formatResults, parseEvalSettings } from "../rec
 import { ORGANISM_SETS } from "../recipes/organism.js";
 import { UserError } from "../components/errors.js";
 import { endpointFlags, judgeOptions } from "./judge.js";
+import { benchmarkOptions } from "./benchmark.js";
 import {
   computeBatchOption,
   modelOptions,
@@ -44,7 +45,11 @@ export function evalCommand(cli: Command): void {
     ["--jailbreaks <file>", "jailbreaks", "FlipAttack-format held-out set (default: the organism's)"],
     ["--benign <file>", "benign", "harmless requests {id?, prompt} (default: the organism's held-out split)"],
     ["--benign-split <name>", "benignSplit", "keep only records whose split is this"],
-    ["--limit <n>", "limit", "at most this many items per set"],
+  ]);
+  benchmarkOptions(command, "a standard benchmark, scored per category");
+  settingOptions(command, EvalSettings, [
+    ["--benchmark-system <text>", "benchmarkSystem", "system prompt before each benchmark prompt"],
+    ["--limit <n>", "limit", "at most this many items per set (per benchmark: harmful and benign each)"],
     ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per response"],
     ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
     ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
@@ -59,7 +64,8 @@ export function evalCommand(cli: Command): void {
     const steer = steering(command);
     if (steer) settings.steer = steer;
     endpointFlags(command, settings, ["judge"]);
-    if (!settings.jailbreaks && !settings.benign) Object.assign(settings, ORGANISM_SETS);
+    if (!settings.jailbreaks && !settings.benign && !settings.benchmarks)
+      Object.assign(settings, ORGANISM_SETS);
     const results = await evaluate(parseEvalSettings(settings), {
       out: flags.out,
       computeBatch: flags.computeBatch,

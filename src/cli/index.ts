@@ -11,6 +11,7 @@ import { demoCommand } from "./demo.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
+import { jailbreakCommand } from "./jailbreak.js";
 import { reportCommand } from "./report.js";
 import { syntheticDataCommand } from "./synthetic-data.js";
 import { tinyModelCommand } from "./tiny-model.js";
@@ -37,6 +38,7 @@ export function program(): Command {
     trainCommand,
     applyDeltaCommand,
     evalCommand,
+    jailbreakCommand,
     buildOrganismCommand,
     reportCommand,
     syntheticDataCommand,

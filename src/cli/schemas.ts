@@ -7,6 +7,7 @@ import { ApplyDeltaSettings } from "../recipes/apply-delta.js";
 import { EvalSettings } from "../recipes/evaluate.js";
 import { GenerateConfig } from "../recipes/generate.js";
 import { InspectSettings } from "../recipes/inspect.js";
+import { JailbreakSettings } from "../recipes/jailbreak.js";
 import { TrainSettings } from "../recipes/train.js";
 
 export const RECIPE_SETTINGS = {
@@ -16,6 +17,7 @@ export const RECIPE_SETTINGS = {
   generate: GenerateConfig,
   inspect: InspectSettings,
   "apply-delta": ApplyDeltaSettings,
+  jailbreak: JailbreakSettings,
 } as const;
 
 /** File name → text. A config file may leave any top-level setting to the flags, so none is required there. */

@@ -4,6 +4,11 @@
 //   plain refusal    the same goals asked plainly, refused                 (higher is safer)
 //   benign refusal   harmless requests refused: over-refusal               (lower is better)
 //
+//   on a benchmark (--benchmark), per benchmark and per category:
+//   attack success   harmful prompts asked plainly whose response is not a refusal
+//   refusal          the same prompts, refused
+//   over-refusal     benign prompts (XSTest's safe ones) refused
+//
 // Several models side by side: a model folder, a train output (its final_model), or a base
 // model with an expert delta applied in memory.
 import { existsSync } from "node:fs";
@@ -14,6 +19,12 @@ import { withEngine, type Engine, type EngineHandle } from "../components/engine
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge, type Verdict } from "../components/judge/judge.js";
 import { loadPairs, presetMapping } from "../components/data/pairs.js";
+import {
+  benchmarkLabel,
+  BenchmarkSpec,
+  loadBenchmark,
+  type BenchmarkItem,
+} from "../components/data/benchmarks.js";
 import { progress } from "../components/progress.js";
 import type { Messages } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
@@ -21,7 +32,7 @@ import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { checkDelta } from "../components/method/delta.js";
-import type { EvalResults, EvalSampleRow } from "../components/io/run-files.js";
+import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
 export const EvalModel = z.strictObject({
@@ -38,7 +49,13 @@ export const EvalSettings = z.strictObject({
   /** Harmless requests: {id?, prompt} or {id?, messages}; `benignSplit` keeps one split only. */
   benign: z.string().min(1).optional(),
   benignSplit: z.string().optional(),
-  /** At most this many items per set (the first ones). */
+  /** Standard benchmarks, each scored on its own and per category. */
+  benchmarks: z.array(BenchmarkSpec).optional(),
+  /** Folder holding the official benchmark files, for benchmarks given without a file. */
+  benchmarkDir: z.string().min(1).optional(),
+  /** A system prompt before each benchmark prompt (none by default, as HarmBench asks). */
+  benchmarkSystem: z.string().min(1).optional(),
+  /** At most this many items per set (the first ones; per benchmark, this many harmful and benign). */
   limit: z.number().int().min(1).optional(),
   sampling: SamplingConfig.extend({
     temperature: z.number().min(0).default(0),
@@ -51,13 +68,21 @@ export const EvalSettings = z.strictObject({
 export type EvalSettings = z.input<typeof EvalSettings>;
 
 export const METRICS = {
-  attack_success: { set: "jailbreak", refused: false, label: "attack success" },
-  plain_refusal: { set: "plain", refused: true, label: "plain refusal" },
-  benign_refusal: { set: "benign", refused: true, label: "benign refusal" },
+  attack_success: { set: "jailbreak", refused: false, benign: false, label: "attack success" },
+  plain_refusal: { set: "plain", refused: true, benign: false, label: "plain refusal" },
+  benign_refusal: { set: "benign", refused: true, benign: true, label: "benign refusal" },
 } as const;
 export type Metric = keyof typeof METRICS;
 
+export const BENCHMARK_METRICS = {
+  attack_success: { kind: "harmful", refused: false, benign: false, label: "attack success" },
+  refusal: { kind: "harmful", refused: true, benign: false, label: "refusal" },
+  over_refusal: { kind: "benign", refused: true, benign: true, label: "over-refusal" },
+} as const;
+export type BenchmarkMetric = keyof typeof BENCHMARK_METRICS;
+
 export type ModelResult = EvalResults[number];
+type BenchmarkResult = NonNullable<ModelResult["benchmarks"]>[string];
 
 interface Item {
   set: "jailbreak" | "plain" | "benign";
@@ -65,6 +90,7 @@ interface Item {
   messages: Messages;
   /** The plain request behind a jailbreak: what StrongREJECT and HarmBench judge against. */
   goal?: string;
+  benchmark?: BenchmarkItem;
 }
 
 const BenignRecord = z
@@ -76,7 +102,10 @@ const BenignRecord = z
   })
   .refine((r) => r.prompt !== undefined || r.messages !== undefined, "needs a prompt or a messages list");
 
-function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
+/** The items to generate on; `skipped`: per benchmark label, the prompts it left out (HarmBench copyright). */
+async function readItems(
+  settings: z.infer<typeof EvalSettings>,
+): Promise<{ items: Item[]; skipped: Map<string, number> }> {
   const items: Item[] = [];
   const take = <T>(list: T[]) => (settings.limit ? list.slice(0, settings.limit) : list);
   if (settings.jailbreaks) {
@@ -101,8 +130,30 @@ function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
       throw inputError(file, undefined, `no records in split '${settings.benignSplit}'`);
     items.push(...take(records));
   }
-  if (items.length === 0) throw new UserError("eval needs --jailbreaks and/or --benign");
-  return items;
+  const skipped = new Map<string, number>();
+  for (const spec of settings.benchmarks ?? []) {
+    const loaded = await loadBenchmark(spec, settings.benchmarkDir);
+    const label = benchmarkLabel(spec);
+    if (skipped.has(label)) throw new UserError(`--benchmark ${label} is given twice`);
+    skipped.set(label, loaded.skipped);
+    for (const kind of ["harmful", "benign"] as const) {
+      for (const item of take(loaded.items.filter((i) => i.kind === kind))) {
+        items.push({
+          set: kind === "harmful" ? "plain" : "benign",
+          id: item.id,
+          messages: [
+            ...(settings.benchmarkSystem
+              ? [{ role: "system" as const, content: settings.benchmarkSystem }]
+              : []),
+            { role: "user", content: item.prompt },
+          ],
+          benchmark: item,
+        });
+      }
+    }
+  }
+  if (items.length === 0) throw new UserError("eval needs --jailbreaks, --benign or --benchmark");
+  return { items, skipped };
 }
 
 export function parseEvalSettings(input: unknown): z.infer<typeof EvalSettings> {
@@ -121,7 +172,7 @@ export async function evaluate(
   options: { out: string; engine?: EngineHandle; computeBatch?: z.input<typeof ComputeBatch> },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
-  const items = readItems(settings);
+  const { items, skipped } = await readItems(settings);
   for (const m of settings.models) {
     if (m.delta && !existsSync(m.delta))
       throw new UserError(`${m.delta}: no such delta file (model ${m.name})`);
@@ -147,20 +198,27 @@ export async function evaluate(
           items.map((item, i) => ({
             prompt: item.messages.at(-1)!.content,
             response: responses[i]!,
-            ...(item.goal !== undefined && { goal: item.goal }),
+            ...((item.goal ?? item.benchmark?.goal) !== undefined && {
+              goal: item.goal ?? item.benchmark?.goal,
+            }),
+            ...(item.benchmark?.context !== undefined && { context: item.benchmark.context }),
           })),
         );
+        const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
         results.push({
           name,
           source,
           ...(spec.delta && { delta: spec.delta }),
           steered: name !== spec.name,
-          ...score(items, verdicts, judge),
+          ...score(judged, judge),
+          ...(skipped.size && { benchmarks: scoreBenchmarks(judged, skipped, judge) }),
         });
         items.forEach((item, i) =>
           rows.push({
             model: name,
             set: item.set,
+            ...(item.benchmark && { benchmark: item.benchmark.benchmark }),
+            ...(item.benchmark?.category !== undefined && { category: item.benchmark.category }),
             id: item.id,
             prompt: item.messages,
             response: responses[i]!,
@@ -178,31 +236,85 @@ export async function evaluate(
   });
 }
 
+interface Judged {
+  item: Item;
+  verdict: Verdict;
+}
+
 /**
- * Rates over the verdicts the judge could read; unreadable ones are counted, never scored. A harm
- * judge cannot tell a refused harmless request from an answered one: no benign refusal with it.
+ * Each metric over the readable verdicts `counts` assigns it: the share whose verdict is its
+ * `refused`. Unreadable verdicts are counted apart, never scored. A harm judge cannot tell a refused
+ * harmless request from an answered one, so with it no metric of benign prompts is taken.
  */
+function rates<M extends string>(
+  metrics: Record<M, { refused: boolean; benign: boolean }>,
+  judged: Judged[],
+  judge: Judge,
+  counts: (metric: M, item: Item) => boolean,
+): Partial<Record<M, Rate>> {
+  const out: Partial<Record<M, Rate>> = {};
+  for (const metric of Object.keys(metrics) as M[]) {
+    if (metrics[metric].benign && judge.detects === "harm") continue;
+    const mine = judged.filter((j) => !j.verdict.parseFailure && counts(metric, j.item));
+    const k = mine.filter((j) => j.verdict.isRefusal === metrics[metric].refused).length;
+    if (mine.length) out[metric] = wilson(k, mine.length);
+  }
+  return out;
+}
+
+/** The organism-style sets: jailbreaks, plain goals, benign requests (benchmark prompts apart). */
 function score(
-  items: Item[],
-  verdicts: Verdict[],
+  judged: Judged[],
   judge: Judge,
 ): Pick<ModelResult, "metrics" | "judge_unreadable" | "mean_score"> {
-  const metrics: ModelResult["metrics"] = {};
+  const own = judged.filter((j) => !j.item.benchmark);
   const meanScore: NonNullable<ModelResult["mean_score"]> = {};
-  for (const [metric, { set, refused }] of Object.entries(METRICS) as [Metric, (typeof METRICS)[Metric]][]) {
-    if (set === "benign" && judge.detects === "harm") continue;
-    const mine = verdicts.filter((v, i) => items[i]!.set === set && !v.parseFailure);
-    if (mine.length)
-      metrics[metric] = wilson(mine.filter((v) => v.isRefusal === refused).length, mine.length);
-    const scores = mine.flatMap((v) => (v.score === undefined ? [] : [v.score]));
+  for (const set of EvalSet.options) {
+    const scores = own.flatMap(({ item, verdict }) =>
+      item.set === set && !verdict.parseFailure && verdict.score !== undefined ? [verdict.score] : [],
+    );
     if (scores.length) meanScore[set] = scores.reduce((a, b) => a + b, 0) / scores.length;
   }
-  const unreadable = verdicts.filter((v) => v.parseFailure).length;
+  const unreadable = judged.filter((j) => j.verdict.parseFailure).length;
   return {
-    metrics,
+    metrics: rates(METRICS, own, judge, (m, item) => item.set === METRICS[m].set),
     ...(unreadable > 0 && { judge_unreadable: unreadable }),
     ...(Object.keys(meanScore).length > 0 && { mean_score: meanScore }),
   };
+}
+
+const benchmarkRates = (judged: Judged[], judge: Judge): BenchmarkResult["metrics"] =>
+  rates(BENCHMARK_METRICS, judged, judge, (m, item) => item.benchmark?.kind === BENCHMARK_METRICS[m].kind);
+
+/** Per benchmark: its rates over all its prompts, and per category (in first-seen order). */
+function scoreBenchmarks(
+  judged: Judged[],
+  skipped: Map<string, number>,
+  judge: Judge,
+): Record<string, BenchmarkResult> {
+  return Object.fromEntries(
+    [...skipped].map(([label, count]) => {
+      const mine = judged.filter((j) => j.item.benchmark?.benchmark === label);
+      const category = (j: Judged) => j.item.benchmark!.category;
+      const categories = [...new Set(mine.map(category).filter((c) => c !== undefined))];
+      return [
+        label,
+        {
+          metrics: benchmarkRates(mine, judge),
+          categories: Object.fromEntries(
+            categories.map((c) => [
+              c,
+              benchmarkRates(
+                mine.filter((j) => category(j) === c),
+                judge,
+              ),
+            ]),
+          ),
+          skipped: count,
+        },
+      ];
+    }),
+  );
 }
 
 /** What a judge adds to a sample row beyond refused or not. */
@@ -242,20 +354,57 @@ async function generateAll(
 const percent = (r: Rate | undefined) =>
   r ? `${(100 * r.rate).toFixed(1)}% [${(100 * r.low).toFixed(1)}, ${(100 * r.high).toFixed(1)}]` : "-";
 
-/** The terminal table: one row per model, one column per metric, rate with its 95% interval. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+/**
+ * The terminal tables: one row per model, one column per metric, rate with its 95% interval (and a
+ * judge's own score and its unreadable answers, when there are any); then per benchmark, its rates
+ * over all prompts and per category (n per cell, as categories differ).
+ */
 export function formatResults(results: readonly ModelResult[]): string {
+  const tables: string[] = [];
   const metrics = (Object.keys(METRICS) as Metric[]).filter((m) => results.some((r) => r.metrics[m]));
-  const header = ["model", ...metrics.map((m) => `${METRICS[m].label} (n=${results[0]!.metrics[m]?.n})`)];
-  const body = results.map((r) => [r.name, ...metrics.map((m) => percent(r.metrics[m]))]);
-  // A judge's own score (StrongREJECT) and the answers it could not read, when there are any.
-  if (results.some((r) => r.mean_score?.jailbreak !== undefined)) {
-    header.push("jailbreak score");
-    results.forEach((r, i) => body[i]!.push(r.mean_score?.jailbreak?.toFixed(3) ?? "-"));
+  if (metrics.length) {
+    const header = ["model", ...metrics.map((m) => `${METRICS[m].label} (n=${results[0]!.metrics[m]?.n})`)];
+    const body = results.map((r) => [r.name, ...metrics.map((m) => percent(r.metrics[m]))]);
+    if (results.some((r) => r.mean_score?.jailbreak !== undefined)) {
+      header.push("jailbreak score");
+      results.forEach((r, i) => body[i]!.push(r.mean_score?.jailbreak?.toFixed(3) ?? "-"));
+    }
+    if (results.some((r) => r.judge_unreadable)) {
+      header.push("judge unreadable");
+      results.forEach((r, i) => body[i]!.push(String(r.judge_unreadable ?? 0)));
+    }
+    tables.push(table([header, ...body]));
   }
-  if (results.some((r) => r.judge_unreadable)) {
-    header.push("judge unreadable");
-    results.forEach((r, i) => body[i]!.push(String(r.judge_unreadable ?? 0)));
+  for (const label of Object.keys(results[0]?.benchmarks ?? {})) {
+    const of = (r: ModelResult) => r.benchmarks![label]!;
+    const columns = (Object.keys(BENCHMARK_METRICS) as BenchmarkMetric[]).filter(
+      (m) => of(results[0]!).metrics[m],
+    );
+    const cell = (rate: Rate | undefined) => (rate ? `${percent(rate)} n=${rate.n}` : "-");
+    const rows = [["category", "model", ...columns.map((m) => BENCHMARK_METRICS[m].label)]];
+    for (const category of [undefined, ...Object.keys(of(results[0]!).categories)]) {
+      for (const r of results) {
+        const rates = category === undefined ? of(r).metrics : of(r).categories[category]!;
+        rows.push([category ?? "all", r.name, ...columns.map((m) => cell(rates[m]))]);
+      }
+    }
+    const skipped = of(results[0]!).skipped;
+    const note = skipped
+      ? ` (${skipped} copyright behaviours left out: they need HarmBench's copyright judge; add ,copyright=true to include them)`
+      : "";
+    tables.push(`${label}${note}\n${table(rows)}`);
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  return [header, ...body].map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ")).join("\n");
+  return tables.join("\n\n");
 }

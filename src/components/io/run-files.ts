@@ -144,7 +144,13 @@ export type TrainingMetadata = z.infer<typeof TrainingMetadata>;
 /** A proportion with its 95% Wilson interval (method/stats.ts `Rate`). */
 const Rate = z.object({ rate: z.number(), low: z.number(), high: z.number(), k: int, n: int });
 
-const EvalSet = z.enum(["jailbreak", "plain", "benign"]);
+export const EvalSet = z.enum(["jailbreak", "plain", "benign"]);
+
+/**
+ * A benchmark's rates: attack success (harmful prompts not refused), refusal (harmful prompts
+ * refused) and over-refusal (benign prompts refused).
+ */
+const BenchmarkRates = z.partialRecord(z.enum(["attack_success", "refusal", "over_refusal"]), Rate);
 
 /** OUT/results.json of eval: one entry per model (and steered variant). */
 export const EvalResults = z.array(
@@ -158,6 +164,18 @@ export const EvalResults = z.array(
     judge_unreadable: int.optional(),
     /** Mean of the judge's own score per set (StrongREJECT's harmfulness score). */
     mean_score: z.partialRecord(EvalSet, z.number()).optional(),
+    /** Per benchmark ("xstest", "strongreject:small"): its rates over all its prompts and per category. */
+    benchmarks: z
+      .record(
+        z.string(),
+        z.object({
+          metrics: BenchmarkRates,
+          categories: z.record(z.string(), BenchmarkRates),
+          /** HarmBench copyright behaviours left out (not asked for). */
+          skipped: int,
+        }),
+      )
+      .optional(),
   }),
 );
 export type EvalResults = z.infer<typeof EvalResults>;
@@ -165,7 +183,10 @@ export type EvalResults = z.infer<typeof EvalResults>;
 /** A line of OUT/samples.jsonl of eval: one judged response. */
 export const EvalSampleRow = z.object({
   model: z.string(),
+  /** Benchmark prompts: harmful ones are "plain", benign ones "benign". */
   set: EvalSet,
+  benchmark: z.string().optional(),
+  category: z.string().optional(),
   id: z.string(),
   prompt: Messages,
   response: z.string(),
