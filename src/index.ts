@@ -3,6 +3,7 @@ export { analyze, AnalyzeSettings, type AnalyzeSummary } from "./recipes/analyze
 export { applyDelta } from "./recipes/apply-delta.js";
 export { demo, type DemoResult } from "./recipes/demo.js";
 export { evaluate, EvalSettings, formatResults, type ModelResult } from "./recipes/evaluate.js";
+export { exportSteering, ExportSteeringSettings } from "./recipes/export-steering.js";
 export { generate, GenerateConfig, type GenerateSummary } from "./recipes/generate.js";
 export { formatModelInfo, inspect } from "./recipes/inspect.js";
 export { buildOrganism } from "./recipes/organism.js";
@@ -23,6 +24,6 @@ export { ModelConfig, SamplingConfig } from "./components/config.js";
 export { createJudge, JudgeConfig, type Judge, type Verdict } from "./components/judge/judge.js";
 export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/method/riskdiff.js";
 export { readRoutingShard, type RoutingTrace, type RoutingLayout } from "./components/io/routing.js";
-export { Steering } from "./components/method/steering.js";
+export { readSteerFile, Steering, SteeringFile, steerFromRun } from "./components/method/steering.js";
 export { writeSyntheticData } from "./components/data/synthetic.js";
 export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/engine/protocol.js";

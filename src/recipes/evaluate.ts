@@ -15,7 +15,7 @@ import { inputError, recordError, UserError, zodProblem } from "../components/er
 import { createJudge, JudgeConfig, type Verdict } from "../components/judge/judge.js";
 import { loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
-import type { Messages } from "../components/engine/protocol.js";
+import type { Messages, ModelInfo } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
 import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
@@ -45,8 +45,14 @@ export const EvalSettings = z.strictObject({
     maxNewTokens: z.number().int().min(1).default(64),
   }).prefault({}),
   judge: JudgeConfig.prefault({ kind: "keyword" }),
-  /** Also evaluate every model steered this way (shown as "<name>+steer"). */
+  /** Also evaluate every model steered by this map (shown as "<name>+steer"). */
   steer: Steering.optional(),
+  /**
+   * Intensities: evaluate every model at each multiple of the steering map ("<name>+steer×t").
+   * Intensity 0 is the unsteered model itself (bias 0 is bit-identical to no steering), so it is
+   * not generated twice.
+   */
+  steerSweep: z.array(z.number().min(0)).min(1).optional(),
 });
 export type EvalSettings = z.input<typeof EvalSettings>;
 
@@ -103,7 +109,31 @@ function readItems(settings: z.infer<typeof EvalSettings>): Item[] {
 export function parseEvalSettings(input: unknown): z.infer<typeof EvalSettings> {
   const parsed = EvalSettings.safeParse(input);
   if (!parsed.success) throw new UserError(`eval settings ${zodProblem(parsed.error)}`);
+  if (parsed.data.steerSweep && !parsed.data.steer)
+    throw new UserError("--steer-sweep needs a steering map: --steer FILE or --steer-from RUN");
   return parsed.data;
+}
+
+interface Variant {
+  name: string;
+  steer?: SteerRequest;
+  intensity?: number;
+}
+
+/** The model unsteered, then steered at each intensity (1 without a sweep). */
+function variants(settings: z.infer<typeof EvalSettings>, name: string, info: ModelInfo): Variant[] {
+  const steering = settings.steer;
+  if (!steering) return [{ name }];
+  const intensities = settings.steerSweep ?? [1];
+  const steered = [...new Set(intensities)]
+    .filter((t) => t > 0)
+    .sort((a, b) => a - b)
+    .map((t) => ({
+      name: settings.steerSweep ? `${name}+steer×${t}` : `${name}+steer`,
+      steer: steerRequest(steering, info, "steer", t),
+      intensity: t,
+    }));
+  return [{ name }, ...steered];
 }
 
 /** A train output folder stands for its final model. */
@@ -135,9 +165,7 @@ export async function evaluate(
         checkDelta(spec.delta, info);
         await engine.applyDelta(spec.delta);
       }
-      const variants: [string, SteerRequest][] = [[spec.name, {}]];
-      if (settings.steer) variants.push([`${spec.name}+steer`, steerRequest(settings.steer, info, "steer")]);
-      for (const [name, steer] of variants) {
+      for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
         const computeBatch = options.computeBatch ?? "auto";
         const responses = await generateAll(engine, items, settings, computeBatch, name, steer);
         const verdicts = await judge.judge(
@@ -147,7 +175,8 @@ export async function evaluate(
           name,
           source,
           ...(spec.delta && { delta: spec.delta }),
-          steered: name !== spec.name,
+          steered: intensity !== undefined,
+          ...(intensity !== undefined && { steer: { model: spec.name, intensity } }),
           metrics: score(items, verdicts),
         });
         items.forEach((item, i) =>
@@ -186,7 +215,7 @@ async function generateAll(
   settings: z.infer<typeof EvalSettings>,
   computeBatch: "auto" | number,
   name: string,
-  steer: SteerRequest,
+  steer: SteerRequest | undefined,
 ): Promise<string[]> {
   const size = computeBatchSize(computeBatch, engine.info.cuda);
   const bar = progress(`eval ${name}`, items.length, "samples");
