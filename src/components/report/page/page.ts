@@ -671,7 +671,7 @@ const CURVE_SERIES = [
 ] as const;
 const W = 380;
 const H = 250;
-const PAD = { left: 46, right: 12, top: 12, bottom: 38 };
+const PAD = { left: 46, right: 12, top: 22, bottom: 38 };
 
 /** An SVG plot frame: x over [0, xMax], y over [0, 1] as percent, with axis labels. */
 function plotFrame(xMax: number, xLabel: string, xTicks: number[], xFormat: (v: number) => string) {
@@ -718,25 +718,30 @@ function pointTip(p: CurvePoint): string {
     CURVE_SERIES.map((sr) => sr.label + ": " + rateText(p.metrics[sr.metric])).join("\n")
   );
 }
-/** Attack success and over-refusal against intensity, 95% intervals as bands. */
+/** Attack success and over-refusal against intensity, 95% intervals as bands. The sweep's
+ * intensities are evenly spaced (they are usually geometric: 0.25, 0.5, 1, 2, 4). */
 function intensityChart(curve: Curve): HTMLElement {
-  const xs = curve.points.map((p) => p.intensity);
-  const { svg, x, y } = plotFrame(Math.max(...xs), "steering intensity", xs, (v) => String(v));
+  const at = new Map(curve.points.map((p, i) => [p, i]));
+  const indices = curve.points.map((_, i) => i);
+  const frame = plotFrame(indices.length - 1, "steering intensity", indices, (i) =>
+    String(curve.points[i]!.intensity),
+  );
+  const { svg, y } = frame;
+  const x = (p: CurvePoint) => frame.x(at.get(p)!);
   for (const sr of CURVE_SERIES) {
     const pts = curve.points.filter((p) => p.metrics[sr.metric]);
     const rate = (p: CurvePoint) => p.metrics[sr.metric]!;
     const band = [
-      ...pts.map((p) => x(p.intensity) + "," + y(rate(p).high)),
-      ...pts.toReversed().map((p) => x(p.intensity) + "," + y(rate(p).low)),
+      ...pts.map((p) => x(p) + "," + y(rate(p).high)),
+      ...pts.toReversed().map((p) => x(p) + "," + y(rate(p).low)),
     ];
     svg.appendChild(s("polygon", { points: band.join(" "), fill: sr.colour, class: "band" }));
-    const line = pts.map((p) => x(p.intensity) + "," + y(rate(p).rate));
+    const line = pts.map((p) => x(p) + "," + y(rate(p).rate));
     svg.appendChild(s("polyline", { points: line.join(" "), stroke: sr.colour, class: "line" }));
-    for (const p of pts) svg.appendChild(dot(x(p.intensity), y(rate(p).rate), sr.colour, pointTip(p)));
+    for (const p of pts) svg.appendChild(dot(x(p), y(rate(p).rate), sr.colour, pointTip(p)));
   }
   const op = curve.operating === null ? null : curve.points[curve.operating]!;
-  if (op?.metrics.attack_success)
-    svg.appendChild(operatingMark(x(op.intensity), y(op.metrics.attack_success.rate)));
+  if (op?.metrics.attack_success) svg.appendChild(operatingMark(x(op), y(op.metrics.attack_success.rate)));
   return h("div", { class: "chart" }, h("h3", null, "Against intensity"), svg, curveLegend());
 }
 /** Attack success against over-refusal, one point per intensity, 95% intervals as error bars. */
@@ -757,8 +762,17 @@ function tradeOffChart(curve: Curve): HTMLElement {
     svg.appendChild(s("line", { x1: cx, x2: cx, y1: y(a.low), y2: y(a.high), class: "err" }));
     svg.appendChild(s("line", { x1: x(b.low), x2: x(b.high), y1: cy, y2: cy, class: "err" }));
     svg.appendChild(dot(cx, cy, "#555", pointTip(p)));
-    const label = s("text", { x: cx + 6, y: cy - 6, class: "tick" });
-    label.textContent = "×" + p.intensity;
+  }
+  // Points at the same rates share one label: "×0.25, ×0.5".
+  const labels = new Map<string, string[]>();
+  for (const p of pts) {
+    const where = at(p).map(Math.round).join(",");
+    labels.set(where, [...(labels.get(where) ?? []), "×" + p.intensity]);
+  }
+  for (const [where, names] of labels) {
+    const [cx, cy] = where.split(",").map(Number);
+    const label = s("text", { x: cx! + 7, y: cy! - 7, class: "tick" });
+    label.textContent = names.join(", ");
     svg.appendChild(label);
   }
   const op = curve.operating === null ? null : curve.points[curve.operating]!;
