@@ -17,6 +17,10 @@ this one, so it sees the experts the layer really used). How the bias enters:
   remaining expert with weight 0, so no token ever reaches a removed expert.
 - bias +inf: the expert is always selected (switching on), with its own probability as weight.
 - bias 0 everywhere runs exactly the router's own operations: bit-identical to no steering.
+
+So as a finite bias goes to -inf the selection converges to switching off, but on architectures
+that do not renormalise (OLMoE, Qwen without norm_topk_prob) the weights do not: a finite bias
+keeps the expert in the softmax's denominator, -inf takes it out (docs/results.md measures it).
 """
 
 from __future__ import annotations
