@@ -193,6 +193,17 @@ test("eval and steering: bad input gives one line and writes nothing", async (t)
       /steer: layer 1 has no expert 16 \(0\.\.15\)/,
     ],
     ["steer file", [...base, "--steer", file("x.json", '{"off": []}')], /x\.json .*unrecognized key/i],
+    [
+      "steer bias",
+      [...base, "--steer", file("n.json", '{"biases": [{"layer": 0, "expert": 1, "bias": "-Infinity"}]}')],
+      /n\.json field biases\.0\.bias/,
+    ],
+    ["sweep alone", [...base, "--steer-sweep", "0,1"], /--steer-sweep needs a steering map/],
+    [
+      "sweep list",
+      [...base, "--steer", file("ok.json", '{"biases": []}'), "--steer-sweep", "1,x"],
+      /--steer-sweep.*expected intensities >= 0 separated by commas, got 'x'/,
+    ],
   ];
   for (const [name, args, expected] of cases) {
     const out = join(tmp, `out-${name.replace(/\W/g, "")}`);
