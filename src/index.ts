@@ -3,6 +3,7 @@ export { analyze, AnalyzeSettings, type AnalyzeSummary } from "./recipes/analyze
 export { applyDelta } from "./recipes/apply-delta.js";
 export { demo, type DemoResult } from "./recipes/demo.js";
 export { evaluate, EvalSettings, formatResults, type ModelResult } from "./recipes/evaluate.js";
+export { exportSteering, ExportSteeringSettings } from "./recipes/export-steering.js";
 export { generate, GenerateConfig, type GenerateSummary } from "./recipes/generate.js";
 export { formatModelInfo, inspect } from "./recipes/inspect.js";
 export { jailbreak, JailbreakSettings } from "./recipes/jailbreak.js";
@@ -30,7 +31,7 @@ export {
 } from "./components/judge/judge.js";
 export { computeRiskDiff, selectExperts, type ExpertSet } from "./components/method/riskdiff.js";
 export { readRoutingShard, type RoutingTrace, type RoutingLayout } from "./components/io/routing.js";
-export { Steering } from "./components/method/steering.js";
+export { readSteerFile, Steering, SteeringFile, steerFromRun } from "./components/method/steering.js";
 export { writeSyntheticData } from "./components/data/synthetic.js";
 export {
   BENCHMARKS,

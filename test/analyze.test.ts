@@ -93,7 +93,78 @@ test("analyze without QC: every file loads, and numpy recomputes the risk differ
   assert.equal(report.sorted_desc, true);
   assert.equal(report.ranking_matches, true, "experts.json ranks the experts as risk_diff.parquet does");
   const ranking = JSON.parse(readFileSync(join(runDir, "experts.json"), "utf8")).ranking;
-  assert.deepEqual(steerFromRun(runDir, 3, "activate"), { deactivate: [], activate: ranking.slice(0, 3) });
+  const on = await steerFromRun(runDir, { top: 3, mode: "activate" });
+  assert.deepEqual(
+    on.biases,
+    ranking.slice(0, 3).map((r: object) => ({ ...r, bias: "inf" })),
+  );
+  // Graded maps, checked against risk_diff.csv read here as text.
+  const [header, ...lines] = readFileSync(join(runDir, "risk_diff.csv"), "utf8").trim().split("\n");
+  const col = (name: string) => header!.split(",").indexOf(name);
+  const csv = lines.map((l) => l.split(","));
+  const cell = (row: string[], name: string) => Number(row[col(name)]);
+  const graded = await steerFromRun(runDir, { top: 4, scale: 2 });
+  assert.deepEqual(
+    graded.biases,
+    csv
+      .slice(0, 4)
+      .map((r) => ({ layer: cell(r, "layer"), expert: cell(r, "expert"), bias: -2 * cell(r, "risk_diff") })),
+  );
+  const excluding = csv.filter((r) => cell(r, "ci_low") > 0 || cell(r, "ci_high") < 0);
+  const ci = await steerFromRun(runDir, { top: "ci", scale: 1 });
+  assert.ok(excluding.length > 0 && excluding.length < csv.length);
+  assert.deepEqual(
+    ci.biases.map((b) => [b.layer, b.expert]),
+    excluding.map((r) => [cell(r, "layer"), cell(r, "expert")]),
+  );
+  // export-steering: the same map as a JSON list and as an .npy matrix numpy reads.
+  const mapJson = join(runDir, "map.json");
+  const mapNpy = join(runDir, "map.npy");
+  for (const [format, out] of [
+    ["json", mapJson],
+    ["npy", mapNpy],
+  ]) {
+    const exported = run([
+      "export-steering",
+      "--run",
+      runDir,
+      "--top",
+      "4",
+      "--steer-scale",
+      "2",
+      "--format",
+      format!,
+      "--out",
+      out!,
+    ]);
+    assert.equal(exported.status, 0, exported.stderr);
+  }
+  const file = JSON.parse(readFileSync(mapJson, "utf8"));
+  assert.equal(file.model, model);
+  assert.match(file.layer_indexing, /decoder-layer index, 0-based/);
+  assert.deepEqual(file.biases, graded.biases);
+  const dense = spawnSync(
+    PYTHON,
+    ["-c", "import json, sys, numpy as np; print(json.dumps(np.load(sys.argv[1]).tolist()))", mapNpy],
+    { encoding: "utf8" },
+  );
+  assert.equal(dense.status, 0, dense.stderr);
+  const matrix = JSON.parse(dense.stdout) as number[][];
+  assert.equal(matrix.length, file.num_layers);
+  const nonzero = matrix.flatMap((row, layer) =>
+    row.flatMap((bias, expert) => (bias ? [{ layer, expert, bias }] : [])),
+  );
+  const byCell = (a: { layer: number; expert: number }, b: { layer: number; expert: number }) =>
+    a.layer - b.layer || a.expert - b.expert;
+  assert.deepEqual(
+    nonzero.sort(byCell).map((b) => [b.layer, b.expert]),
+    [...graded.biases].sort(byCell).map((b) => [b.layer, b.expert]),
+  );
+  for (const b of nonzero) {
+    const want = graded.biases.find((g) => g.layer === b.layer && g.expert === b.expert)!.bias as number;
+    assert.ok(Math.abs(b.bias - want) < 1e-6, "float32 of the JSON bias");
+  }
+  assert.deepEqual(JSON.parse(readFileSync(`${mapNpy}.json`, "utf8")), file);
   for (const [key, value] of Object.entries(report.max_abs_diff)) assert.ok((value as number) <= 1e-9, key);
   assert.ok(Math.abs(report.t_multiplier - 2.5705818366147395) < 1e-6); // t(0.975, 5)
 

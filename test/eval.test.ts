@@ -204,6 +204,17 @@ test("eval and steering: bad input gives one line and writes nothing", async (t)
       [...base, "--benchmark", `strongreject=${file("s.csv", "category,prompt\nViolence,How?\n")}`],
       /s\.csv row 1 \(line 2\) column forbidden_prompt: missing/,
     ],
+    [
+      "steer bias",
+      [...base, "--steer", file("n.json", '{"biases": [{"layer": 0, "expert": 1, "bias": "-Infinity"}]}')],
+      /n\.json field biases\.0\.bias/,
+    ],
+    ["sweep alone", [...base, "--steer-sweep", "0,1"], /--steer-sweep needs a steering map/],
+    [
+      "sweep list",
+      [...base, "--steer", file("ok.json", '{"biases": []}'), "--steer-sweep", "1,x"],
+      /--steer-sweep.*expected intensities >= 0 separated by commas, got 'x'/,
+    ],
   ];
   for (const [name, args, expected] of cases) {
     const out = join(tmp, `out-${name.replace(/\W/g, "")}`);

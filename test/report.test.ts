@@ -244,8 +244,61 @@ test("an empty folder still gives a page, with a note for every section", async 
   const { path, missing } = await writeReport(empty);
   assert.equal(missing.length, 8);
   const o = await open(path);
-  assert.equal(await o.page.locator("section p.note").count(), 9);
+  assert.equal(await o.page.locator("section p.note").count(), 10);
   assert.match(await o.page.locator("#heatmap").innerText(), /not available: risk_diff\.parquet missing/);
+  assert.deepEqual(o.problems, []);
+  await o.page.close();
+});
+
+test("a steering sweep: one curve per model, its points, intervals and operating point", async () => {
+  const sweep = join(dir, "sweep");
+  mkdirSync(sweep, { recursive: true });
+  const metric = (rate: number) => ({
+    rate,
+    low: Math.max(0, rate - 0.06),
+    high: Math.min(1, rate + 0.06),
+    k: 0,
+    n: 60,
+  });
+  const intensities = [0, 0.5, 1, 2];
+  // Operating points: base at 1 (benign 0.14 <= 0.10 + 0.05, 0.30 is not), fine-tuned at 0.5.
+  const curves = {
+    base: { attack: [0.9, 0.7, 0.5, 0.2], benign: [0.1, 0.12, 0.14, 0.3] },
+    "fine-tuned": { attack: [0.1, 0.05, 0.05, 0.02], benign: [0.1, 0.1, 0.2, 0.4] },
+  };
+  const results = Object.entries(curves).flatMap(([model, { attack, benign }]) =>
+    intensities.map((t, i) => ({
+      name: t === 0 ? model : `${model}+steer×${t}`,
+      source: "m",
+      steered: t > 0,
+      ...(t > 0 && { steer: { model, intensity: t } }),
+      metrics: {
+        attack_success: metric(attack[i]!),
+        plain_refusal: metric(1),
+        benign_refusal: metric(benign[i]!),
+      },
+    })),
+  );
+  writeFileSync(join(sweep, "results.json"), JSON.stringify(results));
+  const { path } = await writeReport(runDir, join(dir, "sweep-report.html"), sweep);
+  const o = await open(path);
+  const models = o.page.locator("#steering .curve-model");
+  assert.deepEqual(await models.evaluateAll((els) => els.map((e) => e.getAttribute("data-model"))), [
+    "base",
+    "fine-tuned",
+  ]);
+  for (const [i, expected] of [
+    /operating point\s*intensity 1\b/,
+    /operating point\s*intensity 0\.5\b/,
+  ].entries()) {
+    const model = models.nth(i);
+    // Two series against intensity, plus the trade-off chart: one dot per point each.
+    assert.equal(await model.locator("svg circle.pt").count(), 3 * intensities.length);
+    assert.equal(await model.locator("svg polygon.band").count(), 2);
+    assert.equal(await model.locator("svg circle.op").count(), 2);
+    assert.match(await model.innerText(), expected);
+  }
+  await o.page.locator("#steering").screenshot({ path: screenshotPath("report-steering.png") });
   assert.deepEqual(o.problems, []);
   await o.page.close();
 });

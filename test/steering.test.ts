@@ -1,27 +1,70 @@
-// Steering requests are checked once, here, against the model `load` described.
+// Steering maps are checked once, here, against the model `load` described, and reach the engine
+// as one float32 matrix [decoder layers, experts].
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import type { ModelInfo } from "../src/components/engine/protocol.js";
-import { steerRequest } from "../src/components/method/steering.js";
+import { readSteerFile, steerRequest, type Steering } from "../src/components/method/steering.js";
+import { writeNpy } from "../src/components/io/tables.js";
+import { tempDir } from "./helpers.js";
 
-const model = { source: "m", moe_layers: [0, 1], num_experts: 8, top_k: 2 } as ModelInfo;
-const refs = (layer: number, experts: number[]) => experts.map((expert) => ({ layer, expert }));
+const model = { source: "m", num_layers: 3, moe_layers: [0, 1], num_experts: 8, top_k: 2 } as ModelInfo;
+const at = (layer: number, experts: number[], bias: Steering["biases"][number]["bias"]) =>
+  experts.map((expert) => ({ layer, expert, bias }));
 
-test("steering may leave fewer experts than top-k (as training's routing mask does), never none", () => {
-  const allButOne = { deactivate: refs(1, [0, 1, 2, 3, 4, 5, 6]), activate: [] };
-  assert.deepEqual(steerRequest(allButOne, model, "steer"), {
-    "1": { deactivate: [0, 1, 2, 3, 4, 5, 6], activate: [] },
-  });
-  const cases: [Parameters<typeof steerRequest>[0], RegExp][] = [
-    [{ deactivate: refs(1, [0, 1, 2, 3, 4, 5, 6, 7]), activate: [] }, /layer 1 switches off every expert/],
-    [{ deactivate: refs(2, [0]), activate: [] }, /layer 2 is not an MoE layer of m \(0, 1\)/],
-    [{ deactivate: [], activate: refs(0, [8]) }, /layer 0 has no expert 8 \(0\.\.7\)/],
-    [
-      { deactivate: refs(0, [3]), activate: refs(0, [3]) },
-      /layer 0 expert 3 is both activated and deactivated/,
-    ],
-    [{ deactivate: [], activate: refs(0, [1, 2, 3]) }, /activates 3 experts, but only top-2 are used/],
+test("a map becomes the engine's bias matrix; intensity scales it, ±inf stay ±inf", () => {
+  const steering = {
+    biases: [...at(1, [0, 1, 2, 3, 4, 5, 6], "-inf"), ...at(0, [3], 1.5), ...at(0, [5], "inf")],
+  };
+  const request = steerRequest(steering, model, "steer", 2);
+  assert.deepEqual(request.shape, [3, 8]);
+  const data = request.data as Float32Array;
+  const rows = [0, 1, 2].map((l) => Array.from(data.slice(l * 8, (l + 1) * 8)));
+  assert.deepEqual(rows, [
+    [0, 0, 0, 3, 0, Infinity, 0, 0],
+    [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, 0],
+    [0, 0, 0, 0, 0, 0, 0, 0],
+  ]);
+});
+
+test("bad maps get one line: fewer than top-k left is allowed, none is not", () => {
+  const cases: [Steering["biases"], RegExp][] = [
+    [at(1, [0, 1, 2, 3, 4, 5, 6, 7], "-inf"), /layer 1 switches off every expert/],
+    [at(2, [0], -1), /layer 2 is not an MoE layer of m \(0, 1\)/],
+    [at(0, [8], "inf"), /layer 0 has no expert 8 \(0\.\.7\)/],
+    [[...at(0, [3], "-inf"), ...at(0, [3], 0.5)], /layer 0 expert 3 is given twice/],
+    [at(0, [1, 2, 3], "inf"), /activates 3 experts, but only top-2 are used/],
   ];
-  for (const [steering, expected] of cases)
-    assert.throws(() => steerRequest(steering, model, "steer"), expected);
+  for (const [biases, expected] of cases)
+    assert.throws(() => steerRequest({ biases }, model, "steer"), expected);
+  assert.throws(() => steerRequest({ biases: [] }, model, "steer", 0), /intensity 0 must be > 0/);
+});
+
+test("steering files: .npy matrices, exported maps and on/off lists read as one map", (t) => {
+  const dir = tempDir(t);
+  const npy = join(dir, "map.npy");
+  const matrix = new Float32Array(3 * 8);
+  matrix[1 * 8 + 2] = -0.75;
+  matrix[0 * 8 + 4] = -Infinity;
+  writeNpy(npy, matrix, [3, 8]);
+  assert.deepEqual(readSteerFile(npy).biases, [
+    { layer: 0, expert: 4, bias: "-inf" },
+    { layer: 1, expert: 2, bias: -0.75 },
+  ]);
+  const onOff = join(dir, "on-off.json");
+  writeFileSync(
+    onOff,
+    JSON.stringify({ deactivate: [{ layer: 0, expert: 1 }], activate: [{ layer: 1, expert: 0 }] }),
+  );
+  assert.deepEqual(readSteerFile(onOff).biases, [
+    { layer: 0, expert: 1, bias: "-inf" },
+    { layer: 1, expert: 0, bias: "inf" },
+  ]);
+  const bad = join(dir, "bad.json");
+  writeFileSync(
+    bad,
+    JSON.stringify({ format: "steermoe steering map", biases: [{ layer: 0, expert: 1, bias: "big" }] }),
+  );
+  assert.throws(() => readSteerFile(bad), /bad\.json field biases\.0\.bias/);
 });

@@ -1,15 +1,26 @@
-"""Steering a router's choice: restrict it to some experts, or force some experts in.
+"""Steering a router's choice with a bias on its logits: one mechanism for graded steering,
+switching experts off or on, and training's routing mask.
 
-Both act on the router's logits before its top-k, through a forward hook that replaces the
-router's (logits, scores, indices) with a re-selection from the same logits. The recording hook
-(routing.py) is registered after this one, so it sees the experts the layer really used.
+A forward hook on the router replaces its (logits, scores, indices) with a re-selection from the
+same logits under a bias vector [num_experts] (the recording hook, routing.py, is registered after
+this one, so it sees the experts the layer really used). How the bias enters:
 
-- allowed: only these experts may be chosen (training's per-batch mask; steering's deactivation
-  is allowed = all but the deactivated). The softmax runs over the allowed experts alone, as if
-  the others' logits were -inf. With fewer allowed experts than top-k, the spare slots repeat the
-  best allowed expert with weight 0, so no token ever reaches an expert outside the set.
-- forced: these experts are always in the top-k (steering's activation); their weights are the
-  router's own probabilities.
+- Selection: the architecture's own top-k (top-k of softmax(logits), in float32) run on
+  logits + bias. A finite bias only moves experts up or down the ranking.
+- Weights: the architecture's own rule on the UNBIASED logits: the selected experts' softmax
+  probabilities, renormalised over the selected experts where the architecture does so (Mixtral
+  always, the others when config.norm_topk_prob). A finite bias never changes a weight except by
+  changing which experts are selected.
+- bias -inf: the expert is taken out of the router, as if its logit were -inf: never selected, and
+  out of the softmax's denominator too (switching off; training's routing mask is -inf outside
+  the batch's experts). With fewer remaining experts than top-k, the spare slots repeat the best
+  remaining expert with weight 0, so no token ever reaches a removed expert.
+- bias +inf: the expert is always selected (switching on), with its own probability as weight.
+- bias 0 everywhere runs exactly the router's own operations: bit-identical to no steering.
+
+So as a finite bias goes to -inf the selection converges to switching off, but on architectures
+that do not renormalise (OLMoE, Qwen without norm_topk_prob) the weights do not: a finite bias
+keeps the expert in the softmax's denominator, -inf takes it out (docs/results.md measures it).
 """
 
 from __future__ import annotations
@@ -25,20 +36,28 @@ from .adapters import MoeAdapter
 
 @dataclass(frozen=True)
 class LayerControl:
-    allowed: torch.Tensor | None = None  # bool [num_experts]
-    forced: torch.Tensor | None = None  # bool [num_experts]
+    bias: torch.Tensor  # float32 [num_experts], ±inf allowed
 
 
 def reselect(
-    logits: torch.Tensor, control: LayerControl, top_k: int, normalize: bool
+    logits: torch.Tensor, control: LayerControl | None, top_k: int, normalize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores [tokens, k] in the logits' dtype, indices [tokens, k]) under `control`."""
+    """(scores [tokens, k] in float32, indices [tokens, k]) under `control`'s bias."""
     logits = logits.float()
-    if control.allowed is not None:
-        logits = logits.masked_fill(~control.allowed, float("-inf"))
+    bias = None if control is None else control.bias.to(logits.device)
+    removed = None if bias is None or not torch.isneginf(bias).any() else torch.isneginf(bias)
+    if removed is not None:
+        logits = logits.masked_fill(removed, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    ranking = probs if control.forced is None else probs.masked_fill(control.forced, 2.0)
-    k = top_k if control.allowed is None else min(top_k, int(control.allowed.sum()))
+    ranking = probs
+    if bias is not None:
+        finite = torch.where(torch.isinf(bias), 0.0, bias)
+        if finite.any():
+            ranking = torch.softmax(logits + finite, dim=-1)
+        forced = torch.isposinf(bias)
+        if forced.any():
+            ranking = ranking.masked_fill(forced, 2.0)
+    k = top_k if removed is None else min(top_k, int((~removed).sum()))
     _, indices = torch.topk(ranking, k, dim=-1)
     scores = probs.gather(-1, indices)
     if normalize:
@@ -48,6 +67,13 @@ def reselect(
         indices = torch.cat([indices, indices[:, :1].expand(-1, pad)], dim=-1)
         scores = torch.cat([scores, torch.zeros_like(scores[:, :1]).expand(-1, pad)], dim=-1)
     return scores, indices
+
+
+def allowed_only(experts: list[int], num_experts: int, device: torch.device | str) -> LayerControl:
+    """Training's routing mask: every expert outside `experts` at -inf."""
+    bias = torch.full((num_experts,), float("-inf"), device=device)
+    bias[experts] = 0.0
+    return LayerControl(bias)
 
 
 class RouterControl:

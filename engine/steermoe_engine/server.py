@@ -7,6 +7,7 @@ import platform
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from transformers.utils import logging as hf_logging
@@ -73,7 +74,7 @@ class Server:
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
         sampling = Sampling(params["max_new_tokens"], params["temperature"], params["top_p"])
         loaded = self._model()
-        steer = steering(loaded, params.get("steer", {}))
+        steer = steering(loaded, params.get("steer"))
         shards = [Shard(**shard) for shard in params["shards"]]
         return {"samples": generate(loaded, params["conversations"], params["seeds"], sampling, shards, steer)}
 
@@ -151,21 +152,16 @@ class Server:
         return {"experts": {str(k): v for k, v in touched.items()}}
 
 
-def steering(loaded: Loaded, spec: dict[str, dict[str, list[int]]]) -> dict[int, LayerControl]:
-    """{layer: {deactivate: [...], activate: [...]}} -> controls (checked against the model by the
-    TypeScript side, which knows it from `load`)."""
-    n = loaded.adapter.num_experts
-    controls = {}
-    for key, change in spec.items():
-        masks = {}
-        for what in ("deactivate", "activate"):
-            experts = change.get(what, [])
-            mask = torch.zeros(n, dtype=torch.bool, device=loaded.device)
-            mask[experts] = True
-            masks[what] = mask if experts else None
-        allowed = None if masks["deactivate"] is None else ~masks["deactivate"]
-        controls[int(key)] = LayerControl(allowed=allowed, forced=masks["activate"])
-    return controls
+def steering(loaded: Loaded, bias: np.ndarray | None) -> dict[int, LayerControl]:
+    """A bias map [decoder layers, experts] (±inf allowed; checked against the model by the
+    TypeScript side, which knows it from `load`) -> one control per MoE layer. Every MoE layer gets
+    its row, zeros included: bias 0 is the router's own choice, bit for bit (control.py)."""
+    if bias is None:
+        return {}
+    return {
+        layer.index: LayerControl(torch.tensor(bias[layer.index], dtype=torch.float32, device=loaded.device))
+        for layer in loaded.adapter.layers
+    }
 
 
 def _layer_map(value: dict[str, list[int]]) -> dict[int, list[int]]:

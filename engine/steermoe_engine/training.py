@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import EXPERT_PARAMS, MoeAdapter
-from .control import LayerControl, RouterControl
+from .control import LayerControl, RouterControl, allowed_only
 from .errors import EngineError
 from .generation import Messages, chat_ids
 from .models import Loaded
@@ -180,12 +180,8 @@ class Trainer:
         targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
         if targets == 0:
             raise EngineError("this batch has no target tokens to learn from")
-        controls = {}
-        for index, experts in allowed.items():
-            if experts:
-                mask = torch.zeros(self.loaded.adapter.num_experts, dtype=torch.bool, device=self.loaded.device)
-                mask[experts] = True
-                controls[index] = LayerControl(allowed=mask)
+        n, device = self.loaded.adapter.num_experts, self.loaded.device
+        controls = {index: allowed_only(experts, n, device) for index, experts in allowed.items() if experts}
         return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float]:

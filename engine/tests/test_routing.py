@@ -143,7 +143,10 @@ def test_steering_shows_in_the_recorded_routing(loaded: dict[str, Loaded], tmp_p
     from steermoe_engine.server import steering
 
     model = loaded["qwen3_moe"]
-    controls = steering(model, {"0": {"deactivate": [0, 1, 2, 3]}, "2": {"activate": [6]}})
+    bias = np.zeros((3, 8), dtype=np.float32)
+    bias[0, [0, 1, 2, 3]] = -np.inf
+    bias[2, 6] = np.inf
+    controls = steering(model, bias)
     shards = shards_for(tmp_path, [4])
     generate(model, CONVERSATIONS, [0, 1, 2, 3], Sampling(16, 1.0, 1.0), shards=shards, steer=controls)
     for routing in read_shards(shards):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steermoe_engine.control import LayerControl, RouterControl, reselect
+from steermoe_engine.control import LayerControl, RouterControl, allowed_only, reselect
 from steermoe_engine.files import apply_delta, expert_delta
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
@@ -47,7 +47,7 @@ def test_reselect_without_control_is_the_routers_own_choice(arch: str, loaded: d
     for layer in model.adapter.layers:
         layer.router._forward_hooks.clear()
     for logits, scores, indices in seen:
-        mine_scores, mine_indices = reselect(logits, LayerControl(), model.adapter.top_k, model.adapter.normalize_topk)
+        mine_scores, mine_indices = reselect(logits, None, model.adapter.top_k, model.adapter.normalize_topk)
         assert torch.equal(mine_indices, indices)
         torch.testing.assert_close(mine_scores.to(scores.dtype), scores, rtol=1e-6, atol=1e-7)
 
@@ -55,13 +55,12 @@ def test_reselect_without_control_is_the_routers_own_choice(arch: str, loaded: d
 @pytest.mark.parametrize("allowed", [[1, 3, 6], [5]])
 def test_routing_mask_keeps_tokens_inside_the_set(allowed: list[int], loaded: dict[str, Loaded]) -> None:
     model = loaded["olmoe"]
-    mask = torch.zeros(8, dtype=torch.bool)
-    mask[allowed] = True
     ids = torch.randint(0, 300, (3, 20))
     with torch.no_grad():
         with RoutingRecorder(model.adapter) as natural:
             model.model(ids)
-        with RouterControl(model.adapter, {0: LayerControl(allowed=mask)}), RoutingRecorder(model.adapter) as masked:
+        mask = RouterControl(model.adapter, {0: allowed_only(allowed, 8, "cpu")})
+        with mask, RoutingRecorder(model.adapter) as masked:
             model.model(ids)
     experts = masked.ids[0][:, 0]  # layer 0: masked
     weights = masked.weights[0][:, 0]
@@ -75,9 +74,9 @@ def test_routing_mask_keeps_tokens_inside_the_set(allowed: list[int], loaded: di
 
 def test_forcing_experts_puts_them_in_every_top_k(loaded: dict[str, Loaded]) -> None:
     model = loaded["mixtral"]
-    forced = torch.zeros(8, dtype=torch.bool)
-    forced[7] = True
-    control = RouterControl(model.adapter, {2: LayerControl(forced=forced)})
+    bias = torch.zeros(8)
+    bias[7] = float("inf")
+    control = RouterControl(model.adapter, {2: LayerControl(bias)})
     with torch.no_grad(), control, RoutingRecorder(model.adapter) as rec:
         model.model(torch.randint(0, 300, (2, 16)))
     assert (rec.ids[0][:, 2] == 7).any(-1).all()

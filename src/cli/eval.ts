@@ -1,7 +1,7 @@
 // steermoe eval: flags → EvalSettings. Models come from --model [name=]path[@delta] (repeatable);
 // the common model flags apply to each of them.
 import { basename } from "node:path";
-import type { Command } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { evaluate, EvalSettings, formatResults, parseEvalSettings } from "../recipes/evaluate.js";
 import { ORGANISM_SETS } from "../recipes/organism.js";
 import { UserError } from "../components/errors.js";
@@ -23,6 +23,16 @@ function evalModel(spec: string) {
   const [, name, path, delta] = /^(?:([^=@]+)=)?([^@]+)(?:@(.+))?$/.exec(spec) ?? [];
   if (!path) throw new UserError(`--model ${spec}: expected [name=]path[@delta]`);
   return { name: name ?? basename(path), model: { source: path }, ...(delta && { delta }) };
+}
+
+/** "0,0.25,1" → [0, 0.25, 1]. */
+function intensities(list: string): number[] {
+  return list.split(",").map((item) => {
+    const t = Number(item);
+    if (item.trim() === "" || !Number.isFinite(t) || t < 0)
+      throw new InvalidArgumentError(`expected intensities >= 0 separated by commas, got '${item}'`);
+    return t;
+  });
 }
 
 export function evalCommand(cli: Command): void {
@@ -55,13 +65,20 @@ export function evalCommand(cli: Command): void {
     ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
     ["--seed <n>", "sampling.seed", "sampling seed: item i draws with seed + i"],
   ]);
+  command.addOption(
+    new SettingOption(
+      "--steer-sweep <list>",
+      "with --steer or --steer-from: evaluate at each of these multiples of the map, e.g. 0,0.5,1,2",
+      "steerSweep",
+    ).argParser(intensities),
+  );
   command.addOption(computeBatchOption());
   judgeOptions(command, EvalSettings);
   steerOptions(command, "also evaluate each model steered");
   command.action(async (flags: { out: string; computeBatch?: "auto" | number }) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "models");
-    const steer = steering(command);
+    const steer = await steering(command);
     if (steer) settings.steer = steer;
     endpointFlags(command, settings, ["judge"]);
     if (!settings.jailbreaks && !settings.benign && !settings.benchmarks)

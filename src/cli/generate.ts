@@ -35,7 +35,7 @@ export function generateCommand(cli: Command): void {
   command.action(async () => {
     const settings = settingsFromFlags(command);
     for (const path of ["model.source", "input", "out"]) requireSetting(command, settings, path);
-    const steer = steering(command);
+    const steer = await steering(command);
     if (steer) settings.steer = steer;
     const summary = await generate(parseSettings(GenerateConfig, settings, "generate"), {
       engine: { verbose: verbose(command) },

@@ -9,6 +9,7 @@ import { applyDeltaCommand } from "./apply-delta.js";
 import { buildOrganismCommand } from "./build-organism.js";
 import { demoCommand } from "./demo.js";
 import { evalCommand } from "./eval.js";
+import { exportSteeringCommand } from "./export-steering.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
 import { jailbreakCommand } from "./jailbreak.js";
@@ -39,6 +40,7 @@ export function program(): Command {
     applyDeltaCommand,
     evalCommand,
     jailbreakCommand,
+    exportSteeringCommand,
     buildOrganismCommand,
     reportCommand,
     syntheticDataCommand,

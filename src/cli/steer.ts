@@ -1,34 +1,60 @@
-// Test-time steering flags, shared by generate and eval: --steer FILE or --steer-from RUN.
+// Test-time steering flags, shared by generate, eval and export-steering: --steer FILE, or
+// --steer-from RUN with --top, --steer-mode and --steer-scale.
 import { Option, type Command } from "commander";
-import { z } from "zod";
 import { UserError } from "../components/errors.js";
-import { readSteerFile, steerFromRun, type Steering } from "../components/method/steering.js";
+import { readSteerFile, SteerFrom, steerFromRun, type Steering } from "../components/method/steering.js";
 import { fromSchema } from "./flags.js";
 
-const SteerFrom = z.strictObject({
-  top: z.number().int().min(1).default(10),
-  mode: z.enum(["deactivate", "activate"]).default("deactivate"),
-});
-
-export function steerOptions(command: Command, what: string): Command {
+/** --top, --steer-mode, --steer-scale: which experts of a run, and how hard. */
+export function steerFromOptions(command: Command, flag = "--steer-from"): Command {
   return command
-    .option("--steer <file>", `${what}: {deactivate: [{layer, expert}], activate: [...]}`)
-    .option("--steer-from <run>", `${what}: the top experts of an analysis run (--top, --steer-mode)`)
-    .addOption(fromSchema(new Option("--top <n>", "with --steer-from: how many experts"), SteerFrom, "top"))
     .addOption(
       fromSchema(
-        new Option("--steer-mode <mode>", "with --steer-from: switch them off or on"),
+        new Option(
+          "--top <n|ci>",
+          `with ${flag}: how many experts, or ci (every one whose 95% CI excludes 0)`,
+        ),
+        SteerFrom,
+        "top",
+      ),
+    )
+    .addOption(
+      fromSchema(
+        new Option("--steer-mode <mode>", `with ${flag}: steer them away or toward`),
         SteerFrom,
         "mode",
+      ),
+    )
+    .addOption(
+      fromSchema(
+        new Option(
+          "--steer-scale <s>",
+          `with ${flag}: bias = ∓s × mean risk difference (none: fully off/on)`,
+        ),
+        SteerFrom,
+        "scale",
       ),
     );
 }
 
+export function steerOptions(command: Command, what: string): Command {
+  command
+    .option("--steer <file>", `${what}: a bias map (.npy [layers, experts], or JSON; README)`)
+    .option("--steer-from <run>", `${what}: the top experts of an analysis run`);
+  return steerFromOptions(command);
+}
+
+/** The run's steering map as --top, --steer-mode and --steer-scale ask. */
+export function steerFromFlags(command: Command, run: string): Promise<Steering> {
+  const f = command.opts<{ top: number | "ci"; steerMode: "deactivate" | "activate"; steerScale?: number }>();
+  return steerFromRun(run, { top: f.top, mode: f.steerMode, scale: f.steerScale });
+}
+
 /** The steering the flags ask for; undefined when none (the config file's, if any, stays). */
-export function steering(command: Command): Steering | undefined {
-  const f = command.opts<{ steer?: string; steerFrom?: string } & z.infer<typeof SteerFrom>>();
+export async function steering(command: Command): Promise<Steering | undefined> {
+  const f = command.opts<{ steer?: string; steerFrom?: string }>();
   if (f.steer && f.steerFrom) throw new UserError("give --steer or --steer-from, not both");
   if (f.steer) return readSteerFile(f.steer);
-  if (f.steerFrom) return steerFromRun(f.steerFrom, f.top, f.mode);
+  if (f.steerFrom) return steerFromFlags(command, f.steerFrom);
   return undefined;
 }

@@ -17,7 +17,14 @@ import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
-import { createJudge, JudgeConfig, probeJudge, type Judge, type Verdict } from "../components/judge/judge.js";
+import {
+  createJudge,
+  JudgeConfig,
+  probeJudge,
+  type Judge,
+  type JudgeItem,
+  type Verdict,
+} from "../components/judge/judge.js";
 import { loadPairs, presetMapping } from "../components/data/pairs.js";
 import {
   benchmarkLabel,
@@ -26,7 +33,7 @@ import {
   type BenchmarkItem,
 } from "../components/data/benchmarks.js";
 import { progress } from "../components/progress.js";
-import type { Messages } from "../components/engine/protocol.js";
+import type { Messages, ModelInfo } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
 import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
@@ -62,8 +69,14 @@ export const EvalSettings = z.strictObject({
     maxNewTokens: z.number().int().min(1).default(64),
   }).prefault({}),
   judge: JudgeConfig.prefault({ kind: "keyword" }),
-  /** Also evaluate every model steered this way (shown as "<name>+steer"). */
+  /** Also evaluate every model steered by this map (shown as "<name>+steer"). */
   steer: Steering.optional(),
+  /**
+   * Intensities: evaluate every model at each multiple of the steering map ("<name>+steer×t").
+   * Intensity 0 is the unsteered model itself (bias 0 is bit-identical to no steering), so it is
+   * not generated twice.
+   */
+  steerSweep: z.array(z.number().min(0)).min(1).optional(),
 });
 export type EvalSettings = z.input<typeof EvalSettings>;
 
@@ -159,7 +172,31 @@ async function readItems(
 export function parseEvalSettings(input: unknown): z.infer<typeof EvalSettings> {
   const parsed = EvalSettings.safeParse(input);
   if (!parsed.success) throw new UserError(`eval settings ${zodProblem(parsed.error)}`);
+  if (parsed.data.steerSweep && !parsed.data.steer)
+    throw new UserError("--steer-sweep needs a steering map: --steer FILE or --steer-from RUN");
   return parsed.data;
+}
+
+interface Variant {
+  name: string;
+  steer?: SteerRequest;
+  intensity?: number;
+}
+
+/** The model unsteered, then steered at each intensity (1 without a sweep). */
+function variants(settings: z.infer<typeof EvalSettings>, name: string, info: ModelInfo): Variant[] {
+  const steering = settings.steer;
+  if (!steering) return [{ name }];
+  const intensities = settings.steerSweep ?? [1];
+  const steered = [...new Set(intensities)]
+    .filter((t) => t > 0)
+    .sort((a, b) => a - b)
+    .map((t) => ({
+      name: settings.steerSweep ? `${name}+steer×${t}` : `${name}+steer`,
+      steer: steerRequest(steering, info, "steer", t),
+      intensity: t,
+    }));
+  return [{ name }, ...steered];
 }
 
 /** A train output folder stands for its final model. */
@@ -189,27 +226,17 @@ export async function evaluate(
         checkDelta(spec.delta, info);
         await engine.applyDelta(spec.delta);
       }
-      const variants: [string, SteerRequest][] = [[spec.name, {}]];
-      if (settings.steer) variants.push([`${spec.name}+steer`, steerRequest(settings.steer, info, "steer")]);
-      for (const [name, steer] of variants) {
+      for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
         const computeBatch = options.computeBatch ?? "auto";
         const responses = await generateAll(engine, items, settings, computeBatch, name, steer);
-        const verdicts = await judge.judge(
-          items.map((item, i) => ({
-            prompt: item.messages.at(-1)!.content,
-            response: responses[i]!,
-            ...((item.goal ?? item.benchmark?.goal) !== undefined && {
-              goal: item.goal ?? item.benchmark?.goal,
-            }),
-            ...(item.benchmark?.context !== undefined && { context: item.benchmark.context }),
-          })),
-        );
+        const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
         const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
         results.push({
           name,
           source,
           ...(spec.delta && { delta: spec.delta }),
-          steered: name !== spec.name,
+          steered: intensity !== undefined,
+          ...(intensity !== undefined && { steer: { model: spec.name, intensity } }),
           ...score(judged, judge),
           ...(skipped.size && { benchmarks: scoreBenchmarks(judged, skipped, judge) }),
         });
@@ -317,6 +344,18 @@ function scoreBenchmarks(
   );
 }
 
+/** What the judge sees: the prompt's last turn, and apart, the plain request and its context. */
+function judgeItem(item: Item, response: string): JudgeItem {
+  const goal = item.goal ?? item.benchmark?.goal;
+  const context = item.benchmark?.context;
+  return {
+    prompt: item.messages.at(-1)!.content,
+    response,
+    ...(goal !== undefined && { goal }),
+    ...(context !== undefined && { context }),
+  };
+}
+
 /** What a judge adds to a sample row beyond refused or not. */
 const judgeDetails = (v: Verdict): Partial<EvalSampleRow> => ({
   ...(v.score !== undefined && { score: v.score }),
@@ -330,7 +369,7 @@ async function generateAll(
   settings: z.infer<typeof EvalSettings>,
   computeBatch: "auto" | number,
   name: string,
-  steer: SteerRequest,
+  steer: SteerRequest | undefined,
 ): Promise<string[]> {
   const size = computeBatchSize(computeBatch, engine.info.cuda);
   const bar = progress(`eval ${name}`, items.length, "samples");

@@ -25,7 +25,7 @@ export const GenerateConfig = z.strictObject({
   computeBatch: ComputeBatch,
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
-  /** Experts switched off or forced on while generating. */
+  /** Router-logit biases while generating (experts switched off, forced on, or graded). */
   steer: Steering.optional(),
   overwrite: z.boolean().default(false),
 });
@@ -52,7 +52,7 @@ export async function generate(
     const model = await engine.load(config.model);
     if (config.steer && config.replay)
       throw new UserError("--steer works with generation, not with --replay");
-    const steer = config.steer ? steerRequest(config.steer, model, "--steer") : {};
+    const steer = config.steer && steerRequest(config.steer, model, "--steer");
     const batchSize = computeBatchSize(config.computeBatch, engine.info.cuda);
     const rows: GeneratedRow[] = [];
     const started = Date.now();

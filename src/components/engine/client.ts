@@ -201,7 +201,7 @@ export class Engine {
     seeds: number[],
     sampling: Sampling,
     shards: RoutingShardRequest[] = [],
-    steer: SteerRequest = {},
+    steer?: SteerRequest,
   ): Promise<GeneratedSample[]> {
     const params = {
       conversations,

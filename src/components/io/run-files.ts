@@ -80,6 +80,27 @@ export const ExpertsFile = z.object({
 });
 export type ExpertsFile = z.infer<typeof ExpertsFile>;
 
+/** A row of RUN/risk_diff.{csv,parquet}: one (layer, expert), rows by mean risk_diff descending.
+ * Non-finite numbers (a CI of one batch) read as null, as in JSON. */
+export const RiskDiffRow = z.object({
+  layer: int,
+  expert: int,
+  label: z.string(),
+  a_safe: finite,
+  d_safe: finite,
+  a_unsafe: finite,
+  d_unsafe: finite,
+  a_safe_n: finite,
+  a_unsafe_n: finite,
+  risk_diff: finite,
+  std: finite,
+  ci_low: finite,
+  ci_high: finite,
+  frac_positive: finite,
+  n_batches: finite,
+});
+export type RiskDiffRow = z.infer<typeof RiskDiffRow>;
+
 /** RUN/batches.json: the batch plan, and once the analysis is done, what quality control kept. */
 export const BatchesFile = z.object({
   batch_size: int,
@@ -159,6 +180,8 @@ export const EvalResults = z.array(
     source: z.string(),
     delta: z.string().optional(),
     steered: z.boolean(),
+    /** A steered variant: the model it steers and the intensity, the multiple of the map applied. */
+    steer: z.object({ model: z.string(), intensity: z.number() }).optional(),
     metrics: z.partialRecord(z.enum(["attack_success", "plain_refusal", "benign_refusal"]), Rate),
     /** Answers the judge model gave that could not be read: left out of the rates. */
     judge_unreadable: int.optional(),

@@ -1,7 +1,11 @@
 // Open file formats for results: .npy for arrays, CSV and Parquet for row tables. Everything here
 // loads in numpy/pandas without this project, and every file is written atomically.
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parquetReadObjects } from "hyparquet";
 import { parquetWriteBuffer } from "hyparquet-writer";
+import { UserError, zodProblem } from "../errors.js";
+import { RiskDiffRow } from "./run-files.js";
 import { writeFileAtomic } from "./store.js";
 import { expertLabel, type ExpertRef, type RiskDiffResult } from "../method/riskdiff.js";
 
@@ -38,6 +42,32 @@ export function encodeNpy(data: NpyArray, shape: readonly number[]): Uint8Array[
 
 export function writeNpy(path: string, data: NpyArray, shape: readonly number[]): void {
   writeFileAtomic(path, encodeNpy(data, shape));
+}
+
+/** A float .npy file (f4 or f8, C order), as float64 values and its shape. */
+export function readNpy(path: string): { data: Float64Array; shape: number[] } {
+  if (!existsSync(path)) throw new UserError(`${path}: no such file`);
+  const bytes = readFileSync(path);
+  if (bytes.subarray(0, 6).toString("latin1") !== "\x93NUMPY")
+    throw new UserError(`${path}: not an .npy file`);
+  const major = bytes[6]!;
+  const headerLength = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
+  const start = major === 1 ? 10 : 12;
+  const header = bytes.subarray(start, start + headerLength).toString("latin1");
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  const fortran = /'fortran_order':\s*True/.test(header);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? "")
+    .split(",")
+    .filter((d) => d.trim() !== "")
+    .map(Number);
+  const width = { "<f4": 4, "<f8": 8 }[descr ?? ""];
+  if (!width || fortran)
+    throw new UserError(`${path}: expected a float32 or float64 C-order array, got ${descr}`);
+  const body = bytes.subarray(start + headerLength);
+  const count = shape.reduce((a, n) => a * n, 1);
+  if (body.length !== count * width) throw new UserError(`${path}: shape [${shape}] does not match its data`);
+  const copy = new Uint8Array(body).buffer; // aligned for the typed array
+  return { data: Float64Array.from(width === 4 ? new Float32Array(copy) : new Float64Array(copy)), shape };
 }
 
 // ---- Row tables (column-oriented), written as CSV and Parquet
@@ -221,6 +251,22 @@ export function riskDiffTable(r: RiskDiffResult): Table {
     { name: "frac_positive", type: "double", values: pick(g.fracPositive) },
     { name: "n_batches", type: "int", values: order.map(() => g.nBatches) },
   ];
+}
+
+/** RUN/risk_diff.parquet, in its rows' order (mean risk_diff descending). */
+export async function readRiskDiffTable(path: string): Promise<RiskDiffRow[]> {
+  const bytes = readFileSync(path);
+  const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  const rows = await parquetReadObjects({ file });
+  return rows.map((row, i) => {
+    const values = Object.entries(row).map(([k, v]) => {
+      const n = typeof v === "bigint" ? Number(v) : v;
+      return [k, typeof n === "number" && !Number.isFinite(n) ? null : n];
+    });
+    const parsed = RiskDiffRow.safeParse(Object.fromEntries(values));
+    if (!parsed.success) throw new UserError(`${path}: row ${i + 1} ${zodProblem(parsed.error)}`);
+    return parsed.data;
+  });
 }
 
 /** Writes risk_diff_batches.{csv,parquet} and risk_diff.{csv,parquet} into `dir`. */

@@ -11,10 +11,9 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { basename, join, resolve } from "node:path";
-import { parquetReadObjects } from "hyparquet";
+import { basename, join, relative, resolve } from "node:path";
 import { z } from "zod";
-import { UserError, zodProblem } from "../errors.js";
+import { UserError } from "../errors.js";
 import type { Messages } from "../engine/protocol.js";
 import {
   AnalyzedSampleRow,
@@ -26,6 +25,8 @@ import {
   TrainLogRow,
 } from "../io/run-files.js";
 import { readJson, readJsonl, writeFileAtomic } from "../io/store.js";
+import { readRiskDiffTable } from "../io/tables.js";
+import { steeringCurves } from "../method/steering.js";
 
 export interface ReportResult {
   path: string;
@@ -35,42 +36,6 @@ export interface ReportResult {
 
 // ---------------------------------------------------------------------------------------------
 // What the page shows of each file: the run-file schemas, narrowed to the fields it uses.
-
-const num = z.number().nullable();
-
-/** risk_diff.parquet; JSON has no NaN or infinity, so non-finite numbers become null. */
-const RiskRow = z.object({
-  layer: z.number().int(),
-  expert: z.number().int(),
-  label: z.string(),
-  a_safe: num,
-  d_safe: num,
-  a_unsafe: num,
-  d_unsafe: num,
-  a_safe_n: num,
-  a_unsafe_n: num,
-  risk_diff: num,
-  std: num,
-  ci_low: num,
-  ci_high: num,
-  frac_positive: num,
-  n_batches: num,
-});
-
-async function readRiskTable(path: string): Promise<z.infer<typeof RiskRow>[]> {
-  const bytes = readFileSync(path);
-  const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  const rows = await parquetReadObjects({ file });
-  return rows.map((row, i) => {
-    const values = Object.entries(row).map(([k, v]) => {
-      const n = typeof v === "bigint" ? Number(v) : v;
-      return [k, typeof n === "number" && !Number.isFinite(n) ? null : n];
-    });
-    const parsed = RiskRow.safeParse(Object.fromEntries(values));
-    if (!parsed.success) throw new UserError(`row ${i + 1} ${zodProblem(parsed.error)}`);
-    return parsed.data;
-  });
-}
 
 const Experts = ExpertsFile.pick({
   moe_layers: true,
@@ -95,7 +60,7 @@ const Sample = AnalyzedSampleRow.pick({
 });
 const TrainRow = TrainLogRow.omit({ sample_ids: true });
 const Trained = TrainingMetadata.pick({ trained_experts: true });
-const EvalModels = z.array(EvalResults.element.pick({ name: true, metrics: true }));
+const EvalModels = z.array(EvalResults.element.pick({ name: true, steer: true, metrics: true }));
 const EvalSample = EvalSampleRow.omit({ reason: true });
 
 // ---------------------------------------------------------------------------------------------
@@ -129,7 +94,7 @@ function runFiles(dir: string) {
     locate: (...candidates: string[]) => candidates.find((c) => existsSync(join(dir, c))) ?? candidates[0]!,
     json: <S extends z.ZodType>(rel: string, schema: S) => load(rel, (path) => readJson(path, schema)),
     jsonl: <S extends z.ZodType>(rel: string, schema: S) => load(rel, (path) => readJsonl(path, schema)),
-    parquet: (rel: string) => load(rel, readRiskTable),
+    parquet: (rel: string) => load(rel, readRiskDiffTable),
   };
 }
 type RunFiles = ReturnType<typeof runFiles>;
@@ -162,9 +127,9 @@ async function part<T, U>(
   return { value: map ? await map(loaded.value) : loaded.value };
 }
 
-async function collect(runDir: string) {
+async function collect(runDir: string, evalFolder?: string) {
   const files = runFiles(runDir);
-  const evalDir = files.locate("eval", join("train", "eval"));
+  const evalDir = evalFolder ? relative(runDir, evalFolder) : files.locate("eval", join("train", "eval"));
   const data = {
     run: basename(resolve(runDir)),
     generated: new Date().toISOString(),
@@ -177,6 +142,7 @@ async function collect(runDir: string) {
     trained: await part(files.json(join("train", "training_metadata.json"), Trained)),
     trainLog: await part(files.jsonl(join("train", "train_log.jsonl"), TrainRow)),
     evalResults: await part(files.json(join(evalDir, "results.json"), EvalModels)),
+    steering: await part(files.json(join(evalDir, "results.json"), EvalModels), steeringCurves),
     evalSamples: await part(files.jsonl(join(evalDir, "samples.jsonl"), EvalSample), (rows) =>
       rows.map((r) => ({ ...r, prompt: promptText(r.prompt) })),
     ),
@@ -267,8 +233,9 @@ function renderHtml(data: ReportData): string {
 export async function writeReport(
   runDir: string,
   outPath = join(runDir, "report.html"),
+  evalDir?: string,
 ): Promise<ReportResult> {
-  const { data, missing } = await collect(runDir);
+  const { data, missing } = await collect(runDir, evalDir);
   writeFileAtomic(outPath, renderHtml(data));
   return { path: outPath, missing };
 }

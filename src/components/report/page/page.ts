@@ -64,6 +64,7 @@ const SECTIONS: readonly [id: string, title: string, render: (el: HTMLElement) =
   ["trained", "Trained experts", renderTrained],
   ["curves", "Training curves", renderCurves],
   ["eval", "Evaluation", renderEval],
+  ["steering", "Steering curve", renderSteering],
   ["samples", "Analysis samples", renderSamples],
 ];
 const tooltip = h("div", { id: "tooltip", role: "tooltip" });
@@ -661,6 +662,162 @@ function renderEval(el: HTMLElement): void {
     evalCard,
   );
 }
+// ---- (h) steering curve ----
+type Curve = Value<ReportData["steering"]>[number];
+type CurvePoint = Curve["points"][number];
+const CURVE_SERIES = [
+  { metric: "attack_success", label: "attack success", colour: "#c0392b" },
+  { metric: "benign_refusal", label: "benign over-refusal", colour: "#2c5fb8" },
+] as const;
+const W = 380;
+const H = 250;
+const PAD = { left: 46, right: 12, top: 22, bottom: 38 };
+
+/** An SVG plot frame: x over [0, xMax], y over [0, 1] as percent, with axis labels. */
+function plotFrame(xMax: number, xLabel: string, xTicks: number[], xFormat: (v: number) => string) {
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "curve" });
+  const x = (v: number) => PAD.left + (v / (xMax || 1)) * (W - PAD.left - PAD.right);
+  const y = (v: number) => H - PAD.bottom - v * (H - PAD.top - PAD.bottom);
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.appendChild(s("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
+    const label = s("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" });
+    label.textContent = pct(v, 0);
+    svg.appendChild(label);
+  }
+  for (const v of xTicks) {
+    const label = s("text", { x: x(v), y: H - PAD.bottom + 16, "text-anchor": "middle", class: "tick" });
+    label.textContent = xFormat(v);
+    svg.appendChild(label);
+  }
+  const title = s("text", {
+    x: (PAD.left + W - PAD.right) / 2,
+    y: H - 6,
+    "text-anchor": "middle",
+    class: "axis",
+  });
+  title.textContent = xLabel;
+  svg.appendChild(title);
+  return { svg, x, y };
+}
+function dot(cx: number, cy: number, colour: string, tip: string, cls = "pt"): SVGElement {
+  const c = s("circle", { cx, cy, r: 3.5, fill: colour, class: cls });
+  const t = s("title");
+  t.textContent = tip;
+  c.appendChild(t);
+  return c;
+}
+function operatingMark(cx: number, cy: number): SVGElement {
+  return s("circle", { cx, cy, r: 8, class: "op" });
+}
+function pointTip(p: CurvePoint): string {
+  return (
+    p.name +
+    " (intensity " +
+    p.intensity +
+    ")\n" +
+    CURVE_SERIES.map((sr) => sr.label + ": " + rateText(p.metrics[sr.metric])).join("\n")
+  );
+}
+/** Attack success and over-refusal against intensity, 95% intervals as bands. The sweep's
+ * intensities are evenly spaced (they are usually geometric: 0.25, 0.5, 1, 2, 4). */
+function intensityChart(curve: Curve): HTMLElement {
+  const at = new Map(curve.points.map((p, i) => [p, i]));
+  const indices = curve.points.map((_, i) => i);
+  const frame = plotFrame(indices.length - 1, "steering intensity", indices, (i) =>
+    String(curve.points[i]!.intensity),
+  );
+  const { svg, y } = frame;
+  const x = (p: CurvePoint) => frame.x(at.get(p)!);
+  for (const sr of CURVE_SERIES) {
+    const pts = curve.points.filter((p) => p.metrics[sr.metric]);
+    const rate = (p: CurvePoint) => p.metrics[sr.metric]!;
+    const band = [
+      ...pts.map((p) => x(p) + "," + y(rate(p).high)),
+      ...pts.toReversed().map((p) => x(p) + "," + y(rate(p).low)),
+    ];
+    svg.appendChild(s("polygon", { points: band.join(" "), fill: sr.colour, class: "band" }));
+    const line = pts.map((p) => x(p) + "," + y(rate(p).rate));
+    svg.appendChild(s("polyline", { points: line.join(" "), stroke: sr.colour, class: "line" }));
+    for (const p of pts) svg.appendChild(dot(x(p), y(rate(p).rate), sr.colour, pointTip(p)));
+  }
+  const op = curve.operating === null ? null : curve.points[curve.operating]!;
+  if (op?.metrics.attack_success) svg.appendChild(operatingMark(x(op), y(op.metrics.attack_success.rate)));
+  return h("div", { class: "chart" }, h("h3", null, "Against intensity"), svg, curveLegend());
+}
+/** Attack success against over-refusal, one point per intensity, 95% intervals as error bars. */
+function tradeOffChart(curve: Curve): HTMLElement {
+  const pts = curve.points.filter((p) => p.metrics.attack_success && p.metrics.benign_refusal);
+  const xMax = Math.min(1, Math.max(0.2, ...pts.map((p) => p.metrics.benign_refusal!.high)));
+  const ticks = [0, xMax / 2, xMax];
+  const { svg, x, y } = plotFrame(xMax, "benign over-refusal", ticks, (v) => pct(v, 0));
+  const at = (p: CurvePoint) =>
+    [x(p.metrics.benign_refusal!.rate), y(p.metrics.attack_success!.rate)] as const;
+  svg.appendChild(
+    s("polyline", { points: pts.map((p) => at(p).join(",")).join(" "), stroke: "#555", class: "line" }),
+  );
+  for (const p of pts) {
+    const [cx, cy] = at(p);
+    const a = p.metrics.attack_success!;
+    const b = p.metrics.benign_refusal!;
+    svg.appendChild(s("line", { x1: cx, x2: cx, y1: y(a.low), y2: y(a.high), class: "err" }));
+    svg.appendChild(s("line", { x1: x(b.low), x2: x(b.high), y1: cy, y2: cy, class: "err" }));
+    svg.appendChild(dot(cx, cy, "#555", pointTip(p)));
+  }
+  // Points at the same rates share one label: "×0.25, ×0.5".
+  const labels = new Map<string, string[]>();
+  for (const p of pts) {
+    const where = at(p).map(Math.round).join(",");
+    labels.set(where, [...(labels.get(where) ?? []), "×" + p.intensity]);
+  }
+  for (const [where, names] of labels) {
+    const [cx, cy] = where.split(",").map(Number);
+    const label = s("text", { x: cx! + 7, y: cy! - 7, class: "tick" });
+    label.textContent = names.join(", ");
+    svg.appendChild(label);
+  }
+  const op = curve.operating === null ? null : curve.points[curve.operating]!;
+  if (op && pts.includes(op)) svg.appendChild(operatingMark(...at(op)));
+  return h("div", { class: "chart" }, h("h3", null, "Attack success against over-refusal"), svg);
+}
+function curveLegend(): HTMLElement {
+  return h(
+    "p",
+    { class: "legend-line" },
+    CURVE_SERIES.map((sr) => h("span", { style: "color:" + sr.colour }, "● " + sr.label + "  ")),
+    h("span", null, "◯ operating point"),
+  );
+}
+function renderSteering(el: HTMLElement): void {
+  el.appendChild(
+    lead(
+      "Each model evaluated at multiples (intensities) of the steering map's router-logit biases; intensity 0 is the model unsteered. Bands and bars are 95% Wilson intervals. The ring marks the operating point: the lowest attack success whose benign over-refusal stays within +5 points of the unsteered model's.",
+    ),
+  );
+  if (!("value" in DATA.steering)) return missing(el, DATA.steering);
+  const curves = DATA.steering.value;
+  if (curves.length === 0) {
+    el.appendChild(note("not available: the evaluation has no steered variants (eval --steer-sweep)"));
+    return;
+  }
+  const columns = curves.map((curve) => {
+    const op = curve.operating === null ? null : curve.points[curve.operating]!;
+    return h(
+      "div",
+      { class: "curve-model", "data-model": curve.model },
+      h("h3", { class: "mono" }, curve.model),
+      summary([
+        ["points", String(curve.points.length)],
+        ["operating point", op ? "intensity " + op.intensity : "none"],
+        ["attack success there", op ? rateText(op.metrics.attack_success) : undefined],
+        ["over-refusal there", op ? rateText(op.metrics.benign_refusal) : undefined],
+      ]),
+      intensityChart(curve),
+      tradeOffChart(curve),
+    );
+  });
+  el.appendChild(h("div", { class: "curve-grid" }, columns));
+}
+
 function unique<T>(values: T[]): T[] {
   return Array.from(new Set(values)).sort();
 }

@@ -1,0 +1,126 @@
+"""Graded steering: a bias on the router logits. Bias 0 must be no steering at all, ±inf must be
+the on/off steering that came before it, and a finite bias must select exactly what the router's
+own rule selects from the biased logits, recomputed here from the logits alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from steermoe_engine.control import LayerControl, RouterControl
+from steermoe_engine.generation import Sampling, generate
+from steermoe_engine.models import Loaded
+from steermoe_engine.server import steering
+
+from .conftest import ARCHS
+from .test_routing import CONVERSATIONS
+
+
+def on_off_before_bias(
+    logits: torch.Tensor, allowed: torch.Tensor | None, forced: torch.Tensor | None, top_k: int, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The on/off re-selection as it was before graded steering (allowed/forced masks), kept
+    verbatim as the reference for the ±inf limit."""
+    logits = logits.float()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    ranking = probs if forced is None else probs.masked_fill(forced, 2.0)
+    k = top_k if allowed is None else min(top_k, int(allowed.sum()))
+    _, indices = torch.topk(ranking, k, dim=-1)
+    scores = probs.gather(-1, indices)
+    if normalize:
+        scores = scores / scores.sum(dim=-1, keepdim=True)
+    if k < top_k:
+        pad = top_k - k
+        indices = torch.cat([indices, indices[:, :1].expand(-1, pad)], dim=-1)
+        scores = torch.cat([scores, torch.zeros_like(scores[:, :1]).expand(-1, pad)], dim=-1)
+    return scores, indices
+
+
+def routed(model: Loaded, ids: torch.Tensor, controls: dict[int, LayerControl]) -> tuple[Any, list[tuple]]:
+    """The model's output and, per MoE layer, what its router returned (logits, scores, indices)."""
+    seen: list[tuple] = []
+    with torch.no_grad(), RouterControl(model.adapter, controls):
+        # Registered after the steering hook, so this one sees what the layer really used.
+        handles = [
+            layer.router.register_forward_hook(lambda _m, _a, out: seen.append(out)) for layer in model.adapter.layers
+        ]
+        try:
+            out = model.model(ids).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+    return out, seen
+
+
+def bias_map(model: Loaded, fill: float = 0.0) -> np.ndarray:
+    return np.full((model.adapter.num_layers, model.adapter.num_experts), fill, dtype=np.float32)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bias_zero_is_bit_identical_to_no_steering(arch: str, loaded: dict[str, Loaded]) -> None:
+    model = loaded[arch]
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))
+    plain_out, plain = routed(model, ids, {})
+    zero_out, zero = routed(model, ids, steering(model, bias_map(model)))
+    assert torch.equal(plain_out, zero_out)
+    for (_, s0, i0), (_, s1, i1) in zip(plain, zero, strict=True):
+        assert torch.equal(i0, i1) and torch.equal(s0, s1) and s0.dtype == s1.dtype
+    sampling = Sampling(12, 1.0, 1.0)
+    texts = [s["text"] for s in generate(model, CONVERSATIONS, [0, 1, 2, 3], sampling, [])]
+    steered = generate(model, CONVERSATIONS, [0, 1, 2, 3], sampling, [], steering(model, bias_map(model)))
+    assert [s["text"] for s in steered] == texts
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_infinite_bias_is_the_on_off_steering(arch: str, loaded: dict[str, Loaded]) -> None:
+    model = loaded[arch]
+    n, top_k, normalize = model.adapter.num_experts, model.adapter.top_k, model.adapter.normalize_topk
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(2))
+    cases = [([0, 1, 2], []), ([], [5]), ([0, 2, 4, 6], [7]), (list(range(n - 1)), [])]
+    for off, on in cases:
+        bias = bias_map(model)
+        bias[:, off] = -np.inf
+        bias[:, on] = np.inf
+        _, seen = routed(model, ids, steering(model, bias))
+        allowed = torch.ones(n, dtype=torch.bool)
+        allowed[off] = False
+        forced = torch.zeros(n, dtype=torch.bool)
+        forced[on] = True
+        for logits, scores, indices in seen:
+            ref_scores, ref_indices = on_off_before_bias(
+                logits, allowed if off else None, forced if on else None, top_k, normalize
+            )
+            assert torch.equal(indices, ref_indices), (off, on)
+            assert torch.equal(scores, ref_scores.to(scores.dtype)), (off, on)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_finite_bias_selects_the_top_k_of_the_biased_logits(arch: str, loaded: dict[str, Loaded]) -> None:
+    model = loaded[arch]
+    config = model.model.config
+    # The architectures' own rules, read from transformers' router code: top-k of the logits,
+    # weights = softmax probabilities, renormalised by Mixtral always, by the others per config.
+    normalize = config.model_type == "mixtral" or bool(getattr(config, "norm_topk_prob", False))
+    top_k = config.num_experts_per_tok
+    ids = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(3))
+    _, plain = routed(model, ids, {})
+    bias = torch.randn(model.adapter.num_layers, model.adapter.num_experts, generator=torch.Generator().manual_seed(4))
+    _, steered = routed(model, ids, steering(model, bias.numpy()))
+    changed = 0
+    for layer, (logits, scores, indices), (_, _, plain_indices) in zip(
+        model.adapter.layers, steered, plain, strict=True
+    ):
+        logits = logits.float()
+        expected = torch.topk(logits + bias[layer.index], top_k, dim=-1).indices
+        assert torch.equal(indices.sort(-1).values, expected.sort(-1).values)
+        weights = torch.softmax(logits, dim=-1).gather(-1, indices)
+        if normalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        torch.testing.assert_close(scores.float(), weights, rtol=1e-6, atol=1e-7)
+        changed += int((indices.sort(-1).values != plain_indices.sort(-1).values).any(-1).sum())
+    assert changed > 0, "a bias of this size must change some token's experts"

@@ -1,0 +1,36 @@
+// export-steering: an analysis run's steering map in plain formats any runtime can read.
+//
+//   json  {format, model, layer_indexing, bias_rule, num_layers, moe_layers, num_experts, from,
+//          biases: [{layer, expert, bias}]}  (bias "inf"/"-inf" where infinite: JSON has none)
+//   npy   float32 [num_layers, num_experts], row = decoder layer, ±inf as IEEE infinities; .npy
+//         has no room for text, so FILE.json next to it states the model and the indexing.
+import { join } from "node:path";
+import { z } from "zod";
+import { AnalysisConfig } from "../components/io/run-files.js";
+import { readJson, writeJsonAtomic } from "../components/io/store.js";
+import { writeNpy } from "../components/io/tables.js";
+import { SteerFrom, steerFromRun, steeringFile, steeringMatrix } from "../components/method/steering.js";
+
+export const ExportSteeringSettings = SteerFrom.extend({
+  run: z.string().min(1),
+  format: z.enum(["json", "npy"]).default("json"),
+  out: z.string().min(1),
+});
+export type ExportSteeringSettings = z.input<typeof ExportSteeringSettings>;
+
+/** The files written and the number of experts with a bias. */
+export async function exportSteering(
+  input: ExportSteeringSettings,
+): Promise<{ files: string[]; experts: number }> {
+  const { run, format, out, ...from } = ExportSteeringSettings.parse(input);
+  const config = readJson(join(run, "config.json"), AnalysisConfig, "give a finished analysis run to --run");
+  const steering = await steerFromRun(run, from);
+  const file = steeringFile(steering, config.model, config.settings.model.source);
+  if (format === "json") {
+    writeJsonAtomic(out, file);
+    return { files: [out], experts: file.biases.length };
+  }
+  writeNpy(out, steeringMatrix(steering, config.model), [config.model.num_layers, config.model.num_experts]);
+  writeJsonAtomic(`${out}.json`, file);
+  return { files: [out, `${out}.json`], experts: file.biases.length };
+}
