@@ -1,8 +1,9 @@
 """Steering a router's choice: restrict it to some experts, or force some experts in.
 
 Both act on the router's logits before its top-k, through a forward hook that replaces the
-router's (logits, scores, indices) with a re-selection from the same logits. The recording hook
-(routing.py) is registered after this one, so it sees the experts the layer really used.
+router's (logits, scores, indices) with a re-selection from the same logits. It goes first among
+the router's hooks, so a recording hook (routing.py) sees the experts the layer really used,
+whichever was registered first.
 
 - allowed: only these experts may be chosen (training's per-batch mask; steering's deactivation
   is allowed = all but the deactivated). The softmax runs over the allowed experts alone, as if
@@ -72,7 +73,8 @@ class RouterControl:
         for layer in self.adapter.layers:
             control = self.controls.get(layer.index)
             if control is not None:
-                self._handles.append(layer.router.register_forward_hook(self._hook_for(control)))
+                hook = self._hook_for(control)
+                self._handles.append(layer.router.register_forward_hook(hook, prepend=True))
         return self
 
     def __exit__(self, *_exc: object) -> None:
