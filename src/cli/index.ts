@@ -12,6 +12,7 @@ import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
 import { reportCommand } from "./report.js";
+import { setupCommand } from "./setup.js";
 import { syntheticDataCommand } from "./synthetic-data.js";
 import { tinyModelCommand } from "./tiny-model.js";
 import { trainCommand } from "./train.js";
@@ -31,6 +32,7 @@ export function program(): Command {
         ),
     });
   for (const add of [
+    setupCommand,
     inspectCommand,
     generateCommand,
     analyzeCommand,
