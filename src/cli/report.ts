@@ -9,7 +9,7 @@ export function reportCommand(cli: Command): void {
     .requiredOption("--run <dir>", "run folder")
     .option("--out <file>", "where to write the page (default RUN/report.html)")
     .action(async (flags: { run: string; out?: string }) => {
-      const result = await report(flags.run, flags.out);
+      const result = await report({ run: flags.run, out: flags.out });
       if (result.missing.length) console.log(`not in the run yet: ${result.missing.join(", ")}`);
       console.log(`report → ${result.path}`);
     });

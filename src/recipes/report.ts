@@ -4,7 +4,16 @@ import { join } from "node:path";
 import { UserError } from "../components/errors.js";
 import { writeReport, type ReportResult } from "../components/report/report.js";
 
-export async function report(run: string, out?: string): Promise<ReportResult> {
+export type { ReportResult };
+
+export interface ReportSettings {
+  /** The run folder. */
+  run: string;
+  /** Where to write the page; default RUN/report.html. */
+  out?: string;
+}
+
+export async function report({ run, out }: ReportSettings): Promise<ReportResult> {
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }
