@@ -101,9 +101,8 @@ class _Calls:
         rows = inputs.shape[0]
         ((ids, weights),) = self._take(rows)
         keep = _kept(kwargs.get("attention_mask"), rows, ids.shape[1])
-        empty = (ids[:, :0], weights[:, :0])
         self.recording.calls.append(
-            [_sample(ids[r, keep[r]], weights[r, keep[r]], *(x[r] for x in empty)) for r in range(rows)]
+            [_sample(ids[r, keep[r]], weights[r, keep[r]], ids[r, :0], weights[r, :0]) for r in range(rows)]
         )
 
     def generate(self, original: Any, *args: Any, **kwargs: Any) -> Any:
