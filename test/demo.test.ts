@@ -88,6 +88,15 @@ test("npm install of the packed tarball, steermoe setup, demo: the method works,
   ).trim();
   step("npm install", "npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", join(dir, tarball)]);
 
+  const organism = join("node_modules", "steermoe", "organism", "model");
+  const early = spawnSync("npx", ["--no", "steermoe", "inspect", "--model", organism], {
+    cwd: project,
+    env,
+    encoding: "utf8",
+  });
+  assert.equal(early.status, 1);
+  assert.match(early.stderr, /environment is not set up \(.+\): run `steermoe setup`/);
+
   const setup = step("steermoe setup", "npx", ["--no", "steermoe", "setup"]);
   const python = /^python: (.+)$/m.exec(setup)![1]!;
   assert.ok(python.startsWith(join(cache, "steermoe", "0.1.0-")), python);

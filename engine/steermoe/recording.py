@@ -175,11 +175,14 @@ def record_routing(model: PreTrainedModel) -> Iterator[Recording]:
     recording = Recording(adapter)
     with RoutingRecorder(adapter) as recorder:
         calls = _Calls(model, recorder, recording)
-        original = model.generate
+        original, outer = model.generate, vars(model).get("generate")  # outer: an enclosing record_routing's
         hook = model.register_forward_hook(calls.after_forward, with_kwargs=True)
         model.generate = lambda *args, **kwargs: calls.generate(original, *args, **kwargs)  # type: ignore[method-assign]
         try:
             yield recording
         finally:
             hook.remove()
-            del model.generate
+            if outer is None:
+                del model.generate
+            else:
+                model.generate = outer  # type: ignore[method-assign]

@@ -74,19 +74,24 @@ def test_padding_is_dropped_and_shards_read_back(loaded: dict[str, Loaded], tmp_
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     with record_routing(model.model) as recording:
         model.model(input_ids=input_ids, attention_mask=attention_mask)
-        model.model(torch.tensor([rows[0]]))
-    padded, alone = recording.calls
+        with record_routing(model.model) as inner:
+            model.model(torch.tensor([rows[0]]))
+            model.model.generate(torch.tensor([rows[0]]), max_new_tokens=3, do_sample=False)
+        assert len(inner.calls) == 2 and "generate" in vars(model.model)
+    padded, alone, generated = recording.calls
+    assert len(generated[0].generation) == 2 and generated[0].prompt.shape == alone[0].prompt.shape
     assert [len(s.prompt) for s in padded] == [len(r) for r in rows]
     np.testing.assert_array_equal(padded[0].prompt, alone[0].prompt)
     assert padded[0].generation.shape == (0, len(recording.moe_layers), model.adapter.top_k)
-    recording.write_shard(tmp_path / "api.safetensors", ["short", "long", "again"])
+    recording.write_shard(tmp_path / "api.safetensors", ["short", "long", "again", "generated"])
     shard = load_file(str(tmp_path / "api.safetensors"))
     short, long = len(rows[0]), len(rows[1])
-    assert shard["prompt.offsets"].tolist() == [0, short, short + long, 2 * short + long]
+    assert shard["prompt.offsets"].tolist() == [0, short, short + long, 2 * short + long, 3 * short + long]
+    assert shard["generation.offsets"].tolist() == [0, 0, 0, 0, 2]
     np.testing.assert_array_equal(shard["prompt.expert_ids"][short : short + long], padded[1].prompt)
     # Outside the `with` nothing is recorded and generate is the model's own again.
     model.model(torch.tensor([rows[0]]))
-    assert len(recording.calls) == 2 and "generate" not in vars(model.model)
+    assert len(recording.calls) == 3 and "generate" not in vars(model.model)
 
 
 def test_steer_refuses_what_the_cli_refuses(loaded: dict[str, Loaded]) -> None:
