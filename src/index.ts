@@ -1,14 +1,14 @@
 // The library API: every recipe the CLI runs, and the components they are made of.
 export { analyze, AnalyzeSettings, type AnalyzeSummary } from "./recipes/analyze.js";
-export { applyDelta } from "./recipes/apply-delta.js";
-export { demo, type DemoResult } from "./recipes/demo.js";
+export { applyDelta, ApplyDeltaSettings } from "./recipes/apply-delta.js";
+export { demo, type DemoResult, type DemoSettings } from "./recipes/demo.js";
 export { evaluate, EvalSettings, formatResults, type ModelResult } from "./recipes/evaluate.js";
 export { exportSteering, ExportSteeringSettings } from "./recipes/export-steering.js";
 export { generate, GenerateConfig, type GenerateSummary } from "./recipes/generate.js";
-export { formatModelInfo, inspect } from "./recipes/inspect.js";
+export { formatModelInfo, inspect, InspectSettings, type InspectResult } from "./recipes/inspect.js";
 export { jailbreak, JailbreakSettings } from "./recipes/jailbreak.js";
 export { buildOrganism } from "./recipes/organism.js";
-export { report } from "./recipes/report.js";
+export { report, type ReportResult, type ReportSettings } from "./recipes/report.js";
 export { tinyModel, type TinyModelConfig } from "./recipes/tiny-model.js";
 export { train, TrainSettings, type TrainSummary } from "./recipes/train.js";
 export {
@@ -20,6 +20,12 @@ export {
   type EngineOptions,
   type LoadOptions,
 } from "./components/engine/client.js";
+export {
+  environmentDir,
+  setupEnvironment,
+  type SetupOptions,
+  type SetupResult,
+} from "./components/engine/environment.js";
 export { UserError } from "./components/errors.js";
 export { ModelConfig, SamplingConfig } from "./components/config.js";
 export {
@@ -40,4 +46,11 @@ export {
   type BenchmarkItem,
 } from "./components/data/benchmarks.js";
 export { flipAttack, FlipAttackOptions, FlipMode } from "./components/data/flipattack.js";
-export type { ModelInfo, GeneratedSample, Messages, Message } from "./components/engine/protocol.js";
+export type {
+  GeneratedSample,
+  Message,
+  Messages,
+  ModelInfo,
+  ReadyInfo,
+  TinyModelResult,
+} from "./components/engine/protocol.js";

@@ -8,7 +8,7 @@ import type { Command } from "commander";
 import { buildTiny, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 import { program } from "../src/cli/index.js";
 import { SettingOption, settingAt } from "../src/cli/flags.js";
-import { RECIPE_SETTINGS, settingsJsonSchemas } from "../src/cli/schemas.js";
+import { RECIPE_SETTINGS, runFileJsonSchemas, settingsJsonSchemas } from "../src/cli/schemas.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -334,4 +334,20 @@ test("the shipped JSON Schemas are the ones the settings generate (npm run schem
   assert.equal(analyze.properties.batch.properties.size.default, 16);
   assert.deepEqual(analyze.properties.tokens.enum, ["generation", "prompt", "all"]);
   assert.equal(analyze.additionalProperties, false);
+});
+
+test("the Python package's run-file schemas are the ones run-files.ts generates (npm run schemas)", () => {
+  const files = runFileJsonSchemas();
+  assert.deepEqual(Object.keys(files).sort(), [
+    "eval_results.schema.json",
+    "experts.schema.json",
+    "samples.schema.json",
+    "train_log.schema.json",
+  ]);
+  for (const [file, text] of Object.entries(files)) {
+    const path = join(PACKAGE_ROOT, "engine", "steermoe", "schemas", file);
+    assert.ok(existsSync(path), `${path} is missing: run npm run schemas`);
+    assert.equal(readFileSync(path, "utf8"), text, `${file} is stale: run npm run schemas`);
+  }
+  assert.deepEqual(JSON.parse(files["samples.schema.json"]!).properties.label.enum, ["safe", "unsafe"]);
 });

@@ -2,8 +2,9 @@
 switching experts off or on, and training's routing mask.
 
 A forward hook on the router replaces its (logits, scores, indices) with a re-selection from the
-same logits under a bias vector [num_experts] (the recording hook, routing.py, is registered after
-this one, so it sees the experts the layer really used). How the bias enters:
+same logits under a bias vector [num_experts]. It goes first among the router's hooks, so a
+recording hook (routing.py) sees the experts the layer really used, whichever was registered
+first. How the bias enters:
 
 - Selection: the architecture's own top-k (top-k of softmax(logits), in float32) run on
   logits + bias. A finite bias only moves experts up or down the ranking.
@@ -98,7 +99,8 @@ class RouterControl:
         for layer in self.adapter.layers:
             control = self.controls.get(layer.index)
             if control is not None:
-                self._handles.append(layer.router.register_forward_hook(self._hook_for(control)))
+                hook = self._hook_for(control)
+                self._handles.append(layer.router.register_forward_hook(hook, prepend=True))
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -17,7 +17,7 @@ export function applyDeltaCommand(cli: Command): void {
     const settings = settingsFromFlags(command);
     for (const path of ["model.source", "delta", "out"]) requireSetting(command, settings, path);
     const config = parseSettings(ApplyDeltaSettings, settings, "apply-delta");
-    const experts = await applyDelta(config, { verbose: verbose(command) });
+    const experts = await applyDelta(config, { engine: { verbose: verbose(command) } });
     console.log(`applied ${experts} experts → ${config.out}`);
   });
 }

@@ -9,7 +9,7 @@ export function buildOrganismCommand(cli: Command): void {
     .description("rebuild the model organism and its synthetic data from the seed (minutes on a CPU)")
     .option("--out <dir>", "folder for data/, model/ and manifest.json", "organism")
     .action(async (flags: { out: string }) => {
-      const model = await buildOrganism(flags.out, { verbose: verbose(command) });
+      const model = await buildOrganism({ out: flags.out }, { engine: { verbose: verbose(command) } });
       console.log(`organism → ${model}`);
     });
 }

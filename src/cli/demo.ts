@@ -14,8 +14,8 @@ export function demoCommand(cli: Command): void {
     .option("--overwrite", "replace an existing run folder")
     .action(async (flags: { out: string; overwrite?: boolean }) => {
       const result = await demo(
-        { out: flags.out, overwrite: flags.overwrite ?? false, signal: interruptible() },
-        { verbose: verbose(command) },
+        { out: flags.out, overwrite: flags.overwrite ?? false },
+        { engine: { verbose: verbose(command) }, signal: interruptible() },
       );
       if (!result.complete) {
         console.log(`stopped; rerun with --overwrite to start again → ${result.run}`);

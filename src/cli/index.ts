@@ -14,6 +14,7 @@ import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
 import { jailbreakCommand } from "./jailbreak.js";
 import { reportCommand } from "./report.js";
+import { setupCommand } from "./setup.js";
 import { syntheticDataCommand } from "./synthetic-data.js";
 import { tinyModelCommand } from "./tiny-model.js";
 import { trainCommand } from "./train.js";
@@ -33,6 +34,7 @@ export function program(): Command {
         ),
     });
   for (const add of [
+    setupCommand,
     inspectCommand,
     generateCommand,
     analyzeCommand,

@@ -10,8 +10,9 @@ export function inspectCommand(cli: Command): void {
   command.action(async (flags: { json?: boolean }) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "model.source");
-    const { model: config } = parseSettings(InspectSettings, settings, "inspect");
-    const { model, engine } = await inspect(config, { verbose: verbose(command) });
+    const { model, engine } = await inspect(parseSettings(InspectSettings, settings, "inspect"), {
+      engine: { verbose: verbose(command) },
+    });
     if (flags.json) console.log(JSON.stringify({ ...model, engine }, null, 2));
     else console.log(formatModelInfo(model));
   });

@@ -13,7 +13,7 @@ export function reportCommand(cli: Command): void {
       "the evaluation to show: an eval --out folder (default RUN/eval or RUN/train/eval)",
     )
     .action(async (flags: { run: string; out?: string; eval?: string }) => {
-      const result = await report(flags.run, flags.out, flags.eval);
+      const result = await report({ run: flags.run, out: flags.out, eval: flags.eval });
       if (result.missing.length) console.log(`not in the run yet: ${result.missing.join(", ")}`);
       console.log(`report → ${result.path}`);
     });

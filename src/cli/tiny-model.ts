@@ -42,7 +42,7 @@ export function tinyModelCommand(cli: Command): void {
           seed: flags.seed,
           size: { layers: flags.layers, experts: flags.experts, top_k: flags.topK, hidden: flags.hidden },
         },
-        { verbose: verbose(command) },
+        { engine: { verbose: verbose(command) } },
       );
       console.log(`built ${flags.arch} with ${result.parameters} parameters → ${result.path}`);
     },

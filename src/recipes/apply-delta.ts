@@ -15,10 +15,13 @@ export const ApplyDeltaSettings = z.strictObject({
 });
 export type ApplyDeltaSettings = z.input<typeof ApplyDeltaSettings>;
 
-export async function applyDelta(config: ApplyDeltaSettings, engine: EngineHandle = {}): Promise<number> {
+export async function applyDelta(
+  config: ApplyDeltaSettings,
+  options: { engine?: EngineHandle } = {},
+): Promise<number> {
   if (!existsSync(config.delta)) throw new UserError(`${config.delta}: no such delta file`);
   if (existsSync(config.out)) throw new UserError(`${config.out} already exists; choose a new --out`);
-  return withEngine(engine, async (e) => {
+  return withEngine(options.engine ?? {}, async (e) => {
     checkDelta(config.delta, await e.load(config.model));
     const experts = await e.applyDelta(config.delta);
     await e.saveModel(config.out);

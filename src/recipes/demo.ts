@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine/client.js";
+import { PACKAGE_ROOT, withEngine, type EngineHandle } from "../components/engine/client.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { analyze, AnalyzeSettings } from "./analyze.js";
 import { evaluate, EvalSettings, type ModelResult } from "./evaluate.js";
@@ -33,15 +33,22 @@ export interface DemoResult {
 /** Paths in the demo config are relative to the package, wherever steermoe runs from. */
 const fromPackage = (path: string) => join(PACKAGE_ROOT, path);
 
+export interface DemoSettings {
+  /** The run folder. */
+  out: string;
+  /** Replace an existing run folder. */
+  overwrite?: boolean;
+}
+
 export async function demo(
-  options: { out: string; overwrite: boolean; signal?: AbortSignal },
-  engineOptions: EngineOptions = {},
+  settings: DemoSettings,
+  options: { engine?: EngineHandle; signal?: AbortSignal } = {},
 ): Promise<DemoResult> {
   const config = DemoConfig.parse(JSON.parse(readFileSync(fromPackage("organism/demo.json"), "utf8")));
-  prepareOutDir(options.out, options.overwrite, "config.json");
+  prepareOutDir(settings.out, settings.overwrite ?? false, "config.json");
   const model = fromPackage(config.model);
-  const run = options.out;
-  return withEngine(engineOptions, async (engine) => {
+  const run = settings.out;
+  return withEngine(options.engine ?? {}, async (engine) => {
     const analysis = await analyze(
       {
         ...config.analyze,
@@ -66,7 +73,7 @@ export async function demo(
       },
       { out: join(run, "eval"), engine },
     );
-    const page = await report(run);
+    const page = await report({ run });
     return {
       run,
       report: page.path,

@@ -6,11 +6,20 @@ import type { ModelInfo, ReadyInfo } from "../components/engine/protocol.js";
 
 export const InspectSettings = z.strictObject({ model: ModelConfig });
 
+export interface InspectResult {
+  model: ModelInfo;
+  /** The engine's versions and devices. */
+  engine: ReadyInfo;
+}
+
 export function inspect(
-  model: LoadOptions,
-  engine: EngineHandle = {},
-): Promise<{ model: ModelInfo; engine: ReadyInfo }> {
-  return withEngine(engine, async (e) => ({ model: await e.load(model), engine: e.info }));
+  settings: { model: LoadOptions },
+  options: { engine?: EngineHandle } = {},
+): Promise<InspectResult> {
+  return withEngine(options.engine ?? {}, async (e) => ({
+    model: await e.load(settings.model),
+    engine: e.info,
+  }));
 }
 
 const count = (n: number): string =>

@@ -7,7 +7,7 @@
 // manifest (sha256 of every file, the settings, how to rebuild).
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { PACKAGE_ROOT, withEngine, type EngineOptions } from "../components/engine/client.js";
+import { PACKAGE_ROOT, withEngine, type EngineHandle } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
 import { sha256, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import {
@@ -30,7 +30,10 @@ export const ORGANISM_SETS = {
   benignSplit: "heldout",
 };
 
-export async function buildOrganism(out: string, engineOptions: EngineOptions = {}): Promise<string> {
+export async function buildOrganism(
+  { out }: { out: string },
+  options: { engine?: EngineHandle } = {},
+): Promise<string> {
   if (existsSync(join(out, "model")))
     throw new UserError(`${join(out, "model")} already exists; remove it to rebuild`);
   const manifest = writeSyntheticData(join(out, "data"), ORGANISM.seed);
@@ -45,7 +48,7 @@ export async function buildOrganism(out: string, engineOptions: EngineOptions = 
     const convPath = join(work, "conversations.jsonl");
     writeJsonlAtomic(convPath, conversations);
     const corpus = conversations.flatMap((c) => c.messages.map((m) => m.content));
-    return await withEngine(engineOptions, async (engine) => {
+    return await withEngine(options.engine ?? {}, async (engine) => {
       const base = join(work, "base");
       await engine.buildTiny("olmoe", base, ORGANISM.seed, ORGANISM.size, corpus);
       const settings: TrainSettings = { data: convPath, model: { source: base }, ...ORGANISM.train };

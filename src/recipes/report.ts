@@ -4,8 +4,18 @@ import { join } from "node:path";
 import { UserError } from "../components/errors.js";
 import { writeReport, type ReportResult } from "../components/report/report.js";
 
-/** `evalDir`: the evaluation to show, when it is not RUN/eval or RUN/train/eval. */
-export async function report(run: string, out?: string, evalDir?: string): Promise<ReportResult> {
+export type { ReportResult };
+
+export interface ReportSettings {
+  /** The run folder. */
+  run: string;
+  /** Where to write the page; default RUN/report.html. */
+  out?: string;
+  /** The evaluation to show, when it is not RUN/eval or RUN/train/eval: an eval --out folder. */
+  eval?: string;
+}
+
+export async function report({ run, out, eval: evalDir }: ReportSettings): Promise<ReportResult> {
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }

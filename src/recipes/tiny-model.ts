@@ -11,7 +11,12 @@ export interface TinyModelConfig {
   corpus?: string[];
 }
 
-export function tinyModel(config: TinyModelConfig, engine: EngineHandle = {}): Promise<TinyModelResult> {
+export function tinyModel(
+  config: TinyModelConfig,
+  options: { engine?: EngineHandle } = {},
+): Promise<TinyModelResult> {
   const size = Object.fromEntries(Object.entries(config.size ?? {}).filter(([, v]) => v !== undefined));
-  return withEngine(engine, (e) => e.buildTiny(config.arch, config.out, config.seed, size, config.corpus));
+  return withEngine(options.engine ?? {}, (e) =>
+    e.buildTiny(config.arch, config.out, config.seed, size, config.corpus),
+  );
 }

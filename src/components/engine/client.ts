@@ -2,12 +2,11 @@
 // handshake, and turns each request into a typed promise. Replies come on fd 3, so nothing a
 // library prints to stdout can corrupt them; the engine's stderr is kept for error reports.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { UserError } from "../errors.js";
+import { defaultPython, PACKAGE_ROOT } from "./environment.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
 import type { SteerRequest } from "../method/steering.js";
 import {
@@ -29,7 +28,7 @@ import {
   type RoutingShardRequest,
 } from "./protocol.js";
 
-export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
+export { PACKAGE_ROOT };
 const STDERR_LINES_KEPT = 40;
 
 /** Raised when the engine reports a failure; carries the Python message (and traceback). */
@@ -50,7 +49,8 @@ export class EngineDiedError extends Error {
 }
 
 export interface EngineOptions {
-  /** Python interpreter; default $STEERMOE_PYTHON or the venv made by scripts/setup. */
+  /** Python interpreter; default $STEERMOE_PYTHON, the checkout's engine/.venv (scripts/setup), or
+   * the environment `steermoe setup` made. */
   python?: string;
   /** Forward the engine's stderr (library logs, warnings) to ours as it arrives. */
   verbose?: boolean;
@@ -82,15 +82,6 @@ export interface TinySize {
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
-}
-
-function defaultPython(): string {
-  if (process.env.STEERMOE_PYTHON) return process.env.STEERMOE_PYTHON;
-  const venv = join(PACKAGE_ROOT, "engine", ".venv", "bin", "python");
-  if (!existsSync(venv)) {
-    throw new UserError(`the engine's Python environment is missing (${venv}); run scripts/setup first`);
-  }
-  return venv;
 }
 
 export class Engine {
