@@ -24,10 +24,16 @@ PROMPT = [{"role": "user", "content": "Tell me a story about a cat who plays the
 STEER = {"deactivate": [0, 1, 2], "activate": [5]}
 
 
-def engine_run(loaded: Loaded, tmp_path: Path, steer_spec: dict[str, dict[str, list[int]]]) -> dict[str, np.ndarray]:
-    """Greedy generation through the CLI's engine, its routing read back from the shard."""
+def engine_run(loaded: Loaded, tmp_path: Path, layer: int | None) -> dict[str, np.ndarray]:
+    """Greedy generation through the CLI's engine (its bias map as the TypeScript side sends it:
+    -inf off, +inf on), its routing read back from the shard."""
+    bias = None
+    if layer is not None:
+        bias = np.zeros((layer + 1, loaded.adapter.num_experts), dtype=np.float32)
+        bias[layer, STEER["deactivate"]] = -np.inf
+        bias[layer, STEER["activate"]] = np.inf
     shard = Shard(str(tmp_path / "cli.safetensors"), ["0"])
-    (sample,) = generate(loaded, [PROMPT], [0], Sampling(12, 0.0, 1.0), [shard], steering(loaded, steer_spec))
+    (sample,) = generate(loaded, [PROMPT], [0], Sampling(12, 0.0, 1.0), [shard], steering(loaded, bias))
     return {**load_file(shard.path), "generated": sample["generated_ids"]}
 
 
@@ -48,7 +54,7 @@ def test_recorded_and_steered_routing_equals_the_cli_engine(
 ) -> None:
     model = loaded[arch]
     layer = model.adapter.moe_layer_indices[-1]
-    cli = engine_run(model, tmp_path, {str(layer): STEER} if steered else {})
+    cli = engine_run(model, tmp_path, layer if steered else None)
     generated, recording = api_run(model, layer if steered else None)
     (call,) = recording.calls
     (sample,) = call
