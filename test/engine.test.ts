@@ -152,5 +152,6 @@ test("the engine exits when the TypeScript process dies", async () => {
   );
   assert.ok(alive(pid));
   parent.kill("SIGKILL");
-  assert.ok(await until(() => !alive(pid), 5000), "engine still running 5 s after its parent died");
+  // Generous: on a loaded machine the engine's exit (torch teardown) can take seconds.
+  assert.ok(await until(() => !alive(pid), 30_000), "engine still running 30 s after its parent died");
 });
