@@ -3,13 +3,14 @@ import type { Command } from "commander";
 import { analyze, AnalyzeSettings, parseAnalyzeSettings, type AnalyzeSummary } from "../recipes/analyze.js";
 import { endpointFlags, judgeOptions } from "./judge.js";
 import {
+  computeBatchOption,
   interruptible,
   modelOptions,
   requireSetting,
+  samplingOptions,
   settingOptions,
   settingsFromFlags,
   verbose,
-  computeBatchOption,
 } from "./flags.js";
 
 export function analyzeCommand(cli: Command): void {
@@ -27,11 +28,8 @@ export function analyzeCommand(cli: Command): void {
     ["--batch-size <n>", "batch.size", "samples per analysis batch"],
     ["--safe-ratio <r>", "batch.safeRatio", "share of safe samples per batch"],
     ["--shuffle-seed <n>", "batch.shuffleSeed", "shuffle pairs before batching (default: dataset order)"],
-    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per sample"],
-    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
-    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
-    ["--seed <n>", "sampling.seed", "generation seed: sample i draws with seed + i"],
   ]);
+  samplingOptions(command, AnalyzeSettings);
   command.addOption(computeBatchOption());
   settingOptions(command, AnalyzeSettings, [
     ["--qc <on|off>", "qc", "keep only pairs whose plain request was refused and jailbreak not"],

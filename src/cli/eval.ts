@@ -11,6 +11,7 @@ import {
   computeBatchOption,
   modelOptions,
   requireSetting,
+  samplingOptions,
   SettingOption,
   settingOptions,
   settingsFromFlags,
@@ -60,11 +61,8 @@ export function evalCommand(cli: Command): void {
   settingOptions(command, EvalSettings, [
     ["--benchmark-system <text>", "benchmarkSystem", "system prompt before each benchmark prompt"],
     ["--limit <n>", "limit", "at most this many items per set (per benchmark: harmful and benign each)"],
-    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per response"],
-    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
-    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
-    ["--seed <n>", "sampling.seed", "sampling seed: item i draws with seed + i"],
   ]);
+  samplingOptions(command, EvalSettings);
   command.addOption(
     new SettingOption(
       "--steer-sweep <list>",

@@ -274,6 +274,16 @@ export function settingOptions(
   return command;
 }
 
+/** --max-new-tokens, --temperature, --top-p, --seed: how every generating command samples. */
+export function samplingOptions(command: Command, schema: Schema): Command {
+  return settingOptions(command, schema, [
+    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per response"],
+    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
+    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
+    ["--seed <n>", "sampling.seed", "sampling seed: response i draws with seed + i"],
+  ]);
+}
+
 /** --seed of the commands that build things from a seed. */
 export const seedOption = () =>
   fromSchema(new Option("--seed <n>", "random seed"), z.number().int().min(0).default(0), "");

@@ -7,6 +7,7 @@ import {
   interruptible,
   modelOptions,
   requireSetting,
+  samplingOptions,
   settingOptions,
   settingsFromFlags,
   verbose,
@@ -21,11 +22,8 @@ export function generateCommand(cli: Command): void {
   settingOptions(command, GenerateConfig, [
     ["--input <file>", "input", "conversations: JSON array or JSONL of {id?, messages}"],
     ["--out <dir>", "out", "output folder"],
-    ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens to generate per sample"],
-    ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
-    ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
-    ["--seed <n>", "sampling.seed", "sample i is drawn with seed + i"],
   ]);
+  samplingOptions(command, GenerateConfig);
   command.addOption(computeBatchOption("computeBatch"));
   settingOptions(command, GenerateConfig, [
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
