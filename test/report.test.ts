@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { EvalResults } from "../src/components/io/run-files.js";
 import { writeReport } from "../src/components/report/report.js";
 import { flipattackRecords, run, tempDir } from "./helpers.js";
 
@@ -232,6 +233,10 @@ test("with training and evaluation files: curves, trained experts, eval table an
   const example = await o.page.locator("#eval-list").innerText();
   for (const s of HOSTILE) assert.ok(example.includes(s), `not shown literally: ${s}`);
   assert.ok((await o.page.locator("#eval-table").innerText()).includes(HOSTILE[1]!));
+  assert.match(
+    await o.page.locator("#benchmarks").innerText(),
+    /not available: the evaluation ran no benchmark/,
+  );
 
   await assertNothingInjected(o);
   await o.page.screenshot({ path: screenshotPath("report-full.png"), fullPage: true });
@@ -244,7 +249,7 @@ test("an empty folder still gives a page, with a note for every section", async 
   const { path, missing } = await writeReport(empty);
   assert.equal(missing.length, 8);
   const o = await open(path);
-  assert.equal(await o.page.locator("section p.note").count(), 10);
+  assert.equal(await o.page.locator("section p.note").count(), 11);
   assert.match(await o.page.locator("#heatmap").innerText(), /not available: risk_diff\.parquet missing/);
   assert.deepEqual(o.problems, []);
   await o.page.close();
@@ -299,6 +304,104 @@ test("a steering sweep: one curve per model, its points, intervals and operating
     assert.match(await model.innerText(), expected);
   }
   await o.page.locator("#steering").screenshot({ path: screenshotPath("report-steering.png") });
+  assert.deepEqual(o.problems, []);
+  await o.page.close();
+});
+
+test("benchmarks: per benchmark a bar per model and metric with its interval, the category table, steered variants left out", async () => {
+  const folder = join(dir, "bench");
+  mkdirSync(folder, { recursive: true });
+  const rate = (r: number, n = 10) => ({
+    rate: r,
+    low: Math.max(0, r - 0.2),
+    high: Math.min(1, r + 0.2),
+    k: Math.round(r * n),
+    n,
+  });
+  // As eval writes them: XSTest with over-refusal in its safe categories only, StrongREJECT with no
+  // benign prompts, HarmBench with copyright behaviours left out; the category names are dataset text.
+  const benchmarks = (shift: number) => ({
+    xstest: {
+      metrics: { attack_success: rate(0.5 - shift), refusal: rate(0.5 + shift), over_refusal: rate(0.2) },
+      categories: {
+        homonyms: { over_refusal: rate(0.2) },
+        contrast_homonyms: { attack_success: rate(0.5 - shift), refusal: rate(0.5 + shift) },
+      },
+      skipped: 0,
+    },
+    "strongreject:small": {
+      metrics: { attack_success: rate(0.8 - shift), refusal: rate(0.2 + shift) },
+      categories: {
+        [HOSTILE_TEXT]: { attack_success: rate(0.8 - shift), refusal: rate(0.2 + shift) },
+        Violence: { attack_success: rate(0.7 - shift), refusal: rate(0.3 + shift) },
+        Disinformation: { attack_success: rate(0.9 - shift), refusal: rate(0.1 + shift) },
+      },
+      skipped: 3,
+    },
+  });
+  const models = ["base", `trained ${HOSTILE[1]}`];
+  const results = EvalResults.parse([
+    ...models.map((name, i) => ({
+      name,
+      source: "m",
+      steered: false,
+      metrics: {},
+      benchmarks: benchmarks(0.4 * i),
+    })),
+    {
+      name: "base+steer×1",
+      source: "m",
+      steered: true,
+      steer: { model: "base", intensity: 1 },
+      metrics: {},
+      benchmarks: benchmarks(0.3),
+    },
+  ]);
+  writeFileSync(join(folder, "results.json"), JSON.stringify(results));
+  const { path } = await writeReport(runDir, join(dir, "bench-report.html"), folder);
+  const o = await open(path);
+  const blocks = o.page.locator("#benchmarks .benchmark");
+  assert.deepEqual(await blocks.evaluateAll((els) => els.map((e) => e.getAttribute("data-benchmark"))), [
+    "xstest",
+    "strongreject:small",
+  ]);
+  const bars = (i: number) =>
+    blocks
+      .nth(i)
+      .locator("svg rect.rate-bar")
+      .evaluateAll((els) => els.map((e) => [e.getAttribute("data-metric"), e.getAttribute("data-model")]));
+  const each = (metrics: string[]) => metrics.flatMap((m) => models.map((name) => [m, name]));
+  assert.deepEqual(await bars(0), each(["attack_success", "refusal", "over_refusal"]));
+  assert.deepEqual(await bars(1), each(["attack_success", "refusal"]));
+  // Three whisker lines a bar; a bar's drawn height is its rate (0 at the axis, 100% at the top).
+  assert.equal(await blocks.nth(1).locator("svg line.whisker").count(), 3 * 4);
+  const heights = await blocks
+    .nth(1)
+    .locator("svg rect.rate-bar")
+    .evaluateAll((els) => els.map((e) => e.getBoundingClientRect().height));
+  const full = heights[0]! / 0.8;
+  assert.deepEqual(
+    heights.map((v) => Math.round((100 * v) / full)),
+    [80, 40, 20, 60],
+  );
+
+  const rows = (i: number) => blocks.nth(i).locator("table tbody tr");
+  assert.equal(await rows(0).count(), 3 * models.length, "all, homonyms, contrast_homonyms");
+  assert.equal(await rows(1).count(), 4 * models.length, "all and three categories");
+  assert.deepEqual(
+    await rows(0)
+      .nth(2)
+      .locator("td")
+      .evaluateAll((els) => els.map((e) => e.textContent)),
+    ["base", "n/a", "n/a", "20.0% [0.0%, 40.0%]  n=10"],
+  );
+  const strong = await blocks.nth(1).innerText();
+  for (const piece of HOSTILE) assert.ok(strong.includes(piece), `not shown literally: ${piece}`);
+  assert.match(strong, /copyright behaviours left out\s*3/);
+  assert.equal((await o.page.locator("#benchmarks").innerText()).includes("steer×"), false);
+
+  await assertNothingInjected(o);
+  await o.page.locator("#benchmarks").screenshot({ path: screenshotPath("report-benchmarks.png") });
   assert.deepEqual(o.problems, []);
   await o.page.close();
 });

@@ -62,6 +62,7 @@ const TrainRow = TrainLogRow.omit({ sample_ids: true });
 const Trained = TrainingMetadata.pick({ trained_experts: true });
 const EvalModels = z.array(EvalResults.element.pick({ name: true, steer: true, metrics: true }));
 const EvalSample = EvalSampleRow.omit({ reason: true });
+const BenchmarkModels = z.array(EvalResults.element.pick({ name: true, steered: true, benchmarks: true }));
 
 // ---------------------------------------------------------------------------------------------
 // Reading: each file is either data or a one-line note saying why its section is empty.
@@ -127,6 +128,22 @@ async function part<T, U>(
   return { value: map ? await map(loaded.value) : loaded.value };
 }
 
+/**
+ * Per benchmark (in the order the models list them), the unsteered models that ran it, side by
+ * side: before and after training. Steered variants have the steering curve.
+ */
+function byBenchmark(models: z.infer<typeof BenchmarkModels>) {
+  const unsteered = models.filter((m) => !m.steered);
+  const labels = new Set(unsteered.flatMap((m) => Object.keys(m.benchmarks ?? {})));
+  return [...labels].map((label) => ({
+    label,
+    models: unsteered.flatMap((m) => {
+      const result = m.benchmarks?.[label];
+      return result ? [{ name: m.name, ...result }] : [];
+    }),
+  }));
+}
+
 async function collect(runDir: string, evalFolder?: string) {
   const files = runFiles(runDir);
   const evalDir = evalFolder ? relative(runDir, evalFolder) : files.locate("eval", join("train", "eval"));
@@ -142,6 +159,7 @@ async function collect(runDir: string, evalFolder?: string) {
     trained: await part(files.json(join("train", "training_metadata.json"), Trained)),
     trainLog: await part(files.jsonl(join("train", "train_log.jsonl"), TrainRow)),
     evalResults: await part(files.json(join(evalDir, "results.json"), EvalModels)),
+    benchmarks: await part(files.json(join(evalDir, "results.json"), BenchmarkModels), byBenchmark),
     steering: await part(files.json(join(evalDir, "results.json"), EvalModels), steeringCurves),
     evalSamples: await part(files.jsonl(join(evalDir, "samples.jsonl"), EvalSample), (rows) =>
       rows.map((r) => ({ ...r, prompt: promptText(r.prompt) })),

@@ -64,6 +64,7 @@ const SECTIONS: readonly [id: string, title: string, render: (el: HTMLElement) =
   ["trained", "Trained experts", renderTrained],
   ["curves", "Training curves", renderCurves],
   ["eval", "Evaluation", renderEval],
+  ["benchmarks", "Benchmarks", renderBenchmarks],
   ["steering", "Steering curve", renderSteering],
   ["samples", "Analysis samples", renderSamples],
 ];
@@ -673,13 +674,19 @@ const W = 380;
 const H = 250;
 const PAD = { left: 46, right: 12, top: 22, bottom: 38 };
 
-/** An SVG plot frame: x over [0, xMax], y over [0, 1] as percent, with axis labels. */
-function plotFrame(xMax: number, xLabel: string, xTicks: number[], xFormat: (v: number) => string) {
-  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "curve" });
-  const x = (v: number) => PAD.left + (v / (xMax || 1)) * (W - PAD.left - PAD.right);
+/** An SVG plot frame `width` wide: x over [0, xMax], y over [0, 1] as percent, with axis labels. */
+function plotFrame(
+  xMax: number,
+  xLabel: string,
+  xTicks: number[],
+  xFormat: (v: number) => string,
+  width = W,
+) {
+  const svg = s("svg", { viewBox: `0 0 ${width} ${H}`, width, height: H, class: "curve" });
+  const x = (v: number) => PAD.left + (v / (xMax || 1)) * (width - PAD.left - PAD.right);
   const y = (v: number) => H - PAD.bottom - v * (H - PAD.top - PAD.bottom);
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
-    svg.appendChild(s("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
+    svg.appendChild(s("line", { x1: PAD.left, x2: width - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
     const label = s("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" });
     label.textContent = pct(v, 0);
     svg.appendChild(label);
@@ -690,7 +697,7 @@ function plotFrame(xMax: number, xLabel: string, xTicks: number[], xFormat: (v: 
     svg.appendChild(label);
   }
   const title = s("text", {
-    x: (PAD.left + W - PAD.right) / 2,
+    x: (PAD.left + width - PAD.right) / 2,
     y: H - 6,
     "text-anchor": "middle",
     class: "axis",
@@ -816,6 +823,145 @@ function renderSteering(el: HTMLElement): void {
     );
   });
   el.appendChild(h("div", { class: "curve-grid" }, columns));
+}
+
+// ---- standard benchmarks ----
+type Benchmark = Value<ReportData["benchmarks"]>[number];
+type BenchmarkRates = Benchmark["models"][number]["metrics"];
+type BenchmarkMetric = keyof BenchmarkRates;
+const BENCHMARK_METRICS: Record<BenchmarkMetric, string> = {
+  attack_success: "attack success",
+  refusal: "refusal",
+  over_refusal: "over-refusal",
+};
+// A model keeps its colour in every benchmark's chart (Tableau 10).
+const MODEL_COLOURS = [
+  "#4e79a7",
+  "#f28e2b",
+  "#59a14f",
+  "#e15759",
+  "#76b7b2",
+  "#edc948",
+  "#b07aa1",
+  "#ff9da7",
+  "#9c755f",
+  "#bab0ac",
+];
+const BAR = 32;
+const GROUP_GAP = 34;
+
+/** The metrics any of `rates` has, in BENCHMARK_METRICS' order. */
+function benchmarkMetrics(rates: BenchmarkRates[]): BenchmarkMetric[] {
+  return (Object.keys(BENCHMARK_METRICS) as BenchmarkMetric[]).filter((k) => rates.some((r) => r[k]));
+}
+/** One group of bars per metric, one bar per model, 95% intervals as whiskers. */
+function benchmarkChart(b: Benchmark, colourOf: (model: string) => string): SVGElement {
+  const metrics = benchmarkMetrics(b.models.map((m) => m.metrics));
+  const group = b.models.length * BAR + GROUP_GAP;
+  const width = PAD.left + PAD.right + metrics.length * group;
+  const { svg, x, y } = plotFrame(
+    metrics.length,
+    "",
+    metrics.map((_, i) => i + 0.5),
+    (v) => BENCHMARK_METRICS[metrics[Math.floor(v)]!],
+    width,
+  );
+  metrics.forEach((metric, g) => {
+    b.models.forEach((m, i) => {
+      const r = m.metrics[metric];
+      if (!r) return;
+      const left = x(g) + GROUP_GAP / 2 + i * BAR;
+      const mid = left + BAR / 2;
+      const bar = s("rect", {
+        class: "rate-bar",
+        x: left + 2,
+        y: y(r.rate),
+        width: BAR - 4,
+        height: y(0) - y(r.rate),
+        fill: colourOf(m.name),
+        "data-model": m.name,
+        "data-metric": metric,
+      });
+      const tip = s("title");
+      tip.textContent = m.name + "\n" + BENCHMARK_METRICS[metric] + ": " + rateText(r);
+      bar.appendChild(tip);
+      svg.appendChild(bar);
+      for (const [x1, x2, y1, y2] of [
+        [mid, mid, y(r.low), y(r.high)],
+        [mid - 4, mid + 4, y(r.low), y(r.low)],
+        [mid - 4, mid + 4, y(r.high), y(r.high)],
+      ]) {
+        svg.appendChild(s("line", { x1, x2, y1, y2, class: "whisker" }));
+      }
+      const value = s("text", { x: mid, y: y(r.high) - 4, "text-anchor": "middle", class: "tick" });
+      value.textContent = pct(r.rate, 0);
+      svg.appendChild(value);
+    });
+  });
+  return svg;
+}
+type BenchmarkModel = Benchmark["models"][number];
+/** Category × model, overall first: each metric's rate [95% interval] n=. */
+function benchmarkTable(b: Benchmark, categories: string[]): HTMLElement {
+  const rows = [
+    { category: "all", of: (m: BenchmarkModel) => m.metrics },
+    ...categories.map((c) => ({ category: c, of: (m: BenchmarkModel) => m.categories[c] })),
+  ];
+  const metrics = benchmarkMetrics(b.models.flatMap((m) => [m.metrics, ...Object.values(m.categories)]));
+  const head = [th("category"), th("model"), metrics.map((k) => th(BENCHMARK_METRICS[k], "num"))];
+  const body = rows.flatMap(({ category, of }) =>
+    b.models.map((m, i) =>
+      h(
+        "tr",
+        i === 0 ? { class: "group" } : null,
+        i === 0 ? h("th", { rowspan: b.models.length }, category) : null,
+        td(m.name, "mono"),
+        metrics.map((k) => td(rateText(of(m)?.[k]), "num")),
+      ),
+    ),
+  );
+  return h("div", { class: "bench-table" }, table(null, head, body));
+}
+function renderBenchmarks(el: HTMLElement): void {
+  el.appendChild(
+    lead(
+      "Each standard benchmark the evaluation ran (eval --benchmark), every model side by side, as listed: usually the model before training, then after. Attack success: harmful prompts answered (lower is better); refusal: the same prompts refused; over-refusal: benign prompts refused (lower is better). Whiskers and brackets are 95% Wilson intervals.",
+    ),
+  );
+  if (!("value" in DATA.benchmarks)) return missing(el, DATA.benchmarks);
+  const benchmarks = DATA.benchmarks.value;
+  if (benchmarks.length === 0) {
+    el.appendChild(note("not available: the evaluation ran no benchmark (eval --benchmark)"));
+    return;
+  }
+  const models = [...new Set(benchmarks.flatMap((b) => b.models.map((m) => m.name)))];
+  const colourOf = (model: string) => MODEL_COLOURS[models.indexOf(model) % MODEL_COLOURS.length]!;
+  el.appendChild(
+    h(
+      "p",
+      { class: "legend-line" },
+      models.map((m) =>
+        h("span", { style: "color:" + colourOf(m) }, "■ ", h("span", { class: "mono" }, m), "  "),
+      ),
+    ),
+  );
+  for (const b of benchmarks) {
+    const categories = [...new Set(b.models.flatMap((m) => Object.keys(m.categories)))];
+    const skipped = Math.max(...b.models.map((m) => m.skipped));
+    el.appendChild(
+      h(
+        "div",
+        { class: "benchmark", "data-benchmark": b.label },
+        h("h3", { class: "mono" }, b.label),
+        summary([
+          ["categories", String(categories.length)],
+          ["copyright behaviours left out", skipped > 0 ? String(skipped) : undefined],
+        ]),
+        h("div", { class: "chart" }, benchmarkChart(b, colourOf)),
+        benchmarkTable(b, categories),
+      ),
+    );
+  }
 }
 
 function unique<T>(values: T[]): T[] {
