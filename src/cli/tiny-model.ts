@@ -12,7 +12,22 @@ export function tinyModelCommand(cli: Command): void {
     .description("build a tiny random MoE model folder (for tests and examples; no network)")
     .addOption(
       new Option("--arch <arch>", "architecture")
-        .choices(["olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "llama"])
+        .choices([
+          "olmoe",
+          "flex_olmo",
+          "mixtral",
+          "qwen2_moe",
+          "qwen3_moe",
+          "qwen3_next",
+          "gpt_oss",
+          "phimoe",
+          "deepseek_v2",
+          "deepseek_v3",
+          "glm4_moe",
+          "dots1",
+          "llama4_text",
+          "llama",
+        ])
         .default("olmoe"),
     )
     .requiredOption("--out <dir>", "model folder to create")

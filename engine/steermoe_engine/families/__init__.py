@@ -1,0 +1,40 @@
+"""The routing families, and which model types belong to each (transformers 5.23 sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Family, Routing
+from .gpt_oss import GptOss
+from .llama4 import Llama4
+from .sigmoid_grouped import SigmoidGrouped
+from .softmax_grouped import SoftmaxGrouped
+from .softmax_topk import SoftmaxTopK
+from .sparsemixer import SparseMixer
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    family: Family
+
+
+_softmax, _sigmoid_grouped = SoftmaxTopK(), SigmoidGrouped()
+
+ARCHITECTURES = {
+    "olmoe": Architecture("OLMoE", _softmax),
+    "flex_olmo": Architecture("FlexOlmo", _softmax),
+    "mixtral": Architecture("Mixtral", SoftmaxTopK(always_normalize=True)),
+    "qwen2_moe": Architecture("Qwen2-MoE", _softmax),
+    "qwen3_moe": Architecture("Qwen3-MoE", _softmax),
+    "qwen3_next": Architecture("Qwen3-Next", _softmax),
+    "gpt_oss": Architecture("GPT-OSS", GptOss()),
+    "phimoe": Architecture("Phi-3.5-MoE", SparseMixer()),
+    "deepseek_v2": Architecture("DeepSeek-V2", SoftmaxGrouped()),
+    "deepseek_v3": Architecture("DeepSeek-V3", _sigmoid_grouped),
+    "glm4_moe": Architecture("GLM-4-MoE", _sigmoid_grouped),
+    "dots1": Architecture("dots.llm1", _sigmoid_grouped),
+    "llama4_text": Architecture("Llama 4 (text)", Llama4()),
+}
+
+__all__ = ["ARCHITECTURES", "Architecture", "Family", "Routing"]

@@ -1,0 +1,32 @@
+"""GPT-OSS: the router's linear layer has a bias; it takes the top-k of the raw logits and the
+weights are a softmax over the selected k logits only. Each expert also has bias vectors
+(gate_up_proj_bias, down_proj_bias), trained with its matrices; gate and up are interleaved in
+gate_up_proj's last dimension, which slicing by expert leaves untouched."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Bias, Family, keep_valid
+
+
+class GptOss(Family):
+    name = "gpt_oss"
+    expert_params = ("gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias")
+    router_attr = "router"
+
+    def normalizes(self, router: nn.Module) -> bool:
+        return True
+
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = Bias.of(bias, logits.device)
+        _, indices = torch.topk(b.rank(logits), self.top_k(router), dim=-1)
+        valid = None if b.removed is None else ~b.removed[indices]
+        top = logits.gather(-1, indices)
+        if valid is not None:
+            top = top.masked_fill(~valid, float("-inf"))  # a padded slot takes no share
+        weights = torch.softmax(top, dim=1, dtype=top.dtype)
+        return keep_valid(indices, weights, valid)
