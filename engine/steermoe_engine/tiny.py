@@ -20,8 +20,10 @@ from transformers import (
     DeepseekV2Config,
     DeepseekV3Config,
     Dots1Config,
+    ExaoneMoeConfig,
     FlexOlmoConfig,
     Glm4MoeConfig,
+    Glm4MoeLiteConfig,
     GptOssConfig,
     Llama4TextConfig,
     LlamaConfig,
@@ -33,6 +35,7 @@ from transformers import (
     Qwen2MoeConfig,
     Qwen3MoeConfig,
     Qwen3NextConfig,
+    SolarOpenConfig,
 )
 
 from .errors import EngineError
@@ -106,6 +109,8 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
         "topk_group": 1,
         "routed_scaling_factor": 2.5,
     }
+    without_dense_count = {k: v for k, v in deepseek.items() if k != "first_k_dense_replace"}
+    sparse_after_first = ["dense"] + ["sparse"] * (size.layers - 1)
     mla = {"kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
     builders: dict[str, Any] = {
         "olmoe": lambda: OlmoeConfig(
@@ -165,6 +170,23 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
         "deepseek_v3": lambda: DeepseekV3Config(**common, **deepseek, **mla, norm_topk_prob=True),
         "glm4_moe": lambda: Glm4MoeConfig(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
         "dots1": lambda: Dots1Config(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
+        "glm4_moe_lite": lambda: Glm4MoeLiteConfig(
+            **common, **without_dense_count, **mla, norm_topk_prob=True, mlp_layer_types=sparse_after_first
+        ),
+        "solar_open": lambda: SolarOpenConfig(**common, **without_dense_count, head_dim=head_dim, norm_topk_prob=True),
+        "exaone_moe": lambda: ExaoneMoeConfig(
+            **common,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            num_shared_experts=1,
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            first_k_dense_replace=1,
+            mlp_layer_types=sparse_after_first,
+        ),
         # Top-1 like the released models; MoE and dense layers interleaved like Maverick.
         "llama4_text": lambda: Llama4TextConfig(
             **{**common, "num_experts_per_tok": 1},

@@ -21,6 +21,9 @@ ALL_ARCHS = [
     "deepseek_v3",
     "glm4_moe",
     "dots1",
+    "glm4_moe_lite",
+    "solar_open",
+    "exaone_moe",
     "llama4_text",
 ]
 

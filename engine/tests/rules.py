@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 
 INF = float("inf")
+SIGMOID_GROUPED = ("deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite", "solar_open", "exaone_moe")
 
 
 def logits_of(model_type: str, hidden: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The router's logits from its input, as each router computes them."""
-    if model_type in ("deepseek_v2", "deepseek_v3", "glm4_moe", "dots1"):
+    if model_type in SIGMOID_GROUPED or model_type == "deepseek_v2":
         return F.linear(hidden.float(), params["weight"].float())  # float32 routers
     return F.linear(hidden, params["weight"], params.get("bias"))
 
@@ -32,8 +33,8 @@ def _ranked(scores: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return (scores + finite).masked_fill(removed, -INF).masked_fill(forced, INF)
 
 
-def _groups_chosen(config: Any, group_score: torch.Tensor) -> torch.Tensor:
-    per = config.n_routed_experts // config.n_group
+def _groups_chosen(config: Any, group_score: torch.Tensor, experts: int) -> torch.Tensor:
+    per = experts // config.n_group
     chosen = torch.zeros_like(group_score, dtype=torch.bool)
     chosen.scatter_(-1, group_score.topk(config.topk_group, dim=-1).indices, True)
     return chosen.repeat_interleave(per, dim=-1)
@@ -89,15 +90,15 @@ def reference(
             live = live.scatter(-1, pick, -INF)
         idx = torch.cat(picks, -1)
         return _as_dicts(idx, torch.cat(weights, -1), ~removed[idx])
-    if kind in ("deepseek_v3", "glm4_moe", "dots1"):
+    if kind in SIGMOID_GROUPED:
         # sigmoid scores; the choice ranks them plus e_score_correction_bias: groups by the sum of
         # their two best, then top-k inside the chosen groups. Weights: the plain sigmoid scores,
         # renormalised (norm_topk_prob), times routed_scaling_factor.
         scores = logits.sigmoid()
         choice = _ranked(scores + params["e_score_correction_bias"], bias)
-        per = config.n_routed_experts // config.n_group
+        per = logits.shape[-1] // config.n_group
         group_score = choice.view(len(choice), config.n_group, per).topk(2, dim=-1).values.sum(-1)
-        inside = _groups_chosen(config, group_score)
+        inside = _groups_chosen(config, group_score, logits.shape[-1])
         idx = choice.masked_fill(~inside, -INF).topk(k, dim=-1).indices
         keep = (inside & ~removed).gather(-1, idx)
         w = scores.gather(-1, idx) * keep
@@ -110,8 +111,8 @@ def reference(
         live = logits.masked_fill(removed, -INF)
         probs = live.softmax(-1)
         choice = _ranked(live, bias)
-        per = config.n_routed_experts // config.n_group
-        inside = _groups_chosen(config, choice.view(len(choice), config.n_group, per).max(-1).values)
+        per = logits.shape[-1] // config.n_group
+        inside = _groups_chosen(config, choice.view(len(choice), config.n_group, per).max(-1).values, logits.shape[-1])
         idx = choice.masked_fill(~inside, -INF).topk(k, dim=-1).indices
         keep = (inside & ~removed).gather(-1, idx)
         return _as_dicts(idx, probs.gather(-1, idx) * config.routed_scaling_factor, keep)

@@ -45,6 +45,9 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "deepseek_v3": ([1, 2], 2, ["shared_experts"]),
     "glm4_moe": ([1, 2], 2, ["shared_experts"]),
     "dots1": ([1, 2], 2, ["shared_experts"]),
+    "glm4_moe_lite": ([1, 2], 2, ["shared_experts"]),
+    "solar_open": ([0, 1, 2], 2, ["shared_experts"]),
+    "exaone_moe": ([1, 2], 2, ["shared_experts"]),
     "llama4_text": ([1], 1, ["shared_expert"]),
 }
 

@@ -25,6 +25,9 @@ export function tinyModelCommand(cli: Command): void {
           "deepseek_v3",
           "glm4_moe",
           "dots1",
+          "glm4_moe_lite",
+          "solar_open",
+          "exaone_moe",
           "llama4_text",
           "llama",
         ])

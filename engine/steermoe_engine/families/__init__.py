@@ -34,6 +34,9 @@ ARCHITECTURES = {
     "deepseek_v3": Architecture("DeepSeek-V3", _sigmoid_grouped),
     "glm4_moe": Architecture("GLM-4-MoE", _sigmoid_grouped),
     "dots1": Architecture("dots.llm1", _sigmoid_grouped),
+    "glm4_moe_lite": Architecture("GLM-4-MoE-Lite", _sigmoid_grouped),
+    "solar_open": Architecture("Solar Open", _sigmoid_grouped),
+    "exaone_moe": Architecture("EXAONE-MoE", _sigmoid_grouped),
     "llama4_text": Architecture("Llama 4 (text)", Llama4()),
 }
 
