@@ -25,6 +25,8 @@ from transformers import (
     Glm4MoeConfig,
     Glm4MoeLiteConfig,
     GptOssConfig,
+    GraniteMoeConfig,
+    HunYuanMoEV1Config,
     Llama4TextConfig,
     LlamaConfig,
     MixtralConfig,
@@ -158,6 +160,16 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             intermediate_size=size.expert_ffn,
             num_local_experts=size.experts,
             sliding_window=8,
+        ),
+        "granitemoe": lambda: GraniteMoeConfig(
+            **common, intermediate_size=size.expert_ffn, num_local_experts=size.experts
+        ),
+        "hunyuan_v1_moe": lambda: HunYuanMoEV1Config(
+            **{k: v for k, v in common.items() if k != "num_experts_per_tok"},
+            head_dim=head_dim,
+            intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            moe_topk=size.top_k,
         ),
         "phimoe": lambda: PhimoeConfig(
             **{**common, "num_experts_per_tok": 2},  # SparseMixer is top-2 only

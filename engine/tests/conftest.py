@@ -16,6 +16,8 @@ ALL_ARCHS = [
     "flex_olmo",
     "qwen3_next",
     "gpt_oss",
+    "granitemoe",
+    "hunyuan_v1_moe",
     "phimoe",
     "deepseek_v2",
     "deepseek_v3",

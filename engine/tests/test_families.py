@@ -40,6 +40,8 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "qwen3_moe": ([0, 1, 2], 2, []),
     "qwen3_next": ([0, 1, 2], 2, ["shared_expert", "shared_expert_gate"]),
     "gpt_oss": ([0, 1, 2], 2, []),
+    "granitemoe": ([0, 1, 2], 2, []),
+    "hunyuan_v1_moe": ([0, 1, 2], 2, ["shared_mlp"]),
     "phimoe": ([0, 1, 2], 2, []),
     "deepseek_v2": ([1, 2], 2, ["shared_experts"]),
     "deepseek_v3": ([1, 2], 2, ["shared_experts"]),

@@ -20,6 +20,8 @@ export function tinyModelCommand(cli: Command): void {
           "qwen3_moe",
           "qwen3_next",
           "gpt_oss",
+          "granitemoe",
+          "hunyuan_v1_moe",
           "phimoe",
           "deepseek_v2",
           "deepseek_v3",

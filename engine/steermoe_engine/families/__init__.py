@@ -28,6 +28,10 @@ ARCHITECTURES = {
     "qwen2_moe": Architecture("Qwen2-MoE", _softmax),
     "qwen3_moe": Architecture("Qwen3-MoE", _softmax),
     "qwen3_next": Architecture("Qwen3-Next", _softmax),
+    "hunyuan_v1_moe": Architecture("Hunyuan-MoE-V1", SoftmaxTopK(always_normalize=True)),
+    "granitemoe": Architecture(
+        "Granite-MoE", GptOss(expert_params=("gate_up_proj", "down_proj"), block_attrs=("block_sparse_moe",))
+    ),
     "gpt_oss": Architecture("GPT-OSS", GptOss()),
     "phimoe": Architecture("Phi-3.5-MoE", SparseMixer()),
     "deepseek_v2": Architecture("DeepSeek-V2", SoftmaxGrouped()),

@@ -83,7 +83,7 @@ class Family:
     # Where a decoder layer keeps its MoE block, and the block its router.
     block_attrs: tuple[str, ...] = ("mlp",)
     router_attr: str = "gate"
-    shared_attrs: tuple[str, ...] = ("shared_expert", "shared_experts", "shared_expert_gate")
+    shared_attrs: tuple[str, ...] = ("shared_expert", "shared_experts", "shared_expert_gate", "shared_mlp")
 
     def routing(self, router: nn.Module, output: RouterOutput) -> Routing:
         logits, weights, indices = output

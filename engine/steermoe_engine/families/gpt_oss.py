@@ -1,7 +1,9 @@
-"""GPT-OSS: the router's linear layer has a bias; it takes the top-k of the raw logits and the
-weights are a softmax over the selected k logits only. Each expert also has bias vectors
-(gate_up_proj_bias, down_proj_bias), trained with its matrices; gate and up are interleaved in
-gate_up_proj's last dimension, which slicing by expert leaves untouched."""
+"""GPT-OSS (and Granite-MoE, whose router follows the same rule): the router takes the top-k of
+the raw logits and the weights are a softmax over the selected k logits only. GPT-OSS's router
+linear layer has a bias, and each of its experts has bias vectors (gate_up_proj_bias,
+down_proj_bias), trained with its matrices; gate and up are interleaved in gate_up_proj's last
+dimension, which slicing by expert leaves untouched. Granite keeps its MoE block in
+`block_sparse_moe` and has no expert biases."""
 
 from __future__ import annotations
 
@@ -13,8 +15,14 @@ from .base import Bias, Family, keep_valid
 
 class GptOss(Family):
     name = "gpt_oss"
-    expert_params = ("gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias")
     router_attr = "router"
+
+    def __init__(
+        self,
+        expert_params: tuple[str, ...] = ("gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"),
+        block_attrs: tuple[str, ...] = ("mlp",),
+    ) -> None:
+        self.expert_params, self.block_attrs = expert_params, block_attrs
 
     def normalizes(self, router: nn.Module) -> bool:
         return True

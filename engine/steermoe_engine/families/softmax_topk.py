@@ -1,9 +1,9 @@
-"""Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next.
+"""Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next, Hunyuan-MoE-V1.
 
 The router takes the top-k of softmax(logits) in float32; the weights are those probabilities,
-renormalised over the selected experts where the architecture does so (Mixtral always, the others
-when config.norm_topk_prob). Qwen2-MoE's and Qwen3-Next's shared expert (with its sigmoid gate)
-sits beside the router and is never routed.
+renormalised over the selected experts where the architecture does so (Mixtral and Hunyuan always,
+the others when config.norm_topk_prob). Qwen2-MoE's and Qwen3-Next's shared expert (with its sigmoid gate) and
+Hunyuan's shared_mlp sit beside the router and are never routed.
 """
 
 from __future__ import annotations
