@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .adapters import MoeAdapter
+from .families import Bias
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,13 @@ class RouterControl:
         self.controls = controls
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook_for(self, control: LayerControl) -> Any:
+    def _hook_for(self, control: LayerControl, device: torch.device) -> Any:
         family = self.adapter.family
+        bias = Bias.of(control.bias, device)
 
         def hook(module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             logits = family.routing(module, output).logits
-            weights, indices = family.select(module, logits, control.bias)
+            weights, indices = family.select(module, logits, bias)
             return family.pack(output, weights, indices)
 
         return hook
@@ -68,7 +70,8 @@ class RouterControl:
         for layer in self.adapter.layers:
             control = self.controls.get(layer.index)
             if control is not None:
-                self._handles.append(layer.router.register_forward_hook(self._hook_for(control)))
+                device = next(layer.router.parameters()).device
+                self._handles.append(layer.router.register_forward_hook(self._hook_for(control, device)))
         return self
 
     def __exit__(self, *_exc: object) -> None:

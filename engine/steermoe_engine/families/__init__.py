@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Family, Routing
+from .base import Bias, Family, Routing
 from .gpt_oss import GptOss
 from .llama4 import Llama4
 from .sigmoid_grouped import SigmoidGrouped
@@ -44,4 +44,4 @@ ARCHITECTURES = {
     "llama4_text": Architecture("Llama 4 (text)", Llama4()),
 }
 
-__all__ = ["ARCHITECTURES", "Architecture", "Family", "Routing"]
+__all__ = ["ARCHITECTURES", "Architecture", "Bias", "Family", "Routing"]

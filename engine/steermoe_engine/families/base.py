@@ -36,11 +36,14 @@ class Bias:
     finite: torch.Tensor | None  # None where every finite entry is 0
     removed: torch.Tensor | None  # bool [experts], None where nothing is removed
     forced: torch.Tensor | None  # bool [experts], None where nothing is forced
+    kept: int  # experts not removed; read only where `removed` is set
 
     @staticmethod
     def of(bias: torch.Tensor | None, device: torch.device) -> Bias:
+        """Split once per steering context, not per forward: each split reads the bias back from
+        the device, which would stall every router call of a generation."""
         if bias is None:
-            return Bias(None, None, None)
+            return Bias(None, None, None, -1)
         bias = bias.to(device)
         finite = torch.where(torch.isinf(bias), 0.0, bias)
         removed, forced = torch.isneginf(bias), torch.isposinf(bias)
@@ -48,6 +51,7 @@ class Bias:
             finite if bool(finite.any()) else None,
             removed if bool(removed.any()) else None,
             forced if bool(forced.any()) else None,
+            int((~removed).sum()),
         )
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
@@ -70,7 +74,7 @@ def keep_valid(
     """(weights, indices) where slots whose expert was not allowed (removed, or outside the chosen groups) repeat the
     token's first choice with weight 0: with fewer allowed experts than top-k, no token ever
     reaches a removed expert. `valid` None: every slot is allowed (the unsteered path)."""
-    if valid is None or bool(valid.all()):
+    if valid is None:
         return weights, indices
     return torch.where(valid, weights, torch.zeros_like(weights)), torch.where(valid, indices, indices[:, :1])
 
@@ -89,9 +93,7 @@ class Family:
         logits, weights, indices = output
         return Routing(logits, weights, indices)
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights, indices) under `bias` by the architecture's own rule."""
         raise NotImplementedError
 

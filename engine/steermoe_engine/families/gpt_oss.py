@@ -27,10 +27,7 @@ class GptOss(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return True
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         _, indices = torch.topk(b.rank(logits), self.top_k(router), dim=-1)
         valid = None if b.removed is None else ~b.removed[indices]
         top = logits.gather(-1, indices)

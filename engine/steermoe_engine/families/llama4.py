@@ -30,10 +30,7 @@ class Llama4(Family):
         scores = logits.float().sigmoid()
         return scores / scores.sum(dim=-1, keepdim=True)
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         _, indices = torch.topk(b.rank(logits), self.top_k(router), dim=1)
         top = logits.gather(1, indices)
         if b.removed is not None:  # a removed expert that had to fill a slot gets score 0

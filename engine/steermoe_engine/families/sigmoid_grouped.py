@@ -24,10 +24,7 @@ class SigmoidGrouped(Family):
         scores = logits.float().sigmoid()
         return scores / scores.sum(dim=-1, keepdim=True)
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits.sigmoid()
         choice = b.rank(scores + router.e_score_correction_bias)
         allowed = group_mask(router, grouped(router, choice).topk(2, dim=-1)[0].sum(dim=-1))

@@ -18,10 +18,7 @@ class SoftmaxGrouped(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return False
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         # Removed experts leave the softmax's denominator too, as in softmax_topk.
         logits = b.without_removed(logits)
         scores = logits.softmax(dim=-1, dtype=torch.float32)

@@ -23,10 +23,7 @@ class SoftmaxTopK(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return self.always_normalize or super().normalizes(router)
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         top_k = self.top_k(router)
         # Removed experts leave the softmax's denominator too: as if their logit were -inf.
         logits = b.without_removed(logits.float())
@@ -34,7 +31,7 @@ class SoftmaxTopK(Family):
         ranking = probs if b.finite is None else torch.softmax(logits + b.finite, dim=-1)
         if b.forced is not None:
             ranking = ranking.masked_fill(b.forced, 2.0)
-        k = top_k if b.removed is None else min(top_k, int((~b.removed).sum()))
+        k = top_k if b.removed is None else min(top_k, b.kept)
         _, indices = torch.topk(ranking, k, dim=-1)
         weights = probs.gather(-1, indices)
         if self.normalizes(router):

@@ -22,10 +22,7 @@ class SparseMixer(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return False
 
-    def select(
-        self, router: nn.Module, logits: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = Bias.of(bias, logits.device)
+    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         eps = float(router.router_jitter_noise)
         remaining = b.without_removed(logits)
         picks, weights, valid = [], [], []
