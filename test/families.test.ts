@@ -12,6 +12,7 @@ import { spawn } from "node:child_process";
 const FAMILIES = {
   gpt_oss: "gpt_oss",
   sparsemixer: "phimoe",
+  softmax_corrected: "ernie4_5_moe",
   softmax_grouped: "deepseek_v2",
   sigmoid_grouped: "deepseek_v3",
   llama4: "llama4_text",

@@ -20,6 +20,7 @@ from transformers import (
     DeepseekV2Config,
     DeepseekV3Config,
     Dots1Config,
+    Ernie4_5_MoeConfig,
     ExaoneMoeConfig,
     FlexOlmoConfig,
     Glm4MoeConfig,
@@ -171,6 +172,14 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             num_experts=size.experts,
             moe_topk=size.top_k,
         ),
+        "ernie4_5_moe": lambda: Ernie4_5_MoeConfig(
+            **common,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            moe_num_experts=size.experts,
+            moe_num_shared_experts=1,
+            moe_layer_start_index=1,
+        ),
         "phimoe": lambda: PhimoeConfig(
             **{**common, "num_experts_per_tok": 2},  # SparseMixer is top-2 only
             intermediate_size=size.expert_ffn,
@@ -255,10 +264,10 @@ def build_tiny(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
-        for name, buffer in model.named_buffers():
+        for name, buffer in [*model.named_buffers(), *model.named_parameters()]:
             # Zero in a fresh model: random here, so that a correction that acts on the choice
             # only (DeepSeek-V3, GLM-4-MoE) is exercised by every test of the tiny model.
-            if name.endswith("e_score_correction_bias"):
+            if name.endswith("e_score_correction_bias"):  # a buffer, or ERNIE's frozen parameter
                 buffer.copy_(torch.rand(buffer.shape) * 0.2)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

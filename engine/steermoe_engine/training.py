@@ -117,7 +117,13 @@ class Trainer:
         if setup.trainable == "experts":
             params = self._expert_masters(setup.experts)
         elif setup.trainable == "router":
-            params = [p for layer in adapter.layers for p in layer.router.parameters()]
+            # ERNIE keeps its selection correction as a frozen parameter: not a router weight.
+            params = [
+                p
+                for layer in adapter.layers
+                for name, p in layer.router.named_parameters()
+                if not name.endswith("e_score_correction_bias")
+            ]
             for p in params:
                 p.requires_grad_(True)
         else:

@@ -19,6 +19,7 @@ ALL_ARCHS = [
     "granitemoe",
     "hunyuan_v1_moe",
     "phimoe",
+    "ernie4_5_moe",
     "deepseek_v2",
     "deepseek_v3",
     "glm4_moe",

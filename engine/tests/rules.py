@@ -19,7 +19,7 @@ SIGMOID_GROUPED = ("deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite", "solar_o
 
 def logits_of(model_type: str, hidden: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The router's logits from its input, as each router computes them."""
-    if model_type in SIGMOID_GROUPED or model_type == "deepseek_v2":
+    if model_type in SIGMOID_GROUPED or model_type in ("deepseek_v2", "ernie4_5_moe"):
         return F.linear(hidden.float(), params["weight"].float())  # float32 routers
     if model_type == "hunyuan_v1_moe":
         return F.linear(hidden.float(), params["wg.weight"])
@@ -109,6 +109,16 @@ def reference(
         if config.norm_topk_prob:
             w = w / (w.sum(-1, keepdim=True) + 1e-20)
         return _as_dicts(idx, w * config.routed_scaling_factor, keep)
+    if kind == "ernie4_5_moe":
+        # softmax; the choice ranks the probabilities plus the correction (moe_statics); weights:
+        # the plain probabilities, renormalised over the chosen (sum clamped at moe_norm_min).
+        live = logits.float().masked_fill(removed, -INF)
+        probs = live.softmax(-1)
+        correction = params["moe_statics.e_score_correction_bias"].squeeze(0)
+        idx = _ranked(probs + correction, bias).topk(k, dim=-1).indices
+        keep = ~removed[idx]
+        w = probs.gather(-1, idx) * keep
+        return _as_dicts(idx, w / w.sum(-1, keepdim=True).clamp(min=config.moe_norm_min), keep)
     if kind == "deepseek_v2":
         # softmax; groups by their best expert (group_limited_greedy), top-k inside; weights: the
         # probabilities times routed_scaling_factor, never renormalised.

@@ -43,6 +43,7 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "granitemoe": ([0, 1, 2], 2, []),
     "hunyuan_v1_moe": ([0, 1, 2], 2, ["shared_mlp"]),
     "phimoe": ([0, 1, 2], 2, []),
+    "ernie4_5_moe": ([1, 2], 2, ["shared_experts"]),
     "deepseek_v2": ([1, 2], 2, ["shared_experts"]),
     "deepseek_v3": ([1, 2], 2, ["shared_experts"]),
     "glm4_moe": ([1, 2], 2, ["shared_experts"]),

@@ -23,6 +23,7 @@ export function tinyModelCommand(cli: Command): void {
           "granitemoe",
           "hunyuan_v1_moe",
           "phimoe",
+          "ernie4_5_moe",
           "deepseek_v2",
           "deepseek_v3",
           "glm4_moe",

@@ -8,6 +8,7 @@ from .base import Bias, Family, Routing
 from .gpt_oss import GptOss
 from .llama4 import Llama4
 from .sigmoid_grouped import SigmoidGrouped
+from .softmax_corrected import SoftmaxCorrected
 from .softmax_grouped import SoftmaxGrouped
 from .softmax_topk import SoftmaxTopK
 from .sparsemixer import SparseMixer
@@ -34,6 +35,7 @@ ARCHITECTURES = {
     ),
     "gpt_oss": Architecture("GPT-OSS", GptOss()),
     "phimoe": Architecture("Phi-3.5-MoE", SparseMixer()),
+    "ernie4_5_moe": Architecture("ERNIE-4.5-MoE", SoftmaxCorrected()),
     "deepseek_v2": Architecture("DeepSeek-V2", SoftmaxGrouped()),
     "deepseek_v3": Architecture("DeepSeek-V3", _sigmoid_grouped),
     "glm4_moe": Architecture("GLM-4-MoE", _sigmoid_grouped),
