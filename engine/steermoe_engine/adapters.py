@@ -26,7 +26,7 @@ class MoeLayer:
     block: nn.Module
     router: nn.Module
     experts: nn.Module
-    shared: tuple[str, ...]  # attribute names of the block's shared experts (and their gate)
+    shared: dict[str, nn.Module]  # the always-on experts (and their gate), by attribute name
 
 
 def check_supported(config: Any) -> Architecture:
@@ -70,7 +70,13 @@ class MoeAdapter:
             router = getattr(block, self.family.router_attr, None)
             if router is None or not hasattr(block, "experts"):
                 continue
-            shared = tuple(a for a in self.family.shared_attrs if getattr(block, a, None) is not None)
+            # Shared experts sit in the MoE block, or beside it in the decoder layer (Granite-MoE-Shared).
+            shared = {
+                a: getattr(owner, a)
+                for owner in (block, layer)
+                for a in self.family.shared_attrs
+                if getattr(owner, a, None) is not None
+            }
             self.layers.append(MoeLayer(i, block, router, block.experts, shared))
         if not self.layers:
             raise EngineError(f"model type '{self.model_type}' was built with no MoE layers (num_experts = 0?)")

@@ -23,7 +23,7 @@ def logits_of(model_type: str, hidden: torch.Tensor, params: dict[str, torch.Ten
         return F.linear(hidden.float(), params["weight"].float())  # float32 routers
     if model_type == "hunyuan_v1_moe":
         return F.linear(hidden.float(), params["wg.weight"])
-    if model_type == "granitemoe":
+    if model_type in ("granitemoe", "granitemoeshared"):
         return F.linear(hidden, params["weight"]).float()
     return F.linear(hidden, params["weight"], params.get("bias"))
 
@@ -56,17 +56,26 @@ def reference(
 ) -> list[dict[int, float]]:
     kind, k = config.model_type, config.num_experts_per_tok
     removed = torch.isneginf(bias)
-    if kind in ("olmoe", "flex_olmo", "mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "hunyuan_v1_moe"):
+    if kind in (
+        "olmoe",
+        "flex_olmo",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "qwen3_next",
+        "qwen3_5_moe_text",
+        "hunyuan_v1_moe",
+    ):
         # softmax over the experts; top-k of the probabilities (the biased ones for the choice).
         live = logits.float().masked_fill(removed, -INF)
         probs = live.softmax(-1)
         idx = _ranked(live, bias).topk(k, dim=-1).indices
         keep = ~removed[idx]
         w = probs.gather(-1, idx) * keep
-        if kind in ("mixtral", "hunyuan_v1_moe") or getattr(config, "norm_topk_prob", False):
+        if kind in ("mixtral", "hunyuan_v1_moe", "qwen3_5_moe_text") or getattr(config, "norm_topk_prob", False):
             w = w / w.sum(-1, keepdim=True)
         return _as_dicts(idx, w, keep)
-    if kind in ("gpt_oss", "granitemoe"):
+    if kind in ("gpt_oss", "granitemoe", "granitemoeshared"):
         # top-k of the raw logits (router bias included); softmax over the k chosen only.
         idx = _ranked(logits, bias).topk(k, dim=-1).indices
         keep = ~removed[idx]

@@ -39,8 +39,10 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "qwen2_moe": ([0, 2], 2, ["shared_expert", "shared_expert_gate"]),
     "qwen3_moe": ([0, 1, 2], 2, []),
     "qwen3_next": ([0, 1, 2], 2, ["shared_expert", "shared_expert_gate"]),
+    "qwen3_5_moe_text": ([0, 1, 2], 2, ["shared_expert", "shared_expert_gate"]),
     "gpt_oss": ([0, 1, 2], 2, []),
     "granitemoe": ([0, 1, 2], 2, []),
+    "granitemoeshared": ([0, 1, 2], 2, ["shared_mlp"]),
     "hunyuan_v1_moe": ([0, 1, 2], 2, ["shared_mlp"]),
     "phimoe": ([0, 1, 2], 2, []),
     "ernie4_5_moe": ([1, 2], 2, ["shared_experts"]),
@@ -104,9 +106,7 @@ def test_layout(arch: str, loaded: dict[str, Loaded]) -> None:
     counts = info["parameters"]
     routed = sum(p.numel() for layer in model.adapter.layers for p in layer.experts.parameters())
     assert counts["experts"] == routed == len(moe_layers) * 8 * counts["one_expert"]
-    shared_ids = {
-        id(p) for layer in model.adapter.layers for n in layer.shared for p in getattr(layer.block, n).parameters()
-    }
+    shared_ids = {id(p) for layer in model.adapter.layers for m in layer.shared.values() for p in m.parameters()}
     assert bool(shared_ids) == bool(shared)
     assert not shared_ids & {id(p) for layer in model.adapter.layers for p in layer.experts.parameters()}
     assert counts["total"] == sum(p.numel() for p in model.model.parameters())

@@ -21,6 +21,7 @@ class Architecture:
 
 
 _softmax, _sigmoid_grouped = SoftmaxTopK(), SigmoidGrouped()
+_granite = GptOss(expert_params=("gate_up_proj", "down_proj"), block_attrs=("block_sparse_moe",))
 
 ARCHITECTURES = {
     "olmoe": Architecture("OLMoE", _softmax),
@@ -29,10 +30,10 @@ ARCHITECTURES = {
     "qwen2_moe": Architecture("Qwen2-MoE", _softmax),
     "qwen3_moe": Architecture("Qwen3-MoE", _softmax),
     "qwen3_next": Architecture("Qwen3-Next", _softmax),
+    "qwen3_5_moe_text": Architecture("Qwen3.5-MoE (text)", SoftmaxTopK(always_normalize=True)),
     "hunyuan_v1_moe": Architecture("Hunyuan-MoE-V1", SoftmaxTopK(always_normalize=True)),
-    "granitemoe": Architecture(
-        "Granite-MoE", GptOss(expert_params=("gate_up_proj", "down_proj"), block_attrs=("block_sparse_moe",))
-    ),
+    "granitemoe": Architecture("Granite-MoE", _granite),
+    "granitemoeshared": Architecture("Granite-MoE-Shared", _granite),
     "gpt_oss": Architecture("GPT-OSS", GptOss()),
     "phimoe": Architecture("Phi-3.5-MoE", SparseMixer()),
     "ernie4_5_moe": Architecture("ERNIE-4.5-MoE", SoftmaxCorrected()),

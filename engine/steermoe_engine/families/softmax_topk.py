@@ -1,7 +1,8 @@
-"""Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next, Hunyuan-MoE-V1.
+"""Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE,
+Hunyuan-MoE-V1.
 
 The router takes the top-k of softmax(logits) in float32; the weights are those probabilities,
-renormalised over the selected experts where the architecture does so (Mixtral and Hunyuan always,
+renormalised over the selected experts where the architecture does so (Mixtral, Qwen3.5 and Hunyuan always,
 the others when config.norm_topk_prob). Qwen2-MoE's and Qwen3-Next's shared expert (with its sigmoid gate) and
 Hunyuan's shared_mlp sit beside the router and are never routed.
 """
