@@ -17,18 +17,23 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
+    AXK1Config,
     DeepseekV2Config,
     DeepseekV3Config,
+    DeepseekV32Config,
     Dots1Config,
     Ernie4_5_MoeConfig,
     ExaoneMoeConfig,
     FlexOlmoConfig,
     Glm4MoeConfig,
     Glm4MoeLiteConfig,
+    GlmMoeDsaConfig,
     GptOssConfig,
     GraniteMoeConfig,
     GraniteMoeSharedConfig,
+    GraniteMoeSWAConfig,
     HunYuanMoEV1Config,
+    JambaConfig,
     Llama4TextConfig,
     LlamaConfig,
     MixtralConfig,
@@ -117,6 +122,7 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
     without_dense_count = {k: v for k, v in deepseek.items() if k != "first_k_dense_replace"}
     sparse_after_first = ["dense"] + ["sparse"] * (size.layers - 1)
     mla = {"kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
+    indexer = {"index_topk": 2048, "index_head_dim": 16, "index_n_heads": 2, "head_dim": mla["qk_rope_head_dim"]}
     builders: dict[str, Any] = {
         "olmoe": lambda: OlmoeConfig(
             **common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False
@@ -175,6 +181,24 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             num_local_experts=size.experts,
             shared_intermediate_size=size.expert_ffn * 2,
         ),
+        "granitemoe_swa": lambda: GraniteMoeSWAConfig(
+            **common,
+            intermediate_size=size.expert_ffn,
+            num_local_experts=size.experts,
+            shared_intermediate_size=size.expert_ffn * 2,
+            sliding_window=8,
+        ),
+        # Mamba layers with attention in the last one; every layer's MLP sparse.
+        "jamba": lambda: JambaConfig(
+            **common,
+            intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            expert_layer_period=1,
+            expert_layer_offset=0,
+            attn_layer_period=size.layers,
+            attn_layer_offset=size.layers - 1,
+            use_mamba_kernels=False,
+        ),
         "gpt_oss": lambda: GptOssConfig(
             **common,
             head_dim=head_dim,
@@ -215,6 +239,15 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             **common, **without_dense_count, **mla, norm_topk_prob=True, mlp_layer_types=sparse_after_first
         ),
         "solar_open": lambda: SolarOpenConfig(**common, **without_dense_count, head_dim=head_dim, norm_topk_prob=True),
+        "axk1": lambda: AXK1Config(**common, **without_dense_count, **mla, mlp_layer_types=sparse_after_first),
+        # DeepSeek sparse attention: index_topk above any test sequence, so that attention (and so
+        # routing) is the same in cached generation and in a teacher-forced pass.
+        "deepseek_v32": lambda: DeepseekV32Config(
+            **common, **without_dense_count, **mla, **indexer, mlp_layer_types=sparse_after_first
+        ),
+        "glm_moe_dsa": lambda: GlmMoeDsaConfig(
+            **common, **without_dense_count, **mla, **indexer, mlp_layer_types=sparse_after_first
+        ),
         "exaone_moe": lambda: ExaoneMoeConfig(
             **common,
             intermediate_size=size.expert_ffn * 2,

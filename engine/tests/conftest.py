@@ -19,6 +19,8 @@ ALL_ARCHS = [
     "gpt_oss",
     "granitemoe",
     "granitemoeshared",
+    "granitemoe_swa",
+    "jamba",
     "hunyuan_v1_moe",
     "phimoe",
     "ernie4_5_moe",
@@ -29,6 +31,9 @@ ALL_ARCHS = [
     "glm4_moe_lite",
     "solar_open",
     "exaone_moe",
+    "axk1",
+    "deepseek_v32",
+    "glm_moe_dsa",
     "llama4_text",
 ]
 

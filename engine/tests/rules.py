@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 
 INF = float("inf")
-SIGMOID_GROUPED = ("deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite", "solar_open", "exaone_moe")
+SIGMOID_GROUPED = (
+    *("deepseek_v3", "glm4_moe", "dots1", "glm4_moe_lite", "solar_open", "exaone_moe"),
+    *("axk1", "deepseek_v32", "glm_moe_dsa"),
+)
 
 
 def logits_of(model_type: str, hidden: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -23,7 +26,7 @@ def logits_of(model_type: str, hidden: torch.Tensor, params: dict[str, torch.Ten
         return F.linear(hidden.float(), params["weight"].float())  # float32 routers
     if model_type == "hunyuan_v1_moe":
         return F.linear(hidden.float(), params["wg.weight"])
-    if model_type in ("granitemoe", "granitemoeshared"):
+    if model_type in ("granitemoe", "granitemoeshared", "granitemoe_swa"):
         return F.linear(hidden, params["weight"]).float()
     return F.linear(hidden, params["weight"], params.get("bias"))
 
@@ -65,6 +68,7 @@ def reference(
         "qwen3_next",
         "qwen3_5_moe_text",
         "hunyuan_v1_moe",
+        "jamba",
     ):
         # softmax over the experts; top-k of the probabilities (the biased ones for the choice).
         live = logits.float().masked_fill(removed, -INF)
@@ -75,7 +79,7 @@ def reference(
         if kind in ("mixtral", "hunyuan_v1_moe", "qwen3_5_moe_text") or getattr(config, "norm_topk_prob", False):
             w = w / w.sum(-1, keepdim=True)
         return _as_dicts(idx, w, keep)
-    if kind in ("gpt_oss", "granitemoe", "granitemoeshared"):
+    if kind in ("gpt_oss", "granitemoe", "granitemoeshared", "granitemoe_swa"):
         # top-k of the raw logits (router bias included); softmax over the k chosen only.
         idx = _ranked(logits, bias).topk(k, dim=-1).indices
         keep = ~removed[idx]

@@ -43,6 +43,8 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "gpt_oss": ([0, 1, 2], 2, []),
     "granitemoe": ([0, 1, 2], 2, []),
     "granitemoeshared": ([0, 1, 2], 2, ["shared_mlp"]),
+    "granitemoe_swa": ([0, 1, 2], 2, ["shared_mlp"]),
+    "jamba": ([0, 1, 2], 2, []),
     "hunyuan_v1_moe": ([0, 1, 2], 2, ["shared_mlp"]),
     "phimoe": ([0, 1, 2], 2, []),
     "ernie4_5_moe": ([1, 2], 2, ["shared_experts"]),
@@ -53,6 +55,9 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "glm4_moe_lite": ([1, 2], 2, ["shared_experts"]),
     "solar_open": ([0, 1, 2], 2, ["shared_experts"]),
     "exaone_moe": ([1, 2], 2, ["shared_experts"]),
+    "axk1": ([1, 2], 2, ["shared_experts"]),
+    "deepseek_v32": ([1, 2], 2, ["shared_experts"]),
+    "glm_moe_dsa": ([1, 2], 2, ["shared_experts"]),
     "llama4_text": ([1], 1, ["shared_expert"]),
 }
 

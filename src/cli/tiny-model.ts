@@ -23,6 +23,8 @@ export function tinyModelCommand(cli: Command): void {
           "gpt_oss",
           "granitemoe",
           "granitemoeshared",
+          "granitemoe_swa",
+          "jamba",
           "hunyuan_v1_moe",
           "phimoe",
           "ernie4_5_moe",
@@ -33,6 +35,9 @@ export function tinyModelCommand(cli: Command): void {
           "glm4_moe_lite",
           "solar_open",
           "exaone_moe",
+          "axk1",
+          "deepseek_v32",
+          "glm_moe_dsa",
           "llama4_text",
           "llama",
         ])

@@ -31,9 +31,11 @@ ARCHITECTURES = {
     "qwen3_moe": Architecture("Qwen3-MoE", _softmax),
     "qwen3_next": Architecture("Qwen3-Next", _softmax),
     "qwen3_5_moe_text": Architecture("Qwen3.5-MoE (text)", SoftmaxTopK(always_normalize=True)),
+    "jamba": Architecture("Jamba", SoftmaxTopK(block_attrs=("feed_forward",), router_attr="router")),
     "hunyuan_v1_moe": Architecture("Hunyuan-MoE-V1", SoftmaxTopK(always_normalize=True)),
     "granitemoe": Architecture("Granite-MoE", _granite),
     "granitemoeshared": Architecture("Granite-MoE-Shared", _granite),
+    "granitemoe_swa": Architecture("Granite-MoE-SWA", _granite),
     "gpt_oss": Architecture("GPT-OSS", GptOss()),
     "phimoe": Architecture("Phi-3.5-MoE", SparseMixer()),
     "ernie4_5_moe": Architecture("ERNIE-4.5-MoE", SoftmaxCorrected()),
@@ -44,6 +46,9 @@ ARCHITECTURES = {
     "glm4_moe_lite": Architecture("GLM-4-MoE-Lite", _sigmoid_grouped),
     "solar_open": Architecture("Solar Open", _sigmoid_grouped),
     "exaone_moe": Architecture("EXAONE-MoE", _sigmoid_grouped),
+    "axk1": Architecture("A.X K1", _sigmoid_grouped),
+    "deepseek_v32": Architecture("DeepSeek-V3.2", _sigmoid_grouped),
+    "glm_moe_dsa": Architecture("GLM-MoE-DSA", _sigmoid_grouped),
     "llama4_text": Architecture("Llama 4 (text)", Llama4()),
 }
 

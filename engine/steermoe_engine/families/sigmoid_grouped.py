@@ -1,5 +1,5 @@
 """Sigmoid scores with a selection-only correction bias: DeepSeek-V3, GLM-4-MoE (and -Lite), dots1,
-Solar Open, EXAONE-MoE (the same router code in each).
+Solar Open, EXAONE-MoE, A.X K1, DeepSeek-V3.2, GLM-MoE-DSA (the same router code in each).
 
 scores = sigmoid(logits); the choice ranks scores + e_score_correction_bias: groups by the sum of
 their two best, then the top-k experts inside the chosen groups. The weights are the UNcorrected

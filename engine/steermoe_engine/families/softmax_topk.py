@@ -1,5 +1,5 @@
 """Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE,
-Hunyuan-MoE-V1.
+Hunyuan-MoE-V1, Jamba (whose MoE block is the decoder layer's `feed_forward`, its router `router`).
 
 The router takes the top-k of softmax(logits) in float32; the weights are those probabilities,
 renormalised over the selected experts where the architecture does so (Mixtral, Qwen3.5 and Hunyuan always,
@@ -18,8 +18,11 @@ from .base import Bias, Family
 class SoftmaxTopK(Family):
     name = "softmax_topk"
 
-    def __init__(self, always_normalize: bool = False) -> None:
+    def __init__(
+        self, always_normalize: bool = False, block_attrs: tuple[str, ...] = ("mlp",), router_attr: str = "gate"
+    ) -> None:
         self.always_normalize = always_normalize
+        self.block_attrs, self.router_attr = block_attrs, router_attr
 
     def normalizes(self, router: nn.Module) -> bool:
         return self.always_normalize or super().normalizes(router)
