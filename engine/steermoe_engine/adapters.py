@@ -29,6 +29,12 @@ class MoeLayer:
     shared: dict[str, nn.Module]  # the always-on experts (and their gate), by attribute name
 
 
+def _names_experts(settings: dict[str, Any]) -> bool:
+    """Whether any setting, nested ones included (DBRX keeps its MoE settings in ffn_config), is
+    about experts."""
+    return any("expert" in str(key) or (isinstance(v, dict) and _names_experts(v)) for key, v in settings.items())
+
+
 def check_supported(config: Any) -> Architecture:
     """Refuse dense and unknown models from their config alone, before any weight is read."""
     model_type = getattr(config, "model_type", "?")
@@ -36,7 +42,7 @@ def check_supported(config: Any) -> Architecture:
     if arch is not None:
         return arch
     supported = ", ".join(sorted(ARCHITECTURES))
-    if not any("expert" in key for key in config.to_dict()):
+    if not _names_experts(config.to_dict()):
         raise EngineError(
             f"model type '{model_type}' is a dense model (its config has no experts): steermoe "
             f"analyses Mixture-of-Experts models; supported types: {supported}"

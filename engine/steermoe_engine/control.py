@@ -59,9 +59,11 @@ class RouterControl:
         family = self.adapter.family
         bias = Bias.of(control.bias, device)
 
-        def hook(module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        def hook(
+            module: nn.Module, args: tuple[Any, ...], output: tuple[torch.Tensor, ...]
+        ) -> tuple[torch.Tensor, ...]:
             logits = family.routing(module, output).logits
-            weights, indices = family.select(module, logits, bias)
+            weights, indices = family.select(module, logits, bias, args)
             return family.pack(output, weights, indices)
 
         return hook

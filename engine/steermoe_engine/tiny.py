@@ -36,6 +36,7 @@ from transformers import (
     JambaConfig,
     Llama4TextConfig,
     LlamaConfig,
+    MiniMaxM2Config,
     MixtralConfig,
     OlmoeConfig,
     PhimoeConfig,
@@ -223,6 +224,9 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             moe_num_experts=size.experts,
             moe_num_shared_experts=1,
             moe_layer_start_index=1,
+        ),
+        "minimax_m2": lambda: MiniMaxM2Config(
+            **common, head_dim=head_dim, intermediate_size=size.expert_ffn, num_local_experts=size.experts
         ),
         "phimoe": lambda: PhimoeConfig(
             **{**common, "num_experts_per_tok": 2},  # SparseMixer is top-2 only

@@ -122,6 +122,14 @@ def reference(
         if config.norm_topk_prob:
             w = w / (w.sum(-1, keepdim=True) + 1e-20)
         return _as_dicts(idx, w * config.routed_scaling_factor, keep)
+    if kind == "minimax_m2":
+        # sigmoid; the choice ranks the scores plus the block's correction bias (no groups);
+        # weights: the plain scores of the chosen, renormalised over them.
+        scores = logits.float().sigmoid()
+        idx = _ranked(scores + params["e_score_correction_bias"], bias).topk(k, dim=-1).indices
+        keep = ~removed[idx]
+        w = scores.gather(-1, idx) * keep
+        return _as_dicts(idx, w / w.sum(-1, keepdim=True), keep)
     if kind == "ernie4_5_moe":
         # softmax; the choice ranks the probabilities plus the correction (moe_statics); weights:
         # the plain probabilities, renormalised over the chosen (sum clamped at moe_norm_min).

@@ -8,6 +8,7 @@ from .base import Bias, Family, Routing
 from .gpt_oss import GptOss
 from .llama4 import Llama4
 from .sigmoid_grouped import SigmoidGrouped
+from .sigmoid_topk import SigmoidTopK
 from .softmax_corrected import SoftmaxCorrected
 from .softmax_grouped import SoftmaxGrouped
 from .softmax_topk import SoftmaxTopK
@@ -49,6 +50,7 @@ ARCHITECTURES = {
     "axk1": Architecture("A.X K1", _sigmoid_grouped),
     "deepseek_v32": Architecture("DeepSeek-V3.2", _sigmoid_grouped),
     "glm_moe_dsa": Architecture("GLM-MoE-DSA", _sigmoid_grouped),
+    "minimax_m2": Architecture("MiniMax-M2", SigmoidTopK()),
     "llama4_text": Architecture("Llama 4 (text)", Llama4()),
 }
 

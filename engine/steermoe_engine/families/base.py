@@ -93,8 +93,11 @@ class Family:
         logits, weights, indices = output
         return Routing(logits, weights, indices)
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weights, indices) under `bias` by the architecture's own rule."""
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weights, indices) under the bias by the architecture's own rule; `args` are the router's
+        positional inputs (MiniMax-M2's block hands its router the correction bias)."""
         raise NotImplementedError
 
     def pack(self, output: RouterOutput, weights: torch.Tensor, indices: torch.Tensor) -> RouterOutput:

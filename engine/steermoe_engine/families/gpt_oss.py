@@ -7,6 +7,8 @@ dimension, which slicing by expert leaves untouched. Granite keeps its MoE block
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,7 +29,9 @@ class GptOss(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return True
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         _, indices = torch.topk(b.rank(logits), self.top_k(router), dim=-1)
         valid = None if b.removed is None else ~b.removed[indices]
         top = logits.gather(-1, indices)

@@ -7,6 +7,8 @@ this family adds. The decoder layer keeps the block in `feed_forward`, the route
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,7 +32,9 @@ class Llama4(Family):
         scores = logits.float().sigmoid()
         return scores / scores.sum(dim=-1, keepdim=True)
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         _, indices = torch.topk(b.rank(logits), self.top_k(router), dim=1)
         top = logits.gather(1, indices)
         if b.removed is not None:  # a removed expert that had to fill a slot gets score 0

@@ -10,6 +10,8 @@ Steering adds its bias to the corrected scores, so it moves both the group and t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,7 +26,9 @@ class SigmoidGrouped(Family):
         scores = logits.float().sigmoid()
         return scores / scores.sum(dim=-1, keepdim=True)
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits.sigmoid()
         choice = b.rank(scores + router.e_score_correction_bias)
         allowed = group_mask(router, grouped(router, choice).topk(2, dim=-1)[0].sum(dim=-1))

@@ -9,6 +9,8 @@ leaves the softmax's denominator, as in softmax_topk.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,7 +23,9 @@ class SoftmaxCorrected(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return True
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         probs = torch.softmax(b.without_removed(logits), dim=1, dtype=torch.float)
         _, indices = torch.topk(b.rank(router.moe_statics(probs)), self.top_k(router), dim=-1)
         weights = torch.gather(probs, dim=-1, index=indices)

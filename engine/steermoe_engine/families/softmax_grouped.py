@@ -5,6 +5,8 @@ Shared experts run beside the router and are not routed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,7 +20,9 @@ class SoftmaxGrouped(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return False
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # Removed experts leave the softmax's denominator too, as in softmax_topk.
         logits = b.without_removed(logits)
         scores = logits.softmax(dim=-1, dtype=torch.float32)

@@ -9,6 +9,8 @@ Hunyuan's shared_mlp sit beside the router and are never routed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,7 +29,9 @@ class SoftmaxTopK(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return self.always_normalize or super().normalizes(router)
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         top_k = self.top_k(router)
         # Removed experts leave the softmax's denominator too: as if their logit were -inf.
         logits = b.without_removed(logits.float())

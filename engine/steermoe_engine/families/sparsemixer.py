@@ -9,6 +9,8 @@ the inference rule, so training sees the routing that generation records.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,7 +24,9 @@ class SparseMixer(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return False
 
-    def select(self, router: nn.Module, logits: torch.Tensor, b: Bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         eps = float(router.router_jitter_noise)
         remaining = b.without_removed(logits)
         picks, weights, valid = [], [], []
