@@ -15,6 +15,7 @@ const FAMILIES = {
   softmax_corrected: "ernie4_5_moe",
   softmax_grouped: "deepseek_v2",
   sigmoid_grouped: "deepseek_v3",
+  sigmoid_topk: "minimax_m2",
   llama4: "llama4_text",
 };
 
