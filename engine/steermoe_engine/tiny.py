@@ -36,6 +36,7 @@ from transformers import (
     JambaConfig,
     Llama4TextConfig,
     LlamaConfig,
+    MellumConfig,
     MiniMaxM2Config,
     MixtralConfig,
     OlmoeConfig,
@@ -224,6 +225,9 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             moe_num_experts=size.experts,
             moe_num_shared_experts=1,
             moe_layer_start_index=1,
+        ),
+        "mellum": lambda: MellumConfig(
+            **common, intermediate_size=size.expert_ffn, moe_intermediate_size=size.expert_ffn, num_experts=size.experts
         ),
         "minimax_m2": lambda: MiniMaxM2Config(
             **common, head_dim=head_dim, intermediate_size=size.expert_ffn, num_local_experts=size.experts

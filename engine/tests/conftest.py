@@ -34,6 +34,7 @@ ALL_ARCHS = [
     "axk1",
     "deepseek_v32",
     "glm_moe_dsa",
+    "mellum",
     "minimax_m2",
     "llama4_text",
 ]

@@ -69,6 +69,7 @@ def reference(
         "qwen3_5_moe_text",
         "hunyuan_v1_moe",
         "jamba",
+        "mellum",
     ):
         # softmax over the experts; top-k of the probabilities (the biased ones for the choice).
         live = logits.float().masked_fill(removed, -INF)

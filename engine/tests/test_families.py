@@ -58,6 +58,7 @@ LAYOUT: dict[str, tuple[list[int], int, list[str]]] = {
     "axk1": ([1, 2], 2, ["shared_experts"]),
     "deepseek_v32": ([1, 2], 2, ["shared_experts"]),
     "glm_moe_dsa": ([1, 2], 2, ["shared_experts"]),
+    "mellum": ([0, 1, 2], 2, []),
     "minimax_m2": ([0, 1, 2], 2, []),
     "llama4_text": ([1], 1, ["shared_expert"]),
 }

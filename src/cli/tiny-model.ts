@@ -38,6 +38,7 @@ export function tinyModelCommand(cli: Command): void {
           "axk1",
           "deepseek_v32",
           "glm_moe_dsa",
+          "mellum",
           "minimax_m2",
           "llama4_text",
           "llama",

@@ -33,6 +33,7 @@ ARCHITECTURES = {
     "qwen3_next": Architecture("Qwen3-Next", _softmax),
     "qwen3_5_moe_text": Architecture("Qwen3.5-MoE (text)", SoftmaxTopK(always_normalize=True)),
     "jamba": Architecture("Jamba", SoftmaxTopK(block_attrs=("feed_forward",), router_attr="router")),
+    "mellum": Architecture("Mellum", _softmax),
     "hunyuan_v1_moe": Architecture("Hunyuan-MoE-V1", SoftmaxTopK(always_normalize=True)),
     "granitemoe": Architecture("Granite-MoE", _granite),
     "granitemoeshared": Architecture("Granite-MoE-Shared", _granite),

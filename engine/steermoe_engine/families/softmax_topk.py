@@ -1,5 +1,5 @@
 """Softmax top-k: OLMoE, FlexOlmo, Mixtral, Qwen2-MoE, Qwen3-MoE, Qwen3-Next, Qwen3.5-MoE,
-Hunyuan-MoE-V1, Jamba (whose MoE block is the decoder layer's `feed_forward`, its router `router`).
+Mellum, Hunyuan-MoE-V1, Jamba (whose MoE block is the decoder layer's `feed_forward`, its router `router`).
 
 The router takes the top-k of softmax(logits) in float32; the weights are those probabilities,
 renormalised over the selected experts where the architecture does so (Mixtral, Qwen3.5 and Hunyuan always,
