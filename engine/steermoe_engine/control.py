@@ -1,27 +1,27 @@
-"""Steering a router's choice with a bias on its logits: one mechanism for graded steering,
-switching experts off or on, and training's routing mask.
+"""Steering a router's choice with a bias: one mechanism for graded steering, switching experts
+off or on, and training's routing mask.
 
-A forward hook on the router replaces its (logits, scores, indices) with a re-selection from the
-same logits under a bias vector [num_experts]. It goes first among the router's hooks, so a
-recording hook (routing.py) sees the experts the layer really used, whichever was registered
-first. How the bias enters:
+A forward hook on the router replaces its selection with a re-selection from the same logits
+under a bias vector [num_experts]. It goes first among the router's hooks, so a recording hook
+(routing.py) sees the experts the layer really used, whichever was registered first. How the
+bias enters, in every family (families/):
 
-- Selection: the architecture's own top-k (top-k of softmax(logits), in float32) run on
-  logits + bias. A finite bias only moves experts up or down the ranking.
-- Weights: the architecture's own rule on the UNBIASED logits: the selected experts' softmax
-  probabilities, renormalised over the selected experts where the architecture does so (Mixtral
-  always, the others when config.norm_topk_prob). A finite bias never changes a weight except by
-  changing which experts are selected.
+- Selection: the architecture's own rule (softmax top-k, DeepSeek's grouped choice on corrected
+  sigmoid scores, GPT-OSS's top-k of raw logits, SparseMixer's rounds, ...) run on the scores it
+  ranks with, shifted by the bias. A finite bias only moves experts up or down the ranking.
+- Weights: the architecture's own rule on the UNBIASED scores (softmax probabilities renormalised
+  where the architecture does so, sigmoid scores times the routed scaling factor, ...). A finite
+  bias never changes a weight except by changing which experts are selected.
 - bias -inf: the expert is taken out of the router, as if its logit were -inf: never selected, and
-  out of the softmax's denominator too (switching off; training's routing mask is -inf outside
-  the batch's experts). With fewer remaining experts than top-k, the spare slots repeat the best
-  remaining expert with weight 0, so no token ever reaches a removed expert.
-- bias +inf: the expert is always selected (switching on), with its own probability as weight.
+  out of any softmax over the experts (switching off; training's routing mask is -inf outside the
+  batch's experts). With fewer allowed experts than top-k, the spare slots repeat the token's first
+  choice with weight 0, so no token ever reaches a removed expert.
+- bias +inf: the expert is always selected (switching on), with its own unbiased weight.
 - bias 0 everywhere runs exactly the router's own operations: bit-identical to no steering.
 
-So as a finite bias goes to -inf the selection converges to switching off, but on architectures
-that do not renormalise (OLMoE, Qwen without norm_topk_prob) the weights do not: a finite bias
-keeps the expert in the softmax's denominator, -inf takes it out (docs/results.md measures it).
+So as a finite bias goes to -inf the selection converges to switching off, but where a softmax
+over all experts gives the weights (OLMoE, Qwen without norm_topk_prob, DeepSeek-V2) the weights do
+not: a finite bias keeps the expert in the denominator, -inf takes it out (docs/results.md).
 """
 
 from __future__ import annotations
@@ -33,41 +33,12 @@ import torch
 from torch import nn
 
 from .adapters import MoeAdapter
+from .families import Bias
 
 
 @dataclass(frozen=True)
 class LayerControl:
     bias: torch.Tensor  # float32 [num_experts], ±inf allowed
-
-
-def reselect(
-    logits: torch.Tensor, control: LayerControl | None, top_k: int, normalize: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores [tokens, k] in float32, indices [tokens, k]) under `control`'s bias."""
-    logits = logits.float()
-    bias = None if control is None else control.bias.to(logits.device)
-    removed = None if bias is None or not torch.isneginf(bias).any() else torch.isneginf(bias)
-    if removed is not None:
-        logits = logits.masked_fill(removed, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    ranking = probs
-    if bias is not None:
-        finite = torch.where(torch.isinf(bias), 0.0, bias)
-        if finite.any():
-            ranking = torch.softmax(logits + finite, dim=-1)
-        forced = torch.isposinf(bias)
-        if forced.any():
-            ranking = ranking.masked_fill(forced, 2.0)
-    k = top_k if removed is None else min(top_k, int((~removed).sum()))
-    _, indices = torch.topk(ranking, k, dim=-1)
-    scores = probs.gather(-1, indices)
-    if normalize:
-        scores = scores / scores.sum(dim=-1, keepdim=True)
-    if k < top_k:
-        pad = top_k - k
-        indices = torch.cat([indices, indices[:, :1].expand(-1, pad)], dim=-1)
-        scores = torch.cat([scores, torch.zeros_like(scores[:, :1]).expand(-1, pad)], dim=-1)
-    return scores, indices
 
 
 def allowed_only(experts: list[int], num_experts: int, device: torch.device | str) -> LayerControl:
@@ -85,13 +56,16 @@ class RouterControl:
         self.controls = controls
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook_for(self, control: LayerControl) -> Any:
-        top_k, normalize = self.adapter.top_k, self.adapter.normalize_topk
+    def _hook_for(self, control: LayerControl, device: torch.device) -> Any:
+        family = self.adapter.family
+        bias = Bias.of(control.bias, device)
 
-        def hook(_module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-            logits = output[0]
-            scores, indices = reselect(logits, control, top_k, normalize)
-            return logits, scores.to(output[1].dtype), indices.to(output[2].dtype)
+        def hook(
+            module: nn.Module, args: tuple[Any, ...], output: tuple[torch.Tensor, ...]
+        ) -> tuple[torch.Tensor, ...]:
+            logits = family.routing(module, output).logits
+            weights, indices = family.select(module, logits, bias, args)
+            return family.pack(output, weights, indices)
 
         return hook
 
@@ -99,7 +73,8 @@ class RouterControl:
         for layer in self.adapter.layers:
             control = self.controls.get(layer.index)
             if control is not None:
-                hook = self._hook_for(control)
+                device = next(layer.router.parameters()).device
+                hook = self._hook_for(control, device)
                 self._handles.append(layer.router.register_forward_hook(hook, prepend=True))
         return self
 

@@ -12,7 +12,6 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from .adapters import EXPERT_PARAMS
 from .errors import EngineError
 from .models import Loaded
 
@@ -54,7 +53,7 @@ def expert_delta(loaded: Loaded, experts: dict[int, list[int]]) -> dict[str, tor
         delta_key(index, e, name): getattr(by_index[index].experts, name)[e]
         for index, chosen in sorted(experts.items())
         for e in chosen
-        for name in EXPERT_PARAMS
+        for name in loaded.adapter.expert_params
     }
 
 

@@ -91,6 +91,8 @@ def describe(loaded: Loaded) -> dict[str, Any]:
         "num_experts": adapter.num_experts,
         "top_k": adapter.top_k,
         "normalize_topk": adapter.normalize_topk,
+        "routing_family": adapter.family.name,
+        "shared_experts": {str(k): v for k, v in adapter.shared_experts().items()},
         "hidden_size": int(model.config.hidden_size),
         "vocab_size": int(model.config.vocab_size),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),

@@ -1,6 +1,7 @@
 """Recording which experts each token was routed to, and writing it to routing shards.
 
-A forward hook on every MoE layer's router keeps the (indices, weights) the router returned, so
+A forward hook on every MoE layer's router keeps the (indices, weights) the router returned (read
+in its family's output form, families/), so
 what is recorded is exactly what the layer used: nothing is re-derived. Hooks only keep tensors
 on the device; copying to the host happens once, after the whole forward or generation.
 
@@ -59,9 +60,9 @@ class RoutingRecorder:
         self.weights: list[torch.Tensor] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook(self, _module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> None:
-        _logits, scores, indices = output
-        self._pending.append((indices.to(self.id_dtype), scores.float()))
+    def _hook(self, module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> None:
+        routing = self.adapter.family.routing(module, output)
+        self._pending.append((routing.indices.to(self.id_dtype), routing.weights.float()))
         if len(self._pending) == len(self.adapter.layers):
             self.ids.append(torch.stack([ids for ids, _ in self._pending], dim=1))
             self.weights.append(torch.stack([w for _, w in self._pending], dim=1))

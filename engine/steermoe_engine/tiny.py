@@ -17,13 +17,37 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
+    AXK1Config,
+    DeepseekV2Config,
+    DeepseekV3Config,
+    DeepseekV32Config,
+    Dots1Config,
+    Ernie4_5_MoeConfig,
+    ExaoneMoeConfig,
+    FlexOlmoConfig,
+    Glm4MoeConfig,
+    Glm4MoeLiteConfig,
+    GlmMoeDsaConfig,
+    GptOssConfig,
+    GraniteMoeConfig,
+    GraniteMoeSharedConfig,
+    GraniteMoeSWAConfig,
+    HunYuanMoEV1Config,
+    JambaConfig,
+    Llama4TextConfig,
     LlamaConfig,
+    MellumConfig,
+    MiniMaxM2Config,
     MixtralConfig,
     OlmoeConfig,
+    PhimoeConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
     Qwen2MoeConfig,
+    Qwen3_5MoeTextConfig,
     Qwen3MoeConfig,
+    Qwen3NextConfig,
+    SolarOpenConfig,
 )
 
 from .errors import EngineError
@@ -84,32 +108,185 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
         "tie_word_embeddings": False,
         **special,
     }
-    if arch == "olmoe":
-        return OlmoeConfig(**common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False)
-    if arch == "mixtral":
-        return MixtralConfig(**common, intermediate_size=size.expert_ffn, num_local_experts=size.experts)
-    if arch == "qwen2_moe":
+    head_dim = size.hidden // size.heads
+    # DeepSeek-style models: the first layer dense (first_k_dense_replace), two groups of experts of
+    # which a token may use one, two shared experts' worth of always-on MLP.
+    deepseek: dict[str, Any] = {
+        "intermediate_size": size.expert_ffn * 2,
+        "moe_intermediate_size": size.expert_ffn,
+        "n_routed_experts": size.experts,
+        "n_shared_experts": 2,
+        "first_k_dense_replace": 1,
+        "n_group": 2,
+        "topk_group": 1,
+        "routed_scaling_factor": 2.5,
+    }
+    without_dense_count = {k: v for k, v in deepseek.items() if k != "first_k_dense_replace"}
+    sparse_after_first = ["dense"] + ["sparse"] * (size.layers - 1)
+    mla = {"kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
+    indexer = {"index_topk": 2048, "index_head_dim": 16, "index_n_heads": 2, "head_dim": mla["qk_rope_head_dim"]}
+    builders: dict[str, Any] = {
+        "olmoe": lambda: OlmoeConfig(
+            **common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False
+        ),
+        "flex_olmo": lambda: FlexOlmoConfig(
+            **common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False
+        ),
+        "mixtral": lambda: MixtralConfig(**common, intermediate_size=size.expert_ffn, num_local_experts=size.experts),
         # A dense layer in the middle exercises models whose MoE layers are not all layers.
-        return Qwen2MoeConfig(
+        "qwen2_moe": lambda: Qwen2MoeConfig(
             **common,
             intermediate_size=size.expert_ffn * 2,
             moe_intermediate_size=size.expert_ffn,
             shared_expert_intermediate_size=size.expert_ffn * 2,
             num_experts=size.experts,
             mlp_only_layers=[1] if size.layers > 2 else [],
-        )
-    if arch == "qwen3_moe":
-        return Qwen3MoeConfig(
+        ),
+        "qwen3_moe": lambda: Qwen3MoeConfig(
             **common,
-            head_dim=size.hidden // size.heads,
+            head_dim=head_dim,
             intermediate_size=size.expert_ffn * 2,
             moe_intermediate_size=size.expert_ffn,
             num_experts=size.experts,
             norm_topk_prob=True,
-        )
-    if arch == "llama":  # dense: for checking that non-MoE models are refused
-        return LlamaConfig(**{k: v for k, v in common.items() if k != "num_experts_per_tok"}, intermediate_size=64)
-    raise EngineError(f"unknown tiny architecture '{arch}'; choose olmoe, mixtral, qwen2_moe, qwen3_moe or llama")
+        ),
+        # Hybrid attention: linear (gated delta-net) layers, full attention in the last one.
+        "qwen3_next": lambda: Qwen3NextConfig(
+            **common,
+            head_dim=head_dim,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            shared_expert_intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            norm_topk_prob=True,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            layer_types=["linear_attention"] * (size.layers - 1) + ["full_attention"],
+        ),
+        "qwen3_5_moe_text": lambda: Qwen3_5MoeTextConfig(
+            **common,
+            head_dim=head_dim,
+            moe_intermediate_size=size.expert_ffn,
+            shared_expert_intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            layer_types=["linear_attention"] * (size.layers - 1) + ["full_attention"],
+        ),
+        "granitemoeshared": lambda: GraniteMoeSharedConfig(
+            **common,
+            intermediate_size=size.expert_ffn,
+            num_local_experts=size.experts,
+            shared_intermediate_size=size.expert_ffn * 2,
+        ),
+        "granitemoe_swa": lambda: GraniteMoeSWAConfig(
+            **common,
+            intermediate_size=size.expert_ffn,
+            num_local_experts=size.experts,
+            shared_intermediate_size=size.expert_ffn * 2,
+            sliding_window=8,
+        ),
+        # Mamba layers with attention in the last one; every layer's MLP sparse.
+        "jamba": lambda: JambaConfig(
+            **common,
+            intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            expert_layer_period=1,
+            expert_layer_offset=0,
+            attn_layer_period=size.layers,
+            attn_layer_offset=size.layers - 1,
+            use_mamba_kernels=False,
+        ),
+        "gpt_oss": lambda: GptOssConfig(
+            **common,
+            head_dim=head_dim,
+            intermediate_size=size.expert_ffn,
+            num_local_experts=size.experts,
+            sliding_window=8,
+        ),
+        "granitemoe": lambda: GraniteMoeConfig(
+            **common, intermediate_size=size.expert_ffn, num_local_experts=size.experts
+        ),
+        "hunyuan_v1_moe": lambda: HunYuanMoEV1Config(
+            **{k: v for k, v in common.items() if k != "num_experts_per_tok"},
+            head_dim=head_dim,
+            intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            moe_topk=size.top_k,
+        ),
+        "ernie4_5_moe": lambda: Ernie4_5_MoeConfig(
+            **common,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            moe_num_experts=size.experts,
+            moe_num_shared_experts=1,
+            moe_layer_start_index=1,
+        ),
+        "mellum": lambda: MellumConfig(
+            **common, intermediate_size=size.expert_ffn, moe_intermediate_size=size.expert_ffn, num_experts=size.experts
+        ),
+        "minimax_m2": lambda: MiniMaxM2Config(
+            **common, head_dim=head_dim, intermediate_size=size.expert_ffn, num_local_experts=size.experts
+        ),
+        "phimoe": lambda: PhimoeConfig(
+            **{**common, "num_experts_per_tok": 2},  # SparseMixer is top-2 only
+            intermediate_size=size.expert_ffn,
+            num_local_experts=size.experts,
+        ),
+        "deepseek_v2": lambda: DeepseekV2Config(
+            **common, **deepseek, **mla, topk_method="group_limited_greedy", head_dim=mla["qk_rope_head_dim"]
+        ),
+        "deepseek_v3": lambda: DeepseekV3Config(**common, **deepseek, **mla, norm_topk_prob=True),
+        "glm4_moe": lambda: Glm4MoeConfig(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
+        "dots1": lambda: Dots1Config(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
+        "glm4_moe_lite": lambda: Glm4MoeLiteConfig(
+            **common, **without_dense_count, **mla, norm_topk_prob=True, mlp_layer_types=sparse_after_first
+        ),
+        "solar_open": lambda: SolarOpenConfig(**common, **without_dense_count, head_dim=head_dim, norm_topk_prob=True),
+        "axk1": lambda: AXK1Config(**common, **without_dense_count, **mla, mlp_layer_types=sparse_after_first),
+        # DeepSeek sparse attention: index_topk above any test sequence, so that attention (and so
+        # routing) is the same in cached generation and in a teacher-forced pass.
+        "deepseek_v32": lambda: DeepseekV32Config(
+            **common, **without_dense_count, **mla, **indexer, mlp_layer_types=sparse_after_first
+        ),
+        "glm_moe_dsa": lambda: GlmMoeDsaConfig(
+            **common, **without_dense_count, **mla, **indexer, mlp_layer_types=sparse_after_first
+        ),
+        "exaone_moe": lambda: ExaoneMoeConfig(
+            **common,
+            intermediate_size=size.expert_ffn * 2,
+            moe_intermediate_size=size.expert_ffn,
+            num_experts=size.experts,
+            num_shared_experts=1,
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            first_k_dense_replace=1,
+            mlp_layer_types=sparse_after_first,
+        ),
+        # Top-1 like the released models; MoE and dense layers interleaved like Maverick.
+        "llama4_text": lambda: Llama4TextConfig(
+            **{**common, "num_experts_per_tok": 1},
+            head_dim=head_dim,
+            intermediate_size=size.expert_ffn,
+            intermediate_size_mlp=size.expert_ffn * 2,
+            num_local_experts=size.experts,
+            interleave_moe_layer_step=2 if size.layers > 2 else 1,
+        ),
+        # dense: for checking that non-MoE models are refused
+        "llama": lambda: LlamaConfig(
+            **{k: v for k, v in common.items() if k != "num_experts_per_tok"}, intermediate_size=64
+        ),
+    }
+    build = builders.get(arch)
+    if build is None:
+        raise EngineError(f"unknown tiny architecture '{arch}'; choose one of {', '.join(builders)}")
+    return build()
 
 
 def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
@@ -147,6 +324,12 @@ def build_tiny(
     config = _config(arch, size, vocab, special)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, buffer in [*model.named_buffers(), *model.named_parameters()]:
+            # Zero in a fresh model: random here, so that a correction that acts on the choice
+            # only (DeepSeek-V3, GLM-4-MoE) is exercised by every test of the tiny model.
+            if name.endswith("e_score_correction_bias"):  # a buffer, or ERNIE's frozen parameter
+                buffer.copy_(torch.rand(buffer.shape) * 0.2)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     path = Path(out)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import EXPERT_PARAMS, MoeAdapter
+from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
 from .errors import EngineError
 from .generation import Messages, chat_ids
@@ -89,10 +89,11 @@ class RouterProbe:
 
     def __enter__(self) -> RouterProbe:
         if self.enabled:
+            family = self.adapter.family
             for layer in self.adapter.layers:
 
-                def hook(_m: nn.Module, _a: Any, out: tuple[torch.Tensor, ...], index: int = layer.index) -> None:
-                    self.probs[index] = torch.softmax(out[0].float(), dim=-1)
+                def hook(m: nn.Module, _a: Any, out: tuple[torch.Tensor, ...], index: int = layer.index) -> None:
+                    self.probs[index] = family.distribution(m, family.routing(m, out).logits)
 
                 self._handles.append(layer.router.register_forward_hook(hook))
         return self
@@ -116,7 +117,13 @@ class Trainer:
         if setup.trainable == "experts":
             params = self._expert_masters(setup.experts)
         elif setup.trainable == "router":
-            params = [layer.router.weight for layer in adapter.layers]
+            # ERNIE keeps its selection correction as a frozen parameter: not a router weight.
+            params = [
+                p
+                for layer in adapter.layers
+                for name, p in layer.router.named_parameters()
+                if not name.endswith("e_score_correction_bias")
+            ]
             for p in params:
                 p.requires_grad_(True)
         else:
@@ -135,7 +142,7 @@ class Trainer:
                 continue
             layer = by_index[index]
             rows = torch.tensor(sorted(set(chosen)), device=self.loaded.device)
-            for name in EXPERT_PARAMS:
+            for name in self.loaded.adapter.expert_params:
                 fused: nn.Parameter = getattr(layer.experts, name)
                 master = nn.Parameter(fused.detach()[rows].float().clone())
                 piece = ExpertSlices(fused, rows, master)
@@ -237,7 +244,7 @@ class Trainer:
                 totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
                 with torch.no_grad():
                     for input_ids, _, attention, chunk_safe in chunks:
-                        model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                        decoder(model)(input_ids=input_ids, attention_mask=attention, use_cache=False)
                         for index, (s, u) in self._router_sums(probe, layers, attention, chunk_safe).items():
                             seen = totals.get(index)
                             totals[index] = (s, u) if seen is None else (seen[0] + s, seen[1] + u)
@@ -249,7 +256,7 @@ class Trainer:
                 router_loss = float(kl.detach())
                 mean_grads = {i: (s.grad, u.grad) for i, (s, u) in means.items()}  # type: ignore[misc]
             for input_ids, target, attention, chunk_safe in chunks:
-                hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                hidden = decoder(model)(input_ids=input_ids, attention_mask=attention, use_cache=False)
                 # The LM head runs on target positions only: [batch·seq, vocab] logits for every
                 # prompt token would be the largest activation of the step, for nothing.
                 next_tokens = target[:, 1:]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from steermoe_engine.control import LayerControl, RouterControl, allowed_only, reselect
+from steermoe_engine.control import LayerControl, RouterControl, allowed_only
+from steermoe_engine.families import Bias
 from steermoe_engine.files import apply_delta, expert_delta
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
@@ -46,8 +47,8 @@ def test_reselect_without_control_is_the_routers_own_choice(arch: str, loaded: d
         model.model(ids)
     for layer in model.adapter.layers:
         layer.router._forward_hooks.clear()
-    for logits, scores, indices in seen:
-        mine_scores, mine_indices = reselect(logits, None, model.adapter.top_k, model.adapter.normalize_topk)
+    for layer, (logits, scores, indices) in zip(model.adapter.layers, seen, strict=True):
+        mine_scores, mine_indices = model.adapter.family.select(layer.router, logits, Bias.of(None, logits.device))
         assert torch.equal(mine_indices, indices)
         torch.testing.assert_close(mine_scores.to(scores.dtype), scores, rtol=1e-6, atol=1e-7)
 

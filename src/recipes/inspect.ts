@@ -31,6 +31,19 @@ const count = (n: number): string =>
         ? `${(n / 1e3).toFixed(1)}K`
         : `${n}`;
 
+/** "none", or each distinct set of shared-expert modules with the MoE layers that have it. */
+function sharedExperts(shared: Record<string, string[]>): string {
+  const byModules = new Map<string, string[]>();
+  for (const [layer, modules] of Object.entries(shared)) {
+    const key = modules.join(" + ");
+    byModules.set(key, [...(byModules.get(key) ?? []), layer]);
+  }
+  if (byModules.size === 0) return "none";
+  return [...byModules]
+    .map(([modules, layers]) => `${modules} (layers ${layers.join(", ")}; not routed)`)
+    .join("; ");
+}
+
 /** The human-readable form of `steermoe inspect`. */
 export function formatModelInfo(info: ModelInfo): string {
   const p = info.parameters;
@@ -42,6 +55,8 @@ export function formatModelInfo(info: ModelInfo): string {
     ["MoE layers", info.moe_layers.join(", ")],
     ["experts per layer", String(info.num_experts)],
     ["top-k", `${info.top_k}${info.normalize_topk ? " (weights renormalised)" : ""}`],
+    ["routing", info.routing_family],
+    ["shared experts", sharedExperts(info.shared_experts)],
     ["hidden size / vocab", `${info.hidden_size} / ${info.vocab_size}`],
     ["dtype / device", `${info.dtype} / ${info.device}`],
     ["parameters", count(p.total)],

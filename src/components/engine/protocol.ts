@@ -36,6 +36,9 @@ export const ModelInfo = z.object({
   num_experts: z.number().int(),
   top_k: z.number().int(),
   normalize_topk: z.boolean(),
+  routing_family: z.string(),
+  /** Per MoE layer (decoder-layer index as key), the block's always-on experts: not routed, never counted as experts. */
+  shared_experts: z.record(z.string(), z.array(z.string())),
   hidden_size: z.number().int(),
   vocab_size: z.number().int(),
   dtype: z.string(),

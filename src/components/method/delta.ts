@@ -7,7 +7,7 @@ import { UserError } from "../errors.js";
 import type { ModelInfo } from "../engine/protocol.js";
 
 export const DELTA_FORMAT = "steermoe.expert_delta.v1";
-const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj)$/;
+const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)$/;
 
 const Header = z.record(z.string(), z.unknown());
 

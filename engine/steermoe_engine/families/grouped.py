@@ -1,0 +1,24 @@
+"""Group-limited routing shared by the DeepSeek families: the experts fall into n_group equal
+groups, a token first picks topk_group groups by a per-group score, then its top-k experts within
+them. The bias acts on the scores used for both choices, so a forced expert's group is always
+chosen and a removed expert never lifts its group."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def group_mask(router: nn.Module, group_scores: torch.Tensor) -> torch.Tensor:
+    """bool [tokens, experts]: the experts of each token's chosen groups."""
+    n, per_group = int(router.num_group), int(router.num_experts) // int(router.num_group)
+    group_idx = torch.topk(group_scores, k=int(router.topk_group), dim=-1, sorted=False)[1]
+    mask = torch.zeros_like(group_scores)
+    mask.scatter_(1, group_idx, 1)
+    return mask.unsqueeze(-1).expand(-1, n, per_group).reshape(-1, n * per_group).bool()
+
+
+def grouped(router: nn.Module, scores: torch.Tensor) -> torch.Tensor:
+    """[tokens, n_group, experts per group]."""
+    n = int(router.num_group)
+    return scores.view(-1, n, int(router.num_experts) // n)

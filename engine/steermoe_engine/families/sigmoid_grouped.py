@@ -1,0 +1,46 @@
+"""Sigmoid scores with a selection-only correction bias: DeepSeek-V3, GLM-4-MoE (and -Lite), dots1,
+Solar Open, EXAONE-MoE, A.X K1, DeepSeek-V3.2, GLM-MoE-DSA (the same router code in each).
+
+scores = sigmoid(logits); the choice ranks scores + e_score_correction_bias: groups by the sum of
+their two best, then the top-k experts inside the chosen groups. The weights are the UNcorrected
+sigmoid scores of the chosen experts, renormalised when norm_topk_prob, times
+routed_scaling_factor. Shared experts run on every token beside the router and are not routed.
+Steering adds its bias to the corrected scores, so it moves both the group and the expert choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import Bias, Family, keep_valid
+from .grouped import group_mask, grouped
+
+
+class SigmoidGrouped(Family):
+    name = "sigmoid_grouped"
+
+    def distribution(self, router: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        scores = logits.float().sigmoid()
+        return scores / scores.sum(dim=-1, keepdim=True)
+
+    def select(
+        self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = logits.sigmoid()
+        choice = b.rank(scores + router.e_score_correction_bias)
+        allowed = group_mask(router, grouped(router, choice).topk(2, dim=-1)[0].sum(dim=-1))
+        choice = choice.masked_fill(~allowed, float("-inf"))
+        indices = torch.topk(choice, k=self.top_k(router), dim=-1, sorted=False)[1]
+        weights = scores.gather(1, indices)
+        valid = None
+        if b.removed is not None:
+            valid = (allowed & ~b.removed).gather(1, indices)
+            weights = torch.where(valid, weights, torch.zeros_like(weights))
+        if router.norm_topk_prob:
+            denominator = weights.sum(dim=-1, keepdim=True) + 1e-20
+            weights /= denominator
+        weights = weights * router.routed_scaling_factor
+        return keep_valid(indices, weights, valid)
