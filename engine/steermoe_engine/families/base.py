@@ -88,6 +88,8 @@ class Family:
     block_attrs: tuple[str, ...] = ("mlp",)
     router_attr: str = "gate"
     shared_attrs: tuple[str, ...] = ("shared_expert", "shared_experts", "shared_expert_gate", "shared_mlp")
+    # How the router turns logits into expert scores: softmax over experts, or one sigmoid each.
+    scores: str = "softmax"
 
     def routing(self, router: nn.Module, output: RouterOutput) -> Routing:
         logits, weights, indices = output
@@ -104,7 +106,11 @@ class Family:
         return output[0], weights.to(output[1].dtype), indices.to(output[2].dtype)
 
     def distribution(self, router: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        """The router's distribution over experts, for the safe/unsafe router loss."""
+        """The router's distribution over experts, for the safe/unsafe router loss (sigmoid scores
+        normalised to sum to 1)."""
+        if self.scores == "sigmoid":
+            scores = logits.float().sigmoid()
+            return scores / scores.sum(dim=-1, keepdim=True)
         return torch.softmax(logits.float(), dim=-1)
 
     def normalizes(self, router: nn.Module) -> bool:

@@ -17,6 +17,7 @@ from .base import Bias, Family, RouterOutput, Routing
 
 class Llama4(Family):
     name = "llama4"
+    scores = "sigmoid"
     block_attrs = ("feed_forward",)
     router_attr = "router"
 
@@ -27,10 +28,6 @@ class Llama4(Family):
         scores, logits = output
         weights, indices = torch.topk(scores, self.top_k(router), dim=1)
         return Routing(logits, weights, indices)
-
-    def distribution(self, router: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        scores = logits.float().sigmoid()
-        return scores / scores.sum(dim=-1, keepdim=True)
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()

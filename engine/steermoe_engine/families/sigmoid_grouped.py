@@ -21,10 +21,7 @@ from .grouped import group_mask, grouped
 
 class SigmoidGrouped(Family):
     name = "sigmoid_grouped"
-
-    def distribution(self, router: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        scores = logits.float().sigmoid()
-        return scores / scores.sum(dim=-1, keepdim=True)
+    scores = "sigmoid"
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()

@@ -18,13 +18,10 @@ from .base import Bias, Family, keep_valid
 
 class SigmoidTopK(Family):
     name = "sigmoid_topk"
+    scores = "sigmoid"
 
     def normalizes(self, router: nn.Module) -> bool:
         return True
-
-    def distribution(self, router: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        scores = logits.float().sigmoid()
-        return scores / scores.sum(dim=-1, keepdim=True)
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
