@@ -21,7 +21,7 @@ export function tempDir(t: { after: (fn: () => void) => void }): string {
 
 export function run(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeout?: number } = {},
+  options: { env?: NodeJS.ProcessEnv; timeout?: number; cwd?: string } = {},
 ): SpawnSyncReturns<string> {
   return spawnSync(BIN, args, { encoding: "utf8", timeout: 300_000, ...options });
 }
