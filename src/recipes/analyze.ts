@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { z } from "zod";
 import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
+import type { EngineHandle } from "../components/engine/client.js";
+import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
@@ -120,13 +121,17 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     : undefined;
   if (judge) await probeJudge(settings.judge);
 
-  return withEngine(options.engine ?? {}, async (engine) => {
-    const model = await engine.load(settings.model);
+  return withGenerator(options.engine ?? {}, async (generator) => {
+    const model = await generator.load(settings.model);
     const resumed = openRun(
       run,
       "analyze",
       { ...settings, datasetSha256: dataset.datasetSha256 },
-      { model, engine: engine.info, dataset: { pairs: dataset.pairs.length, records: dataset.recordCount } },
+      {
+        model,
+        ...generator.description,
+        dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
+      },
     );
     writeJsonAtomic(join(run, "batches.json"), {
       batch_size: plan.batchSize,
@@ -135,21 +140,30 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     } satisfies BatchesFile);
 
     const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
-    const perCall = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
+    const perCall = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
     const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
     const started = Date.now();
     let tokens = 0;
+    let done = plan.batches.length - todo.length;
     // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
     const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
     // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
     // large batches, while every result still lands in its own analysis batch.
     const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
-    for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
-      const chunk = todo.slice(i, i + perChunk);
-      tokens += await generateBatches(engine, chunk, settings, judge, goals, run);
-      const done = plan.batches.length - todo.length + i + chunk.length;
-      bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
-    }
+    const chunks = Array.from({ length: Math.ceil(todo.length / perChunk) }, (_, i) =>
+      todo.slice(i * perChunk, (i + 1) * perChunk),
+    );
+    await inOrder(
+      chunks,
+      generator.slots,
+      (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
+      (chunk, rows) => {
+        tokens += commitBatches(chunk, rows, run);
+        done += chunk.length;
+        bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+      },
+      options.signal,
+    );
     bar.finish();
     const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
     const summary = { run, batchesDone, batches: plan.batches.length, pairs: dataset.pairs.length, resumed };
@@ -162,15 +176,15 @@ function batchOutline(batch: MixedBatch) {
   return { batch_idx: batch.batchIdx, sample_ids: batch.samples.map((s) => s.sampleId) };
 }
 
-/** Generate, judge and store a chunk of analysis batches; returns the response tokens made. */
+/** Generate and judge a chunk of analysis batches: the rows of each batch, routing already on disk. */
 async function generateBatches(
-  engine: Engine,
+  generator: Generator,
   batches: MixedBatch[],
   settings: z.infer<typeof AnalyzeSettings>,
   judge: Judge | undefined,
   goals: ReadonlyMap<string, string>,
   run: string,
-): Promise<number> {
+): Promise<SampleRow[][]> {
   const samples = batches.flatMap((b) => b.samples);
   // A sample's seed depends only on its place in the plan, so resuming changes nothing.
   const seeds = samples.map((s) => settings.sampling.seed + s.batchIdx * settings.batch.size + s.inBatchIdx);
@@ -179,12 +193,12 @@ async function generateBatches(
     path: join(run, routingFile(b.batchIdx)),
     sample_ids: b.samples.map((s) => s.sampleId),
   }));
-  const results = await engine.generate(
-    samples.map((s) => s.messages),
+  const results = await generator.generate({
+    conversations: samples.map((s) => s.messages),
     seeds,
-    settings.sampling,
+    sampling: settings.sampling,
     shards,
-  );
+  });
   const verdicts = judge
     ? await judge.judge(
         samples.map((s, i) => ({
@@ -194,15 +208,13 @@ async function generateBatches(
         })),
       )
     : undefined;
-  let tokens = 0;
   let at = 0;
-  for (const batch of batches) {
-    const rows: SampleRow[] = batch.samples.map((s, index) => {
+  return batches.map((batch) =>
+    batch.samples.map((s, index): SampleRow => {
       const result = results[at]!;
       const verdict = verdicts?.[at] ?? null;
       const seed = seeds[at]!;
       at++;
-      tokens += result.generated_ids.data.length;
       return {
         sample_id: s.sampleId,
         pair_id: s.pairId,
@@ -219,11 +231,17 @@ async function generateBatches(
         qc_pass: verdict ? !verdict.parseFailure && verdict.isRefusal === (s.label === "safe") : null,
         routing: { shard: routingFile(batch.batchIdx), index },
       };
-    });
+    }),
+  );
+}
+
+/** Store a chunk's samples files; returns the response tokens they hold. */
+function commitBatches(batches: MixedBatch[], rows: SampleRow[][], run: string): number {
+  batches.forEach((batch, i) => {
     // The samples file is written last: its presence is what marks the batch as done.
-    writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows);
-  }
-  return tokens;
+    writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows[i]!);
+  });
+  return rows.flat().reduce((sum, row) => sum + row.generated_token_ids.length, 0);
 }
 
 /** Quality control: which pairs to drop and why, from the stored verdicts. */

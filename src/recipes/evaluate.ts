@@ -15,7 +15,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
+import type { EngineHandle } from "../components/engine/client.js";
+import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -216,19 +217,19 @@ export async function evaluate(
   }
   const judge = createJudge(settings.judge, { cachePath: join(options.out, "judge_cache.jsonl") });
   await probeJudge(settings.judge);
-  return withEngine(options.engine ?? {}, async (engine) => {
+  return withGenerator(options.engine ?? {}, async (generator) => {
     const results: ModelResult[] = [];
     const rows: EvalSampleRow[] = [];
     for (const spec of settings.models) {
       const source = resolveModel(spec.model.source);
-      const info = await engine.load({ ...spec.model, source });
+      const info = await generator.load({ ...spec.model, source });
       if (spec.delta) {
         checkDelta(spec.delta, info);
-        await engine.applyDelta(spec.delta);
+        await generator.applyDelta(spec.delta);
       }
       for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
         const computeBatch = options.computeBatch ?? "auto";
-        const responses = await generateAll(engine, items, settings, computeBatch, name, steer);
+        const responses = await generateAll(generator, items, settings, computeBatch, name, steer);
         const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
         const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
         results.push({
@@ -258,7 +259,7 @@ export async function evaluate(
         writeJsonAtomic(join(options.out, "results.json"), results);
       }
     }
-    writeJsonAtomic(join(options.out, "eval_config.json"), { settings, engine: engine.info });
+    writeJsonAtomic(join(options.out, "eval_config.json"), { settings, ...generator.description });
     return results;
   });
 }
@@ -364,28 +365,35 @@ const judgeDetails = (v: Verdict): Partial<EvalSampleRow> => ({
 });
 
 async function generateAll(
-  engine: Engine,
+  generator: Generator,
   items: Item[],
   settings: z.infer<typeof EvalSettings>,
   computeBatch: "auto" | number,
   name: string,
   steer: SteerRequest | undefined,
 ): Promise<string[]> {
-  const size = computeBatchSize(computeBatch, engine.info.cuda);
+  const size = computeBatchSize(computeBatch, generator.cuda);
   const bar = progress(`eval ${name}`, items.length, "samples");
   const responses: string[] = [];
-  for (let start = 0; start < items.length; start += size) {
-    const chunk = items.slice(start, start + size);
-    const samples = await engine.generate(
-      chunk.map((item) => item.messages),
-      chunk.map((_, i) => settings.sampling.seed + start + i),
-      settings.sampling,
-      [],
-      steer,
-    );
-    responses.push(...samples.map((s) => s.text));
-    bar.update(responses.length);
-  }
+  const starts = Array.from({ length: Math.ceil(items.length / size) }, (_, i) => i * size);
+  await inOrder(
+    starts,
+    generator.slots,
+    (start) => {
+      const chunk = items.slice(start, start + size);
+      return generator.generate({
+        conversations: chunk.map((item) => item.messages),
+        seeds: chunk.map((_, i) => settings.sampling.seed + start + i),
+        sampling: settings.sampling,
+        shards: [],
+        steer,
+      });
+    },
+    (_, samples) => {
+      responses.push(...samples.map((s) => s.text));
+      bar.update(responses.length);
+    },
+  );
   bar.finish();
   return responses;
 }
