@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--compute-batch", type=int, default=16)
     parser.add_argument("--no-routed-experts", action="store_true")
     parser.add_argument("--api-key-env")
     args = parser.parse_args(argv)
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     except EngineError as err:
         sys.exit(f"steermoe serve: {err}")
     routing = RoutingServer(
-        loaded, args.served_model_name or args.model, args.flavor, not args.no_routed_experts, args.max_batch, api_key
+        loaded, args.served_model_name or args.model, args.flavor, not args.no_routed_experts, args.compute_batch, api_key
     )
     try:
         httpd = ThreadingHTTPServer((args.host, args.port), routing.handler())
