@@ -311,61 +311,59 @@ class RoutingServer:
         if model is not None and model != self.name:
             raise RequestError(404, f"The model `{model}` does not exist.", "model")
 
-    def _vllm_choices(self, body: Json, prompts: list[list[int]]) -> list[tuple[Choice, int]]:
+    def _vllm_reply(self, body: Json, prompts: list[list[int]], kind: str, fields: Callable[[Choice], Json]) -> Json:
         """vLLM's choice order: per prompt, its n samples; sample i of a seeded request uses seed + i
-        (v1/engine/parallel_sampling.py)."""
+        (v1/engine/parallel_sampling.py). `fields` adds what the endpoint's choices carry besides."""
         self._check_model(body)
         sampling = _sampling(body, "max_tokens", 16)
         n = _int(body, "n", 1, low=1)
         seed = _int(body, "seed", None)
         assert n is not None
-        starts = [_start(body, "routed_experts_prompt_start", p) for p in prompts]
+        starts = [_start(body, "routed_experts_prompt_start", p) for p in prompts for _ in range(n)]
         rows = [p for p in prompts for _ in range(n)]
         seeds = [_seed(None if seed is None else seed + i) for _ in prompts for i in range(n)]
         choices = self._run(rows, seeds, sampling)
-        return list(zip(choices, [s for s in starts for _ in range(n)], strict=True))
-
-    def _vllm_choice(self, index: int, choice: Choice, start: int, ids: bool) -> Json:
-        return {
-            "index": index,
-            "logprobs": None,
-            "finish_reason": "stop" if choice.stopped else "length",
-            "stop_reason": None,
-            "token_ids": choice.token_ids if ids else None,
-            "routed_experts": None if choice.experts is None else vllm_routed_experts(choice.experts[start:]),
-        }
-
-    @staticmethod
-    def _usage(choices: list[tuple[Choice, int]], prompts: list[list[int]]) -> Json:
+        ids = bool(body.get("return_token_ids"))
         prompt_tokens = sum(len(p) for p in prompts)
-        completion_tokens = sum(len(c.token_ids) for c, _ in choices)
+        completion_tokens = sum(len(c.token_ids) for c in choices)
         return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": [
+                {
+                    "index": i,
+                    "logprobs": None,
+                    "finish_reason": "stop" if choice.stopped else "length",
+                    "stop_reason": None,
+                    "token_ids": choice.token_ids if ids else None,
+                    "routed_experts": None if choice.experts is None else vllm_routed_experts(choice.experts[start:]),
+                    **fields(choice),
+                }
+                for i, (choice, start) in enumerate(zip(choices, starts, strict=True))
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     def completions(self, body: Json) -> Json:
         """vllm entrypoints/openai/completion: protocol.py CompletionResponse, serving.py:575-595."""
         prompts = self._prompts(body.get("prompt"), "prompt")
-        choices = self._vllm_choices(body, prompts)
         ids = bool(body.get("return_token_ids"))
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": self.name,
-            "choices": [
-                {
-                    **self._vllm_choice(i, choice, start, ids),
-                    "text": choice.text,
-                    "prompt_logprobs": None,
-                    "prompt_token_ids": choice.prompt_ids if ids else None,
-                }
-                for i, (choice, start) in enumerate(choices)
-            ],
-            "usage": self._usage(choices, prompts),
-        }
+        return self._vllm_reply(
+            body,
+            prompts,
+            "text_completion",
+            lambda choice: {
+                "text": choice.text,
+                "prompt_logprobs": None,
+                "prompt_token_ids": choice.prompt_ids if ids else None,
+            },
+        )
 
     def chat_completions(self, body: Json) -> Json:
         """vllm entrypoints/openai/chat_completion: the prompt is rendered by the model's chat
@@ -378,20 +376,10 @@ class RoutingServer:
                 prompt = chat_ids(self.loaded, messages, add_generation_prompt=True)
         except (EngineError, KeyError, TypeError) as err:
             raise RequestError(400, f"messages: {err}", "messages") from err
-        choices = self._vllm_choices(body, [prompt])
-        ids = bool(body.get("return_token_ids"))
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.name,
-            "choices": [
-                {**self._vllm_choice(i, choice, start, ids), "message": {"role": "assistant", "content": choice.text}}
-                for i, (choice, start) in enumerate(choices)
-            ],
-            "usage": self._usage(choices, [prompt]),
-            "prompt_token_ids": prompt if ids else None,
-        }
+        reply = self._vllm_reply(
+            body, [prompt], "chat.completion", lambda choice: {"message": {"role": "assistant", "content": choice.text}}
+        )
+        return {**reply, "prompt_token_ids": prompt if body.get("return_token_ids") else None}
 
     # SGLang ----------------------------------------------------------------------------------
 
@@ -548,7 +536,12 @@ def main(argv: list[str] | None = None) -> None:
     except EngineError as err:
         sys.exit(f"steermoe serve: {err}")
     routing = RoutingServer(
-        loaded, args.served_model_name or args.model, args.flavor, not args.no_routed_experts, args.compute_batch, api_key
+        loaded,
+        args.served_model_name or args.model,
+        args.flavor,
+        not args.no_routed_experts,
+        args.compute_batch,
+        api_key,
     )
     try:
         httpd = ThreadingHTTPServer((args.host, args.port), routing.handler())
