@@ -192,11 +192,24 @@ def _number(body: Json, key: str, default: float) -> float:
     return float(value)
 
 
-def _off(body: Json, key: str, default: Any = None, also: tuple[Any, ...] = ()) -> None:
-    """A feature this server does not have: the field must be absent or say the default."""
-    value = body.get(key, default)
-    if value != default and value not in also and not (value is None or value is False):
-        raise RequestError(400, f"{key} is not supported by steermoe serve", key)
+# Features this server does not have, each with the values that leave it off.
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "top_k": (None, 0, -1),
+    "min_p": (None, 0),
+    "stop": (None, []),
+    "stop_token_ids": (None, []),
+    "ignore_eos": (None, False),
+    "logprobs": (None,),
+    "return_logprob": (None, False),
+    "echo": (None, False),
+    "stream": (None, False),
+}
+
+
+def _refuse_unsupported(fields: Json) -> None:
+    for key, off in _UNSUPPORTED.items():
+        if fields.get(key) not in off:
+            raise RequestError(400, f"{key} is not supported by steermoe serve", key)
 
 
 def _sampling(body: Json, max_tokens_key: str, max_tokens_default: int) -> Sampling:
@@ -206,10 +219,7 @@ def _sampling(body: Json, max_tokens_key: str, max_tokens_default: int) -> Sampl
         raise RequestError(400, "temperature must be >= 0", "temperature")
     if not 0 < top_p <= 1:
         raise RequestError(400, "top_p must be in (0, 1]", "top_p")
-    _off(body, "top_k", also=(0, -1))
-    _off(body, "min_p", also=(0, 0.0))
-    for key in ("stop", "stop_token_ids", "logprobs", "stream", "echo", "ignore_eos", "return_logprob"):
-        _off(body, key, also=([],))
+    _refuse_unsupported(body)
     max_tokens = _int(body, max_tokens_key, max_tokens_default, low=1)
     assert max_tokens is not None
     return Sampling(max_tokens, temperature, top_p)
@@ -417,9 +427,8 @@ class RoutingServer:
         params = body.get("sampling_params") or {}
         if not isinstance(params, dict):
             raise RequestError(400, "sampling_params must be an object", "sampling_params")
-        sampling = _sampling(
-            {**params, **{k: body.get(k) for k in ("stream", "return_logprob")}}, "max_new_tokens", 128
-        )
+        _refuse_unsupported(body)  # stream and return_logprob sit beside sampling_params
+        sampling = _sampling(params, "max_new_tokens", 128)
         if _int(params, "n", 1, low=1) != 1:
             raise RequestError(400, "sampling_params.n > 1 is not supported by steermoe serve", "n")
         seed = _int(params, "sampling_seed", None)

@@ -153,6 +153,8 @@ def test_sglang_generate_returns_flat_int32_routing_when_asked(deepseek: Loaded)
         np.testing.assert_array_equal(sglang_rows(late["meta_info"]["routed_experts"], deepseek), rows[6:])
         _, unasked = call(f"{url}/generate", body)
         assert "routed_experts" not in unasked["meta_info"]
+        for refused in ({**body, "stream": True}, {**body, "sampling_params": {"top_k": 20}}):
+            assert call(f"{url}/generate", refused)[0] == 400
 
         _, seeded = call(
             f"{url}/generate", {"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 5, "sampling_seed": 3}}
