@@ -24,6 +24,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -501,13 +502,15 @@ class RoutingServer:
                     body = json.loads(raw) if raw else {}
                     if not isinstance(body, dict):
                         raise RequestError(400, "the request body must be a JSON object")
-                    self._send(200, route(body))
+                    status, reply = 200, route(body)
                 except json.JSONDecodeError as err:
-                    self._send(400, server.error_body(RequestError(400, f"the request body is not JSON: {err}")))
+                    status, reply = 400, server.error_body(RequestError(400, f"the request body is not JSON: {err}"))
                 except RequestError as err:
-                    self._send(err.status, server.error_body(err))
+                    status, reply = err.status, server.error_body(err)
                 except Exception as err:
-                    self._send(500, server.error_body(RequestError(500, f"{type(err).__name__}: {err}")))
+                    traceback.print_exc()  # a bug: the client gets the message, the log the trace
+                    status, reply = 500, server.error_body(RequestError(500, f"{type(err).__name__}: {err}"))
+                self._send(status, reply)
 
             def do_GET(self) -> None:
                 self._serve("GET")
