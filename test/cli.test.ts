@@ -104,9 +104,9 @@ test("tiny-model builds a model folder that inspect reads", (t) => {
   const built = run(["tiny-model", "--arch", "mixtral", "--out", out, "--experts", "4", "--top-k", "1"]);
   assert.equal(built.status, 0, built.stderr);
   const info = JSON.parse(run(["inspect", "--model", out, "--json"]).stdout);
-  assert.equal(info.modelType, "mixtral");
-  assert.equal(info.numExperts, 4);
-  assert.equal(info.topK, 1);
+  assert.equal(info.model_type, "mixtral");
+  assert.equal(info.num_experts, 4);
+  assert.equal(info.top_k, 1);
 });
 
 test("bad input: one line naming what to fix, non-zero exit, no output written", async (t) => {
