@@ -17,7 +17,7 @@ import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/engine/protocol.js";
 import {
   computeRiskDiff,
   randomExperts,
@@ -128,7 +128,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       "analyze",
       { ...settings, datasetSha256: dataset.datasetSha256 },
       {
-        model,
+        model: z.encode(ModelInfo, model),
         ...generator.description,
         dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
       },
@@ -191,7 +191,7 @@ async function generateBatches(
   // Each analysis batch's routing goes to its own shard, written by the engine.
   const shards = batches.map((b) => ({
     path: join(run, routingFile(b.batchIdx)),
-    sample_ids: b.samples.map((s) => s.sampleId),
+    sampleIds: b.samples.map((s) => s.sampleId),
   }));
   const results = await generator.generate({
     conversations: samples.map((s) => s.messages),
@@ -223,10 +223,10 @@ async function generateBatches(
         label: s.label,
         messages: s.messages,
         seed,
-        prompt_token_ids: Array.from(result.prompt_ids.data as Int32Array),
-        generated_token_ids: Array.from(result.generated_ids.data as Int32Array),
+        prompt_token_ids: Array.from(result.promptIds.data as Int32Array),
+        generated_token_ids: Array.from(result.generatedIds.data as Int32Array),
         text: result.text,
-        finish_reason: result.finish_reason,
+        finish_reason: result.finishReason,
         verdict,
         qc_pass: verdict ? !verdict.parseFailure && verdict.isRefusal === (s.label === "safe") : null,
         routing: { shard: routingFile(batch.batchIdx), index },
@@ -313,16 +313,16 @@ async function finish(
     : undefined;
 
   writeRiskDiffTables(run, riskDiff);
-  const dims = [planned.length, model.num_layers, model.num_experts];
+  const dims = [planned.length, model.numLayers, model.numExperts];
   writeNpy(join(run, "batch_expert_masks.npy"), selection.batchMasks, dims);
   writeNpy(join(run, "expert_mask.npy"), selection.globalMask, dims.slice(1));
   writeNpy(join(run, "union_expert_mask.npy"), selection.unionMask, dims.slice(1));
   if (random) writeNpy(join(run, "random_batch_expert_masks.npy"), random.batchMasks, dims);
   const perBatch = (sets: ExpertSet[]) => sets.map((experts, b) => ({ batch_idx: b, experts }));
   const experts: ExpertsFile = {
-    num_layers: model.num_layers,
-    moe_layers: model.moe_layers,
-    num_experts: model.num_experts,
+    num_layers: model.numLayers,
+    moe_layers: model.moeLayers,
+    num_experts: model.numExperts,
     selection: settings.selection,
     global: selection.global,
     union: selection.union,

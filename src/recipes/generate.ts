@@ -10,6 +10,7 @@ import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
 import type { EngineHandle } from "../components/engine/client.js";
+import { ModelInfo } from "../components/engine/protocol.js";
 import { inOrder, withGenerator } from "../components/engine/generator.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
@@ -66,7 +67,7 @@ export async function generate(
       total: conversations.length,
       config,
       computeBatchSize: batchSize,
-      model,
+      model: z.encode(ModelInfo, model),
       ...generator.description,
     });
     const starts = Array.from(
@@ -82,7 +83,7 @@ export async function generate(
       (start) => {
         const chunk = conversations.slice(start, start + batchSize);
         const messages = chunk.map((c) => c.messages);
-        const shards = [{ path: join(config.out, shardOf(start)), sample_ids: chunk.map((c) => c.id) }];
+        const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
         return config.replay
           ? generator.replay(messages, shards)
           : generator.generate({
@@ -96,14 +97,14 @@ export async function generate(
       (start, samples) => {
         samples.forEach((s, i) => {
           const conversation = conversations[start + i]!;
-          generatedTokens += s.generated_ids.data.length;
+          generatedTokens += s.generatedIds.data.length;
           rows.push({
             id: conversation.id,
             messages: conversation.messages,
-            prompt_token_ids: Array.from(s.prompt_ids.data as Int32Array),
-            generated_token_ids: Array.from(s.generated_ids.data as Int32Array),
+            prompt_token_ids: Array.from(s.promptIds.data as Int32Array),
+            generated_token_ids: Array.from(s.generatedIds.data as Int32Array),
             text: s.text,
-            finish_reason: s.finish_reason,
+            finish_reason: s.finishReason,
             routing: { shard: shardOf(start), index: i },
           });
         });

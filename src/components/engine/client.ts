@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { z } from "zod";
 import { UserError } from "../errors.js";
+import { snakeCase } from "../io/casing.js";
 import { defaultPython, PACKAGE_ROOT } from "./environment.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
 import type { SteerRequest } from "../method/steering.js";
@@ -15,17 +16,17 @@ import {
   ReadyInfo,
   Reply,
   TinyModelResult,
+  RoutingShardRequest,
+  TrainSetupRequest,
   TrainSetupResult,
   TrainStepResult,
   CheckpointPosition,
   Empty,
   LayerExpertsSchema,
   type LayerExperts,
-  type TrainSetupRequest,
   type TrainStepRequest,
   type GeneratedSample,
   type Messages,
-  type RoutingShardRequest,
 } from "./protocol.js";
 
 export { PACKAGE_ROOT };
@@ -69,15 +70,19 @@ export interface Sampling {
   topP: number;
 }
 
-export interface TinySize {
-  hidden?: number;
-  layers?: number;
-  heads?: number;
-  experts?: number;
-  top_k?: number;
-  expert_ffn?: number;
-  vocab?: number;
-}
+/** A tiny model's dimensions; what is left out takes the architecture's tiny default. */
+export const TinySize = snakeCase(
+  z.object({
+    hidden: z.number().int().positive().optional(),
+    layers: z.number().int().positive().optional(),
+    heads: z.number().int().positive().optional(),
+    experts: z.number().int().positive().optional(),
+    topK: z.number().int().positive().optional(),
+    expertFfn: z.number().int().positive().optional(),
+    vocab: z.number().int().positive().optional(),
+  }),
+);
+export type TinySize = z.output<typeof TinySize>;
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -217,11 +222,11 @@ export class Engine {
     size: TinySize = {},
     corpus?: string[],
   ): Promise<TinyModelResult> {
-    return this.call("build_tiny", { arch, out, seed, size, corpus }, TinyModelResult);
+    return this.call("build_tiny", { arch, out, seed, size: z.encode(TinySize, size), corpus }, TinyModelResult);
   }
 
-  trainSetup(setup: TrainSetupRequest): Promise<{ trainable_parameters: number }> {
-    return this.call("train_setup", setup, TrainSetupResult);
+  trainSetup(setup: TrainSetupRequest): Promise<{ trainableParameters: number }> {
+    return this.call("train_setup", z.encode(TrainSetupRequest, setup), TrainSetupResult);
   }
 
   trainStep(step: TrainStepRequest): Promise<TrainStepResult> {
@@ -273,7 +278,8 @@ export class Engine {
 }
 
 // The engine's working folder is not ours to rely on.
-const absolute = (shards: RoutingShardRequest[]) => shards.map((s) => ({ ...s, path: resolve(s.path) }));
+const absolute = (shards: RoutingShardRequest[]) =>
+  shards.map((s) => z.encode(RoutingShardRequest, { ...s, path: resolve(s.path) }));
 
 /** A recipe runs on an engine it is given (kept open), or starts one with these options. */
 export type EngineHandle = Engine | EngineOptions;
