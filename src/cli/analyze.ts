@@ -22,6 +22,11 @@ export function analyzeCommand(cli: Command): void {
     ["--data <file>", "data.file", "jailbreak dataset: JSON array or JSONL"],
     ["--preset <name>", "data.preset", "dataset format"],
     ["--keep-filtered", "data.keepFiltered", "keep records the preset drops (flipattack: failed jailbreaks)"],
+    [
+      "--encoding <encoding>",
+      "data.encoding",
+      "how the data file's bytes are text (utf8 refuses invalid bytes)",
+    ],
   ]);
   modelOptions(command, "model", "--model");
   settingOptions(command, AnalyzeSettings, [
