@@ -38,6 +38,7 @@ import { Messages as MessagesSchema } from "../components/engine/protocol.js";
 import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { storableSettings } from "../components/io/secrets.js";
 import { checkDelta } from "../components/method/delta.js";
 import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
@@ -258,7 +259,10 @@ export async function evaluate(
         writeJsonAtomic(join(options.out, "results.json"), results);
       }
     }
-    writeJsonAtomic(join(options.out, "eval_config.json"), { settings, engine: engine.info });
+    writeJsonAtomic(join(options.out, "eval_config.json"), {
+      ...storableSettings(settings),
+      engine: engine.info,
+    });
     return results;
   });
 }
