@@ -13,7 +13,7 @@ import { UserError } from "../src/components/errors.js";
 import { openRun } from "../src/components/io/run.js";
 import { hideUrlCredentials, publicUrl, redact } from "../src/components/io/secrets.js";
 import { readJsonlLog } from "../src/components/io/store.js";
-import { tempDir } from "./helpers.js";
+import { run, tempDir } from "./helpers.js";
 
 test("records: ids past 2^53 stay apart and exact; digits in strings and other numbers are untouched", (t) => {
   const file = join(tempDir(t), "d.jsonl");
@@ -55,6 +55,17 @@ test("records: --encoding latin1 and utf8-replace read what utf8 refuses; a real
   );
   assert.deepEqual(readRecords(file, "utf8-replace").records[0]!.value, { goal: "\uFFFD caf\uFFFD" });
   assert.deepEqual(readRecords(file, "latin1").records[0]!.value, { goal: "ï¿½ café" });
+});
+
+test("jailbreak --encoding latin1: a Latin-1 goals file is read as what it is", (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "goals.csv"), Buffer.from("goal\nMake cr\xe8me br\xfbl\xe9e\n", "latin1"));
+  const args = ["jailbreak", "--goals", join(dir, "goals.csv"), "--out", join(dir, "pairs.json")];
+  assert.match(run(args).stderr, /goals\.csv: invalid UTF-8 at byte 12 \(line 2\)/);
+  const result = run([...args, "--encoding", "latin1"]);
+  assert.equal(result.status, 0, result.stderr);
+  const [pair] = JSON.parse(readFileSync(join(dir, "pairs.json"), "utf8")) as { goal: string }[];
+  assert.equal(pair!.goal, "Make crème brûlée");
 });
 
 test("records: Parquet text cells that are not UTF-8 name row and column; INT64 ids follow the JSON rule", async (t) => {

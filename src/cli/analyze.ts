@@ -4,6 +4,7 @@ import { analyze, AnalyzeSettings, parseAnalyzeSettings, type AnalyzeSummary } f
 import { endpointFlags, judgeOptions } from "./judge.js";
 import {
   computeBatchOption,
+  encodingOption,
   interruptible,
   modelOptions,
   requireSetting,
@@ -22,12 +23,8 @@ export function analyzeCommand(cli: Command): void {
     ["--data <file>", "data.file", "jailbreak dataset: JSON array or JSONL"],
     ["--preset <name>", "data.preset", "dataset format"],
     ["--keep-filtered", "data.keepFiltered", "keep records the preset drops (flipattack: failed jailbreaks)"],
-    [
-      "--encoding <encoding>",
-      "data.encoding",
-      "how the data file's bytes are text (utf8 refuses invalid bytes)",
-    ],
   ]);
+  command.addOption(encodingOption(AnalyzeSettings, "data.encoding"));
   modelOptions(command, "model", "--model");
   settingOptions(command, AnalyzeSettings, [
     ["--batch-size <n>", "batch.size", "samples per analysis batch"],

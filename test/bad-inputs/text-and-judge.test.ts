@@ -85,6 +85,11 @@ const csv = (cell: string) =>
   `id,goal,all_prompt,judge_success_gpt4\n0,Plain request,Wrapped request,1\n1,Other request,Wrapped ${cell},1\n`;
 const cesuCsv = withBytes(csv("BAD"), "BAD", [0xed, 0xa0, 0x80]);
 const overlong = withBytes(jsonl(badGoal), "BAD", [0xc0, 0xaf]);
+const conversations = withBytes(
+  jsonl([{ id: "c", messages: [{ role: "user", content: "Grüße BAD" }] }]),
+  "BAD",
+  [0xfc],
+);
 const ENCODING_FIX = "save the file as UTF-8, or read it with --encoding latin1 or utf8-replace";
 const RUN = ["run"];
 
@@ -153,6 +158,17 @@ badInputs("text", [
     setup: (dir) => analyze(dir, "d.csv", csv("x").replace(/,1\n$/, ",yes\n")),
     expect: /d\.csv row 2 \(line 3\) field judge_success_gpt4: got "yes"/,
     absent: RUN,
+  },
+  {
+    name: "generate: a conversations file that is not UTF-8",
+    setup: (dir) => {
+      writeFileSync(join(dir, "c.jsonl"), conversations.bytes);
+      return ["generate", "--input", join(dir, "c.jsonl"), "--out", join(dir, "out"), "--model", ORGANISM];
+    },
+    expect: new RegExp(
+      `c\\.jsonl: invalid UTF-8 at byte ${conversations.offset} \\(line 1\\); ${ENCODING_FIX}`,
+    ),
+    absent: ["out"],
   },
   {
     name: "flags: --encoding that is not one of the encodings",
