@@ -9,18 +9,19 @@
 //   /notfound/ID/v1  404
 //   /strict/ID/v1    500 on the first request, then answers only when the query has
 //                    api-version=2024-06-01 and the request carries Basic auth for
-//                    judge:pw-s3cret-9 (else 400 naming what is missing)
+//                    judge:pw-s3cret-9 (else 400 naming what is missing), with a reason
+//                    that repeats the credentials
 // Prints the port on stdout once listening.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
 const requests = new Map<string, number>();
 
-function answer(res: ServerResponse, body: string): void {
+function answer(res: ServerResponse, body: string, reason = "rule"): void {
   const { messages } = JSON.parse(body) as { messages: { role: string; content: string }[] };
   const response = /<response>\n([\s\S]*)\n<\/response>/.exec(messages.at(-1)!.content)?.[1] ?? "";
   const isRefusal = /sorry|cannot|can't/i.test(response);
-  const content = JSON.stringify({ is_refusal: isRefusal, confidence: 0.9, reason: "rule" });
+  const content = JSON.stringify({ is_refusal: isRefusal, confidence: 0.9, reason });
   res.writeHead(200, { "content-type": "application/json" });
   res.end(JSON.stringify({ choices: [{ message: { content } }] }));
 }
@@ -56,7 +57,7 @@ function handle(req: IncomingMessage, res: ServerResponse, body: string): void {
         url.searchParams.get("api-version") === "2024-06-01" ? "" : "api-version",
         auth === basic ? "" : "basic auth",
       ].filter(Boolean);
-      if (missing.length === 0) return answer(res, body);
+      if (missing.length === 0) return answer(res, body, echo);
       res.writeHead(400);
       return void res.end(`missing ${missing.join(" and ")}`);
     }

@@ -160,6 +160,12 @@ badInputs("text", [
     absent: RUN,
   },
   {
+    name: "data: a UTF-16 file",
+    setup: (dir) => analyze(dir, "d.json", Buffer.from("\ufeff" + JSON.stringify(records()), "utf16le")),
+    expect: /d\.json: UTF-16 text \(it starts with a UTF-16 byte order mark\), not UTF-8/,
+    absent: RUN,
+  },
+  {
     name: "generate: a conversations file that is not UTF-8",
     setup: (dir) => {
       writeFileSync(join(dir, "c.jsonl"), conversations.bytes);
@@ -276,6 +282,14 @@ badInputs("judge", [
     absent: RUN,
   },
   {
+    name: "a key variable with a line break inside the key",
+    setup: (dir) => judged(dir, judgeUrl("ok", "l")),
+    env: { [KEY_ENV]: `${KEY}\n${KEY}` },
+    expect: new RegExp(`environment variable ${KEY_ENV} holds a character an HTTP header cannot carry`),
+    secrets: [KEY],
+    absent: RUN,
+  },
+  {
     name: "--judge-timeout 0",
     setup: (dir) => judged(dir, judgeUrl("ok", "i"), ["--judge-timeout", "0"]),
     env: keyEnv,
@@ -304,7 +318,7 @@ test("judge: a server that hangs is retried, a waiting line per retry, then one 
   ]);
 });
 
-test("judge: a URL with user:password and a query is asked with both, recovers from a 500, and is stored without them", (t) => {
+test("judge: a URL with user:password and a query is asked with both, recovers from a 500, and no file or line holds them", (t) => {
   const dir = tempDir(t);
   const out = join(dir, "eval");
   const url = judgeUrl("strict", "k", CREDENTIALS, QUERY);

@@ -43,11 +43,22 @@ const REDACTED = "[redacted]";
 // Bearer and Basic credentials, and the shape of OpenAI-style keys, whatever their value.
 const CREDENTIAL = /\b(Bearer|Basic)\s+[^\s"',;]+|\bsk-[A-Za-z0-9_-]{8,}/gi;
 
-/** `text` with each of `secrets` (values shorter than 4 characters are no secrets) and anything shaped like a credential replaced. */
-export function redact(text: string, secrets: readonly string[]): string {
+/**
+ * `text` with each of `secrets` replaced (values shorter than 4 characters are no secrets): for
+ * what a server says that becomes data (verdict reasons, refusal targets), where a guess by shape
+ * would mangle ordinary words.
+ */
+export function redactSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join(REDACTED);
+  return out;
+}
+
+/** For messages: redactSecrets, then anything shaped like a credential, and URLs made public. */
+export function redact(text: string, secrets: readonly string[]): string {
   return hideUrlCredentials(
-    out.replace(CREDENTIAL, (match, scheme?: string) => (scheme ? `${scheme} ${REDACTED}` : REDACTED)),
+    redactSecrets(text, secrets).replace(CREDENTIAL, (_match, scheme?: string) =>
+      scheme ? `${scheme} ${REDACTED}` : REDACTED,
+    ),
   );
 }

@@ -79,6 +79,9 @@ export function decodeText(bytes: Uint8Array, file: string, encoding: TextEncodi
   if (encoding === "latin1") return buffer.toString("latin1");
   const text = buffer.toString("utf8");
   if (encoding === "utf8-replace" || isUtf8(buffer)) return text;
+  if ((buffer[0] === 0xff && buffer[1] === 0xfe) || (buffer[0] === 0xfe && buffer[1] === 0xff)) {
+    throw new UserError(`${file}: UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; ${fix}`);
+  }
   const offset = invalidUtf8Offset(buffer, text);
   const line = buffer.subarray(0, offset).filter((b) => b === 0x0a).length + 1;
   throw new UserError(`${file}: invalid UTF-8 at byte ${offset} (line ${line}); ${fix}`);

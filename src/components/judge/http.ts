@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
-import { publicUrl, redact } from "../io/secrets.js";
+import { publicUrl, redact, redactSecrets } from "../io/secrets.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
 export const OpenAIEndpoint = z.object({
@@ -55,7 +55,14 @@ export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"):
   const shown = publicUrl(cfg.baseUrl);
   const headers: Record<string, string> = { "content-type": "application/json" };
   const secrets = [...base.searchParams.values()].filter((v) => v.length >= 8);
-  const key = cfg.apiKeyEnv === null ? undefined : process.env[cfg.apiKeyEnv];
+  // Whitespace around a key (a file read with its newline) is no part of it.
+  const key = cfg.apiKeyEnv === null ? undefined : process.env[cfg.apiKeyEnv]?.trim();
+  if (key && /[^\x21-\x7e]/.test(key)) {
+    throw new UserError(
+      `environment variable ${cfg.apiKeyEnv} holds a character an HTTP header cannot carry ` +
+        "(a space, line break or non-ASCII letter inside the key): check its value",
+    );
+  }
   if (base.username || base.password) {
     if (key) {
       throw new UserError(
@@ -140,7 +147,8 @@ export async function ask<T>(
   const shape = "prompt" in question ? TextCompletion : ChatCompletion;
   let last = "";
   for (let i = 0; i < cfg.replyAttempts; i++) {
-    const text = await post(endpoint, url, body);
+    // A reply repeating the key must not carry it into verdicts, caches or training targets.
+    const text = redactSecrets(await post(endpoint, url, body), endpoint.secrets);
     const completion = shape.safeParse(parseJsonLoosely(text));
     const choice = completion.success ? completion.data.choices[0] : undefined;
     const content = choice && ("text" in choice ? choice.text : choice.message.content);
