@@ -90,6 +90,7 @@ const conversations = withBytes(
   "BAD",
   [0xfc],
 );
+const template = withBytes("Grade {response}\nto {forbidden_prompt} BAD", "BAD", [0x80]);
 const ENCODING_FIX = "save the file as UTF-8, or read it with --encoding latin1 or utf8-replace";
 const RUN = ["run"];
 
@@ -287,6 +288,38 @@ badInputs("judge", [
     env: { [KEY_ENV]: `${KEY}\n${KEY}` },
     expect: new RegExp(`environment variable ${KEY_ENV} holds a character an HTTP header cannot carry`),
     secrets: [KEY],
+    absent: RUN,
+  },
+  {
+    name: "a key variable with a newline after the key (trimmed: the server gets the key)",
+    setup: (dir) => judged(dir, judgeUrl("echo401", "m")),
+    env: { [KEY_ENV]: `${KEY}\n` },
+    expect: new RegExp(
+      `${endpoint("echo401", "m")} answered HTTP 401 .*Incorrect API key provided: \\[redacted\\]\\.`,
+    ),
+    secrets: [KEY],
+    absent: RUN,
+  },
+  {
+    name: "a judge template that is not UTF-8",
+    setup: (dir) => {
+      writeFileSync(join(dir, "t.txt"), template.bytes);
+      const judge = withJudge(judgeUrl("ok", "n")).map((flag) => (flag === "openai" ? "strongreject" : flag));
+      return analyze(
+        dir,
+        "d.jsonl",
+        jsonl(records()),
+        ...judge,
+        "--batch-size",
+        "2",
+        "--judge-template",
+        join(dir, "t.txt"),
+      );
+    },
+    env: keyEnv,
+    expect: new RegExp(
+      `t\\.txt: invalid UTF-8 at byte ${template.offset} \\(line 2\\); save the template as UTF-8`,
+    ),
     absent: RUN,
   },
   {
