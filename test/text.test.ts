@@ -13,6 +13,7 @@ import { UserError } from "../src/components/errors.js";
 import { openRun } from "../src/components/io/run.js";
 import { hideUrlCredentials, publicUrl, redact } from "../src/components/io/secrets.js";
 import { readJsonlLog } from "../src/components/io/store.js";
+import { OpenAIEndpoint, questionUrl, resolveEndpoint } from "../src/components/judge/http.js";
 import { run, tempDir } from "./helpers.js";
 
 test("records: ids past 2^53 stay apart and exact; digits in strings and other numbers are untouched", (t) => {
@@ -124,6 +125,18 @@ test("secrets: URLs lose user:password and query; keys, Bearer and Basic credent
   assert.equal(
     redact("key abcd1234 sent as Bearer abcd1234, Basic dTpw, sk-proj-0123456789abc", ["abcd1234", "ab"]),
     "key [redacted] sent as Bearer [redacted], Basic [redacted], [redacted]",
+  );
+});
+
+test("endpoint URLs: the API path joins the base path once, the query stays on the request only", () => {
+  const asked = (baseUrl: string) => {
+    const endpoint = resolveEndpoint(OpenAIEndpoint.parse({ baseUrl, model: "m", apiKeyEnv: null }), "judge");
+    return questionUrl(endpoint, { prompt: "p" });
+  };
+  assert.equal(asked("http://host.example"), "http://host.example/completions");
+  assert.equal(
+    asked("http://host.example/v1//?api-version=2024-06-01"),
+    "http://host.example/v1/completions",
   );
 });
 

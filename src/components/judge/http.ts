@@ -88,7 +88,6 @@ export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"):
     secrets.push(key);
   }
   base.hash = "";
-  base.pathname = base.pathname.replace(/\/+$/, "");
   return { cfg, base, role: `${role} endpoint`, headers, secrets, noticedAt: 0 };
 }
 
@@ -109,7 +108,7 @@ const TextCompletion = z.object({ choices: z.array(z.object({ text: z.string() }
 /** Where a question goes: the base URL's path with the API's appended, its query kept. */
 function requestUrl(endpoint: Endpoint, question: Question): string {
   const url = new URL(endpoint.base);
-  url.pathname += `/${"prompt" in question ? "completions" : "chat/completions"}`;
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}/${"prompt" in question ? "completions" : "chat/completions"}`;
   return url.href;
 }
 
