@@ -323,6 +323,15 @@ badInputs("judge", [
     absent: RUN,
   },
   {
+    name: "user:password in the URL that is not valid %-encoding",
+    setup: (dir) => judged(dir, judgeUrl("ok", "o", "judge:pw%E0-s3cret@"), [], UNSET_ENV),
+    env: noKey,
+    expect:
+      /the judge URL http:\/\/127\.0\.0\.1:\d+\/ok\/o\/v1 has user:password that is not valid %-encoding/,
+    secrets: ["s3cret"],
+    absent: RUN,
+  },
+  {
     name: "--judge-timeout 0",
     setup: (dir) => judged(dir, judgeUrl("ok", "i"), ["--judge-timeout", "0"]),
     env: keyEnv,

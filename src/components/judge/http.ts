@@ -71,7 +71,14 @@ export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"):
       );
     }
     // fetch refuses URLs with credentials: they travel as the header they stand for.
-    const [user, password] = [decodeURIComponent(base.username), decodeURIComponent(base.password)];
+    const decode = (part: string) => {
+      try {
+        return decodeURIComponent(part);
+      } catch {
+        throw new UserError(`the ${role} URL ${shown} has user:password that is not valid %-encoding`);
+      }
+    };
+    const [user, password] = [decode(base.username), decode(base.password)];
     const basic = Buffer.from(`${user}:${password}`).toString("base64");
     headers.authorization = `Basic ${basic}`;
     secrets.push(base.password, password, basic);
