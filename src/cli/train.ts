@@ -2,7 +2,14 @@
 import { join } from "node:path";
 import type { Command } from "commander";
 import { parseTrainSettings, train, TrainSettings, type TrainSummary } from "../recipes/train.js";
-import { interruptible, modelOptions, settingOptions, settingsFromFlags, verbose } from "./flags.js";
+import {
+  encodingOption,
+  interruptible,
+  modelOptions,
+  settingOptions,
+  settingsFromFlags,
+  verbose,
+} from "./flags.js";
 
 export function trainCommand(cli: Command): void {
   const command = cli
@@ -13,6 +20,7 @@ export function trainCommand(cli: Command): void {
     ["--run <dir>", "run", "analysis run to train from"],
     ["--data <file>", "data", "or: conversations ending with the assistant target (JSON array or JSONL)"],
   ]);
+  command.addOption(encodingOption(TrainSettings, "encoding"));
   modelOptions(command, "model", "--model");
   settingOptions(command, TrainSettings, [
     ["--batch-size <n>", "batchSize", "samples per batch with --data (a run keeps its analysis batches)"],

@@ -29,7 +29,7 @@ import {
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { openRun } from "../components/io/run.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
-import { readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
 import {
   SampleRow,
@@ -47,6 +47,8 @@ export const AnalyzeSettings = z.strictObject({
     mapping: DatasetMappingSchema.optional(),
     /** Keep records the mapping's filter would drop (for flipattack: failed jailbreaks). */
     keepFiltered: z.boolean().default(false),
+    /** How the file's bytes are text (README: Data files): invalid UTF-8 is refused unless asked. */
+    encoding: TextEncoding.default("utf8"),
   }),
   batch: z
     .strictObject({
@@ -109,7 +111,10 @@ export function parseAnalyzeSettings(input: unknown): z.infer<typeof AnalyzeSett
 export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): Promise<AnalyzeSummary> {
   const settings = parseAnalyzeSettings(input);
   const mapping = settings.data.mapping ?? presetMapping(settings.data.preset);
-  const dataset = loadPairs(settings.data.file, mapping, { keepFiltered: settings.data.keepFiltered });
+  const dataset = loadPairs(settings.data.file, mapping, {
+    keepFiltered: settings.data.keepFiltered,
+    encoding: settings.data.encoding,
+  });
   const plan = planBatches(dataset.pairs, {
     batchSize: settings.batch.size,
     safeRatio: settings.batch.safeRatio,

@@ -16,7 +16,7 @@ import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import type { GeneratedRow } from "../components/io/run-files.js";
 
 export const GenerateConfig = z.strictObject({
@@ -27,6 +27,8 @@ export const GenerateConfig = z.strictObject({
   computeBatch: ComputeBatch,
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   /** Router-logit biases while generating (experts switched off, forced on, or graded). */
   steer: Steering.optional(),
   overwrite: z.boolean().default(false),
@@ -47,7 +49,7 @@ export async function generate(
   options: { engine?: EngineHandle; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
-  const conversations = readConversations(config.input, config.replay);
+  const conversations = readConversations(config.input, config.replay, config.encoding);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
   return withGenerator(options.engine ?? {}, async (generator) => {

@@ -29,6 +29,7 @@ import {
   readJson,
   readJsonl,
   readJsonlLog,
+  TextEncoding,
   writeJsonAtomic,
   writeJsonlAtomic,
 } from "../components/io/store.js";
@@ -56,6 +57,8 @@ export const TrainSettings = z.strictObject({
   run: z.string().min(1).optional(),
   /** Or a plain conversation file (each ending with the assistant target) and a model. */
   data: z.string().min(1).optional(),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   model: ModelConfig.partial({ source: true }).prefault({}),
   /** Batch size for --data (an analysis run keeps its own batches). */
   batchSize: z.number().int().min(1).default(16),
@@ -171,7 +174,7 @@ function fromData(settings: Settings): Plan {
   if (settings.routerLoss.kind !== "none") {
     throw new UserError("--router-loss needs safe and unsafe labels: train from an analysis run (--run)");
   }
-  const conversations = readConversations(settings.data!, true);
+  const conversations = readConversations(settings.data!, true, settings.encoding);
   const trained = settings.trainable === "experts" ? readExpertsFile(settings.experts) : [];
   const batches: TrainBatch[] = [];
   for (let start = 0; start < conversations.length; start += settings.batchSize) {
