@@ -69,7 +69,10 @@ def main() -> None:
     while (request := protocol.read_frame(requests)) is not None:
         if ranks is not None:
             ranks.share(request)
-        protocol.write_frame(replies, serve(server, request))
+        reply = serve(server, request)
+        if ranks is not None and not reply["ok"]:
+            ranks.exit_if_one_died(wait=1.0)
+        protocol.write_frame(replies, reply)
     if ranks is not None:
         ranks.close()
 

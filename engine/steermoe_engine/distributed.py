@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from .errors import EngineError
 
 Request = dict[str, Any] | None  # None: the channel closed, every rank stops
 
@@ -31,23 +34,44 @@ def rank_and_world() -> tuple[int, int]:
 
 def rank_device(device: torch.device) -> torch.device:
     """Each rank has a GPU of its own; on the CPU they share the machine."""
-    rank, _ = rank_and_world()
-    return torch.device("cuda", rank) if device.type == "cuda" else device
+    rank, world = rank_and_world()
+    if device.type != "cuda":
+        return device
+    if world > torch.cuda.device_count():
+        raise EngineError(f"{world} ranks need {world} GPUs; this machine has {torch.cuda.device_count()}")
+    return torch.device("cuda", rank)
 
 
 class Ranks:
     """The request channel among the ranks, seen from one of them."""
 
-    def __init__(self, rank: int, world: int, store: dist.Store, stopping: threading.Event) -> None:
-        self.stopping = stopping
+    def __init__(self, rank: int, world: int, store: dist.Store, followers: list[mp.process.BaseProcess]) -> None:
+        self.followers, self.stopping = followers, threading.Event()
+        if followers:
+            threading.Thread(target=self.watch, daemon=True).start()
         cuda = torch.cuda.is_available()
-        if cuda:
+        if rank < torch.cuda.device_count():
             torch.cuda.set_device(rank)
         # The machine's cores are split between the ranks unless the user said otherwise.
         threads = os.environ.get("OMP_NUM_THREADS")
         torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // world))
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", store=store, rank=rank, world_size=world)
         self.requests = dist.new_group(backend="gloo")
+
+    def watch(self) -> None:
+        """On rank 0, for as long as the ranks work: end the engine when another rank is gone."""
+        while not self.stopping.wait(0.2):
+            self.exit_if_one_died()
+
+    def exit_if_one_died(self, wait: float = 0.0) -> None:
+        """The engine dies with the line naming the rank that died, not with the error the loss
+        of its connection raised somewhere on this one (`wait`: time it may take to be seen)."""
+        time.sleep(wait)
+        for rank, process in enumerate(self.followers, start=1):
+            if process.exitcode is not None:
+                how = f"was killed (signal {-process.exitcode})" if process.exitcode < 0 else "exited"
+                print(f"engine rank {rank} (pid {process.pid}) {how}", file=sys.stderr, flush=True)
+                os._exit(1)
 
     def share(self, request: Request) -> Request:
         """Rank 0's request, on every rank."""
@@ -70,18 +94,7 @@ def lead(world: int) -> Ranks:
     followers = [context.Process(target=_follow, args=(r, world, store.port), daemon=True) for r in range(1, world)]
     for process in followers:
         process.start()
-    stopping = threading.Event()
-    threading.Thread(target=_watch_followers, args=(followers, stopping), daemon=True).start()
-    return Ranks(0, world, store, stopping)
-
-
-def _watch_followers(followers: list[mp.process.BaseProcess], stopping: threading.Event) -> None:
-    while not stopping.wait(0.2):
-        for rank, process in enumerate(followers, start=1):
-            if process.exitcode is not None:
-                how = f"was killed (signal {-process.exitcode})" if process.exitcode < 0 else "exited"
-                print(f"engine rank {rank} (pid {process.pid}) {how}", file=sys.stderr, flush=True)
-                os._exit(1)
+    return Ranks(0, world, store, followers)
 
 
 def _follow(rank: int, world: int, port: int) -> None:
@@ -90,7 +103,7 @@ def _follow(rank: int, world: int, port: int) -> None:
 
     quiet()
     store = dist.TCPStore("127.0.0.1", port, world, is_master=False)
-    ranks = Ranks(rank, world, store, threading.Event())
+    ranks = Ranks(rank, world, store, [])
     server = Server()
     while (request := ranks.share(None)) is not None:
         reply = serve(server, request)

@@ -205,13 +205,12 @@ class Trainer:
             layer = by_index[index]
             for name in self.loaded.adapter.expert_params:
                 fused: nn.Parameter = getattr(layer.experts, name)
-                # This rank's block of rows, as FSDP2 shards dim 0 (torch.chunk's split).
-                block = torch.arange(fused.shape[0]).chunk(self.world)
-                mine = block[self.rank] if self.rank < len(block) else torch.arange(0)
+                # This rank's block of rows: FSDP2 shards dim 0 as torch.chunk splits it.
+                per_rank = -(-fused.shape[0] // self.world)
+                first = self.rank * per_rank
                 trained = sorted(set(chosen))
-                span = [i for i, row in enumerate(trained) if row in mine]
-                rows = torch.tensor([trained[i] - int(mine[0]) for i in span], dtype=torch.long)
-                rows = rows.to(self.loaded.device)
+                span = [i for i, row in enumerate(trained) if first <= row < first + per_rank]
+                rows = torch.tensor([trained[i] - first for i in span], dtype=torch.long, device=self.loaded.device)
                 master = nn.Parameter(local(fused).detach()[rows].float().clone())
                 piece = ExpertSlices(fused, rows, master, slice(span[0], span[-1] + 1) if span else slice(0, 0))
                 fused.requires_grad_(True)

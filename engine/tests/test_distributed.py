@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -36,25 +33,26 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def train(model: str, steps: list, resume: str | None = None, checkpoint: str | None = None):
-    """Losses of each step and the final weights (on rank 0 when distributed)."""
+    """Losses of each step and the final weights (on rank 0 when distributed); `checkpoint`: where
+    to save one after the second step."""
     torch.manual_seed(0)
     loaded = load(model, "fp32", "cpu", False)
     trainer = Trainer(loaded, SETUP)
     if resume:
         trainer.load_state(load_tensors(resume)[0])
     losses = []
-    for order, allowed in steps:
+    for step, (order, allowed) in enumerate(steps, start=1):
         stats = trainer.step(trainer.batch(BATCH[order], LABELS[order], allowed), lr=1e-4)
         losses.append((stats["loss"], stats["router_loss"], stats["grad_norm"]))
-    if checkpoint:
-        state = trainer.state()
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            save_tensors(state, checkpoint)
+        if checkpoint and step == 2:
+            state = trainer.state()
+            if not dist.is_initialized() or dist.get_rank() == 0:
+                save_tensors(state, checkpoint)
     weights = full_state(loaded.model) if dist.is_initialized() else snapshot(loaded.model)
     return losses, weights
 
 
-def _rank(rank: int, port: int, out: str, model: str, steps: list, resume: str | None, checkpoint: str | None):
+def _rank(rank: int, port: int, out: str, model: str, steps: list, resume: str | None, checkpoint: str):
     torch.set_num_threads(1)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
@@ -64,22 +62,30 @@ def _rank(rank: int, port: int, out: str, model: str, steps: list, resume: str |
     dist.destroy_process_group()
 
 
-def two_ranks(tmp: Path, model: str, steps: list, resume: str | None = None, checkpoint: str | None = None):
-    out = str(tmp / "ranks.pt")
-    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
-    port = store.port
-    del store
-    mp.start_processes(_rank, args=(port, out, model, steps, resume, checkpoint), nprocs=2, start_method="spawn")
-    result = torch.load(out)
-    return result["losses"], result["weights"]
+@pytest.fixture(scope="module")
+def two_ranks(models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Per model: the losses and final weights of STEPS on two ranks, and their step-2 checkpoint."""
+    runs = {}
+    for arch, model in models.items():
+        tmp = tmp_path_factory.mktemp(arch)
+        out, checkpoint = str(tmp / "ranks.pt"), str(tmp / "step-2.safetensors")
+        store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
+        port = store.port
+        del store
+        mp.start_processes(_rank, args=(port, out, model, STEPS, None, checkpoint), nprocs=2, start_method="spawn")
+        result = torch.load(out)
+        runs[arch] = (result["losses"], result["weights"], checkpoint)
+    return runs
 
 
 @pytest.mark.parametrize("arch", ["olmoe", "qwen2_moe"])
-def test_two_ranks_train_exactly_what_one_process_trains(arch: str, models: dict[str, str], tmp_path: Path) -> None:
+def test_two_ranks_train_exactly_what_one_process_trains(
+    arch: str, models: dict[str, str], two_ranks: dict[str, tuple]
+) -> None:
     model = models[arch]
     before = snapshot(load(model, "fp32", "cpu", False).model)
     one_losses, one = train(model, STEPS)
-    two_losses, two = two_ranks(tmp_path, model, STEPS)
+    two_losses, two, _ = two_ranks[arch]
     for mine, reference in zip(two_losses, one_losses, strict=True):
         assert mine == pytest.approx(reference, rel=1e-5, abs=1e-7)
     assert one.keys() == two.keys()
@@ -99,9 +105,8 @@ def test_two_ranks_train_exactly_what_one_process_trains(arch: str, models: dict
                 assert torch.equal(two[name][e], tensor[e]), f"{name}[{e}] moved"
 
 
-def test_a_checkpoint_of_two_ranks_resumes_in_one_process(models: dict[str, str], tmp_path: Path) -> None:
-    model, checkpoint = models["olmoe"], str(tmp_path / "step-2.safetensors")
-    two_ranks(tmp_path, model, STEPS[:2], checkpoint=checkpoint)
+def test_a_checkpoint_of_two_ranks_resumes_in_one_process(models: dict[str, str], two_ranks: dict[str, tuple]) -> None:
+    model, checkpoint = models["olmoe"], two_ranks["olmoe"][2]
     straight_losses, straight = train(model, STEPS)
     resumed_losses, resumed = train(model, STEPS[2:], resume=checkpoint)
     assert resumed_losses[0] == pytest.approx(straight_losses[2], rel=1e-5)
