@@ -1,6 +1,6 @@
 """Expert-only training on 1 and on 2 CPU ranks (FSDP2, gloo): step time and peak memory per rank.
 
-    engine/.venv/bin/python bench/fsdp_training.py [--quick]
+    PYTHONPATH=engine engine/.venv/bin/python bench/fsdp_training.py [--quick]
 
 One rank is the single-process trainer; two ranks are what `steermoe train --nproc 2` runs. Each
 rank's peak resident memory is taken over the training steps only (the kernel's high-water mark

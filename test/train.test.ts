@@ -265,6 +265,11 @@ test("bad input: one line naming what to fix, non-zero exit, nothing written", a
     ["lr", ["--run", analysis, "--set", "lr=0"], /train settings field lr: must be > 0/],
     ["epochs", ["--run", analysis, "--set", "epochs=0"], /train settings field epochs: must be at least 1/],
     ["neither", ["--epochs", "1"], /train needs either --run DIR or --data FILE/],
+    [
+      "ranks for a baseline",
+      ["--run", analysis, "--nproc", "2", "--trainable", "all"],
+      /--nproc 2 trains experts only; --trainable all runs in one process/,
+    ],
   ];
   for (const [name, args, expected] of cases) {
     const out = join(tmp, `out-${name.replace(/\W/g, "")}`);
