@@ -1,7 +1,7 @@
 """Several engine ranks behind one protocol channel (`--ranks N`, for `steermoe train --nproc N`).
 
 Rank 0 is the process the TypeScript side talks to. It starts ranks 1..N-1 with
-torch.multiprocessing, hands every request to all ranks (broadcast_object_list on a gloo group),
+torch.multiprocessing, hands every request to all ranks (broadcast_object_list, over gloo),
 and only rank 0 replies. Every rank runs the same handler on the same request, so the collectives
 inside a handler (FSDP2's, and the training code's) line up. A rank that dies takes the whole
 engine down with a line naming it: the TypeScript side then sees an engine that died, as with one
@@ -55,8 +55,8 @@ class Ranks:
         # The machine's cores are split between the ranks unless the user said otherwise.
         threads = os.environ.get("OMP_NUM_THREADS")
         torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // world))
+        # Object collectives (requests, checkpoints) go over gloo, tensors on GPUs over NCCL.
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", store=store, rank=rank, world_size=world)
-        self.requests = dist.new_group(backend="gloo")
 
     def watch(self) -> None:
         """On rank 0, for as long as the ranks work: end the engine when another rank is gone."""
@@ -76,7 +76,7 @@ class Ranks:
     def share(self, request: Request) -> Request:
         """Rank 0's request, on every rank."""
         box = [request]
-        dist.broadcast_object_list(box, src=0, group=self.requests)
+        dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def close(self) -> None:
