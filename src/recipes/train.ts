@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
+import { Engine, withEngine, type EngineHandle, type EngineOptions } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { progress } from "../components/progress.js";
 import { ModelInfo } from "../components/engine/protocol.js";
@@ -89,10 +89,15 @@ export const TrainSettings = z.strictObject({
 export type TrainSettings = z.input<typeof TrainSettings>;
 type Settings = z.infer<typeof TrainSettings>;
 
+/** Processes training one model together (`--nproc`): FSDP2, each with a share of every batch. */
+export const Nproc = z.number().int().min(1).default(1);
+
 export interface TrainOptions {
   /** Output folder; default RUN/train. */
   out?: string;
+  /** The engine's options; with nproc > 1 the recipe starts the engine itself. */
   engine?: EngineHandle;
+  nproc?: number;
   signal?: AbortSignal;
 }
 
@@ -229,13 +234,24 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   const out = options.out ?? (settings.run ? join(settings.run, "train") : undefined);
   if (!out) throw new UserError("train --data needs --out DIR");
   if (plan.batches.length === 0) throw new UserError("there are no batches to train on");
+  const nproc = options.nproc ?? 1;
+  if (nproc > 1 && settings.trainable !== "experts") {
+    throw new UserError(
+      `--nproc ${nproc} trains experts only; --trainable ${settings.trainable} runs in one process`,
+    );
+  }
+  if (nproc > 1 && options.engine instanceof Engine) {
+    throw new UserError("train with nproc > 1 starts its own engine: pass engine options, not an engine");
+  }
   if (settings.trainable === "experts" && plan.trained.length === 0) {
     throw new UserError(
       `the expert set '${settings.experts}' is empty: nothing to train; choose another --experts`,
     );
   }
 
-  return withEngine(options.engine ?? {}, async (engine) => {
+  const handle =
+    nproc > 1 ? { ...(options.engine as EngineOptions | undefined), ranks: nproc } : options.engine;
+  return withEngine(handle ?? {}, async (engine) => {
     const model = await engine.load(plan.model);
     sameShape(plan.analysed, model);
     checkExperts(plan.trained, model.moeLayers, model.numExperts, settings.experts);

@@ -55,6 +55,9 @@ export interface EngineOptions {
   python?: string;
   /** Forward the engine's stderr (library logs, warnings) to ours as it arrives. */
   verbose?: boolean;
+  /** Processes that train one model together (FSDP2): the engine starts the others itself and
+   * answers for all of them. Training only. */
+  ranks?: number;
 }
 
 export interface LoadOptions {
@@ -102,7 +105,8 @@ export class Engine {
   ) {}
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
-    const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine"], {
+    const ranks = options.ranks && options.ranks > 1 ? ["--ranks", String(options.ranks)] : [];
+    const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine", ...ranks], {
       stdio: ["pipe", "ignore", "pipe", "pipe"],
       env: { ...process.env, PYTHONPATH: join(PACKAGE_ROOT, "engine"), PYTHONUNBUFFERED: "1" },
     });
@@ -129,7 +133,8 @@ export class Engine {
         }
       });
       child.on("error", (err) => reject(new UserError(`cannot start the engine: ${err.message}`)));
-      child.on("exit", (code, signal) => {
+      // "close", not "exit": its last lines on stderr (which rank died) arrive before the end.
+      child.on("close", (code, signal) => {
         const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
         const tail = stderrTail.slice(-8).join("\n");
         const err = new EngineDiedError(`the engine ${how}${tail ? `; its last output:\n${tail}` : ""}`);
