@@ -68,7 +68,9 @@ class Server:
 
     def load(self, params: dict[str, Any]) -> dict[str, Any]:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
-        self.loaded = load(params["source"], params["dtype"], params["device"], params["trust_remote_code"])
+        self.loaded = load(
+            params["source"], params["dtype"], params["device"], params["trust_remote_code"], params["device_map"]
+        )
         return describe(self.loaded)
 
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +107,8 @@ class Server:
             micro_batch=params["micro_batch"],
         )
         self.trainer = None
+        if len({p.device for p in self._model().model.parameters()}) > 1:
+            raise EngineError("training needs the model on one device, not spread by --device-map")
         trainer = Trainer(self._model(), setup)
         batches = []
         for i, b in enumerate(params["batches"]):

@@ -54,12 +54,16 @@ export interface EngineOptions {
   python?: string;
   /** Forward the engine's stderr (library logs, warnings) to ours as it arrives. */
   verbose?: boolean;
+  /** Torch's CPU threads (OMP/MKL, read when torch is imported); default: one per core. */
+  threads?: number;
 }
 
 export interface LoadOptions {
   source: string;
   dtype?: "auto" | "bf16" | "fp16" | "fp32";
   device?: string;
+  /** Spread the model over every GPU, whole decoder layers per device. */
+  deviceMap?: "auto" | "balanced";
   trustRemoteCode?: boolean;
 }
 
@@ -97,9 +101,16 @@ export class Engine {
   ) {}
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
+    const n = options.threads === undefined ? undefined : String(options.threads);
+    const threads = n === undefined ? {} : { OMP_NUM_THREADS: n, MKL_NUM_THREADS: n };
     const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine"], {
       stdio: ["pipe", "ignore", "pipe", "pipe"],
-      env: { ...process.env, PYTHONPATH: join(PACKAGE_ROOT, "engine"), PYTHONUNBUFFERED: "1" },
+      env: {
+        ...process.env,
+        ...threads,
+        PYTHONPATH: join(PACKAGE_ROOT, "engine"),
+        PYTHONUNBUFFERED: "1",
+      },
     });
     const requests = child.stdin as Writable;
     const replies = child.stdio[3] as Readable;
@@ -180,6 +191,7 @@ export class Engine {
         source: options.source,
         dtype: options.dtype ?? "auto",
         device: options.device ?? "auto",
+        device_map: options.deviceMap ?? null,
         trust_remote_code: options.trustRemoteCode ?? false,
       },
       ModelInfo,
