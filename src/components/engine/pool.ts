@@ -84,9 +84,10 @@ function poolGenerator(
       return await call(worker.engine);
     } catch (err) {
       if (!(err instanceof EngineDiedError)) throw err;
-      const why = err.message.split(";")[0]!.replace(/^the engine /, "");
+      // One line: its last output is left out (--verbose shows the engines' output as it comes).
+      const why = err.message.split(";")[0]!;
       throw new EngineDiedError(
-        `worker ${worker.number} (${worker.device}, pid ${worker.engine.pid}) died: it ${why}; ` +
+        `worker ${worker.number} (${worker.device}, pid ${worker.engine.pid}) died: ${why}; ` +
           "rerun the same command to resume",
       );
     }
