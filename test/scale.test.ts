@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { withPool } from "../src/components/engine/pool.js";
 import { BIN, buildTiny, flipattackRecords, run, tempDir } from "./helpers.js";
 
 const dir = tempDir({ after });
@@ -114,4 +115,37 @@ test("--device-map reaches the engine, which leaves placement to it alone", () =
     result.stderr.trim(),
     "steermoe: --device-map places the model itself: leave --device at auto",
   );
+});
+
+test("when every worker dies, the batches running and those waiting for a worker all fail, naming one", async () => {
+  const lines: string[] = [];
+  const errors = await withPool(
+    {},
+    { workers: 2 },
+    async (generator) => {
+      await generator.load({ source: model });
+      for (const [, pid] of lines.join("\n").matchAll(/pid (\d+)/g)) process.kill(Number(pid), "SIGKILL");
+      const request = {
+        conversations: [[{ role: "user" as const, content: "Hi" }]],
+        seeds: [0],
+        sampling: { maxNewTokens: 2, temperature: 1, topP: 1 },
+        shards: [],
+      };
+      // One more than there are workers: the third waits for a worker that never comes free.
+      const calls = [0, 1, 2].map(() => generator.generate(request));
+      return Promise.all(
+        calls.map((call) =>
+          call.then(
+            () => "done",
+            (err: Error) => err.message,
+          ),
+        ),
+      );
+    },
+    (line) => lines.push(line),
+  );
+  assert.equal(errors.length, 3);
+  for (const message of errors) {
+    assert.match(message, /^worker [12] \(cpu, pid \d+\) died: the engine was killed \(SIGKILL\); rerun/);
+  }
 });

@@ -65,17 +65,21 @@ function poolGenerator(
   log: (line: string) => void,
 ): Generator {
   const free = [...pool];
-  const waiting: ((worker: Worker) => void)[] = [];
+  const waiting: { resolve: (worker: Worker) => void; reject: (err: Error) => void }[] = [];
+  // Once an engine has died the run is stopping: nothing new starts, and nothing waits for an
+  // engine that may never come free (every one of them may be dead).
+  let died: EngineDiedError | undefined;
   const release = (worker: Worker) => {
     const next = waiting.shift();
-    if (next) next(worker);
+    if (next) next.resolve(worker);
     else free.push(worker);
   };
   const acquire = () =>
-    new Promise<Worker>((resolve) => {
+    new Promise<Worker>((resolve, reject) => {
+      if (died) return reject(died);
       const worker = free.shift();
       if (worker) resolve(worker);
-      else waiting.push(resolve);
+      else waiting.push({ resolve, reject });
     });
 
   // A dead engine takes its own request with it; what the others finished is committed in order.
@@ -86,10 +90,12 @@ function poolGenerator(
       if (!(err instanceof EngineDiedError)) throw err;
       // One line: its last output is left out (--verbose shows the engines' output as it comes).
       const why = err.message.split(";")[0]!;
-      throw new EngineDiedError(
+      died ??= new EngineDiedError(
         `worker ${worker.number} (${worker.device}, pid ${worker.engine.pid}) died: ${why}; ` +
           "rerun the same command to resume",
       );
+      for (const next of waiting.splice(0)) next.reject(died);
+      throw died;
     }
   };
   // Whole-pool calls (load, delta) wait for every engine, so none is left working when one fails.
