@@ -83,8 +83,8 @@ const P = QUICK
       rdRuns: 7,
       trainSteps: 3,
       responseTokens: 64,
-      workersPairs: 32,
-      workersTokens: 32,
+      workersPairs: 16,
+      workersTokens: 16,
     };
 const RD = { samples: 16, tokens: 128, layers: 16, experts: 64, topK: 8 };
 const TRAIN_EXPERTS = 50;
@@ -535,7 +535,8 @@ async function scalingSection(engine: Engine, info: ModelInfo, model: string, wo
 async function workersSection(model: string, work: string) {
   const file = join(work, "workers-pairs.json");
   writeFileSync(file, JSON.stringify(organismPairs(P.workersPairs)));
-  const settings = pairsSettings(model, file, P.workersTokens);
+  // Analysis batches of 8, one per compute batch: 2 × pairs / 8 pieces of work to hand out.
+  const settings = { ...pairsSettings(model, file, P.workersTokens), batch: { size: 8 } };
   const computeBatch = 8;
   const loadBefore = loadAverage();
   const runs = [];

@@ -101,8 +101,8 @@ export class Engine {
   ) {}
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
-    const n = options.threads === undefined ? undefined : String(options.threads);
-    const threads = n === undefined ? {} : { OMP_NUM_THREADS: n, MKL_NUM_THREADS: n };
+    const n = String(options.threads);
+    const threads = options.threads === undefined ? {} : { OMP_NUM_THREADS: n, MKL_NUM_THREADS: n };
     const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine"], {
       stdio: ["pipe", "ignore", "pipe", "pipe"],
       env: {
