@@ -2,11 +2,13 @@
 // how much memory expert-only training saves, each measured side by side with what it replaces in
 // one run. Writes docs/benchmarks.md (tables, targets met/missed) and docs/benchmarks.json (raw).
 //
-// STEERMOE_BENCH_QUICK=1 runs a tiny version of every section, for iterating on this file.
+// STEERMOE_BENCH_QUICK=1 runs a tiny version of every section, for iterating on this file;
+// STEERMOE_BENCH_SECTIONS=workers,scaling runs only those. Neither overwrites the published numbers.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { analyze } from "../src/recipes/analyze.js";
+import { analyze, type AnalyzeSettings } from "../src/recipes/analyze.js";
+import { threadsPerWorker } from "../src/components/engine/pool.js";
 import { readRoutingShard, type RoutingTrace } from "../src/components/io/routing.js";
 import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine/client.js";
 import type { GeneratedSample, Messages, ModelInfo } from "../src/components/engine/protocol.js";
@@ -23,6 +25,8 @@ import { mark, table, verdict, writeFormatted, writeReport, type Verdict } from 
 import { fmt, linearFit, summarize, timed } from "./stats.js";
 
 const QUICK = process.env.STEERMOE_BENCH_QUICK === "1";
+const ONLY = process.env.STEERMOE_BENCH_SECTIONS?.split(",");
+const PARTIAL = QUICK || ONLY !== undefined;
 
 // Every size the run uses. The full run must finish in under 15 minutes on a 2-core CPU, which
 // is what bounds the repeat counts and the token counts of the scaling series.
@@ -61,6 +65,8 @@ const P = QUICK
       rdRuns: 3,
       trainSteps: 1,
       responseTokens: 16,
+      workersPairs: 4,
+      workersTokens: 4,
     }
   : {
       pairs: 8,
@@ -77,6 +83,8 @@ const P = QUICK
       rdRuns: 7,
       trainSteps: 3,
       responseTokens: 64,
+      workersPairs: 16,
+      workersTokens: 16,
     };
 const RD = { samples: 16, tokens: 128, layers: 16, experts: 64, topK: 8 };
 const TRAIN_EXPERTS = 50;
@@ -139,9 +147,10 @@ async function main(): Promise<void> {
       ["riskdiff", () => riskDiffSection(work)],
       ["scaling", () => scalingSection(engine, info, model, work)],
       ["training", () => trainingSection(model, cuda, prompts)],
+      ["workers", () => workersSection(model, work)],
     ];
     if (cuda) sections.push(["decode_roofline", () => rooflineSection(engine, info, prompts)]);
-    for (const [name, run] of sections) {
+    for (const [name, run] of sections.filter(([name]) => !ONLY || ONLY.includes(name))) {
       const t = Date.now();
       log(`${name}…`);
       try {
@@ -166,10 +175,10 @@ async function main(): Promise<void> {
   const docs = join(PACKAGE_ROOT, "docs");
   mkdirSync(docs, { recursive: true });
   // The quick run is for iterating on the bench itself; it never overwrites the published numbers.
-  const stem = QUICK ? join(work + "-quick") : join(docs, "benchmarks");
-  if (QUICK) mkdirSync(stem, { recursive: true });
-  const jsonPath = QUICK ? join(stem, "benchmarks.json") : `${stem}.json`;
-  const mdPath = QUICK ? join(stem, "benchmarks.md") : `${stem}.md`;
+  const stem = PARTIAL ? join(work + "-partial") : join(docs, "benchmarks");
+  if (PARTIAL) mkdirSync(stem, { recursive: true });
+  const jsonPath = PARTIAL ? join(stem, "benchmarks.json") : `${stem}.json`;
+  const mdPath = PARTIAL ? join(stem, "benchmarks.md") : `${stem}.md`;
   await writeFormatted(jsonPath, JSON.stringify(results, null, 2) + "\n");
   await writeReport(mdPath, render(results));
   log(`wrote ${mdPath} and ${jsonPath} (${results.wall_seconds} s)`);
@@ -435,41 +444,46 @@ async function riskDiffSection(work: string) {
 // --------------------------------------------------------------------------------------------
 // scaling: the analyze recipe end to end over 50…400 pairs; compute batch sizes on fixed work
 
-async function scalingSection(engine: Engine, info: ModelInfo, model: string, work: string) {
-  // Short prompts (the plain request and the bare FlipAttack task line, ~20-40 tokens) and a few
-  // generated tokens: the full-length workload over 750 pairs would take hours on two cores.
+/** `n` organism pairs with short prompts (the plain request and the bare FlipAttack task line,
+ * ~20-40 tokens): the full-length workload over 750 pairs would take hours on two cores. */
+function organismPairs(n: number): { id: number; goal: string; flip_attack: string }[] {
   const records = JSON.parse(readFileSync(join(PACKAGE_ROOT, "organism", "data", "train.json"), "utf8")) as {
     goal: string;
     flip_attack: string;
   }[];
-  const maxPairs = Math.max(...P.scalePairs);
-  const data = Array.from({ length: maxPairs }, (_, i) => {
+  return Array.from({ length: n }, (_, i) => {
     const r = records[i % records.length]!;
     return { id: i, goal: r.goal, flip_attack: r.flip_attack };
   });
+}
+
+/** analyze's settings for a file of organismPairs, greedy, `tokens` generated, no QC. */
+function pairsSettings(model: string, file: string, tokens: number): AnalyzeSettings {
+  return {
+    model: { source: model },
+    data: {
+      file,
+      mapping: {
+        idField: "id",
+        safe: { field: "goal", system: "You are a helpful assistant." },
+        unsafe: { field: "flip_attack" },
+        sourceFields: [],
+      },
+    },
+    sampling: { maxNewTokens: tokens, temperature: 0 },
+    qc: false,
+  };
+}
+
+async function scalingSection(engine: Engine, info: ModelInfo, model: string, work: string) {
+  const data = organismPairs(Math.max(...P.scalePairs));
   const pairs: { pairs: number; seconds: number; tokens_per_second: number }[] = [];
   for (const n of P.scalePairs) {
     const file = join(work, `pairs-${n}.json`);
     writeFileSync(file, JSON.stringify(data.slice(0, n)));
     const run = join(work, `analyze-${n}`);
     const { seconds } = await timed(() =>
-      analyze(
-        {
-          model: { source: model },
-          data: {
-            file,
-            mapping: {
-              idField: "id",
-              safe: { field: "goal", system: "You are a helpful assistant." },
-              unsafe: { field: "flip_attack" },
-              sourceFields: [],
-            },
-          },
-          sampling: { maxNewTokens: P.scaleTokens, temperature: 0 },
-          qc: false,
-        },
-        { run, engine, computeBatch: 64 },
-      ),
+      analyze(pairsSettings(model, file, P.scaleTokens), { run, engine, computeBatch: 64 }),
     );
     rmSync(run, { recursive: true, force: true });
     pairs.push({ pairs: n, seconds, tokens_per_second: (2 * n * P.scaleTokens) / seconds });
@@ -512,6 +526,51 @@ async function scalingSection(engine: Engine, info: ModelInfo, model: string, wo
     fit: { ...fit, seconds_per_pair: fit.slope },
     batch_prompts: convs.length,
     batch_sizes: batchSizes,
+  };
+}
+
+// --------------------------------------------------------------------------------------------
+// workers: the analyze recipe with one engine vs two (--workers 2), the CPU's cores split
+
+async function workersSection(model: string, work: string) {
+  const file = join(work, "workers-pairs.json");
+  writeFileSync(file, JSON.stringify(organismPairs(P.workersPairs)));
+  // Analysis batches of 8, one per compute batch: 2 × pairs / 8 pieces of work to hand out.
+  const settings = { ...pairsSettings(model, file, P.workersTokens), batch: { size: 8 } };
+  const computeBatch = 8;
+  const loadBefore = loadAverage();
+  const runs = [];
+  for (const workers of [1, 2]) {
+    const run = join(work, `workers-${workers}`);
+    const { seconds } = await timed(() => analyze(settings, { run, computeBatch, pool: { workers } }));
+    // Rerunning the finished run starts the engines, loads the model and redoes the risk
+    // difference, and generates nothing: what the first run spent beyond it is generation.
+    const { seconds: overhead } = await timed(() =>
+      analyze(settings, { run, computeBatch, pool: { workers } }),
+    );
+    const rows = readFileSync(join(run, "samples.jsonl"), "utf8").trim().split("\n");
+    const tokens = rows.reduce((sum, line) => sum + JSON.parse(line).generated_token_ids.length, 0);
+    rmSync(run, { recursive: true, force: true });
+    const threads = workers === 1 ? cpus().length : threadsPerWorker(workers);
+    runs.push({
+      workers,
+      threads,
+      seconds,
+      overhead_seconds: overhead,
+      tokens,
+      tokens_per_second: tokens / (seconds - overhead),
+    });
+    log(
+      `  ${workers} worker(s): ${seconds.toFixed(1)} s, of which ${overhead.toFixed(1)} s start-up and finish`,
+    );
+  }
+  return {
+    pairs: P.workersPairs,
+    generated_tokens: P.workersTokens,
+    compute_batch: computeBatch,
+    runs,
+    speedup: runs[1]!.tokens_per_second / runs[0]!.tokens_per_second,
+    load_average_before: loadBefore,
   };
 }
 
@@ -720,6 +779,32 @@ function render(r: any): string {
       verdict(s.fit.r2 >= 0.98, `R² = ${s.fit.r2.toFixed(4)}`),
     ]);
   } else out.push("## Analysis scaling", "", `failed: ${s?.error}`, "");
+  const w = r.workers;
+  if (w && !w.error) {
+    out.push(
+      "## Data-parallel engines (--workers)",
+      "",
+      `The analyze recipe on ${w.pairs} pairs, ${w.generated_tokens} generated tokens, compute batch ${w.compute_batch}, with one engine and with two (the cores split between them). Generation time is a run's wall time less that of rerunning the finished run (engine start-up, model load, risk difference). 1-minute load average ${w.load_average_before} before, ${w.load_average_after} after (on ${m.cores} cores).`,
+      "",
+      table(
+        ["engines", "torch threads each", "seconds", "start-up and finish, s", "generated tokens/s"],
+        w.runs.map((x: any) => [
+          x.workers,
+          x.threads,
+          x.seconds.toFixed(1),
+          x.overhead_seconds.toFixed(1),
+          x.tokens_per_second.toFixed(1),
+        ]),
+      ),
+      "",
+      `Speedup with two engines: ${w.speedup.toFixed(2)}×.`,
+      "",
+    );
+    targets.push([
+      "2 workers ≥ 1.4× one engine (analysis tokens/s)",
+      verdict(w.speedup >= 1.4, `${w.speedup.toFixed(2)}×`),
+    ]);
+  } else out.push("## Data-parallel engines (--workers)", "", `failed: ${w?.error}`, "");
   const d = r.riskdiff;
   if (d && !d.error) {
     out.push(

@@ -312,16 +312,19 @@ test("every setting flag shows, as its default, the value the recipe gets withou
   assert.equal(settingAt(RECIPE_SETTINGS.analyze, "judge.kind").default, "keyword");
 });
 
-test("flags mean one thing everywhere: model flags on every command that loads one, --compute-batch on every one that generates", () => {
+test("flags mean one thing everywhere: model flags on every command that loads one, --compute-batch and the engines on every one that generates", () => {
   const all = commands();
   const has = (command: string, flag: string) => all.get(command)!.options.some((o) => o.long === flag);
   for (const command of ["inspect", "generate", "analyze", "train", "apply-delta", "eval", "serve"]) {
-    for (const flag of ["--dtype", "--device", "--trust-remote-code", "--config", "--set"]) {
+    for (const flag of ["--dtype", "--device", "--device-map", "--trust-remote-code", "--config", "--set"]) {
       assert.ok(has(command, flag), `${command} ${flag}`);
     }
   }
   for (const command of ["generate", "analyze", "eval", "serve"])
     assert.ok(has(command, "--compute-batch"), command);
+  for (const command of ["generate", "analyze", "eval"]) {
+    for (const flag of ["--workers", "--devices"]) assert.ok(has(command, flag), command);
+  }
   const batchSize = [...all.keys()].filter((command) => has(command, "--batch-size"));
   assert.deepEqual(batchSize.sort(), ["analyze", "train"]);
 });

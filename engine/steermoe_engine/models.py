@@ -23,6 +23,7 @@ class Loaded:
     tokenizer: PreTrainedTokenizerBase
     adapter: MoeAdapter
     source: str
+    # Where inputs go: the device, or with a device map the embeddings' (the first layers').
     device: torch.device
 
 
@@ -59,7 +60,17 @@ def _check_source(source: str) -> None:
         raise EngineError(f"{source} is not a model folder: it has no config.json")
 
 
-def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loaded:
+def _placed(device_map: str | None, device: str) -> dict[str, Any]:
+    """from_pretrained's placement: accelerate's, whole decoder layers per device (the model's
+    _no_split_modules), so hooks on a layer's router run on the device that holds the layer."""
+    if device_map is None:
+        return {}
+    if device != "auto":
+        raise EngineError("--device-map places the model itself: leave --device at auto")
+    return {"device_map": device_map}
+
+
+def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_map: str | None = None) -> Loaded:
     _check_source(source)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -70,12 +81,22 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loade
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=resolve_dtype(dtype, target), trust_remote_code=trust_remote_code
+            source,
+            dtype=resolve_dtype(dtype, target),
+            trust_remote_code=trust_remote_code,
+            **_placed(device_map, device),
         )
     except (OSError, ValueError) as err:
         raise EngineError(f"cannot load the model in {source}: {str(err).splitlines()[0]}") from err
-    model.to(target).eval()
-    return Loaded(model, tokenizer, MoeAdapter(model), source, target)
+    if device_map is None:
+        model.to(target)
+    model.eval()
+    devices = {p.device.type for p in model.parameters()}
+    if "meta" in devices or (device_map is not None and target.type == "cuda" and "cpu" in devices):
+        # Offloaded weights live outside the layers between calls: steering, deltas and training
+        # would write into copies. The model must fit the GPUs.
+        raise EngineError(f"{source} does not fit the GPUs: --device-map {device_map} offloaded part of it")
+    return Loaded(model, tokenizer, MoeAdapter(model), source, model.get_input_embeddings().weight.device)
 
 
 def describe(loaded: Loaded) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 from torch import nn
 
 from .adapters import MoeAdapter
@@ -62,7 +62,9 @@ class RoutingRecorder:
 
     def _hook(self, module: nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> None:
         routing = self.adapter.family.routing(module, output)
-        self._pending.append((routing.indices.to(self.id_dtype), routing.weights.float()))
+        # With a device map, layers sit on several devices; their routing is gathered on the first's.
+        device = self._pending[0][0].device if self._pending else routing.indices.device
+        self._pending.append((routing.indices.to(device, self.id_dtype), routing.weights.to(device, torch.float32)))
         if len(self._pending) == len(self.adapter.layers):
             self.ids.append(torch.stack([ids for ids, _ in self._pending], dim=1))
             self.weights.append(torch.stack([w for _, w in self._pending], dim=1))
@@ -85,6 +87,17 @@ def _expert_ids(ids: torch.Tensor) -> np.ndarray:
     # Recorded as int16 past 256 experts (torch's widest small int), stored as uint16.
     array = ids.numpy()
     return array.view(np.uint16) if array.dtype == np.int16 else array
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors writes its metadata in a per-process random order (a Rust HashMap); sorted, the
+    same routing gives the same bytes, whichever process or worker wrote it."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleRouting]) -> None:
@@ -115,5 +128,5 @@ def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleR
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         ids_json = json.dumps(shard.sample_ids, separators=(",", ":"), ensure_ascii=False)
-        save_file(tensors, str(tmp), metadata={**metadata, "sample_ids": ids_json})
+        tmp.write_bytes(_sorted_metadata(save(tensors, metadata={**metadata, "sample_ids": ids_json})))
         os.replace(tmp, path)

@@ -71,7 +71,7 @@ class Server:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
         source, dtype, device, trust = params["source"], params["dtype"], params["device"], params["trust_remote_code"]
         if rank_and_world()[1] == 1:
-            self.loaded = load(source, dtype, device, trust)
+            self.loaded = load(source, dtype, device, trust, params["device_map"])
         else:
             # Each rank reads the model into memory and FSDP2 moves only its shard to its device.
             target = rank_device(resolve_device(device))
@@ -114,6 +114,8 @@ class Server:
             micro_batch=params["micro_batch"],
         )
         self.trainer = None
+        if len({p.device for p in self._model().model.parameters()}) > 1:
+            raise EngineError("training needs the model on one device, not spread by --device-map")
         trainer = Trainer(self._model(), setup)
         batches = []
         for i, b in enumerate(params["batches"]):

@@ -75,3 +75,26 @@ def test_cuda_request_without_cuda(tiny_models: dict[str, Path]) -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(EngineError, match="no CUDA device"):
         load(str(tiny_models["olmoe"]), "auto", "cuda", False)
+
+
+def test_device_map_auto_records_the_same_routing_bytes(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """On CPU, accelerate's placement puts everything on cpu: the device-map path (from_pretrained
+    placing the model, inputs sent to the embeddings' device) must record what the plain path does,
+    byte for byte (the shard writer sorts its metadata, so bytes do not depend on the process)."""
+    from steermoe_engine.generation import Sampling, generate
+    from steermoe_engine.routing import Shard
+
+    conversations = [[{"role": "user", "content": "Name three rivers"}], [{"role": "user", "content": "Hi"}]]
+    outputs = {}
+    for name, device_map in [("plain", None), ("mapped", "auto")]:
+        model = load(str(tiny_models["qwen2_moe"]), "fp32", "auto", False, device_map)
+        shard = Shard(str(tmp_path / f"{name}.safetensors"), ["a", "b"])
+        samples = generate(model, conversations, [1, 2], Sampling(6, 1.0, 1.0), [shard])
+        outputs[name] = ([s["generated_ids"].tolist() for s in samples], Path(shard.path).read_bytes())
+    assert model.device == torch.device("cpu")
+    assert outputs["mapped"] == outputs["plain"]
+
+
+def test_device_map_leaves_the_device_to_itself(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(EngineError, match="leave --device at auto"):
+        load(str(tiny_models["olmoe"]), "fp32", "cpu", False, "balanced")

@@ -1,12 +1,14 @@
 // steermoe analyze: flags → AnalyzeSettings.
 import type { Command } from "commander";
 import { analyze, AnalyzeSettings, parseAnalyzeSettings, type AnalyzeSummary } from "../recipes/analyze.js";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { endpointFlags, judgeOptions } from "./judge.js";
 import {
   computeBatchOption,
   encodingOption,
   interruptible,
   modelOptions,
+  poolOptions,
   requireSetting,
   samplingOptions,
   settingOptions,
@@ -33,6 +35,7 @@ export function analyzeCommand(cli: Command): void {
   ]);
   samplingOptions(command, AnalyzeSettings);
   command.addOption(computeBatchOption());
+  poolOptions(command);
   settingOptions(command, AnalyzeSettings, [
     ["--qc <on|off>", "qc", "keep only pairs whose plain request was refused and jailbreak not"],
   ]);
@@ -55,7 +58,7 @@ export function analyzeCommand(cli: Command): void {
     ],
     ["--refusal-template <text>", "refusal.template", "the sentence used by --refusal-source template"],
   ]);
-  command.action(async (flags: { run: string; computeBatch?: "auto" | number }) => {
+  command.action(async (flags: { run: string; computeBatch?: "auto" | number } & PoolOptions) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "model.source");
     requireSetting(command, settings, "data.file");
@@ -64,6 +67,7 @@ export function analyzeCommand(cli: Command): void {
       run: flags.run,
       computeBatch: flags.computeBatch,
       engine: { verbose: verbose(command) },
+      pool: { workers: flags.workers, devices: flags.devices },
       signal: interruptible(),
     });
     console.log(formatAnalyzeSummary(summary));

@@ -5,11 +5,13 @@ import { InvalidArgumentError, type Command } from "commander";
 import { evaluate, EvalSettings, formatResults, parseEvalSettings } from "../recipes/evaluate.js";
 import { ORGANISM_SETS } from "../recipes/organism.js";
 import { UserError } from "../components/errors.js";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { endpointFlags, judgeOptions } from "./judge.js";
 import { benchmarkOptions } from "./benchmark.js";
 import {
   computeBatchOption,
   encodingOption,
+  poolOptions,
   modelOptions,
   requireSetting,
   samplingOptions,
@@ -73,9 +75,10 @@ export function evalCommand(cli: Command): void {
     ).argParser(intensities),
   );
   command.addOption(computeBatchOption());
+  poolOptions(command);
   judgeOptions(command, EvalSettings);
   steerOptions(command, "also evaluate each model steered");
-  command.action(async (flags: { out: string; computeBatch?: "auto" | number }) => {
+  command.action(async (flags: { out: string; computeBatch?: "auto" | number } & PoolOptions) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "models");
     const steer = await steering(command);
@@ -87,6 +90,7 @@ export function evalCommand(cli: Command): void {
       out: flags.out,
       computeBatch: flags.computeBatch,
       engine: { verbose: verbose(command) },
+      pool: { workers: flags.workers, devices: flags.devices },
     });
     console.log(formatResults(results));
     console.log(`results → ${flags.out}`);

@@ -4,11 +4,13 @@
 //
 // A command's settings are built in one order: the --config file, then each --set key.path=value,
 // then the individual flags (only those given on the command line), then the schema's parse.
+import { availableParallelism } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { z } from "zod";
 import { readConfigFile } from "../components/io/run.js";
 import { UserError } from "../components/errors.js";
 import { ComputeBatch, computeBatchSize, ModelConfig } from "../components/config.js";
+import { PoolOptions } from "../components/engine/pool.js";
 
 type Schema = z.core.$ZodType;
 type Settings = Record<string, unknown>;
@@ -144,6 +146,31 @@ export function computeBatchOption(at?: string): Option {
     : fromSchema(new Option(flags, help), ComputeBatch, "");
 }
 
+/** --workers and --devices: how many engines generate at once (options: a run resumes with any). */
+export function poolOptions(command: Command): Command {
+  const devices = settingAt(PoolOptions, "devices").leaf;
+  return command
+    .addOption(
+      fromSchema(
+        new Option(
+          "--workers <n>",
+          `engines on the CPU, its cores split between them (${availableParallelism()} here)`,
+        ),
+        PoolOptions,
+        "workers",
+      ),
+    )
+    .addOption(
+      new Option("--devices <list>", "one engine per device, e.g. cuda:0,cuda:1 (replaces --device)")
+        .argParser((raw: string) => {
+          const parsed = z.safeParse(devices, raw.split(","));
+          if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues[0]!.message);
+          return parsed.data;
+        })
+        .conflicts("workers"),
+    );
+}
+
 /** Adds `value` to the list: for flags given several times. */
 const collect = (value: string, list: string[] = []) => [...list, value];
 
@@ -168,6 +195,15 @@ export function modelOptions(command: Command, at: string, sourceFlag?: string):
     .addOption(setting(ModelConfig, "dtype", "--dtype <dtype>", "weights dtype", `${at}.dtype`))
     .addOption(
       setting(ModelConfig, "device", "--device <device>", "auto, cpu, cuda or cuda:N", `${at}.device`),
+    )
+    .addOption(
+      setting(
+        ModelConfig,
+        "deviceMap",
+        "--device-map <map>",
+        "spread the model over every GPU, whole decoder layers per device (generation only)",
+        `${at}.deviceMap`,
+      ),
     )
     .addOption(
       setting(

@@ -1,5 +1,6 @@
 // steermoe generate: flags → GenerateConfig.
 import type { Command } from "commander";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { generate, GenerateConfig } from "../recipes/generate.js";
 import { parseSettings } from "../components/config.js";
 import {
@@ -7,6 +8,7 @@ import {
   encodingOption,
   interruptible,
   modelOptions,
+  poolOptions,
   requireSetting,
   samplingOptions,
   settingOptions,
@@ -27,18 +29,20 @@ export function generateCommand(cli: Command): void {
   command.addOption(encodingOption(GenerateConfig, "encoding"));
   samplingOptions(command, GenerateConfig);
   command.addOption(computeBatchOption("computeBatch"));
+  poolOptions(command);
   settingOptions(command, GenerateConfig, [
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
     ["--overwrite", "overwrite", "replace an existing output folder"],
   ]);
   steerOptions(command, "switch experts off or on while generating");
-  command.action(async () => {
+  command.action(async (flags: PoolOptions) => {
     const settings = settingsFromFlags(command);
     for (const path of ["model.source", "input", "out"]) requireSetting(command, settings, path);
     const steer = await steering(command);
     if (steer) settings.steer = steer;
     const summary = await generate(parseSettings(GenerateConfig, settings, "generate"), {
       engine: { verbose: verbose(command) },
+      pool: { workers: flags.workers, devices: flags.devices },
       signal: interruptible(),
     });
     const state = summary.complete ? "done" : "stopped early";

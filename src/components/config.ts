@@ -10,6 +10,8 @@ export const ModelConfig = z.strictObject({
     .string()
     .regex(/^(auto|cpu|cuda(:\d+)?)$/, "expected auto, cpu, cuda or cuda:N")
     .default("auto"),
+  /** Spread one model over every GPU, whole decoder layers per device (accelerate's placement). */
+  deviceMap: z.enum(["auto", "balanced"]).optional(),
   trustRemoteCode: z.boolean().default(false),
 });
 export type ModelConfig = z.infer<typeof ModelConfig>;

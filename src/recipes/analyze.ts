@@ -13,6 +13,7 @@ import { dropPairs, planBatches, type MixedBatch, type Sample } from "../compone
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import type { EngineHandle } from "../components/engine/client.js";
 import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
@@ -81,6 +82,8 @@ export type AnalyzeSettings = z.input<typeof AnalyzeSettings>;
 export interface AnalyzeOptions {
   run: string;
   engine?: EngineHandle;
+  /** Engines of its own (--workers, --devices); the run folder is the same whatever they are. */
+  pool?: PoolOptions;
   computeBatch?: z.input<typeof ComputeBatch>;
   signal?: AbortSignal;
 }
@@ -126,55 +129,65 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     : undefined;
   if (judge) await probeJudge(settings.judge);
 
-  return withGenerator(options.engine ?? {}, async (generator) => {
-    const model = await generator.load(settings.model);
-    const resumed = openRun(
-      run,
-      "analyze",
-      { ...settings, datasetSha256: dataset.datasetSha256 },
-      {
-        model: z.encode(ModelInfo, model),
-        ...generator.description,
-        dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
-      },
-    );
-    writeJsonAtomic(join(run, "batches.json"), {
-      batch_size: plan.batchSize,
-      safe_ratio: plan.safeRatio,
-      batches: plan.batches.map(batchOutline),
-    } satisfies BatchesFile);
+  return withGenerator(
+    options.engine ?? {},
+    async (generator) => {
+      const model = await generator.load(settings.model);
+      const resumed = openRun(
+        run,
+        "analyze",
+        { ...settings, datasetSha256: dataset.datasetSha256 },
+        {
+          model: z.encode(ModelInfo, model),
+          ...generator.description,
+          dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
+        },
+      );
+      writeJsonAtomic(join(run, "batches.json"), {
+        batch_size: plan.batchSize,
+        safe_ratio: plan.safeRatio,
+        batches: plan.batches.map(batchOutline),
+      } satisfies BatchesFile);
 
-    const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
-    const perCall = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
-    const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
-    const started = Date.now();
-    let tokens = 0;
-    let done = plan.batches.length - todo.length;
-    // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
-    const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
-    // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
-    // large batches, while every result still lands in its own analysis batch.
-    const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
-    const chunks = Array.from({ length: Math.ceil(todo.length / perChunk) }, (_, i) =>
-      todo.slice(i * perChunk, (i + 1) * perChunk),
-    );
-    await inOrder(
-      chunks,
-      generator.slots,
-      (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
-      (chunk, rows) => {
-        tokens += commitBatches(chunk, rows, run);
-        done += chunk.length;
-        bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
-      },
-      options.signal,
-    );
-    bar.finish();
-    const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
-    const summary = { run, batchesDone, batches: plan.batches.length, pairs: dataset.pairs.length, resumed };
-    if (batchesDone < plan.batches.length) return { ...summary, complete: false };
-    return { ...summary, complete: true, ...(await finish(run, plan.batches, settings, model)) };
-  });
+      const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
+      const perCall = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
+      const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
+      const started = Date.now();
+      let tokens = 0;
+      let done = plan.batches.length - todo.length;
+      // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
+      const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
+      // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
+      // large batches, while every result still lands in its own analysis batch.
+      const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
+      const chunks = Array.from({ length: Math.ceil(todo.length / perChunk) }, (_, i) =>
+        todo.slice(i * perChunk, (i + 1) * perChunk),
+      );
+      await inOrder(
+        chunks,
+        generator.slots,
+        (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
+        (chunk, rows) => {
+          tokens += commitBatches(chunk, rows, run);
+          done += chunk.length;
+          bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+        },
+        options.signal,
+      );
+      bar.finish();
+      const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
+      const summary = {
+        run,
+        batchesDone,
+        batches: plan.batches.length,
+        pairs: dataset.pairs.length,
+        resumed,
+      };
+      if (batchesDone < plan.batches.length) return { ...summary, complete: false };
+      return { ...summary, complete: true, ...(await finish(run, plan.batches, settings, model)) };
+    },
+    options.pool,
+  );
 }
 
 function batchOutline(batch: MixedBatch) {

@@ -17,6 +17,7 @@ import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import type { EngineHandle } from "../components/engine/client.js";
 import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -213,7 +214,12 @@ function resolveModel(source: string): string {
 
 export async function evaluate(
   input: EvalSettings,
-  options: { out: string; engine?: EngineHandle; computeBatch?: z.input<typeof ComputeBatch> },
+  options: {
+    out: string;
+    engine?: EngineHandle;
+    pool?: PoolOptions;
+    computeBatch?: z.input<typeof ComputeBatch>;
+  },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
   const { items, skipped } = await readItems(settings);
@@ -223,54 +229,58 @@ export async function evaluate(
   }
   const judge = createJudge(settings.judge, { cachePath: join(options.out, "judge_cache.jsonl") });
   await probeJudge(settings.judge);
-  return withGenerator(options.engine ?? {}, async (generator) => {
-    const results: ModelResult[] = [];
-    const rows: EvalSampleRow[] = [];
-    for (const spec of settings.models) {
-      const source = resolveModel(spec.model.source);
-      const info = await generator.load({ ...spec.model, source });
-      if (spec.delta) {
-        checkDelta(spec.delta, info);
-        await generator.applyDelta(spec.delta);
+  return withGenerator(
+    options.engine ?? {},
+    async (generator) => {
+      const results: ModelResult[] = [];
+      const rows: EvalSampleRow[] = [];
+      for (const spec of settings.models) {
+        const source = resolveModel(spec.model.source);
+        const info = await generator.load({ ...spec.model, source });
+        if (spec.delta) {
+          checkDelta(spec.delta, info);
+          await generator.applyDelta(spec.delta);
+        }
+        for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
+          const computeBatch = options.computeBatch ?? "auto";
+          const responses = await generateAll(generator, items, settings, computeBatch, name, steer);
+          const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
+          const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
+          results.push({
+            name,
+            source,
+            ...(spec.delta && { delta: spec.delta }),
+            steered: intensity !== undefined,
+            ...(intensity !== undefined && { steer: { model: spec.name, intensity } }),
+            ...score(judged, judge),
+            ...(skipped.size && { benchmarks: scoreBenchmarks(judged, skipped, judge) }),
+          });
+          items.forEach((item, i) =>
+            rows.push({
+              model: name,
+              set: item.set,
+              ...(item.benchmark && { benchmark: item.benchmark.benchmark }),
+              ...(item.benchmark?.category !== undefined && { category: item.benchmark.category }),
+              id: item.id,
+              prompt: item.messages,
+              response: responses[i]!,
+              is_refusal: verdicts[i]!.isRefusal,
+              reason: verdicts[i]!.reason,
+              ...judgeDetails(verdicts[i]!),
+            }),
+          );
+          writeJsonlAtomic(join(options.out, "samples.jsonl"), rows);
+          writeJsonAtomic(join(options.out, "results.json"), results);
+        }
       }
-      for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
-        const computeBatch = options.computeBatch ?? "auto";
-        const responses = await generateAll(generator, items, settings, computeBatch, name, steer);
-        const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
-        const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
-        results.push({
-          name,
-          source,
-          ...(spec.delta && { delta: spec.delta }),
-          steered: intensity !== undefined,
-          ...(intensity !== undefined && { steer: { model: spec.name, intensity } }),
-          ...score(judged, judge),
-          ...(skipped.size && { benchmarks: scoreBenchmarks(judged, skipped, judge) }),
-        });
-        items.forEach((item, i) =>
-          rows.push({
-            model: name,
-            set: item.set,
-            ...(item.benchmark && { benchmark: item.benchmark.benchmark }),
-            ...(item.benchmark?.category !== undefined && { category: item.benchmark.category }),
-            id: item.id,
-            prompt: item.messages,
-            response: responses[i]!,
-            is_refusal: verdicts[i]!.isRefusal,
-            reason: verdicts[i]!.reason,
-            ...judgeDetails(verdicts[i]!),
-          }),
-        );
-        writeJsonlAtomic(join(options.out, "samples.jsonl"), rows);
-        writeJsonAtomic(join(options.out, "results.json"), results);
-      }
-    }
-    writeJsonAtomic(join(options.out, "eval_config.json"), {
-      ...storableSettings(settings),
-      ...generator.description,
-    });
-    return results;
-  });
+      writeJsonAtomic(join(options.out, "eval_config.json"), {
+        ...storableSettings(settings),
+        ...generator.description,
+      });
+      return results;
+    },
+    options.pool,
+  );
 }
 
 interface Judged {

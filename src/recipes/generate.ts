@@ -12,6 +12,7 @@ import { readConversations } from "../components/data/conversations.js";
 import type { EngineHandle } from "../components/engine/client.js";
 import { ModelInfo } from "../components/engine/protocol.js";
 import { inOrder, withGenerator } from "../components/engine/generator.js";
+import type { PoolOptions } from "../components/engine/pool.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
@@ -46,88 +47,92 @@ export interface GenerateSummary {
 
 export async function generate(
   input: GenerateConfig,
-  options: { engine?: EngineHandle; signal?: AbortSignal } = {},
+  options: { engine?: EngineHandle; pool?: PoolOptions; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
   const conversations = readConversations(config.input, config.replay, config.encoding);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
-  return withGenerator(options.engine ?? {}, async (generator) => {
-    const model = await generator.load(config.model);
-    if (config.steer && config.replay)
-      throw new UserError("--steer works with generation, not with --replay");
-    const steer = config.steer && steerRequest(config.steer, model, "--steer");
-    const batchSize = computeBatchSize(config.computeBatch, generator.cuda);
-    const rows: GeneratedRow[] = [];
-    const started = Date.now();
-    let generatedTokens = 0;
-    const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");
-    const meta = (complete: boolean) => ({
-      format: "steermoe.generate.v1",
-      complete,
-      samples: rows.length,
-      total: conversations.length,
-      config,
-      computeBatchSize: batchSize,
-      model: z.encode(ModelInfo, model),
-      ...generator.description,
-    });
-    const starts = Array.from(
-      { length: Math.ceil(conversations.length / batchSize) },
-      (_, i) => i * batchSize,
-    );
-    const shardOf = (start: number) =>
-      `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
+  return withGenerator(
+    options.engine ?? {},
+    async (generator) => {
+      const model = await generator.load(config.model);
+      if (config.steer && config.replay)
+        throw new UserError("--steer works with generation, not with --replay");
+      const steer = config.steer && steerRequest(config.steer, model, "--steer");
+      const batchSize = computeBatchSize(config.computeBatch, generator.cuda);
+      const rows: GeneratedRow[] = [];
+      const started = Date.now();
+      let generatedTokens = 0;
+      const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");
+      const meta = (complete: boolean) => ({
+        format: "steermoe.generate.v1",
+        complete,
+        samples: rows.length,
+        total: conversations.length,
+        config,
+        computeBatchSize: batchSize,
+        model: z.encode(ModelInfo, model),
+        ...generator.description,
+      });
+      const starts = Array.from(
+        { length: Math.ceil(conversations.length / batchSize) },
+        (_, i) => i * batchSize,
+      );
+      const shardOf = (start: number) =>
+        `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
 
-    await inOrder(
-      starts,
-      generator.slots,
-      (start) => {
-        const chunk = conversations.slice(start, start + batchSize);
-        const messages = chunk.map((c) => c.messages);
-        const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
-        return config.replay
-          ? generator.replay(messages, shards)
-          : generator.generate({
-              conversations: messages,
-              seeds: chunk.map((_, i) => config.sampling.seed + start + i),
-              sampling: config.sampling,
-              shards,
-              steer,
+      await inOrder(
+        starts,
+        generator.slots,
+        (start) => {
+          const chunk = conversations.slice(start, start + batchSize);
+          const messages = chunk.map((c) => c.messages);
+          const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
+          return config.replay
+            ? generator.replay(messages, shards)
+            : generator.generate({
+                conversations: messages,
+                seeds: chunk.map((_, i) => config.sampling.seed + start + i),
+                sampling: config.sampling,
+                shards,
+                steer,
+              });
+        },
+        (start, samples) => {
+          samples.forEach((s, i) => {
+            const conversation = conversations[start + i]!;
+            generatedTokens += s.generatedIds.data.length;
+            rows.push({
+              id: conversation.id,
+              messages: conversation.messages,
+              prompt_token_ids: Array.from(s.promptIds.data as Int32Array),
+              generated_token_ids: Array.from(s.generatedIds.data as Int32Array),
+              text: s.text,
+              finish_reason: s.finishReason,
+              routing: { shard: shardOf(start), index: i },
             });
-      },
-      (start, samples) => {
-        samples.forEach((s, i) => {
-          const conversation = conversations[start + i]!;
-          generatedTokens += s.generatedIds.data.length;
-          rows.push({
-            id: conversation.id,
-            messages: conversation.messages,
-            prompt_token_ids: Array.from(s.promptIds.data as Int32Array),
-            generated_token_ids: Array.from(s.generatedIds.data as Int32Array),
-            text: s.text,
-            finish_reason: s.finishReason,
-            routing: { shard: shardOf(start), index: i },
           });
-        });
-        // Rewritten whole after every shard: what is on disk is always consistent.
-        writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
-        writeJsonAtomic(join(config.out, "meta.json"), meta(false));
-        const seconds = (Date.now() - started) / 1000;
-        bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
-      },
-      options.signal,
-    );
-    bar.finish();
-    const complete = rows.length === conversations.length;
-    writeJsonAtomic(join(config.out, "meta.json"), meta(complete));
-    return {
-      out: config.out,
-      samples: rows.length,
-      total: conversations.length,
-      generatedTokens,
-      seconds: (Date.now() - started) / 1000,
-      complete,
-    };
-  });
+          // Rewritten whole after every shard: what is on disk is always consistent.
+          writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
+          writeJsonAtomic(join(config.out, "meta.json"), meta(false));
+          const seconds = (Date.now() - started) / 1000;
+          bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
+        },
+        options.signal,
+      );
+      bar.finish();
+      const complete = rows.length === conversations.length;
+      writeJsonAtomic(join(config.out, "meta.json"), meta(complete));
+      return {
+        out: config.out,
+        samples: rows.length,
+        total: conversations.length,
+        generatedTokens,
+        seconds: (Date.now() - started) / 1000,
+        complete,
+      };
+    },
+    options.pool,
+  );
 }

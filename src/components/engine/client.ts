@@ -58,12 +58,16 @@ export interface EngineOptions {
   /** Processes that train one model together (FSDP2): the engine starts the others itself and
    * answers for all of them. Training only. */
   ranks?: number;
+  /** Torch's CPU threads (OMP/MKL, read when torch is imported); default: one per core. */
+  threads?: number;
 }
 
 export interface LoadOptions {
   source: string;
   dtype?: "auto" | "bf16" | "fp16" | "fp32";
   device?: string;
+  /** Spread the model over every GPU, whole decoder layers per device. */
+  deviceMap?: "auto" | "balanced";
   trustRemoteCode?: boolean;
 }
 
@@ -106,9 +110,16 @@ export class Engine {
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
     const ranks = options.ranks && options.ranks > 1 ? ["--ranks", String(options.ranks)] : [];
+    const n = String(options.threads);
+    const threads = options.threads === undefined ? {} : { OMP_NUM_THREADS: n, MKL_NUM_THREADS: n };
     const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine", ...ranks], {
       stdio: ["pipe", "ignore", "pipe", "pipe"],
-      env: { ...process.env, PYTHONPATH: join(PACKAGE_ROOT, "engine"), PYTHONUNBUFFERED: "1" },
+      env: {
+        ...process.env,
+        ...threads,
+        PYTHONPATH: join(PACKAGE_ROOT, "engine"),
+        PYTHONUNBUFFERED: "1",
+      },
     });
     const requests = child.stdin as Writable;
     const replies = child.stdio[3] as Readable;
@@ -190,6 +201,7 @@ export class Engine {
         source: options.source,
         dtype: options.dtype ?? "auto",
         device: options.device ?? "auto",
+        device_map: options.deviceMap ?? null,
         trust_remote_code: options.trustRemoteCode ?? false,
       },
       ModelInfo,

@@ -2,8 +2,10 @@
 // Generator and commit the results in input order. One engine is a Generator with one slot; a
 // pool of engines (one per device or worker) and inference servers are Generators with more, so
 // the recipes and the run folder they write do not change with scale.
+import { UserError } from "../errors.js";
 import type { SteerRequest } from "../method/steering.js";
-import { withEngine, type Engine, type EngineHandle, type LoadOptions, type Sampling } from "./client.js";
+import { Engine, withEngine, type EngineHandle, type LoadOptions, type Sampling } from "./client.js";
+import { wantsPool, withPool, type PoolOptions } from "./pool.js";
 import type { GeneratedSample, Messages, ModelInfo, RoutingShardRequest } from "./protocol.js";
 
 export interface GenerateRequest {
@@ -44,9 +46,18 @@ export function engineGenerator(engine: Engine): Generator {
   };
 }
 
-/** A recipe runs on the engine it is given (kept open), or starts one for its own use. */
-export function withGenerator<T>(handle: EngineHandle, work: (generator: Generator) => Promise<T>): Promise<T> {
-  return withEngine(handle, (engine) => work(engineGenerator(engine)));
+/**
+ * A recipe runs on the engine it is given (kept open), or starts one for its own use, or a pool of
+ * them when `pool` asks for several workers or devices.
+ */
+export function withGenerator<T>(
+  handle: EngineHandle,
+  work: (generator: Generator) => Promise<T>,
+  pool: PoolOptions = {},
+): Promise<T> {
+  if (!wantsPool(pool)) return withEngine(handle, (engine) => work(engineGenerator(engine)));
+  if (handle instanceof Engine) throw new UserError("an engine given to a recipe runs alone: no --workers or --devices");
+  return withPool(handle, pool, work);
 }
 
 /**
