@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -59,8 +60,23 @@ def _check_source(source: str) -> None:
         raise EngineError(f"{source} is not a model folder: it has no config.json")
 
 
+def check_safetensors(path: str | Path) -> None:
+    """Reads the header only: a cut or foreign file is named before anything loads it."""
+    if not Path(path).is_file():
+        raise EngineError(f"{path} is missing")
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except Exception as err:  # safetensors raises its own, undocumented types
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise EngineError(f"{path}: incomplete or damaged safetensors file ({why}; not a weights file?)") from err
+
+
 def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loaded:
     _check_source(source)
+    if Path(source).is_dir():
+        for weights in sorted(Path(source).glob("*.safetensors")):
+            check_safetensors(weights)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

@@ -11,6 +11,7 @@ slices; no other element of any tensor is ever written.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from torch import nn
 from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
 from .errors import EngineError
-from .generation import Messages, chat_ids
+from .generation import Messages, chat_ids, naming, sample_ids
 from .models import Loaded
 
 Trainable = Literal["experts", "all", "router"]
@@ -182,8 +183,17 @@ class Trainer:
             per_layer.append({"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[kind])
         return torch.stack(per_layer).mean()
 
-    def batch(self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]]) -> Batch:
-        encoded = [self._encode(c) for c in conversations]
+    def batch(
+        self,
+        conversations: list[Messages],
+        labels: list[str],
+        allowed: dict[int, list[int]],
+        ids: list[str] | None = None,
+    ) -> Batch:
+        encoded = []
+        for sample_id, messages in zip(sample_ids(ids, conversations), conversations, strict=True):
+            with naming(sample_id):
+                encoded.append(self._encode(messages))
         targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
         if targets == 0:
             raise EngineError("this batch has no target tokens to learn from")
@@ -191,11 +201,18 @@ class Trainer:
         controls = {index: allowed_only(experts, n, device) for index, experts in allowed.items() if experts}
         return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
+    def step(self, batch: Batch, lr: float) -> dict[str, float | None]:
         """One optimizer step over one batch."""
         started = time.perf_counter()
         stats = self.accumulate(batch)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
+        if not (math.isfinite(grad_norm) and math.isfinite(stats["loss"])):
+            # A non-finite update would ruin every weight it reaches: none is made, and the caller
+            # (which sees null for what is not finite) stops training.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loaded.model.eval()
+            finite = {k: v if math.isfinite(v) else None for k, v in {**stats, "grad_norm": grad_norm}.items()}
+            return {**finite, "seconds": time.perf_counter() - started}
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()

@@ -382,6 +382,7 @@ async function generateAll(
       settings.sampling,
       [],
       steer,
+      chunk.map((item) => `${item.set} ${item.id}`),
     );
     responses.push(...samples.map((s) => s.text));
     bar.update(responses.length);

@@ -1,7 +1,8 @@
 // report: one self-contained report.html for a run folder (analysis, training, evaluation).
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../components/errors.js";
+import { checkRunFolder } from "../components/io/run.js";
 import { writeReport, type ReportResult } from "../components/report/report.js";
 
 export type { ReportResult };
@@ -16,6 +17,9 @@ export interface ReportSettings {
 }
 
 export async function report({ run, out, eval: evalDir }: ReportSettings): Promise<ReportResult> {
+  checkRunFolder(run);
+  if (out && existsSync(out) && statSync(out).isDirectory())
+    throw new UserError(`--out ${out} is a folder; give the page's file name, e.g. ${join(out, "report.html")}`);
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }

@@ -28,7 +28,7 @@ export function readConversations(file: string, replay = false): Conversation[] 
       throw inputError(
         file,
         `${where} field messages`,
-        "--replay needs each conversation to end with an assistant message",
+        "must end with an assistant message (the response to replay or train on)",
       );
     }
     if (!replay && last.role === "assistant") {

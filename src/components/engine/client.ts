@@ -186,16 +186,21 @@ export class Engine {
     );
   }
 
-  /** Routing is recorded when `shards` says where: each takes the next samples, in order. */
+  /**
+   * Routing is recorded when `shards` says where: each takes the next samples, in order. `ids`
+   * name the conversations (records of the caller's files) in the engine's errors.
+   */
   async generate(
     conversations: Messages[],
     seeds: number[],
     sampling: Sampling,
     shards: RoutingShardRequest[] = [],
     steer?: SteerRequest,
+    ids?: string[],
   ): Promise<GeneratedSample[]> {
     const params = {
       conversations,
+      ids,
       seeds,
       max_new_tokens: sampling.maxNewTokens,
       temperature: sampling.temperature,
@@ -206,8 +211,13 @@ export class Engine {
     return (await this.call("generate", params, GenerateResult)).samples;
   }
 
-  async replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]> {
-    return (await this.call("replay", { conversations, shards: absolute(shards) }, GenerateResult)).samples;
+  async replay(
+    conversations: Messages[],
+    shards: RoutingShardRequest[],
+    ids?: string[],
+  ): Promise<GeneratedSample[]> {
+    const params = { conversations, ids, shards: absolute(shards) };
+    return (await this.call("replay", params, GenerateResult)).samples;
   }
 
   buildTiny(

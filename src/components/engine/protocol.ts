@@ -87,6 +87,8 @@ export type LayerExperts = z.infer<typeof LayerExpertsSchema>;
 /** One analysis batch, sent once with the setup; steps name it by its index in `batches`. */
 export interface TrainBatchRequest {
   conversations: Messages[];
+  /** The samples' ids, to name one the engine cannot tokenize (else their positions). */
+  ids?: string[];
   labels: string[];
   /** This batch's routing mask: per layer, the only experts tokens may reach. */
   allowed: LayerExperts;
@@ -119,9 +121,10 @@ export interface TrainStepRequest {
 export const CheckpointPosition = z.object({ step: z.number().int(), epoch: z.number().int() });
 export type CheckpointPosition = z.infer<typeof CheckpointPosition>;
 export const TrainStepResult = z.object({
-  loss: z.number(),
-  router_loss: z.number(),
-  grad_norm: z.number(),
+  /** null when not finite: the engine made no update, and training stops. */
+  loss: z.number().nullable(),
+  router_loss: z.number().nullable(),
+  grad_norm: z.number().nullable(),
   tokens: z.number(),
   seconds: z.number(),
   optimizer_state_bytes: z.number(),

@@ -1,7 +1,7 @@
 // A Run is a folder that one job fills over one or more invocations. Its config.json records
 // the settings; a later invocation with the same settings resumes it, one with different
 // settings is refused with the difference named, so results from two settings never mix.
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
@@ -17,6 +17,12 @@ function differences(before: unknown, after: unknown, path = ""): string[] {
     return keys.flatMap((k) => differences(before[k], after[k], path ? `${path}.${k}` : k));
   }
   return [`${path || "settings"} ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+}
+
+/** A run folder named on the command line: a file at that path is named before any work starts. */
+export function checkRunFolder(dir: string): void {
+  if (existsSync(dir) && !statSync(dir).isDirectory())
+    throw new UserError(`${dir} is a file, not a run folder; give the folder's path`);
 }
 
 /**

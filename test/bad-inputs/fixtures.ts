@@ -1,0 +1,52 @@
+// Inputs the bad-input cases damage: a tiny model and a finished analysis run, each built once per
+// test file (the engine costs seconds) and copied into a case's folder before it is damaged.
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildTiny, flipattackRecords, run } from "../helpers.js";
+
+let built: Promise<{ model: string; run: string }> | undefined;
+
+/** A tiny model and an analysis run made with it (2 batches of 4), shared by one file's cases. */
+export function analysedRun(): Promise<{ model: string; run: string }> {
+  built ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), "steermoe-bad-inputs-"));
+    // Removed when the file's process ends: a test's own cleanup would take it from the next case.
+    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+    const model = await buildTiny(dir);
+    writeFileSync(join(dir, "data.json"), JSON.stringify(flipattackRecords(4)));
+    const runDir = join(dir, "run");
+    const made = run([...analyzeArgs(runDir, model), "--data", join(dir, "data.json")]);
+    if (made.status !== 0) throw new Error(`the fixture run failed: ${made.stderr}`);
+    return { model, run: runDir };
+  })();
+  return built;
+}
+
+/** analyze's arguments for the fixture's settings (without --data). */
+export const analyzeArgs = (runDir: string, model: string) => [
+  "analyze",
+  "--run",
+  runDir,
+  "--model",
+  model,
+  "--batch-size",
+  "4",
+  "--max-new-tokens",
+  "3",
+  "--qc",
+  "off",
+];
+
+/** The fixture run, copied to `dir`/run for a case to damage; returns the copy's path. */
+export async function copyOfRun(dir: string): Promise<string> {
+  const copy = join(dir, "run");
+  cpSync((await analysedRun()).run, copy, { recursive: true });
+  return copy;
+}
+
+/** `text` written to `dir`/`name`; returns the name (cases run in `dir`). */
+export function file(dir: string, name: string, text: string): string {
+  writeFileSync(join(dir, name), text);
+  return name;
+}
