@@ -202,25 +202,29 @@ class Trainer:
         return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
 
     def step(self, batch: Batch, lr: float) -> dict[str, float | None]:
-        """One optimizer step over one batch."""
+        """One optimizer step over one batch. Values that are not finite come back as None: the
+        caller stops training on them, and on weights that one step made many times larger."""
         started = time.perf_counter()
         stats = self.accumulate(batch)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
-        if not (math.isfinite(grad_norm) and math.isfinite(stats["loss"])):
-            # A non-finite update would ruin every weight it reaches: none is made, and the caller
-            # (which sees null for what is not finite) stops training.
-            self.optimizer.zero_grad(set_to_none=True)
-            self.loaded.model.eval()
-            finite = {k: v if math.isfinite(v) else None for k, v in {**stats, "grad_norm": grad_norm}.items()}
-            return {**finite, "seconds": time.perf_counter() - started}
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        growth = None
+        # A non-finite update would ruin every weight it reaches: none is made.
+        if math.isfinite(grad_norm) and math.isfinite(stats["loss"]):
+            before = self._weight_norm()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            for piece in self.slices:
+                piece.write_back()
+            growth = self._weight_norm() / before if before > 0 else 1.0
         self.optimizer.zero_grad(set_to_none=True)
-        for piece in self.slices:
-            piece.write_back()
         self.loaded.model.eval()
-        return {**stats, "grad_norm": grad_norm, "seconds": time.perf_counter() - started}
+        values = {**stats, "grad_norm": grad_norm, "weight_growth": growth}
+        finite = {k: v if v is not None and math.isfinite(v) else None for k, v in values.items()}
+        return {**finite, "seconds": time.perf_counter() - started}
+
+    def _weight_norm(self) -> float:
+        return float(torch.sqrt(sum((p.detach().float().pow(2).sum() for p in self.params), torch.tensor(0.0))))
 
     def accumulate(self, batch: Batch) -> dict[str, float]:
         """The whole batch's gradients, computed in micro-batches that add up to exactly them.

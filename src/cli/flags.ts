@@ -238,11 +238,13 @@ function configSettings(command: Command, file: string): Settings {
   const sections = new Set(command.parent?.commands.map((c) => c.name()) ?? []);
   if (!Object.keys(value).some((key) => sections.has(key))) return value;
   const own = value[command.name()] ?? {};
-  if (!isObject(own)) throw new UserError(`${file}: the ${command.name()} section is not an object of settings`);
+  if (!isObject(own))
+    throw new UserError(`${file}: the ${command.name()} section is not an object of settings`);
   const shared = typeof value.model === "string" ? { source: value.model } : value.model;
   const loadsOneModel = command.options.some((o) => o instanceof SettingOption && o.path === "model.source");
   if (shared === undefined || !loadsOneModel) return own;
-  if (!isObject(shared)) throw new UserError(`${file}: model is neither a path nor an object of model settings`);
+  if (!isObject(shared))
+    throw new UserError(`${file}: model is neither a path nor an object of model settings`);
   return { ...own, model: { ...shared, ...(isObject(own.model) ? own.model : {}) } };
 }
 

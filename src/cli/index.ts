@@ -59,7 +59,10 @@ export function program(): Command {
 
 /** The engine's traceback or last output, kept in a file so the error itself stays one line. */
 function engineLog(text: string): string {
-  const path = join(tmpdir(), `steermoe-engine-${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}.log`);
+  const path = join(
+    tmpdir(),
+    `steermoe-engine-${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}.log`,
+  );
   writeFileSync(path, text.endsWith("\n") ? text : `${text}\n`);
   return path;
 }

@@ -75,7 +75,11 @@ export async function generate(
       const shard = `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
       const shards = [{ path: join(config.out, shard), sample_ids: chunk.map((c) => c.id) }];
       const samples = config.replay
-        ? await engine.replay(messages, shards, chunk.map((c) => c.id))
+        ? await engine.replay(
+            messages,
+            shards,
+            chunk.map((c) => c.id),
+          )
         : await engine.generate(
             messages,
             chunk.map((_, i) => config.sampling.seed + start + i),

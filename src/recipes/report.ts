@@ -1,5 +1,5 @@
 // report: one self-contained report.html for a run folder (analysis, training, evaluation).
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../components/errors.js";
 import { checkRunFolder } from "../components/io/run.js";
@@ -18,8 +18,6 @@ export interface ReportSettings {
 
 export async function report({ run, out, eval: evalDir }: ReportSettings): Promise<ReportResult> {
   checkRunFolder(run);
-  if (out && existsSync(out) && statSync(out).isDirectory())
-    throw new UserError(`--out ${out} is a folder; give the page's file name, e.g. ${join(out, "report.html")}`);
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }

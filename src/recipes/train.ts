@@ -140,7 +140,13 @@ function fromRun(run: string, settings: Settings): Plan {
     labels: samples.map((s) => s.label),
     conversations: samples.map((s) => s.messages),
     // A batch steers its routing into its own unsafe experts, as far as they are being trained.
-    allowed: settings.routingMask ? layerExperts(intersect(perBatch.get(batchIdx) ?? [], trained)) : {},
+    allowed: settings.routingMask
+      ? layerExperts(
+          source === "all"
+            ? (perBatch.get(batchIdx) ?? [])
+            : intersect(perBatch.get(batchIdx) ?? [], trained),
+        )
+      : {},
   }));
   return {
     batches,
@@ -234,7 +240,10 @@ async function resumeStep(engine: Engine, dir: string): Promise<number> {
       if (!(err instanceof EngineError)) throw err;
       const previous = newestFirst[i + 1];
       // With no checkpoint left, the trainer may hold part of a bad one: it cannot start over.
-      if (!previous) throw new UserError(`${err.message}; no earlier checkpoint to fall back to: remove ${dir} to train from the start`);
+      if (!previous)
+        throw new UserError(
+          `${err.message}; no earlier checkpoint to fall back to: remove ${dir} to train from the start`,
+        );
       note(`${err.message}; resuming from the previous checkpoint ${join(dir, previous)}`);
     }
   }
@@ -245,8 +254,11 @@ export function parseTrainSettings(input: unknown): Settings {
   const parsed = TrainSettings.safeParse(input);
   if (!parsed.success) throw new UserError(`train settings ${zodProblem(parsed.error)}`);
   if (parsed.data.run && parsed.data.data)
-    throw new UserError("train takes --run DIR or --data FILE, not both: an analysis run brings its own data");
-  if (!parsed.data.run && !parsed.data.data) throw new UserError("train needs either --run DIR or --data FILE");
+    throw new UserError(
+      "train takes --run DIR or --data FILE, not both: an analysis run brings its own data",
+    );
+  if (!parsed.data.run && !parsed.data.data)
+    throw new UserError("train needs either --run DIR or --data FILE");
   return parsed.data;
 }
 
@@ -293,12 +305,14 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   });
 }
 
-/** A loss this many times the first step's means training has blown up, not that it is learning. */
+/** A loss this many times the first step's, or weights this many times larger after one step,
+ * mean training has blown up, not that it is learning. */
 const EXPLODED = 10;
 
 /**
- * Stops training whose loss or gradient norm is not finite or has exploded (a learning rate far
- * too high): the step's update is not saved, the last checkpoint stays the last good state.
+ * Stops training whose loss or gradient norm is not finite or has exploded, or whose weights one
+ * step blew up (a learning rate far too high): such a step is never saved, so the last checkpoint
+ * stays the last good state.
  */
 function diverged(
   result: TrainStepResult,
@@ -307,15 +321,18 @@ function diverged(
   lr: number,
   lastCheckpoint: string | undefined,
 ): asserts result is TrainStepResult & { [K in "loss" | "router_loss" | "grad_norm"]: number } {
-  const reference = firstLoss ?? result.loss ?? 0;
   const why =
     result.loss === null || result.router_loss === null
       ? "the loss is not finite"
       : result.grad_norm === null
-      ? "the gradient norm is not finite"
-      : result.loss > EXPLODED * reference
-        ? `the loss exploded from ${reference.toFixed(3)} to ${result.loss.toExponential(2)}`
-        : undefined;
+        ? "the gradient norm is not finite"
+        : result.weight_growth === null
+          ? "the trained weights are not finite after the step"
+          : result.weight_growth > EXPLODED
+            ? `one step made the trained weights ${result.weight_growth.toExponential(1)} times larger`
+            : result.loss > EXPLODED * (firstLoss ?? result.loss)
+              ? `the loss exploded from ${firstLoss!.toFixed(3)} to ${result.loss.toExponential(2)}`
+              : undefined;
   if (!why) return;
   const kept = lastCheckpoint ? `; the last good checkpoint ${lastCheckpoint} is kept` : "";
   throw new UserError(

@@ -5,22 +5,39 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildTiny, flipattackRecords, run } from "../helpers.js";
 
-let built: Promise<{ model: string; run: string }> | undefined;
+let folder: string | undefined;
+let model: Promise<string> | undefined;
+let analysed: Promise<{ model: string; run: string }> | undefined;
 
-/** A tiny model and an analysis run made with it (2 batches of 4), shared by one file's cases. */
-export function analysedRun(): Promise<{ model: string; run: string }> {
-  built ??= (async () => {
+/** A folder for the file's fixtures, removed when its process ends (a test's own cleanup would
+ * take them from the next case). */
+function fixtureDir(): string {
+  if (!folder) {
     const dir = mkdtempSync(join(tmpdir(), "steermoe-bad-inputs-"));
-    // Removed when the file's process ends: a test's own cleanup would take it from the next case.
     process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
-    const model = await buildTiny(dir);
+    folder = dir;
+  }
+  return folder;
+}
+
+/** A tiny model, shared by one file's cases. */
+export function tinyModel(): Promise<string> {
+  model ??= buildTiny(fixtureDir());
+  return model;
+}
+
+/** The tiny model and an analysis run made with it (2 batches of 4), shared by one file's cases. */
+export function analysedRun(): Promise<{ model: string; run: string }> {
+  analysed ??= (async () => {
+    const dir = fixtureDir();
+    const source = await tinyModel();
     writeFileSync(join(dir, "data.json"), JSON.stringify(flipattackRecords(4)));
     const runDir = join(dir, "run");
-    const made = run([...analyzeArgs(runDir, model), "--data", join(dir, "data.json")]);
+    const made = run([...analyzeArgs(runDir, source), "--data", join(dir, "data.json")]);
     if (made.status !== 0) throw new Error(`the fixture run failed: ${made.stderr}`);
-    return { model, run: runDir };
+    return { model: source, run: runDir };
   })();
-  return built;
+  return analysed;
 }
 
 /** analyze's arguments for the fixture's settings (without --data). */

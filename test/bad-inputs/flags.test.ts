@@ -1,5 +1,6 @@
 // Flags with a missing, impossible or contradictory value: refused before any engine starts.
-import { mkdirSync } from "node:fs";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { badInputs } from "./harness.js";
 import { file } from "./fixtures.js";
@@ -123,7 +124,20 @@ badInputs("flags", [
       mkdirSync(join(dir, "od"));
       return ["report", "--run", "run", "--out", "od"];
     },
-    expect: /--out od is a folder; give the page's file name, e\.g\. od\/report\.html/,
+    expect: /od is a folder; give a file name for the output/,
+  },
+  {
+    name: "generate --out given a file",
+    setup: (dir) => {
+      const input = file(
+        dir,
+        "c.jsonl",
+        JSON.stringify({ id: "a", messages: [{ role: "user", content: "hi" }] }),
+      );
+      return ["generate", "--model", "m", "--input", input, "--out", file(dir, "gf", "keep me")];
+    },
+    expect: /gf is a file; give a folder for the output/,
+    after: (dir) => assert.equal(readFileSync(join(dir, "gf"), "utf8"), "keep me"),
   },
   {
     name: "report --run given a file",

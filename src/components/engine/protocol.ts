@@ -125,6 +125,8 @@ export const TrainStepResult = z.object({
   loss: z.number().nullable(),
   router_loss: z.number().nullable(),
   grad_norm: z.number().nullable(),
+  /** The trained weights' norm after the step over before it. */
+  weight_growth: z.number().nullable(),
   tokens: z.number(),
   seconds: z.number(),
   optimizer_state_bytes: z.number(),

@@ -92,6 +92,8 @@ export function overlay(
 
 /** Refuse to mix new results into an old output folder unless asked to replace it. */
 export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
+  if (existsSync(out) && !statSync(out).isDirectory())
+    throw new UserError(`${out} is a file; give a folder for the output`);
   if (!existsSync(out) || readdirSync(out).length === 0) return;
   if (!overwrite)
     throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);
