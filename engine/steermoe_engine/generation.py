@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from .control import LayerControl, RouterControl
-from .errors import EngineError
+from .errors import EngineError, first_line
 from .models import Loaded
 from .routing import RoutingRecorder, SampleRouting, Shard, write_shards
 
@@ -44,10 +44,9 @@ def naming(sample_id: str) -> Iterator[None]:
     except EngineError as err:
         raise EngineError(f"sample {sample_id}: {err}") from err
     except Exception as err:  # templates and tokenizers raise many types
-        why = str(err).splitlines()[0] if str(err) else ""
         raise EngineError(
             f"sample {sample_id} field messages: the model's chat template or tokenizer rejects it "
-            f"({type(err).__name__}: {why})"
+            f"({type(err).__name__}: {first_line(err)})"
         ) from err
 
 

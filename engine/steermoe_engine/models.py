@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from .adapters import MoeAdapter, check_supported
-from .errors import EngineError
+from .errors import EngineError, first_line
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -68,8 +68,9 @@ def check_safetensors(path: str | Path) -> None:
         with safe_open(str(path), "pt"):
             pass
     except Exception as err:  # safetensors raises its own, undocumented types
-        why = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise EngineError(f"{path}: incomplete or damaged safetensors file ({why}; not a weights file?)") from err
+        raise EngineError(
+            f"{path}: incomplete or damaged safetensors file ({first_line(err)}; not a weights file?)"
+        ) from err
 
 
 def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loaded:
@@ -80,16 +81,19 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loade
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise EngineError(f"cannot read the model config of {source}: {str(err).splitlines()[0]}") from err
+        raise EngineError(f"cannot read the model config of {source}: {first_line(err)}") from err
     check_supported(config)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as err:  # tokenizer files fail in many ways (JSON, sentencepiece, missing)
+        raise EngineError(f"cannot load the tokenizer files in {source}: {first_line(err)}") from err
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=resolve_dtype(dtype, target), trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise EngineError(f"cannot load the model in {source}: {str(err).splitlines()[0]}") from err
+        raise EngineError(f"cannot load the model in {source}: {first_line(err)}") from err
     model.to(target).eval()
     return Loaded(model, tokenizer, MoeAdapter(model), source, target)
 

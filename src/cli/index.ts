@@ -80,9 +80,10 @@ export async function main(argv: string[]): Promise<void> {
       // The engine's own errors are about the request's inputs and name them.
       console.error(`steermoe: ${err.message.replace(/\s*\n\s*/g, " ")}`);
     } else if (err instanceof EngineError || err instanceof EngineDiedError) {
-      const first = err.message.split("\n")[0];
-      const what = err instanceof EngineError ? `${err.type}: ${first}` : first;
-      const log = engineLog(err instanceof EngineError ? (err.traceback ?? err.message) : err.message);
+      const what = err instanceof EngineError ? `${err.type}: ${err.message.split("\n")[0]}` : err.message;
+      const log = engineLog(
+        err instanceof EngineError ? (err.traceback ?? err.message) : `${err.message}\n${err.output}`,
+      );
       console.error(`steermoe: internal error in the engine (${what}; log: ${log})`);
       if (verbose) console.error(readFileSync(log, "utf8"));
     } else if (err instanceof z.ZodError) {

@@ -1,8 +1,11 @@
 // Model folders the engine cannot use, and conversations a model's chat template rejects: the
-// engine's error names the file or the sample, in one line. One tiny model is built per file.
-import { cpSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+// engine's error names the file or the sample, in one line; a failure no input explains says
+// "internal error" and where its log is. One tiny model is built per file.
+import assert from "node:assert/strict";
+import { chmodSync, cpSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { flipattackRecords } from "../helpers.js";
+import { test } from "node:test";
+import { flipattackRecords, run, tempDir } from "../helpers.js";
 import { badInputs } from "./harness.js";
 import { file, tinyModel } from "./fixtures.js";
 
@@ -54,3 +57,23 @@ badInputs("models", [
       /sample 0:safe field messages: the model's chat template or tokenizer rejects it \(.*no system role\)/,
   },
 ]);
+
+test("models: an engine that fails for no input's sake says internal error, its output kept in a log", (t) => {
+  const dir = tempDir(t);
+  const python = join(dir, "python");
+  writeFileSync(
+    python,
+    '#!/bin/sh\necho "Traceback (most recent call last):" >&2\necho "boom" >&2\nexit 3\n',
+  );
+  chmodSync(python, 0o755);
+  const result = run(["inspect", "--model", dir], { env: { ...process.env, STEERMOE_PYTHON: python } });
+  assert.equal(result.status, 1);
+  const lines = result.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, result.stderr);
+  const log = /^steermoe: internal error in the engine \(the engine exited with code 3; log: (\S+)\)$/.exec(
+    lines[0]!,
+  );
+  assert.ok(log, lines[0]);
+  t.after(() => rmSync(log[1]!, { force: true }));
+  assert.match(readFileSync(log[1]!, "utf8"), /Traceback \(most recent call last\):\nboom/);
+});

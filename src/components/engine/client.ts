@@ -46,6 +46,13 @@ export class EngineError extends Error {
 /** Raised when the engine process is gone: crash, kill, out of memory. */
 export class EngineDiedError extends Error {
   override readonly name = "EngineDiedError";
+  constructor(
+    message: string,
+    /** The engine's last lines on stderr. */
+    readonly output = "",
+  ) {
+    super(message);
+  }
 }
 
 export interface EngineOptions {
@@ -127,7 +134,7 @@ export class Engine {
       child.on("exit", (code, signal) => {
         const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
         const tail = stderrTail.slice(-8).join("\n");
-        const err = new EngineDiedError(`the engine ${how}${tail ? `; its last output:\n${tail}` : ""}`);
+        const err = new EngineDiedError(`the engine ${how}`, tail);
         reject(err);
         started.engine?.fail(err);
       });
