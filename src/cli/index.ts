@@ -79,13 +79,17 @@ export async function main(argv: string[]): Promise<void> {
     } else if (err instanceof EngineError && err.type === "EngineError") {
       // The engine's own errors are about the request's inputs and name them.
       console.error(`steermoe: ${err.message.replace(/\s*\n\s*/g, " ")}`);
-    } else if (err instanceof EngineError || err instanceof EngineDiedError) {
-      const what = err instanceof EngineError ? `${err.type}: ${err.message.split("\n")[0]}` : err.message;
-      const log = engineLog(
-        err instanceof EngineError ? (err.traceback ?? err.message) : `${err.message}\n${err.output}`,
+    } else if (err instanceof EngineError) {
+      const log = engineLog(err.traceback ?? err.message);
+      console.error(
+        `steermoe: internal error in the engine (${err.type}: ${err.message.split("\n")[0]}; log: ${log})`,
       );
-      console.error(`steermoe: internal error in the engine (${what}; log: ${log})`);
       if (verbose) console.error(readFileSync(log, "utf8"));
+    } else if (err instanceof EngineDiedError) {
+      // Killed or crashed: why is in its last output, kept in the log.
+      const log = engineLog(`${err.message}\n${err.output}`);
+      console.error(`steermoe: ${err.message} (log: ${log})`);
+      if (verbose) console.error(err.output);
     } else if (err instanceof z.ZodError) {
       console.error(`steermoe: ${zodProblem(err)}`);
       if (verbose) console.error(err.stack);
