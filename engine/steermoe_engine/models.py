@@ -15,6 +15,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from .adapters import MoeAdapter, check_supported
 from .errors import EngineError, first_line
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -58,6 +59,9 @@ def _check_source(source: str) -> None:
         raise EngineError(f"model folder {source} is not readable")
     if not (path / "config.json").is_file():
         raise EngineError(f"{source} is not a model folder: it has no config.json")
+    # Without them transformers quietly makes an empty tokenizer, and every text turns to noise.
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise EngineError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 
 def check_safetensors(path: str | Path) -> None:

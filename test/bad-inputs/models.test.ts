@@ -29,6 +29,18 @@ badInputs("models", [
     expect: /m\/model\.safetensors: incomplete or damaged safetensors file \(.*not a weights file\?\)/,
   },
   {
+    name: "a model folder without tokenizer files",
+    setup: async (dir) => [
+      "inspect",
+      "--model",
+      await modelCopy(dir, (m) =>
+        ["tokenizer.json", "tokenizer_config.json"].forEach((f) => rmSync(join(m, f))),
+      ),
+    ],
+    expect:
+      /m has no tokenizer files \(tokenizer\.json, tokenizer\.model, vocab\.json, tokenizer_config\.json\)/,
+  },
+  {
     name: "a conversation the model's chat template rejects names its sample",
     setup: async (dir) => {
       const model = await modelCopy(dir, (m) =>
