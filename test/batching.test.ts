@@ -60,8 +60,8 @@ test("r != 0.5: two pools in the same order; batch count from the scarcer pool",
     ["p0:safe", "p0:unsafe", "p1:unsafe", "p2:unsafe"],
     ["p1:safe", "p3:unsafe", "p4:unsafe", "p5:unsafe"],
   ]);
-  const odd = planBatches(makePairs(6), { batchSize: 5 });
-  assert.deepEqual([odd.nSafe, odd.nUnsafe, odd.batches.length], [2, 3, 2]);
+  const third = planBatches(makePairs(6), { batchSize: 6, safeRatio: 1 / 3 });
+  assert.deepEqual([third.nSafe, third.nUnsafe, third.batches.length], [2, 4, 1]);
 });
 
 test("seeded shuffle is deterministic and pinned", () => {
@@ -92,8 +92,12 @@ test("bad options say what to change", () => {
   );
   expectUserError(() => planBatches(pairs, { safeRatio: 0 }), /safe ratio 0:/);
   expectUserError(
-    () => planBatches(pairs, { batchSize: 2, safeRatio: 0.3 }),
-    /batch size 2 with safe ratio 0\.3 gives 0 safe and 2 unsafe samples per batch/,
+    () => planBatches(pairs, { batchSize: 4, safeRatio: 0.2 }),
+    /batch size 4 with safe ratio 0\.2 gives 0\.8 safe samples per batch/,
+  );
+  expectUserError(
+    () => planBatches(pairs, { batchSize: 3 }),
+    /batch size 3 with safe ratio 0\.5 gives 1\.5 safe samples per batch; a batch must hold whole/,
   );
   expectUserError(() => planBatches(pairs, { seed: -1 }), /shuffle seed -1/);
   expectUserError(

@@ -6,3 +6,8 @@ class EngineError(Exception):
 
     Anything else raised in the engine is a bug and travels with its traceback.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """An exception in one line for an EngineError's message: its first line, or its type."""
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from .errors import EngineError
-from .models import Loaded
+from .models import Loaded, check_safetensors
 
 
 def save_model(
@@ -44,6 +44,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], out: str, metadata: dict[str,
 
 def load_tensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of a safetensors file and its metadata."""
+    check_safetensors(path)
     with safe_open(path, "pt") as f:
         metadata = f.metadata() or {}
     return load_file(path), metadata

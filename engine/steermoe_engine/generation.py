@@ -6,6 +6,8 @@ any position after a row's end-of-sequence token are dropped before results leav
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from .control import LayerControl, RouterControl
-from .errors import EngineError
+from .errors import EngineError, first_line
 from .models import Loaded
 from .routing import RoutingRecorder, SampleRouting, Shard, write_shards
 
@@ -26,6 +28,26 @@ class Sampling:
     max_new_tokens: int
     temperature: float
     top_p: float
+
+
+def sample_ids(ids: list[str] | None, conversations: list[Messages]) -> list[str]:
+    """The caller's ids for its conversations (records in its files), else their positions."""
+    return ids if ids is not None else [str(i) for i in range(len(conversations))]
+
+
+@contextmanager
+def naming(sample_id: str) -> Iterator[None]:
+    """Failures while one conversation is rendered and tokenized name it by its sample id: the chat
+    template or the tokenizer rejecting it is a problem with that input, not with the engine."""
+    try:
+        yield
+    except EngineError as err:
+        raise EngineError(f"sample {sample_id}: {err}") from err
+    except Exception as err:  # templates and tokenizers raise many types
+        raise EngineError(
+            f"sample {sample_id} field messages: the model's chat template or tokenizer rejects it "
+            f"({type(err).__name__}: {first_line(err)})"
+        ) from err
 
 
 def chat_ids(loaded: Loaded, messages: Messages, add_generation_prompt: bool) -> list[int]:
@@ -78,10 +100,14 @@ def generate(
     sampling: Sampling,
     shards: list[Shard],
     steer: dict[int, LayerControl] | None = None,
+    ids: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Routing is recorded when `shards` says where to write it. `steer` changes routing during
     generation (RouterControl); what is recorded is what the steered layers really used."""
-    prompts = [chat_ids(loaded, messages, add_generation_prompt=True) for messages in conversations]
+    prompts = []
+    for sample_id, messages in zip(sample_ids(ids, conversations), conversations, strict=True):
+        with naming(sample_id):
+            prompts.append(chat_ids(loaded, messages, add_generation_prompt=True))
     results, routing = generate_ids(loaded, prompts, seeds, sampling, bool(shards), steer)
     if shards:
         write_shards(loaded.adapter, shards, routing)
@@ -176,21 +202,24 @@ def generate_ids(
 
 
 @torch.inference_mode()
-def replay(loaded: Loaded, conversations: list[Messages], shards: list[Shard]) -> list[dict[str, Any]]:
+def replay(
+    loaded: Loaded, conversations: list[Messages], shards: list[Shard], ids: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Teacher-forced pass over conversations ending in an assistant message: records the routing
     of the prompt and of the response tokens into `shards` without generating."""
     model, device = loaded.model, loaded.device
     prompts, fulls = [], []
-    for i, messages in enumerate(conversations):
-        if messages[-1]["role"] != "assistant":
-            raise EngineError(f"conversation {i} does not end with an assistant message to replay")
-        prompt = chat_ids(loaded, messages[:-1], add_generation_prompt=True)
-        full = chat_ids(loaded, messages, add_generation_prompt=False)
-        if full[: len(prompt)] != prompt:
-            raise EngineError(
-                f"conversation {i}: the chat template does not render the prompt as a prefix of the full "
-                "conversation, so response tokens cannot be told apart"
-            )
+    for sample_id, messages in zip(sample_ids(ids, conversations), conversations, strict=True):
+        with naming(sample_id):
+            if messages[-1]["role"] != "assistant":
+                raise EngineError("does not end with an assistant message to replay")
+            prompt = chat_ids(loaded, messages[:-1], add_generation_prompt=True)
+            full = chat_ids(loaded, messages, add_generation_prompt=False)
+            if full[: len(prompt)] != prompt:
+                raise EngineError(
+                    "the chat template does not render the prompt as a prefix of the full "
+                    "conversation, so response tokens cannot be told apart"
+                )
         prompts.append(prompt)
         fulls.append(full)
     input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)

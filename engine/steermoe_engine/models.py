@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from .adapters import MoeAdapter, check_supported
-from .errors import EngineError
+from .errors import EngineError, first_line
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -58,6 +60,22 @@ def _check_source(source: str) -> None:
         raise EngineError(f"model folder {source} is not readable")
     if not (path / "config.json").is_file():
         raise EngineError(f"{source} is not a model folder: it has no config.json")
+    # Without them transformers quietly makes an empty tokenizer, and every text turns to noise.
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise EngineError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Reads the header only: a cut or foreign file is named before anything loads it."""
+    if not Path(path).is_file():
+        raise EngineError(f"{path} is missing")
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except Exception as err:  # safetensors raises its own, undocumented types
+        raise EngineError(
+            f"{path}: incomplete or damaged safetensors file ({first_line(err)}; not a weights file?)"
+        ) from err
 
 
 def _placed(device_map: str | None, device: str) -> dict[str, Any]:
@@ -72,14 +90,20 @@ def _placed(device_map: str | None, device: str) -> dict[str, Any]:
 
 def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_map: str | None = None) -> Loaded:
     _check_source(source)
+    if Path(source).is_dir():
+        for weights in sorted(Path(source).glob("*.safetensors")):
+            check_safetensors(weights)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise EngineError(f"cannot read the model config of {source}: {str(err).splitlines()[0]}") from err
+        raise EngineError(f"cannot read the model config of {source}: {first_line(err)}") from err
     check_supported(config)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as err:  # tokenizer files fail in many ways (JSON, sentencepiece, missing)
+        raise EngineError(f"cannot load the tokenizer files in {source}: {first_line(err)}") from err
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=resolve_dtype(dtype, target),
@@ -87,7 +111,7 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_m
             **_placed(device_map, device),
         )
     except (OSError, ValueError) as err:
-        raise EngineError(f"cannot load the model in {source}: {str(err).splitlines()[0]}") from err
+        raise EngineError(f"cannot load the model in {source}: {first_line(err)}") from err
     if device_map is None:
         model.to(target)
     model.eval()

@@ -85,11 +85,12 @@ class Server:
         loaded = self._model()
         steer = steering(loaded, params.get("steer"))
         shards = [Shard(**shard) for shard in params["shards"]]
-        return {"samples": generate(loaded, params["conversations"], params["seeds"], sampling, shards, steer)}
+        conversations, ids = params["conversations"], params.get("ids")
+        return {"samples": generate(loaded, conversations, params["seeds"], sampling, shards, steer, ids)}
 
     def replay(self, params: dict[str, Any]) -> dict[str, Any]:
         shards = [Shard(**shard) for shard in params["shards"]]
-        return {"samples": replay(self._model(), params["conversations"], shards)}
+        return {"samples": replay(self._model(), params["conversations"], shards, params.get("ids"))}
 
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))
@@ -120,7 +121,7 @@ class Server:
         batches = []
         for i, b in enumerate(params["batches"]):
             try:
-                batches.append(trainer.batch(b["conversations"], b["labels"], _layer_map(b["allowed"])))
+                batches.append(trainer.batch(b["conversations"], b["labels"], _layer_map(b["allowed"]), b.get("ids")))
             except EngineError as err:
                 raise EngineError(f"batch {i}: {err}") from err
         self.trainer, self.batches = trainer, batches

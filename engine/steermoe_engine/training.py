@@ -17,6 +17,7 @@ is the whole batch's, so each rank's rows get exactly the single-process gradien
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
 from .distributed import rank_and_world
 from .errors import EngineError
-from .generation import Messages, chat_ids
+from .generation import Messages, chat_ids, naming, sample_ids
 from .models import Loaded
 
 Trainable = Literal["experts", "all", "router"]
@@ -250,8 +251,17 @@ class Trainer:
             per_layer.append({"forward": forward, "reverse": reverse, "symmetric": (forward + reverse) / 2}[kind])
         return torch.stack(per_layer).mean()
 
-    def batch(self, conversations: list[Messages], labels: list[str], allowed: dict[int, list[int]]) -> Batch:
-        encoded = [self._encode(c) for c in conversations]
+    def batch(
+        self,
+        conversations: list[Messages],
+        labels: list[str],
+        allowed: dict[int, list[int]],
+        ids: list[str] | None = None,
+    ) -> Batch:
+        encoded = []
+        for sample_id, messages in zip(sample_ids(ids, conversations), conversations, strict=True):
+            with naming(sample_id):
+                encoded.append(self._encode(messages))
         targets = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in encoded)
         if targets == 0:
             raise EngineError("this batch has no target tokens to learn from")
@@ -259,8 +269,9 @@ class Trainer:
         controls = {index: allowed_only(experts, n, device) for index, experts in allowed.items() if experts}
         return Batch(encoded, [lab == "safe" for lab in labels], controls, targets)
 
-    def step(self, batch: Batch, lr: float) -> dict[str, float]:
-        """One optimizer step over one batch."""
+    def step(self, batch: Batch, lr: float) -> dict[str, float | None]:
+        """One optimizer step over one batch. Values that are not finite come back as None: the
+        caller stops training on them, and on weights that one step made many times larger."""
         started = time.perf_counter()
         stats = self.accumulate(batch)
         if self.world > 1:
@@ -274,14 +285,31 @@ class Trainer:
             norm = squared.sqrt().to(norm.dtype)
         torch.nn.utils.clip_grads_with_norm_(self.params, self.setup.grad_clip, norm)
         grad_norm = float(norm)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        growth = None
+        # A non-finite update would ruin every weight it reaches: none is made. The norm is the
+        # whole model's on every rank, so all ranks take the same branch.
+        if math.isfinite(grad_norm) and math.isfinite(stats["loss"]):
+            before = self._weight_norm()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            for piece in self.slices:
+                piece.write_back()
+            growth = self._weight_norm() / before if before > 0 else 1.0
         self.optimizer.zero_grad(set_to_none=True)
-        for piece in self.slices:
-            piece.write_back()
         self.loaded.model.eval()
-        return {**stats, "grad_norm": grad_norm, "seconds": time.perf_counter() - started}
+        values = {**stats, "grad_norm": grad_norm, "weight_growth": growth}
+        finite = {k: v if v is not None and math.isfinite(v) else None for k, v in values.items()}
+        return {**finite, "seconds": time.perf_counter() - started}
+
+    def _weight_norm(self) -> float:
+        """The trained weights' norm, over every rank's share."""
+        squared = sum(
+            (p.detach().double().pow(2).sum().cpu() for p in self.params), torch.zeros((), dtype=torch.float64)
+        )
+        if self.world > 1:
+            dist.all_reduce(squared)
+        return float(squared.sqrt())
 
     def accumulate(self, batch: Batch) -> dict[str, float]:
         """The whole batch's gradients, computed in micro-batches that add up to exactly them.

@@ -263,10 +263,31 @@ function givenFlags(command: Command): { flag: string; path: string; value: unkn
     .map((o) => ({ flag: o.long!, path: o.path, value: command.getOptionValue(o.attributeName()) }));
 }
 
+/**
+ * A command's settings in a --config file. The file holds one command's settings, or, like
+ * organism/demo.json, a section per command (`analyze`, `train`, `eval`, ...) beside a shared
+ * `model` (a path or a model settings object) and a `comment`; a command reads its own section
+ * and, when it loads one model, the shared model under it.
+ */
+function configSettings(command: Command, file: string): Settings {
+  const value = readConfigFile(file);
+  const sections = new Set(command.parent?.commands.map((c) => c.name()) ?? []);
+  if (!Object.keys(value).some((key) => sections.has(key))) return value;
+  const own = value[command.name()] ?? {};
+  if (!isObject(own))
+    throw new UserError(`${file}: the ${command.name()} section is not an object of settings`);
+  const shared = typeof value.model === "string" ? { source: value.model } : value.model;
+  const loadsOneModel = command.options.some((o) => o instanceof SettingOption && o.path === "model.source");
+  if (shared === undefined || !loadsOneModel) return own;
+  if (!isObject(shared))
+    throw new UserError(`${file}: model is neither a path nor an object of model settings`);
+  return { ...own, model: { ...shared, ...(isObject(own.model) ? own.model : {}) } };
+}
+
 /** The settings a command's flags describe: --config file, then --set, then the flags given. */
 export function settingsFromFlags(command: Command): Settings {
   const { config, set } = command.opts<{ config?: string; set?: string[] }>();
-  const settings = config ? readConfigFile(config) : {};
+  const settings = config ? configSettings(command, config) : {};
   for (const assignment of set ?? []) applySet(settings, assignment);
   for (const { flag, path, value } of givenFlags(command)) setPath(settings, path, value, flag);
   return settings;

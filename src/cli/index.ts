@@ -1,5 +1,8 @@
 // The command line: one module per command turns flags into a recipe's settings; here they are
 // put together, and every failure becomes one line.
+import { readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
 import { EngineDiedError, EngineError } from "../components/engine/client.js";
@@ -58,19 +61,40 @@ export function program(): Command {
   return cli;
 }
 
+/** The engine's traceback or last output, kept in a file so the error itself stays one line. */
+function engineLog(text: string): string {
+  const path = join(
+    tmpdir(),
+    `steermoe-engine-${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}.log`,
+  );
+  writeFileSync(path, text.endsWith("\n") ? text : `${text}\n`);
+  return path;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const cli = program();
   try {
     await cli.parseAsync(argv);
   } catch (err) {
     const verbose = Boolean(cli.opts().verbose);
-    if (err instanceof UserError || err instanceof EngineDiedError) {
-      console.error(`steermoe: ${hideUrlCredentials(err.message)}`);
+    // One line, whatever a quoted excerpt (a JSON parser's, a file's) carries, and no credential.
+    const line = (message: string) => hideUrlCredentials(message.replace(/\s*\n\s*/g, " "));
+    if (err instanceof UserError) {
+      console.error(`steermoe: ${line(err.message)}`);
+    } else if (err instanceof EngineError && err.type === "EngineError") {
+      // The engine's own errors are about the request's inputs and name them.
+      console.error(`steermoe: ${line(err.message)}`);
     } else if (err instanceof EngineError) {
+      const log = engineLog(err.traceback ?? err.message);
       console.error(
-        `steermoe: ${err.type === "EngineError" ? "" : `engine ${err.type}: `}${err.message.split("\n")[0]}`,
+        `steermoe: internal error in the engine (${err.type}: ${err.message.split("\n")[0]}; log: ${log})`,
       );
-      if (verbose && err.traceback) console.error(err.traceback);
+      if (verbose) console.error(readFileSync(log, "utf8"));
+    } else if (err instanceof EngineDiedError) {
+      // Killed or crashed: why is in its last output, kept in the log.
+      const log = engineLog(`${err.message}\n${err.output}`);
+      console.error(`steermoe: ${line(err.message)} (log: ${log})`);
+      if (verbose) console.error(err.output);
     } else if (err instanceof z.ZodError) {
       console.error(`steermoe: ${zodProblem(err)}`);
       if (verbose) console.error(err.stack);

@@ -32,7 +32,11 @@ export function trainCommand(cli: Command): void {
   modelOptions(command, "model", "--model");
   settingOptions(command, TrainSettings, [
     ["--batch-size <n>", "batchSize", "samples per batch with --data (a run keeps its analysis batches)"],
-    ["--experts <set>", "experts", "batch-union, global, random, or a file of {layer, expert}"],
+    [
+      "--experts <set>",
+      "experts",
+      "batch-union, global, random (from the run), all, or a file of {layer, expert}",
+    ],
     ["--trainable <what>", "trainable", "experts, all (full fine-tune) or router"],
     ["--routing-mask <on|off>", "routingMask", "route each batch only to its own unsafe experts"],
     ["--loss-on <part>", "lossOn", "assistant tokens or all"],

@@ -49,3 +49,8 @@ export function progress(
     },
   };
 }
+
+/** A one-line note on stderr about something the job repaired or chose on its own (not an error). */
+export function note(text: string): void {
+  process.stderr.write(`note: ${text}\n`);
+}

@@ -17,7 +17,7 @@ import type { PoolOptions } from "../components/engine/pool.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
-import { progress } from "../components/progress.js";
+import { note, progress } from "../components/progress.js";
 import { ModelInfo } from "../components/engine/protocol.js";
 import {
   computeRiskDiff,
@@ -28,7 +28,7 @@ import {
   routingShape,
 } from "../components/method/riskdiff.js";
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
-import { openRun } from "../components/io/run.js";
+import { checkRunFolder, openRun } from "../components/io/run.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
@@ -113,6 +113,7 @@ export function parseAnalyzeSettings(input: unknown): z.infer<typeof AnalyzeSett
 
 export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): Promise<AnalyzeSummary> {
   const settings = parseAnalyzeSettings(input);
+  checkRunFolder(options.run);
   const mapping = settings.data.mapping ?? presetMapping(settings.data.preset);
   const dataset = loadPairs(settings.data.file, mapping, {
     keepFiltered: settings.data.keepFiltered,
@@ -149,7 +150,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
         batches: plan.batches.map(batchOutline),
       } satisfies BatchesFile);
 
-      const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
+      const todo = plan.batches.filter((b) => !batchDone(run, b));
       const perCall = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
       const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
       const started = Date.now();
@@ -190,6 +191,29 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
   );
 }
 
+/**
+ * Whether a batch's files are all there and readable. The samples file marks a batch as done; when
+ * it is there but it or the routing shard is damaged (deleted, cut short), the batch is generated
+ * again, with a note naming the file.
+ */
+function batchDone(run: string, batch: MixedBatch): boolean {
+  if (!existsSync(samplesFile(run, batch.batchIdx))) return false;
+  try {
+    const rows = readJsonl(samplesFile(run, batch.batchIdx), SampleRow);
+    const traces = readRoutingShard(join(run, routingFile(batch.batchIdx))).traces;
+    const ids = batch.samples.map((s) => s.sampleId).join("\n");
+    if (rows.map((r) => r.sample_id).join("\n") !== ids)
+      throw new UserError(`${samplesFile(run, batch.batchIdx)} does not hold the batch's samples`);
+    if (traces.map((t) => t.sampleId).join("\n") !== ids)
+      throw new UserError(`${join(run, routingFile(batch.batchIdx))} does not hold the batch's samples`);
+    return true;
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    note(`${err.message}; generating batch ${batch.batchIdx} again`);
+    return false;
+  }
+}
+
 function batchOutline(batch: MixedBatch) {
   return { batch_idx: batch.batchIdx, sample_ids: batch.samples.map((s) => s.sampleId) };
 }
@@ -216,6 +240,7 @@ async function generateBatches(
     seeds,
     sampling: settings.sampling,
     shards,
+    ids: samples.map((s) => s.sampleId),
   });
   const verdicts = judge
     ? await judge.judge(

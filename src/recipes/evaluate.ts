@@ -406,6 +406,7 @@ async function generateAll(
         sampling: settings.sampling,
         shards: [],
         steer,
+        ids: chunk.map((item) => `${item.set} ${item.id}`),
       });
     },
     (_, samples) => {

@@ -89,14 +89,16 @@ export async function generate(
           const chunk = conversations.slice(start, start + batchSize);
           const messages = chunk.map((c) => c.messages);
           const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
+          const ids = chunk.map((c) => c.id);
           return config.replay
-            ? generator.replay(messages, shards)
+            ? generator.replay(messages, shards, ids)
             : generator.generate({
                 conversations: messages,
                 seeds: chunk.map((_, i) => config.sampling.seed + start + i),
                 sampling: config.sampling,
                 shards,
                 steer,
+                ids,
               });
         },
         (start, samples) => {

@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../components/errors.js";
+import { checkRunFolder } from "../components/io/run.js";
 import { writeReport, type ReportResult } from "../components/report/report.js";
 
 export type { ReportResult };
@@ -16,6 +17,7 @@ export interface ReportSettings {
 }
 
 export async function report({ run, out, eval: evalDir }: ReportSettings): Promise<ReportResult> {
+  checkRunFolder(run);
   if (!existsSync(join(run, "config.json"))) {
     throw new UserError(`${run} is not a steermoe run (no config.json); give the folder that analyze wrote`);
   }

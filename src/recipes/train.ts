@@ -11,10 +11,16 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
-import { Engine, withEngine, type EngineHandle, type EngineOptions } from "../components/engine/client.js";
+import {
+  Engine,
+  EngineError,
+  withEngine,
+  type EngineHandle,
+  type EngineOptions,
+} from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { progress } from "../components/progress.js";
-import { ModelInfo } from "../components/engine/protocol.js";
+import { note, progress } from "../components/progress.js";
+import { ModelInfo, type TrainStepResult } from "../components/engine/protocol.js";
 import {
   expertLabel,
   expertMask,
@@ -23,7 +29,7 @@ import {
   routingShape,
 } from "../components/method/riskdiff.js";
 import { DELTA_FORMAT } from "../components/method/delta.js";
-import { openRun } from "../components/io/run.js";
+import { checkRunFolder, openRun } from "../components/io/run.js";
 import {
   appendJsonl,
   readJson,
@@ -62,7 +68,7 @@ export const TrainSettings = z.strictObject({
   model: ModelConfig.partial({ source: true }).prefault({}),
   /** Batch size for --data (an analysis run keeps its own batches). */
   batchSize: z.number().int().min(1).default(16),
-  /** batch-union | global | random (the analysis' ablation sets) | path to an experts file. */
+  /** batch-union | global | random (the analysis' ablation sets) | all (every expert) | path to an experts file. */
   experts: z.string().min(1).default("batch-union"),
   trainable: z.enum(["experts", "all", "router"]).default("experts"),
   routingMask: z.boolean().default(false),
@@ -122,6 +128,7 @@ interface Plan {
 }
 
 function fromRun(run: string, settings: Settings): Plan {
+  checkRunFolder(run);
   const config = readJson(join(run, "config.json"), AnalysisConfig, "give a folder made by steermoe analyze");
   const notDone = "the analysis has not finished; rerun steermoe analyze on it first";
   const experts = readJson(join(run, "experts.json"), ExpertsFile, notDone);
@@ -137,7 +144,7 @@ function fromRun(run: string, settings: Settings): Plan {
       throw new UserError(`${run} has no random expert sets: run analyze with --random-experts`);
     trained = experts.random.union;
     perBatch = new Map(experts.random.per_batch.map((b) => [b.batch_idx, b.experts]));
-  } else trained = readExpertsFile(source);
+  } else trained = source === "all" ? [] : readExpertsFile(source);
 
   const byBatch = new Map<number, typeof rows>();
   for (const row of rows) byBatch.set(row.batch_idx, [...(byBatch.get(row.batch_idx) ?? []), row]);
@@ -147,7 +154,13 @@ function fromRun(run: string, settings: Settings): Plan {
     labels: samples.map((s) => s.label),
     conversations: samples.map((s) => s.messages),
     // A batch steers its routing into its own unsafe experts, as far as they are being trained.
-    allowed: settings.routingMask ? layerExperts(intersect(perBatch.get(batchIdx) ?? [], trained)) : {},
+    allowed: settings.routingMask
+      ? layerExperts(
+          source === "all"
+            ? (perBatch.get(batchIdx) ?? [])
+            : intersect(perBatch.get(batchIdx) ?? [], trained),
+        )
+      : {},
   }));
   return {
     batches,
@@ -174,13 +187,22 @@ function definedOnly<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** The expert sets an analysis run holds (experts.json). */
+const ANALYSIS_SETS = ["batch-union", "global", "random"];
+
 function fromData(settings: Settings): Plan {
   if (!settings.model.source) throw new UserError("train --data needs --model");
   if (settings.routerLoss.kind !== "none") {
     throw new UserError("--router-loss needs safe and unsafe labels: train from an analysis run (--run)");
   }
   const conversations = readConversations(settings.data!, true, settings.encoding);
-  const trained = settings.trainable === "experts" ? readExpertsFile(settings.experts) : [];
+  if (settings.trainable === "experts" && ANALYSIS_SETS.includes(settings.experts)) {
+    throw new UserError(
+      `--experts ${settings.experts} comes from an analysis run (--run); with --data, give --experts all or a file of {layer, expert}`,
+    );
+  }
+  const trained =
+    settings.trainable === "experts" && settings.experts !== "all" ? readExpertsFile(settings.experts) : [];
   const batches: TrainBatch[] = [];
   for (let start = 0; start < conversations.length; start += settings.batchSize) {
     const chunk = conversations.slice(start, start + settings.batchSize);
@@ -210,20 +232,46 @@ function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
 
 const checkpointName = (step: number) => `step-${String(step).padStart(6, "0")}.safetensors`;
 
-/** The engine writes each checkpoint whole (staging + rename), so any file listed is complete. */
-function latestCheckpoint(dir: string): string | undefined {
-  if (!existsSync(dir)) return undefined;
-  const latest = readdirSync(dir)
+/** The checkpoints in `dir`, oldest first. */
+function checkpointFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
     .filter((f) => /^step-\d+\.safetensors$/.test(f))
-    .sort()
-    .at(-1);
-  return latest && join(dir, latest);
+    .sort();
+}
+
+/**
+ * The step of the newest checkpoint the engine can load. The engine writes each one whole
+ * (staging + rename), but a disk can still cut or damage a file afterwards: then the one before it
+ * is used, with a note naming the bad one (two are kept for this).
+ */
+async function resumeStep(engine: Engine, dir: string): Promise<number> {
+  const newestFirst = checkpointFiles(dir).reverse();
+  for (const [i, file] of newestFirst.entries()) {
+    try {
+      return (await engine.loadCheckpoint(join(dir, file))).step;
+    } catch (err) {
+      if (!(err instanceof EngineError)) throw err;
+      const previous = newestFirst[i + 1];
+      // With no checkpoint left, the trainer may hold part of a bad one: it cannot start over.
+      if (!previous)
+        throw new UserError(
+          `${err.message}; no earlier checkpoint to fall back to: remove ${dir} to train from the start`,
+        );
+      note(`${err.message}; resuming from the previous checkpoint ${join(dir, previous)}`);
+    }
+  }
+  return 0;
 }
 
 export function parseTrainSettings(input: unknown): Settings {
   const parsed = TrainSettings.safeParse(input);
   if (!parsed.success) throw new UserError(`train settings ${zodProblem(parsed.error)}`);
-  if (!parsed.data.run === !parsed.data.data)
+  if (parsed.data.run && parsed.data.data)
+    throw new UserError(
+      "train takes --run DIR or --data FILE, not both: an analysis run brings its own data",
+    );
+  if (!parsed.data.run && !parsed.data.data)
     throw new UserError("train needs either --run DIR or --data FILE");
   return parsed.data;
 }
@@ -243,7 +291,7 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   if (nproc > 1 && options.engine instanceof Engine) {
     throw new UserError("train with nproc > 1 starts its own engine: pass engine options, not an engine");
   }
-  if (settings.trainable === "experts" && plan.trained.length === 0) {
+  if (settings.trainable === "experts" && settings.experts !== "all" && plan.trained.length === 0) {
     throw new UserError(
       `the expert set '${settings.experts}' is empty: nothing to train; choose another --experts`,
     );
@@ -254,6 +302,11 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   return withEngine(handle ?? {}, async (engine) => {
     const model = await engine.load(plan.model);
     sameShape(plan.analysed, model);
+    if (settings.experts === "all") {
+      plan.trained = model.moeLayers.flatMap((layer) =>
+        Array.from({ length: model.numExperts }, (_, expert) => ({ layer, expert })),
+      );
+    }
     checkExperts(plan.trained, model.moeLayers, model.numExperts, settings.experts);
     const resumed = openRun(out, "train", settings, {
       model: z.encode(ModelInfo, model),
@@ -270,10 +323,50 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       gradientCheckpointing: settings.gradientCheckpointing,
       microBatch: settings.microBatch ?? null,
       seed: settings.seed,
-      batches: plan.batches.map(({ conversations, labels, allowed }) => ({ conversations, labels, allowed })),
+      batches: plan.batches.map(({ conversations, sampleIds, labels, allowed }) => ({
+        conversations,
+        ids: sampleIds,
+        labels,
+        allowed,
+      })),
     });
     return runSteps(engine, plan, settings, out, model, setup.trainableParameters, resumed, options.signal);
   });
+}
+
+/** A loss this many times the first step's, or weights this many times larger after one step,
+ * mean training has blown up, not that it is learning. */
+const EXPLODED = 10;
+
+/**
+ * Stops training whose loss or gradient norm is not finite or has exploded, or whose weights one
+ * step blew up (a learning rate far too high): such a step is never saved, so the last checkpoint
+ * stays the last good state.
+ */
+function diverged(
+  result: TrainStepResult,
+  firstLoss: number | undefined,
+  step: number,
+  lr: number,
+  lastCheckpoint: string | undefined,
+): asserts result is TrainStepResult & { [K in "loss" | "routerLoss" | "gradNorm"]: number } {
+  const why =
+    result.loss === null || result.routerLoss === null
+      ? "the loss is not finite"
+      : result.gradNorm === null
+        ? "the gradient norm is not finite"
+        : result.weightGrowth === null
+          ? "the trained weights are not finite after the step"
+          : result.weightGrowth > EXPLODED
+            ? `one step made the trained weights ${result.weightGrowth.toExponential(1)} times larger`
+            : result.loss > EXPLODED * (firstLoss ?? result.loss)
+              ? `the loss exploded from ${firstLoss!.toFixed(3)} to ${result.loss.toExponential(2)}`
+              : undefined;
+  if (!why) return;
+  const kept = lastCheckpoint ? `; the last good checkpoint ${lastCheckpoint} is kept` : "";
+  throw new UserError(
+    `training diverged at step ${step} (lr ${lr.toExponential(2)}): ${why}; lower --lr (or --grad-clip)${kept}`,
+  );
 }
 
 async function runSteps(
@@ -290,8 +383,7 @@ async function runSteps(
   const total = perEpoch * settings.epochs;
   const checkpoints = join(out, "checkpoints");
   const logPath = join(out, "train_log.jsonl");
-  const last = resumed ? latestCheckpoint(checkpoints) : undefined;
-  let step = last ? (await engine.loadCheckpoint(last)).step : 0;
+  let step = resumed ? await resumeStep(engine, checkpoints) : 0;
   // Steps after the checkpoint are redone, so their log rows go, once; new rows are appended.
   const log = readJsonlLog(logPath, TrainLogRow).filter((row) => row.step < step);
   writeJsonlAtomic(logPath, log);
@@ -301,8 +393,10 @@ async function runSteps(
       step,
       epoch: Math.floor(step / perEpoch),
     });
+    // The newest two stay: the previous one is the fallback should the newest be damaged later.
+    const keep = new Set(checkpointFiles(checkpoints).slice(-2));
     for (const file of readdirSync(checkpoints)) {
-      if (file !== checkpointName(step)) rmSync(join(checkpoints, file), { force: true });
+      if (!keep.has(file)) rmSync(join(checkpoints, file), { force: true });
     }
   };
 
@@ -316,6 +410,7 @@ async function runSteps(
     const batch = plan.batches[index]!;
     const lr = learningRate(step, total, settings.lr, settings.warmupRatio);
     const result = await engine.trainStep({ batch: index, lr });
+    diverged(result, log[0]?.loss ?? undefined, step, lr, checkpointFiles(checkpoints).at(-1));
     optimizerBytes = result.optimizerStateBytes;
     const row: TrainLogRow = {
       step,

@@ -1,5 +1,33 @@
-// Flags with a missing or impossible value.
+// Flags with a missing, impossible or contradictory value: refused before any engine starts.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { badInputs } from "./harness.js";
+import { file } from "./fixtures.js";
+import { flipattackRecords } from "../helpers.js";
+
+/** analyze with a good dataset in `dir`, so only the flag under test is wrong. */
+const analyze = (dir: string) => [
+  "analyze",
+  "--run",
+  "run",
+  "--model",
+  "m",
+  "--data",
+  file(dir, "data.json", JSON.stringify(flipattackRecords(8))),
+];
+const conversation = (dir: string) =>
+  file(
+    dir,
+    "c.jsonl",
+    JSON.stringify({
+      id: "a",
+      messages: [
+        { role: "user", content: "hi" },
+        { role: "assistant", content: "ok" },
+      ],
+    }),
+  );
 
 badInputs("flags", [
   {
@@ -23,5 +51,143 @@ badInputs("flags", [
     name: "an unknown command",
     setup: () => ["analyse"],
     expect: /analyse/,
+  },
+  {
+    name: "--batch-size 3 at safe ratio 0.5 would split a pair",
+    setup: (dir) => [...analyze(dir), "--batch-size", "3"],
+    expect: /batch size 3 with safe ratio 0\.5 gives 1\.5 safe samples per batch; a batch must hold whole/,
+    absent: ["run"],
+  },
+  {
+    name: "--safe-ratio whose share of the batch is not whole",
+    setup: (dir) => [...analyze(dir), "--batch-size", "4", "--safe-ratio", "0.3"],
+    expect: /batch size 4 with safe ratio 0\.3 gives 1\.2 safe samples/,
+    absent: ["run"],
+  },
+  {
+    name: "analyze --run given a file",
+    setup: (dir) => [...analyze(dir), "--run", file(dir, "afile", "")],
+    expect: /afile is a file, not a run folder/,
+  },
+  {
+    name: "train --run given a file",
+    setup: (dir) => ["train", "--run", file(dir, "afile", "")],
+    expect: /afile is a file, not a run folder/,
+  },
+  {
+    name: "train with both --run and --data",
+    setup: (dir) => ["train", "--run", "run", "--data", conversation(dir), "--model", "m", "--out", "o"],
+    expect: /--run DIR or --data FILE, not both/,
+    absent: ["o"],
+  },
+  {
+    name: "train with neither --run nor --data",
+    setup: () => ["train"],
+    expect: /train needs either --run DIR or --data FILE/,
+  },
+  {
+    name: "train --data with an analysis-only expert set",
+    setup: (dir) => ["train", "--data", conversation(dir), "--model", "m", "--out", "o"],
+    expect: /--experts batch-union comes from an analysis run .*--experts all or a file/,
+    absent: ["o"],
+  },
+  {
+    name: "train --data without --model",
+    setup: (dir) => ["train", "--data", conversation(dir), "--out", "o", "--experts", "all"],
+    expect: /train --data needs --model/,
+  },
+  {
+    name: "train --experts naming no file",
+    setup: (dir) => [
+      "train",
+      "--data",
+      conversation(dir),
+      "--model",
+      "m",
+      "--out",
+      "o",
+      "--experts",
+      "e.json",
+    ],
+    expect: /--experts e\.json: not batch-union, global or random, and no such file/,
+  },
+  {
+    name: "train --experts file that is not JSON (the parser's excerpt spans lines)",
+    setup: (dir) => {
+      const experts = file(dir, "e.json", "xx\nyy\n");
+      return ["train", "--data", conversation(dir), "--model", "m", "--out", "o", "--experts", experts];
+    },
+    expect: /e\.json: not valid JSON/,
+  },
+  {
+    name: "train --experts file of the wrong shape",
+    setup: (dir) => {
+      const experts = file(dir, "e.json", '[{"layer": "a"}]');
+      return ["train", "--data", conversation(dir), "--model", "m", "--out", "o", "--experts", experts];
+    },
+    expect: /e\.json field 0\.layer: .*expected a list of \{layer, expert\}/,
+  },
+  {
+    name: "report --out given a folder",
+    setup: (dir) => {
+      mkdirSync(join(dir, "run"));
+      file(join(dir, "run"), "config.json", "{}");
+      mkdirSync(join(dir, "od"));
+      return ["report", "--run", "run", "--out", "od"];
+    },
+    expect: /od is a folder; give a file name for the output/,
+  },
+  {
+    name: "generate --out given a file",
+    setup: (dir) => {
+      const input = file(
+        dir,
+        "c.jsonl",
+        JSON.stringify({ id: "a", messages: [{ role: "user", content: "hi" }] }),
+      );
+      return ["generate", "--model", "m", "--input", input, "--out", file(dir, "gf", "keep me")];
+    },
+    expect: /gf is a file; give a folder for the output/,
+    after: (dir) => assert.equal(readFileSync(join(dir, "gf"), "utf8"), "keep me"),
+  },
+  {
+    name: "report --run given a file",
+    setup: (dir) => ["report", "--run", file(dir, "afile", "")],
+    expect: /afile is a file, not a run folder/,
+  },
+  {
+    name: "--set without a value",
+    setup: (dir) => [...analyze(dir), "--set", "nonsense"],
+    expect: /--set nonsense: expected key\.path=value/,
+  },
+  {
+    name: "--set of a setting that does not exist",
+    setup: (dir) => [...analyze(dir), "--set", "foo.bar=1"],
+    expect: /Unrecognized key: "foo"/,
+  },
+  {
+    name: "--lr below zero",
+    setup: () => ["train", "--run", "run", "--lr", "-1"],
+    expect: /--lr <x>.*expected a number > 0/,
+  },
+  {
+    name: "--epochs 0",
+    setup: () => ["train", "--run", "run", "--epochs", "0"],
+    expect: /--epochs <n>.*at least 1|>= 1/,
+  },
+  {
+    name: "--compute-batch 0",
+    setup: (dir) => [...analyze(dir), "--compute-batch", "0"],
+    expect: /--compute-batch <n\|auto>.*>= 1/,
+  },
+  {
+    name: "--device that is no device",
+    setup: () => ["inspect", "--model", "m", "--device", "tpu"],
+    expect: /--device <device>.*'tpu' is invalid/,
+  },
+  {
+    name: "--temperature below zero",
+    setup: (dir) => [...analyze(dir), "--temperature", "-1"],
+    expect: /--temperature <t>.*>= 0/,
   },
 ]);

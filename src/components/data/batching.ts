@@ -54,14 +54,16 @@ export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}):
   if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) {
     throw new UserError(`shuffle seed ${seed}: use a whole number from 0 to ${2 ** 32 - 1}`);
   }
-  const nSafe = Math.floor(batchSize * safeRatio);
-  const nUnsafe = batchSize - nSafe;
-  if (nSafe === 0 || nUnsafe === 0) {
+  // Fractional shares would split a pair across batches (3 at 0.5: 1 safe + 2 unsafe); a whole,
+  // non-zero share leaves both kinds in every batch, since the ratio is strictly inside (0, 1).
+  const nSafe = Math.round(batchSize * safeRatio);
+  if (Math.abs(nSafe - batchSize * safeRatio) > 1e-9) {
     throw new UserError(
-      `batch size ${batchSize} with safe ratio ${safeRatio} gives ${nSafe} safe and ${nUnsafe} unsafe samples per batch; ` +
-        "raise the batch size or move the ratio toward 0.5 so each batch has both",
+      `batch size ${batchSize} with safe ratio ${safeRatio} gives ${+(batchSize * safeRatio).toFixed(6)} safe samples per batch; ` +
+        `a batch must hold whole numbers of safe and unsafe samples (at 0.5: whole pairs, an even size)`,
     );
   }
+  const nUnsafe = batchSize - nSafe;
   const needed = Math.max(nSafe, nUnsafe);
   if (pairs.length < needed) {
     throw new UserError(

@@ -29,7 +29,7 @@ export function readConversations(file: string, replay: boolean, encoding: TextE
       throw inputError(
         file,
         `${where} field messages`,
-        "--replay needs each conversation to end with an assistant message",
+        "must end with an assistant message (the response to replay or train on)",
       );
     }
     if (!replay && last.role === "assistant") {

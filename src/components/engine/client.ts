@@ -47,6 +47,13 @@ export class EngineError extends Error {
 /** Raised when the engine process is gone: crash, kill, out of memory. */
 export class EngineDiedError extends Error {
   override readonly name = "EngineDiedError";
+  constructor(
+    message: string,
+    /** The engine's last lines on stderr. */
+    readonly output = "",
+  ) {
+    super(message);
+  }
 }
 
 export interface EngineOptions {
@@ -148,7 +155,7 @@ export class Engine {
       child.on("close", (code, signal) => {
         const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
         const tail = stderrTail.slice(-8).join("\n");
-        const err = new EngineDiedError(`the engine ${how}${tail ? `; its last output:\n${tail}` : ""}`);
+        const err = new EngineDiedError(`the engine ${how}`, tail);
         reject(err);
         started.engine?.fail(err);
       });
@@ -208,16 +215,21 @@ export class Engine {
     );
   }
 
-  /** Routing is recorded when `shards` says where: each takes the next samples, in order. */
+  /**
+   * Routing is recorded when `shards` says where: each takes the next samples, in order. `ids`
+   * name the conversations (records of the caller's files) in the engine's errors.
+   */
   async generate(
     conversations: Messages[],
     seeds: number[],
     sampling: Sampling,
     shards: RoutingShardRequest[] = [],
     steer?: SteerRequest,
+    ids?: string[],
   ): Promise<GeneratedSample[]> {
     const params = {
       conversations,
+      ids,
       seeds,
       max_new_tokens: sampling.maxNewTokens,
       temperature: sampling.temperature,
@@ -228,8 +240,13 @@ export class Engine {
     return (await this.call("generate", params, GenerateResult)).samples;
   }
 
-  async replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]> {
-    return (await this.call("replay", { conversations, shards: absolute(shards) }, GenerateResult)).samples;
+  async replay(
+    conversations: Messages[],
+    shards: RoutingShardRequest[],
+    ids?: string[],
+  ): Promise<GeneratedSample[]> {
+    const params = { conversations, ids, shards: absolute(shards) };
+    return (await this.call("replay", params, GenerateResult)).samples;
   }
 
   buildTiny(

@@ -16,6 +16,8 @@ export interface GenerateRequest {
   /** Where the routing goes; each shard takes the next samples, in order. Empty: not recorded. */
   shards: RoutingShardRequest[];
   steer?: SteerRequest;
+  /** The samples' ids, for messages that name one (else their positions). */
+  ids?: string[];
 }
 
 export interface Generator {
@@ -30,7 +32,7 @@ export interface Generator {
   applyDelta(delta: string): Promise<void>;
   generate(request: GenerateRequest): Promise<GeneratedSample[]>;
   /** Teacher-forced: record the routing of given conversations, assistant turns included. */
-  replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]>;
+  replay(conversations: Messages[], shards: RoutingShardRequest[], ids?: string[]): Promise<GeneratedSample[]>;
 }
 
 /** One engine process: one compute batch at a time. */
@@ -41,8 +43,8 @@ export function engineGenerator(engine: Engine): Generator {
     description: { engine: engine.info },
     load: (model) => engine.load(model),
     applyDelta: async (delta) => void (await engine.applyDelta(delta)),
-    generate: (r) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer),
-    replay: (conversations, shards) => engine.replay(conversations, shards),
+    generate: (r) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids),
+    replay: (conversations, shards, ids) => engine.replay(conversations, shards, ids),
   };
 }
 

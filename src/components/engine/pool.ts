@@ -138,7 +138,7 @@ function poolGenerator(
     },
     applyDelta: async (delta) => void (await onAll((w) => on(w, (engine) => engine.applyDelta(delta)))),
     generate: (r) =>
-      dispatch((engine) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer)),
-    replay: (conversations, shards) => dispatch((engine) => engine.replay(conversations, shards)),
+      dispatch((engine) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids)),
+    replay: (conversations, shards, ids) => dispatch((engine) => engine.replay(conversations, shards, ids)),
   };
 }

@@ -90,6 +90,8 @@ export type LayerExperts = z.infer<typeof LayerExpertsSchema>;
 /** One analysis batch, sent once with the setup; steps name it by its index in `batches`. */
 const TrainBatchRequest = z.object({
   conversations: z.array(Messages),
+  /** The samples' ids, to name one the engine cannot tokenize (else their positions). */
+  ids: z.array(z.string()).optional(),
   labels: z.array(z.string()),
   /** This batch's routing mask: per layer, the only experts tokens may reach. */
   allowed: LayerExpertsSchema,
@@ -126,9 +128,12 @@ export const CheckpointPosition = z.object({ step: z.number().int(), epoch: z.nu
 export type CheckpointPosition = z.infer<typeof CheckpointPosition>;
 export const TrainStepResult = snakeCase(
   z.object({
-    loss: z.number(),
-    routerLoss: z.number(),
-    gradNorm: z.number(),
+    /** null when not finite: the engine made no update, and training stops. */
+    loss: z.number().nullable(),
+    routerLoss: z.number().nullable(),
+    gradNorm: z.number().nullable(),
+    /** The trained weights' norm after the step over before it. */
+    weightGrowth: z.number().nullable(),
     tokens: z.number(),
     seconds: z.number(),
     optimizerStateBytes: z.number(),

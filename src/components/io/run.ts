@@ -1,7 +1,7 @@
 // A Run is a folder that one job fills over one or more invocations. Its config.json records
 // the settings; a later invocation with the same settings resumes it, one with different
 // settings is refused with the difference named, so results from two settings never mix.
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
@@ -18,6 +18,12 @@ function differences(before: unknown, after: unknown, path = ""): string[] {
     return keys.flatMap((k) => differences(before[k], after[k], path ? `${path}.${k}` : k));
   }
   return [`${path || "settings"} ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+}
+
+/** A run folder named on the command line: a file at that path is named before any work starts. */
+export function checkRunFolder(dir: string): void {
+  if (existsSync(dir) && !statSync(dir).isDirectory())
+    throw new UserError(`${dir} is a file, not a run folder; give the folder's path`);
 }
 
 /**
@@ -89,6 +95,8 @@ export function overlay(
 
 /** Refuse to mix new results into an old output folder unless asked to replace it. */
 export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
+  if (existsSync(out) && !statSync(out).isDirectory())
+    throw new UserError(`${out} is a file; give a folder for the output`);
   if (!existsSync(out) || readdirSync(out).length === 0) return;
   if (!overwrite)
     throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);

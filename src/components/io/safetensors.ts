@@ -1,9 +1,9 @@
 // Reading the safetensors format (8-byte LE header size, JSON header, raw little-endian data):
 // the routing shards the engine writes are read back here without Python.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
 import { DTYPES, ndarray, type DType, type NDArray } from "../engine/frames.js";
-import { UserError } from "../errors.js";
+import { UserError, zodProblem } from "../errors.js";
 
 const BY_CODE: Record<string, DType> = {
   U8: "uint8",
@@ -29,21 +29,32 @@ export function readSafetensors(
   tensors: Record<string, NDArray>;
   metadata: Record<string, string>;
 } {
+  if (!existsSync(path)) throw new UserError(`${path} is missing`);
   const file = readFileSync(path);
   const bad = (why: string) => new UserError(`${path} is not a readable safetensors file: ${why}`);
   if (file.length < 8) throw bad("too short");
   const headerSize = Number(file.readBigUInt64LE(0));
   if (8 + headerSize > file.length) throw bad("header runs past the end");
-  const header = JSON.parse(file.subarray(8, 8 + headerSize).toString("utf8")) as Record<string, unknown>;
+  let header: unknown;
+  try {
+    header = JSON.parse(file.subarray(8, 8 + headerSize).toString("utf8"));
+  } catch {
+    throw bad("the header is not JSON");
+  }
+  if (typeof header !== "object" || header === null) throw bad("the header is not a JSON object");
   const tensors: Record<string, NDArray> = {};
   let metadata: Record<string, string> = {};
   for (const [name, value] of Object.entries(header)) {
     if (name === "__metadata__") {
-      metadata = z.record(z.string(), z.string()).parse(value);
+      const parsed = z.record(z.string(), z.string()).safeParse(value);
+      if (!parsed.success) throw bad("its metadata is not a map of strings");
+      metadata = parsed.data;
       continue;
     }
     if (!wanted(name)) continue;
-    const entry = Entry.parse(value);
+    const parsed = Entry.safeParse(value);
+    if (!parsed.success) throw bad(`tensor ${name}: ${zodProblem(parsed.error)}`);
+    const entry = parsed.data;
     const dtype = BY_CODE[entry.dtype];
     if (!dtype) throw bad(`tensor ${name} has unsupported dtype ${entry.dtype}`);
     const [begin, end] = entry.data_offsets;

@@ -10,6 +10,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   truncateSync,
   writeFileSync,
   writeSync,
@@ -26,6 +27,9 @@ export function sha256(data: string | Uint8Array): string {
 }
 
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  // Checked first: an output file named by a folder (report --out DIR) is the user's slip.
+  if (existsSync(path) && statSync(path).isDirectory())
+    throw new UserError(`${path} is a folder; give a file name for the output`);
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
   try {

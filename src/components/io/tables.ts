@@ -257,7 +257,12 @@ export function riskDiffTable(r: RiskDiffResult): Table {
 export async function readRiskDiffTable(path: string): Promise<RiskDiffRow[]> {
   const bytes = readFileSync(path);
   const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  const rows = await parquetReadObjects({ file });
+  let rows: Record<string, unknown>[];
+  try {
+    rows = await parquetReadObjects({ file });
+  } catch (err) {
+    throw new UserError(`${path}: not a readable Parquet table (${(err as Error).message})`);
+  }
   return rows.map((row, i) => {
     const values = Object.entries(row).map(([k, v]) => {
       const n = typeof v === "bigint" ? Number(v) : v;

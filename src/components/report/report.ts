@@ -13,7 +13,6 @@ import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join, relative, resolve } from "node:path";
 import { z } from "zod";
-import { UserError } from "../errors.js";
 import type { Messages } from "../engine/protocol.js";
 import {
   AnalyzedSampleRow,
@@ -65,7 +64,9 @@ const EvalSample = EvalSampleRow.omit({ reason: true });
 const BenchmarkModels = z.array(EvalResults.element.pick({ name: true, steered: true, benchmarks: true }));
 
 // ---------------------------------------------------------------------------------------------
-// Reading: each file is either data or a one-line note saying why its section is empty.
+// Reading: each file is either data or, when the run has not written it yet, a one-line note
+// saying why its section is empty. A file that is there but damaged stops the report, named: a
+// page that quietly leaves out half a run would read as a finished one.
 
 type Loaded<T> = { ok: true; value: T } | { ok: false; note: string };
 
@@ -78,16 +79,7 @@ function runFiles(dir: string) {
       missing.add(rel);
       return { ok: false, note: `not available: ${rel} missing` };
     }
-    try {
-      return { ok: true, value: await read(path) };
-    } catch (err) {
-      // The readers' messages start with the path; the note names the run-relative file instead.
-      const why = (err as Error).message.replace(path, "").trim();
-      return {
-        ok: false,
-        note: `not available: ${rel} ${err instanceof UserError ? why : `unreadable: ${why}`}`,
-      };
-    }
+    return { ok: true, value: await read(path) };
   };
   return {
     missing,

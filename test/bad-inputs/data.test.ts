@@ -1,0 +1,116 @@
+// Data files that are not what their command reads: named by file, record and field, before any
+// engine starts and before the run folder exists.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { flipattackRecords } from "../helpers.js";
+import { badInputs } from "./harness.js";
+import { file } from "./fixtures.js";
+
+type Records = ReturnType<typeof flipattackRecords>;
+
+/** analyze on a dataset: 8 good records, changed by `damage`, written as JSON to d.json. */
+function analyzeOn(damage: (records: Records) => unknown) {
+  return (dir: string) => {
+    const text = JSON.stringify(damage(flipattackRecords(8)));
+    return [
+      "analyze",
+      "--run",
+      "run",
+      "--model",
+      "m",
+      "--batch-size",
+      "4",
+      "--data",
+      file(dir, "d.json", text),
+    ];
+  };
+}
+const analyzeText =
+  (text: string, name = "d.json") =>
+  (dir: string) => ["analyze", "--run", "run", "--model", "m", "--data", file(dir, name, text)];
+
+badInputs("data", [
+  {
+    name: "a data file that is not there",
+    setup: () => ["analyze", "--run", "run", "--model", "m", "--data", "nofile.json"],
+    expect: /nofile\.json: no such file/,
+    absent: ["run"],
+  },
+  {
+    name: "a data folder",
+    setup: (dir) => {
+      mkdirSync(join(dir, "dd"));
+      return ["analyze", "--run", "run", "--model", "m", "--data", "dd"];
+    },
+    expect: /dd: cannot read the file \(EISDIR\)/,
+  },
+  {
+    name: "JSON cut short",
+    setup: analyzeText("[{"),
+    expect: /d\.json: not valid JSON/,
+    absent: ["run"],
+  },
+  {
+    name: "an empty file",
+    setup: analyzeText(""),
+    expect: /d\.json: the file has no records/,
+  },
+  {
+    name: "a JSONL file with a broken line",
+    setup: (dir) =>
+      analyzeText(
+        flipattackRecords(8)
+          .map((r) => JSON.stringify(r))
+          .join("\n") + "\n{bad\n",
+        "d.jsonl",
+      )(dir),
+    expect: /d\.jsonl line 9: not valid JSON/,
+    absent: ["run"],
+  },
+  {
+    name: "a record without its goal",
+    setup: analyzeOn((records) => records.map((r, i) => (i === 1 ? { ...r, goal: undefined } : r))),
+    expect: /d\.json record 1 field goal: missing/,
+    absent: ["run"],
+  },
+  {
+    name: "a message with an unknown role",
+    setup: analyzeOn((records) => {
+      records[2]!.all_prompt[1]!.role = "robot";
+      return records;
+    }),
+    expect:
+      /d\.json record 2 field all_prompt\[1\]\.role: expected "system", "user" or "assistant", got "robot"/,
+  },
+  {
+    name: "message content that is not text",
+    setup: analyzeOn((records) => {
+      (records[2]!.all_prompt[1] as { content: unknown }).content = 5;
+      return records;
+    }),
+    expect: /d\.json record 2 field all_prompt\[1\]\.content: expected a string, got number/,
+  },
+  {
+    name: "two records with one id",
+    setup: analyzeOn((records) => records.map((r, i) => (i === 2 ? { ...r, id: 1 } : r))),
+    expect: /d\.json record 2 field id: duplicate id 1/,
+  },
+  {
+    name: "an empty message list",
+    setup: analyzeOn((records) => records.map((r, i) => (i === 2 ? { ...r, all_prompt: [] } : r))),
+    expect: /d\.json record 2 field all_prompt: empty message list/,
+  },
+  {
+    name: "a training conversation that does not end with the target",
+    setup: (dir) => {
+      const data = file(
+        dir,
+        "c.jsonl",
+        JSON.stringify({ id: "a", messages: [{ role: "user", content: "hi" }] }),
+      );
+      return ["train", "--data", data, "--model", "m", "--out", "o", "--experts", "all"];
+    },
+    expect: /c\.jsonl record 0 \(line 1\) field messages: must end with an assistant message/,
+    absent: ["o"],
+  },
+]);

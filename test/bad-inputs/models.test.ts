@@ -1,0 +1,89 @@
+// Model folders the engine cannot use, and conversations a model's chat template rejects: the
+// engine's error names the file or the sample, in one line; an engine that dies says how, and
+// where its last output is. One tiny model is built per file.
+import assert from "node:assert/strict";
+import { chmodSync, cpSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { flipattackRecords, run, tempDir } from "../helpers.js";
+import { badInputs } from "./harness.js";
+import { file, tinyModel } from "./fixtures.js";
+
+/** A copy of the tiny model in `dir`/m, changed by `damage`. */
+async function modelCopy(dir: string, damage: (model: string) => void): Promise<string> {
+  const copy = join(dir, "m");
+  cpSync(await tinyModel(), copy, { recursive: true });
+  damage(copy);
+  return "m";
+}
+const half = (path: string) => truncateSync(path, Math.floor(readFileSync(path).length / 2));
+
+badInputs("models", [
+  {
+    name: "a model whose weights file is cut short",
+    setup: async (dir) => [
+      "inspect",
+      "--model",
+      await modelCopy(dir, (m) => half(join(m, "model.safetensors"))),
+    ],
+    expect: /m\/model\.safetensors: incomplete or damaged safetensors file \(.*not a weights file\?\)/,
+  },
+  {
+    name: "a model folder without tokenizer files",
+    setup: async (dir) => [
+      "inspect",
+      "--model",
+      await modelCopy(dir, (m) =>
+        ["tokenizer.json", "tokenizer_config.json"].forEach((f) => rmSync(join(m, f))),
+      ),
+    ],
+    expect:
+      /m has no tokenizer files \(tokenizer\.json, tokenizer\.model, vocab\.json, tokenizer_config\.json\)/,
+  },
+  {
+    name: "a conversation the model's chat template rejects names its sample",
+    setup: async (dir) => {
+      const model = await modelCopy(dir, (m) =>
+        writeFileSync(
+          join(m, "chat_template.jinja"),
+          "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}" +
+            "{% endif %}{{ m['content'] }}{% endfor %}",
+        ),
+      );
+      const data = file(dir, "d.json", JSON.stringify(flipattackRecords(4)));
+      return [
+        "analyze",
+        "--run",
+        "run",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+        "--qc",
+        "off",
+      ];
+    },
+    expect:
+      /sample 0:safe field messages: the model's chat template or tokenizer rejects it \(.*no system role\)/,
+  },
+]);
+
+test("models: an engine that dies says how in one line, its last output kept in a log", (t) => {
+  const dir = tempDir(t);
+  const python = join(dir, "python");
+  writeFileSync(
+    python,
+    '#!/bin/sh\necho "Traceback (most recent call last):" >&2\necho "boom" >&2\nexit 3\n',
+  );
+  chmodSync(python, 0o755);
+  const result = run(["inspect", "--model", dir], { env: { ...process.env, STEERMOE_PYTHON: python } });
+  assert.equal(result.status, 1);
+  const lines = result.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, result.stderr);
+  const log = /^steermoe: the engine exited with code 3 \(log: (\S+)\)$/.exec(lines[0]!);
+  assert.ok(log, lines[0]);
+  t.after(() => rmSync(log[1]!, { force: true }));
+  assert.match(readFileSync(log[1]!, "utf8"), /Traceback \(most recent call last\):\nboom/);
+});
