@@ -83,9 +83,8 @@ def generate(
     """Routing is recorded when `shards` says where to write it. `steer` changes routing during
     generation (RouterControl); what is recorded is what the steered layers really used."""
     record = bool(shards)
-    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    eos_set = _eos_ids(loaded)
-    eos_ids = torch.tensor(sorted(eos_set), device=device)
+    model, device = loaded.model, loaded.device
+    eos_ids = torch.tensor(sorted(_eos_ids(loaded)), device=device)
     pad_id = _pad_id(loaded)
     prompts = [chat_ids(loaded, messages, add_generation_prompt=True) for messages in conversations]
     input_ids, attention_mask = _left_pad(prompts, pad_id, device)
@@ -138,17 +137,7 @@ def generate(
     routing: list[SampleRouting] = []
     for row, prompt in enumerate(prompts):
         n = int(lengths[row])
-        gen = generated[row, :n]
-        finished = n > 0 and int(gen[-1]) in eos_set
-        text_ids = gen[:-1] if finished else gen
-        results.append(
-            {
-                "prompt_ids": _id_array(prompt),
-                "generated_ids": _id_array(gen),
-                "text": tokenizer.decode(text_ids.tolist(), skip_special_tokens=True),
-                "finish_reason": "eos" if finished else "length",
-            }
-        )
+        results.append(generated_sample(loaded, prompt, generated[row, :n].tolist()))
         if record:
             start = width - len(prompt)
             routing.append(
@@ -162,11 +151,21 @@ def generate(
     return results
 
 
-@torch.inference_mode()
-def replay(loaded: Loaded, conversations: list[Messages], shards: list[Shard]) -> list[dict[str, Any]]:
-    """Teacher-forced pass over conversations ending in an assistant message: records the routing
-    of the prompt and of the response tokens into `shards` without generating."""
-    model, device = loaded.model, loaded.device
+def generated_sample(loaded: Loaded, prompt: list[int], generated: list[int]) -> dict[str, Any]:
+    """A generation result: ids, the text without the end-of-sequence token, why it ended."""
+    finished = bool(generated) and generated[-1] in _eos_ids(loaded)
+    text_ids = generated[:-1] if finished else generated
+    return {
+        "prompt_ids": _id_array(prompt),
+        "generated_ids": _id_array(generated),
+        "text": loaded.tokenizer.decode(text_ids, skip_special_tokens=True),
+        "finish_reason": "eos" if finished else "length",
+    }
+
+
+def replay_ids(loaded: Loaded, conversations: list[Messages]) -> tuple[list[list[int]], list[list[int]]]:
+    """Per conversation ending in an assistant message: the prompt's ids and the whole
+    conversation's, the prompt being a prefix of it."""
     prompts, fulls = [], []
     for i, messages in enumerate(conversations):
         if messages[-1]["role"] != "assistant":
@@ -180,6 +179,15 @@ def replay(loaded: Loaded, conversations: list[Messages], shards: list[Shard]) -
             )
         prompts.append(prompt)
         fulls.append(full)
+    return prompts, fulls
+
+
+@torch.inference_mode()
+def replay(loaded: Loaded, conversations: list[Messages], shards: list[Shard]) -> list[dict[str, Any]]:
+    """Teacher-forced pass over conversations ending in an assistant message: records the routing
+    of the prompt and of the response tokens into `shards` without generating."""
+    model, device = loaded.model, loaded.device
+    prompts, fulls = replay_ids(loaded, conversations)
     input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)

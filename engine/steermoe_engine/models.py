@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from .adapters import MoeAdapter, check_supported
@@ -59,13 +60,20 @@ def _check_source(source: str) -> None:
         raise EngineError(f"{source} is not a model folder: it has no config.json")
 
 
-def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loaded:
+def _config(source: str, trust_remote_code: bool) -> Any:
     _check_source(source)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise EngineError(f"cannot read the model config of {source}: {str(err).splitlines()[0]}") from err
     check_supported(config)
+    return config
+
+
+def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loaded:
+    if device == "meta":
+        return _load_shapes(source, trust_remote_code)
+    _config(source, trust_remote_code)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -76,6 +84,23 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool) -> Loade
         raise EngineError(f"cannot load the model in {source}: {str(err).splitlines()[0]}") from err
     model.to(target).eval()
     return Loaded(model, tokenizer, MoeAdapter(model), source, target)
+
+
+def _load_shapes(source: str, trust_remote_code: bool) -> Loaded:
+    """The tokenizer and a weightless model (device "meta": shapes, no memory, nothing read but
+    config.json): enough to render prompts, decode ids and know every routing count, for when an
+    inference server does the generating."""
+    config = _config(source, trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise EngineError(f"cannot load the tokenizer in {source}: {str(err).splitlines()[0]}") from err
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    # End-of-sequence ids come from generation_config.json, as when the weights are loaded.
+    with contextlib.suppress(OSError):
+        model.generation_config = GenerationConfig.from_pretrained(source)
+    return Loaded(model.eval(), tokenizer, MoeAdapter(model), source, torch.device("meta"))
 
 
 def describe(loaded: Loaded) -> dict[str, Any]:
