@@ -10,7 +10,8 @@ import {
   samplingOptions,
   settingOptions,
   settingsFromFlags,
-  verbose,
+  generatorHandle,
+  backendOptions,
 } from "./flags.js";
 
 export function analyzeCommand(cli: Command): void {
@@ -31,6 +32,7 @@ export function analyzeCommand(cli: Command): void {
   ]);
   samplingOptions(command, AnalyzeSettings);
   command.addOption(computeBatchOption());
+  backendOptions(command);
   settingOptions(command, AnalyzeSettings, [
     ["--qc <on|off>", "qc", "keep only pairs whose plain request was refused and jailbreak not"],
   ]);
@@ -54,6 +56,7 @@ export function analyzeCommand(cli: Command): void {
     ["--refusal-template <text>", "refusal.template", "the sentence used by --refusal-source template"],
   ]);
   command.action(async (flags: { run: string; computeBatch?: "auto" | number }) => {
+    const handle = generatorHandle(command);
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "model.source");
     requireSetting(command, settings, "data.file");
@@ -61,7 +64,7 @@ export function analyzeCommand(cli: Command): void {
     const summary = await analyze(parseAnalyzeSettings(settings), {
       run: flags.run,
       computeBatch: flags.computeBatch,
-      engine: { verbose: verbose(command) },
+      engine: handle,
       signal: interruptible(),
     });
     console.log(formatAnalyzeSummary(summary));

@@ -10,9 +10,11 @@ import {
   samplingOptions,
   settingOptions,
   settingsFromFlags,
-  verbose,
+  generatorHandle,
+  backendOptions,
 } from "./flags.js";
 import { steering, steerOptions } from "./steer.js";
+import { requireLocal } from "../components/servers/generator.js";
 
 export function generateCommand(cli: Command): void {
   const command = cli
@@ -25,18 +27,21 @@ export function generateCommand(cli: Command): void {
   ]);
   samplingOptions(command, GenerateConfig);
   command.addOption(computeBatchOption("computeBatch"));
+  backendOptions(command);
   settingOptions(command, GenerateConfig, [
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
     ["--overwrite", "overwrite", "replace an existing output folder"],
   ]);
   steerOptions(command, "switch experts off or on while generating");
   command.action(async () => {
+    const handle = generatorHandle(command);
     const settings = settingsFromFlags(command);
     for (const path of ["model.source", "input", "out"]) requireSetting(command, settings, path);
     const steer = await steering(command);
     if (steer) settings.steer = steer;
+    if (settings.steer) requireLocal(handle, "steering");
     const summary = await generate(parseSettings(GenerateConfig, settings, "generate"), {
-      engine: { verbose: verbose(command) },
+      engine: handle,
       signal: interruptible(),
     });
     const state = summary.complete ? "done" : "stopped early";

@@ -11,8 +11,13 @@ import { join } from "node:path";
 import { z } from "zod";
 import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import type { EngineHandle } from "../components/engine/client.js";
-import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
+import {
+  inOrder,
+  withGenerator,
+  withStatus,
+  type GeneratorHandle,
+  type Generator,
+} from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
@@ -78,7 +83,7 @@ export type AnalyzeSettings = z.input<typeof AnalyzeSettings>;
 
 export interface AnalyzeOptions {
   run: string;
-  engine?: EngineHandle;
+  engine?: GeneratorHandle;
   computeBatch?: z.input<typeof ComputeBatch>;
   signal?: AbortSignal;
 }
@@ -160,7 +165,10 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       (chunk, rows) => {
         tokens += commitBatches(chunk, rows, run);
         done += chunk.length;
-        bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+        bar.update(
+          done,
+          withStatus(generator, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`),
+        );
       },
       options.signal,
     );

@@ -15,8 +15,13 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import type { EngineHandle } from "../components/engine/client.js";
-import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
+import {
+  inOrder,
+  withGenerator,
+  withStatus,
+  type GeneratorHandle,
+  type Generator,
+} from "../components/engine/generator.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -207,7 +212,7 @@ function resolveModel(source: string): string {
 
 export async function evaluate(
   input: EvalSettings,
-  options: { out: string; engine?: EngineHandle; computeBatch?: z.input<typeof ComputeBatch> },
+  options: { out: string; engine?: GeneratorHandle; computeBatch?: z.input<typeof ComputeBatch> },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
   const { items, skipped } = await readItems(settings);
@@ -391,7 +396,7 @@ async function generateAll(
     },
     (_, samples) => {
       responses.push(...samples.map((s) => s.text));
-      bar.update(responses.length);
+      bar.update(responses.length, withStatus(generator));
     },
   );
   bar.finish();

@@ -9,8 +9,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
-import type { EngineHandle } from "../components/engine/client.js";
-import { inOrder, withGenerator } from "../components/engine/generator.js";
+import { inOrder, withGenerator, withStatus, type GeneratorHandle } from "../components/engine/generator.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
@@ -43,7 +42,7 @@ export interface GenerateSummary {
 
 export async function generate(
   input: GenerateConfig,
-  options: { engine?: EngineHandle; signal?: AbortSignal } = {},
+  options: { engine?: GeneratorHandle; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
   const conversations = readConversations(config.input, config.replay);
@@ -111,7 +110,7 @@ export async function generate(
         writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
         writeJsonAtomic(join(config.out, "meta.json"), meta(false));
         const seconds = (Date.now() - started) / 1000;
-        bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
+        bar.update(rows.length, withStatus(generator, `${(generatedTokens / seconds).toFixed(1)} tok/s`));
       },
       options.signal,
     );

@@ -12,6 +12,7 @@ import type { SteerRequest } from "../method/steering.js";
 import {
   GenerateResult,
   ModelInfo,
+  RenderedIds,
   ReadyInfo,
   Reply,
   TinyModelResult,
@@ -26,6 +27,7 @@ import {
   type GeneratedSample,
   type Messages,
   type RoutingShardRequest,
+  type ServedSample,
 } from "./protocol.js";
 
 export { PACKAGE_ROOT };
@@ -208,6 +210,22 @@ export class Engine {
 
   async replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]> {
     return (await this.call("replay", { conversations, shards: absolute(shards) }, GenerateResult)).samples;
+  }
+
+  /** The token ids the model's chat template makes of each conversation: prompts (with the
+   * generation prompt), and for a replay also the whole conversations. */
+  async render(conversations: Messages[], replay: boolean): Promise<RenderedIds> {
+    return this.call("render", { conversations, replay }, RenderedIds);
+  }
+
+  /** Results and shards from ids and expert ids a server generated (`maxNewTokens` null: a replay). */
+  async recordServed(
+    samples: ServedSample[],
+    maxNewTokens: number | null,
+    shards: RoutingShardRequest[],
+  ): Promise<GeneratedSample[]> {
+    const params = { samples, max_new_tokens: maxNewTokens, shards: absolute(shards) };
+    return (await this.call("record_served", params, GenerateResult)).samples;
   }
 
   buildTiny(

@@ -4,6 +4,7 @@
 // the recipes and the run folder they write do not change with scale.
 import type { SteerRequest } from "../method/steering.js";
 import { withEngine, type Engine, type EngineHandle, type LoadOptions, type Sampling } from "./client.js";
+import { withServers, type ServerHandle } from "../servers/generator.js";
 import type { GeneratedSample, Messages, ModelInfo, RoutingShardRequest } from "./protocol.js";
 
 export interface GenerateRequest {
@@ -23,6 +24,8 @@ export interface Generator {
   readonly cuda: boolean;
   /** What generates, for the output's config: engine versions and devices, or servers. */
   readonly description: Record<string, unknown>;
+  /** What the progress line adds, e.g. the throughput of each server. */
+  status?(): string;
   load(model: LoadOptions): Promise<ModelInfo>;
   /** Add a trained expert delta to the loaded model. */
   applyDelta(delta: string): Promise<void>;
@@ -44,9 +47,18 @@ export function engineGenerator(engine: Engine): Generator {
   };
 }
 
-/** A recipe runs on the engine it is given (kept open), or starts one for its own use. */
-export function withGenerator<T>(handle: EngineHandle, work: (generator: Generator) => Promise<T>): Promise<T> {
+/** Where a recipe generates: an engine (given and kept open, or started for it), or servers. */
+export type GeneratorHandle = EngineHandle | ServerHandle;
+
+export function withGenerator<T>(handle: GeneratorHandle, work: (generator: Generator) => Promise<T>): Promise<T> {
+  if ("backend" in handle) return withServers(handle, work);
   return withEngine(handle, (engine) => work(engineGenerator(engine)));
+}
+
+/** A progress line's extra text, followed by what the generator adds to it. */
+export function withStatus(generator: Generator, extra?: string): string | undefined {
+  const parts = [extra, generator.status?.()].filter((p) => p);
+  return parts.length ? parts.join(" · ") : undefined;
 }
 
 /**

@@ -69,6 +69,20 @@ export const GeneratedSample = z.object({
 });
 export type GeneratedSample = z.infer<typeof GeneratedSample>;
 
+export const RenderedIds = z.object({
+  prompts: z.array(array(["int32"], 1)),
+  fulls: z.array(array(["int32"], 1)).optional(),
+});
+export type RenderedIds = z.infer<typeof RenderedIds>;
+
+/** What a server generated for one prompt; the expert ids ([tokens, moe_layers, top_k]) only when recorded. */
+export interface ServedSample {
+  prompt_ids: NDArray;
+  generated_ids: NDArray;
+  prompt?: NDArray;
+  generation?: NDArray;
+}
+
 export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
 
 export const TinyModelResult = z.object({

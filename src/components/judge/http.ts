@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
+import { excerpt, requestText } from "../http.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
 export const OpenAIEndpoint = z.object({
@@ -123,91 +124,16 @@ export async function askOrFail<T>(
   );
 }
 
-/** POSTs body; returns the 200 reply's text. Retries 429, 5xx, timeouts and dropped connections. */
-async function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
-  const { cfg } = endpoint;
+/** POSTs body; returns the 200 reply's text. */
+function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
+  const hints = {
+    unreachable: "start the server or fix baseUrl",
+    auth: `check the key in ${endpoint.cfg.apiKeyEnv ?? "apiKeyEnv"}`,
+    notFound: "check baseUrl and model",
+  };
   const where = `${endpoint.role} ${url}`;
-  for (let attempt = 1; ; attempt++) {
-    let status: number;
-    let text: string;
-    let retryAfterMs: number | undefined;
-    try {
-      const res = await fetch(url, {
-        method: "POST",
-        headers: endpoint.headers,
-        body,
-        signal: AbortSignal.timeout(cfg.timeoutMs),
-      });
-      status = res.status;
-      retryAfterMs = parseRetryAfter(res.headers.get("retry-after"));
-      text = await res.text();
-    } catch (err) {
-      const code = errorCode(err);
-      // A refused connection or unknown host is a setup mistake, not a hiccup: say so at once.
-      if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
-        throw new UserError(`${where} is unreachable (${code}): start the server or fix baseUrl`);
-      }
-      const problem = isTimeout(err) ? `no answer within ${cfg.timeoutMs} ms` : `network error ${code}`;
-      if (attempt >= cfg.maxAttempts) {
-        throw new UserError(`${where} failed all ${attempt} attempts, last: ${problem}`);
-      }
-      await sleep(backoffMs(cfg, attempt));
-      continue;
-    }
-    if (status >= 200 && status < 300) return text;
-    const answered = `${where} answered HTTP ${status}`;
-    if (status === 429 || status >= 500) {
-      if (attempt >= cfg.maxAttempts) {
-        throw new UserError(`${answered} on all ${attempt} attempts: ${excerpt(text)}`);
-      }
-      await sleep(Math.min(retryAfterMs ?? backoffMs(cfg, attempt), cfg.maxDelayMs));
-      continue;
-    }
-    const hint =
-      status === 401 || status === 403
-        ? ` (check the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"})`
-        : status === 404
-          ? " (check baseUrl and model)"
-          : "";
-    throw new UserError(`${answered}${hint}: ${excerpt(text)}`);
-  }
+  return requestText({ url, method: "POST", headers: endpoint.headers, body, where, hints }, endpoint.cfg);
 }
-
-function backoffMs(cfg: EndpointConfig, attempt: number): number {
-  // Jitter spreads the retries of concurrent requests that failed together.
-  const delay = cfg.baseDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
-  return Math.min(delay, cfg.maxDelayMs);
-}
-
-/** Retry-After is either delay-seconds or an HTTP date. */
-function parseRetryAfter(value: string | null): number | undefined {
-  if (value === null || value.trim() === "") return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-function errorCode(err: unknown): string {
-  // fetch wraps the socket error: TypeError("fetch failed", { cause }); with several addresses
-  // (localhost → ::1 and 127.0.0.1) the cause is an AggregateError whose members carry the code.
-  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } } | undefined)?.cause;
-  return cause?.code ?? cause?.errors?.[0]?.code ?? (err instanceof Error ? err.message : String(err));
-}
-
-function isTimeout(err: unknown): boolean {
-  return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** One line, short enough for an error message. */
-export function excerpt(text: string, max = 200): string {
-  const line = text.replace(/\s+/g, " ").trim();
-  if (line === "") return "(empty)";
-  return line.length > max ? `${line.slice(0, max)}…` : line;
-}
-
 /** JSON.parse that tolerates a ```json fence around the object and returns undefined on failure. */
 export function parseJsonLoosely(text: string): unknown {
   const unfenced = text

@@ -3,11 +3,11 @@
 // shared here.
 import { z } from "zod";
 import { UserError } from "../errors.js";
+import { excerpt } from "../http.js";
 import {
   ask,
   askOrFail,
   cacheKey,
-  excerpt,
   mapLimit,
   openCache,
   OpenAIEndpoint,
