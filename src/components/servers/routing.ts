@@ -57,7 +57,7 @@ export interface Flavour {
 export function expertRows(
   routing: ServerRouting,
   expected: number,
-  model: ModelInfo,
+  model: Pick<ModelInfo, "num_layers" | "moe_layers" | "top_k" | "num_experts">,
 ): Uint8Array | Uint16Array {
   const { rows, layers, topK, ids } = routing;
   if (layers !== model.num_layers || topK !== model.top_k)
