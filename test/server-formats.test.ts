@@ -132,7 +132,8 @@ test("−1 rows, an extra trailing row, a dense layer routed, an id out of range
 
 test("the routing field missing (server started without the flag) is no routing, not an error here", () => {
   assert.equal(vllm.parse(vllmReply(null), layout)[0]!.routing, null);
-  const { routed_experts: _, ...noField } = vllmReply(null).choices[0]!;
+  const noField: Record<string, unknown> = { ...vllmReply(null).choices[0]! };
+  delete noField.routed_experts;
   assert.equal(vllm.parse({ choices: [noField] }, layout)[0]!.routing, null);
   assert.equal(sglang.parse(sglangReply(), layout)[0]!.routing, null);
 });
