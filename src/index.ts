@@ -9,6 +9,7 @@ export { formatModelInfo, inspect, InspectSettings, type InspectResult } from ".
 export { jailbreak, JailbreakSettings } from "./recipes/jailbreak.js";
 export { buildOrganism } from "./recipes/organism.js";
 export { report, type ReportResult, type ReportSettings } from "./recipes/report.js";
+export { serve, ServeSettings, type RoutingServer, type ServeOptions } from "./recipes/serve.js";
 export { tinyModel, type TinyModelConfig } from "./recipes/tiny-model.js";
 export { train, TrainSettings, type TrainSummary } from "./recipes/train.js";
 export {

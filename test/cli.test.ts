@@ -283,6 +283,7 @@ const MINIMAL: Record<keyof typeof RECIPE_SETTINGS, object> = {
   inspect: { model: { source: "m" } },
   "apply-delta": { model: { source: "m" }, delta: "d", out: "o" },
   jailbreak: { goals: "g" },
+  serve: { model: { source: "m" } },
 };
 const commands = () => new Map(program().commands.map((c) => [c.name(), c] as [string, Command]));
 
@@ -314,12 +315,13 @@ test("every setting flag shows, as its default, the value the recipe gets withou
 test("flags mean one thing everywhere: model flags on every command that loads one, --compute-batch on every one that generates", () => {
   const all = commands();
   const has = (command: string, flag: string) => all.get(command)!.options.some((o) => o.long === flag);
-  for (const command of ["inspect", "generate", "analyze", "train", "apply-delta", "eval"]) {
+  for (const command of ["inspect", "generate", "analyze", "train", "apply-delta", "eval", "serve"]) {
     for (const flag of ["--dtype", "--device", "--trust-remote-code", "--config", "--set"]) {
       assert.ok(has(command, flag), `${command} ${flag}`);
     }
   }
-  for (const command of ["generate", "analyze", "eval"]) assert.ok(has(command, "--compute-batch"), command);
+  for (const command of ["generate", "analyze", "eval", "serve"])
+    assert.ok(has(command, "--compute-batch"), command);
   const batchSize = [...all.keys()].filter((command) => has(command, "--batch-size"));
   assert.deepEqual(batchSize.sort(), ["analyze", "train"]);
 });

@@ -71,7 +71,6 @@ def _id_array(ids: torch.Tensor | list[int]) -> np.ndarray:
     return np.asarray(ids.tolist() if isinstance(ids, torch.Tensor) else ids, dtype=np.int32)
 
 
-@torch.inference_mode()
 def generate(
     loaded: Loaded,
     conversations: list[Messages],
@@ -82,11 +81,27 @@ def generate(
 ) -> list[dict[str, Any]]:
     """Routing is recorded when `shards` says where to write it. `steer` changes routing during
     generation (RouterControl); what is recorded is what the steered layers really used."""
-    record = bool(shards)
+    prompts = [chat_ids(loaded, messages, add_generation_prompt=True) for messages in conversations]
+    results, routing = generate_ids(loaded, prompts, seeds, sampling, bool(shards), steer)
+    if shards:
+        write_shards(loaded.adapter, shards, routing)
+    return results
+
+
+@torch.inference_mode()
+def generate_ids(
+    loaded: Loaded,
+    prompts: list[list[int]],
+    seeds: list[int],
+    sampling: Sampling,
+    record: bool,
+    steer: dict[int, LayerControl] | None = None,
+) -> tuple[list[dict[str, Any]], list[SampleRouting]]:
+    """Generation from prompt token ids: one result per prompt and, when `record`, its routing
+    (every prompt token and every generated token, the last one included)."""
     model, device = loaded.model, loaded.device
     eos_ids = torch.tensor(sorted(_eos_ids(loaded)), device=device)
     pad_id = _pad_id(loaded)
-    prompts = [chat_ids(loaded, messages, add_generation_prompt=True) for messages in conversations]
     input_ids, attention_mask = _left_pad(prompts, pad_id, device)
     batch, width = input_ids.shape
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
@@ -146,9 +161,7 @@ def generate(
                     "generation": (step_ids[row, :n], step_w[row, :n]),
                 }
             )
-    if record:
-        write_shards(loaded.adapter, shards, routing)
-    return results
+    return results, routing
 
 
 def generated_sample(loaded: Loaded, prompt: list[int], generated: list[int]) -> dict[str, Any]:

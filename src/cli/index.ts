@@ -14,6 +14,7 @@ import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
 import { jailbreakCommand } from "./jailbreak.js";
 import { reportCommand } from "./report.js";
+import { serveCommand } from "./serve.js";
 import { setupCommand } from "./setup.js";
 import { syntheticDataCommand } from "./synthetic-data.js";
 import { tinyModelCommand } from "./tiny-model.js";
@@ -45,6 +46,7 @@ export function program(): Command {
     exportSteeringCommand,
     buildOrganismCommand,
     reportCommand,
+    serveCommand,
     syntheticDataCommand,
     tinyModelCommand,
     demoCommand,

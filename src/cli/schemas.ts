@@ -9,6 +9,7 @@ import { EvalSettings } from "../recipes/evaluate.js";
 import { GenerateConfig } from "../recipes/generate.js";
 import { InspectSettings } from "../recipes/inspect.js";
 import { JailbreakSettings } from "../recipes/jailbreak.js";
+import { ServeSettings } from "../recipes/serve.js";
 import { TrainSettings } from "../recipes/train.js";
 import { AnalyzedSampleRow, EvalResults, ExpertsFile, TrainLogRow } from "../components/io/run-files.js";
 
@@ -20,6 +21,7 @@ export const RECIPE_SETTINGS = {
   inspect: InspectSettings,
   "apply-delta": ApplyDeltaSettings,
   jailbreak: JailbreakSettings,
+  serve: ServeSettings,
 } as const;
 
 /** File name → text. A config file may leave any top-level setting to the flags, so none is required there. */
