@@ -159,7 +159,7 @@ test("n > 1 choices come back in choice order; SGLang's batch reply is a list", 
 test("replies that are not the server's format are named as such", () => {
   assert.throws(() => vllm.parse({ detail: "Not Found" }, layout), /not a vLLM completion \(field choices/);
   assert.throws(() => sglang.parse({ choices: [] }, layout), /not an SGLang \/generate reply/);
-  assert.throws(() => vllm.parse(vllmReply("bm90IG5weQ=="), layout), /routed_experts is not \.npy data/);
+  assert.throws(() => vllm.parse(vllmReply("bm90IG5weQ=="), layout), /routed_experts: not an \.npy file/);
   const withoutIds = vllmReply(fx.start!.vllm);
   withoutIds.choices[0]!.token_ids = null as unknown as number[];
   assert.throws(() => vllm.parse(withoutIds, layout), /no token_ids/);

@@ -5,7 +5,7 @@
 // into results and routing shards with the local code.
 import { basename } from "node:path";
 import { z } from "zod";
-import { Engine, type EngineOptions, type LoadOptions } from "../engine/client.js";
+import { withEngine, type Engine, type EngineHandle, type LoadOptions } from "../engine/client.js";
 import { ndarray } from "../engine/frames.js";
 import type { Generator, GenerateRequest } from "../engine/generator.js";
 import type { GeneratedSample, Messages, ModelInfo, ServedSample } from "../engine/protocol.js";
@@ -31,8 +31,8 @@ export const ServerBackend = z.strictObject({
 });
 export type ServerBackend = z.infer<typeof ServerBackend>;
 
-/** A server backend, with the options of the small engine that renders and records. */
-export type ServerHandle = ServerBackend & { engine?: EngineOptions };
+/** A server backend, with the small engine that renders and records (given and kept open, or started). */
+export type ServerHandle = ServerBackend & { engine?: EngineHandle };
 
 /** What only the local engine can do (steering, expert deltas): an error on a server backend. */
 export function requireLocal(handle: object, what: string): void {
@@ -203,12 +203,7 @@ export async function withServers<T>(
     backend.servers.map((url) => new Replica(url, flavour, backend)),
     backend.requestsPerServer,
   );
-  const engine = await Engine.start(engineOptions);
-  try {
-    return await work(serverGenerator(engine, flavour, pool));
-  } finally {
-    await engine.close();
-  }
+  return withEngine(engineOptions ?? {}, (engine) => work(serverGenerator(engine, flavour, pool)));
 }
 
 function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generator {

@@ -5,6 +5,7 @@
 // prompt + generated − 2: the last generated token has not been forwarded yet.
 import { z } from "zod";
 import { zodProblem } from "../errors.js";
+import { parseNpy } from "../io/tables.js";
 import type { Completion, Flavour, ServerRouting } from "./routing.js";
 
 const Reply = z.object({
@@ -70,30 +71,23 @@ const NPY_DTYPES: Record<string, (bytes: Buffer) => Int32Array> = {
   "<i4": (b) => Int32Array.from({ length: b.length / 4 }, (_, i) => b.readInt32LE(4 * i)),
 };
 
-/** base64 of .npy bytes (format versions 1–3, C order) → routing. */
+/** base64 of .npy bytes → routing. */
 export function decodeNpy(base64: string): ServerRouting {
-  const bytes = Buffer.from(base64, "base64");
-  if (bytes.subarray(0, 6).toString("latin1") !== "\x93NUMPY")
-    throw new Error("routed_experts is not .npy data");
-  const major = bytes[6]!;
-  const [headerLength, start] = major === 1 ? [bytes.readUInt16LE(8), 10] : [bytes.readUInt32LE(8), 12];
-  const header = bytes.subarray(start, start + headerLength).toString("latin1");
-  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-  const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-  const read = descr === undefined ? undefined : NPY_DTYPES[descr];
-  if (!read || fortran !== "False" || shape === undefined)
-    throw new Error(`routed_experts .npy header is not a C-order uint8/uint16/int32 array: ${header.trim()}`);
-  const dims = shape
-    .split(",")
-    .filter((d) => d.trim() !== "")
-    .map(Number);
-  if (dims.length !== 3) throw new Error(`routed_experts has shape (${shape}), not (tokens, layers, top_k)`);
-  const [rows, layers, topK] = dims as [number, number, number];
-  const ids = read(bytes.subarray(start + headerLength));
+  let npy;
+  try {
+    npy = parseNpy(Buffer.from(base64, "base64"));
+  } catch (err) {
+    throw new Error(`routed_experts: ${(err as Error).message}`, { cause: err });
+  }
+  const read = NPY_DTYPES[npy.descr];
+  if (!read) throw new Error(`routed_experts is ${npy.descr}, not uint8, uint16 or int32`);
+  if (npy.shape.length !== 3)
+    throw new Error(`routed_experts has shape (${npy.shape}), not (tokens, layers, top_k)`);
+  const [rows, layers, topK] = npy.shape as [number, number, number];
+  const ids = read(npy.body);
   if (ids.length !== rows * layers * topK)
     throw new Error(
-      `routed_experts holds ${ids.length} ids, its shape (${shape}) says ${rows * layers * topK}`,
+      `routed_experts holds ${ids.length} ids, its shape (${npy.shape}) says ${rows * layers * topK}`,
     );
   return { rows, layers, topK, ids };
 }
