@@ -31,8 +31,8 @@ const CPU_MODEL: TinySize = {
   layers: 4,
   heads: 8,
   experts: 64,
-  top_k: 8,
-  expert_ffn: 256,
+  topK: 8,
+  expertFfn: 256,
   vocab: 50304,
 };
 // OLMoE-1B-7B's shape (random weights), used where CUDA exists.
@@ -41,8 +41,8 @@ const CUDA_MODEL: TinySize = {
   layers: 16,
   heads: 16,
   experts: 64,
-  top_k: 8,
-  expert_ffn: 1024,
+  topK: 8,
+  expertFfn: 1024,
   vocab: 50304,
 };
 const P = QUICK
@@ -204,7 +204,7 @@ async function analysisSection(
   let sample: GeneratedSample[] = [];
   let routing: RoutingTrace[] = [];
   const shards = [
-    { path: join(work, "bench.safetensors"), sample_ids: conversations.map((_, i) => String(i)) },
+    { path: join(work, "bench.safetensors"), sampleIds: conversations.map((_, i) => String(i)) },
   ];
   // CPU seconds a process spends on `work`: unlike wall time, barely moved by other work.
   const cpuOf = async <T>(pid: number | undefined, work: () => Promise<T>) => {
@@ -230,7 +230,7 @@ async function analysisSection(
         countMs.push(count.seconds * 1000);
         recorded.push(t.seconds + count.seconds);
         cpu.recorded.push(c);
-        lengths = t.value.map((s) => s.generated_ids.data.length);
+        lengths = t.value.map((s) => s.generatedIds.data.length);
         sample = t.value;
       };
       const noRecord = async () => {
@@ -311,8 +311,8 @@ function compareWithBaseline(
   indices: number[],
   info: ModelInfo,
 ) {
-  const L = info.moe_layers.length;
-  const K = info.top_k;
+  const L = info.moeLayers.length;
+  const K = info.topK;
   let sameText = 0;
   let tokens = 0;
   let groups = 0;
@@ -320,7 +320,7 @@ function compareWithBaseline(
   indices.forEach((index, i) => {
     const mine = ours[index]!;
     const theirs = base.outputs[i]!;
-    const ids = Array.from(mine.generated_ids.data as Int32Array);
+    const ids = Array.from(mine.generatedIds.data as Int32Array);
     const same =
       ids.length === theirs.generated_ids.length && ids.every((t, j) => t === theirs.generated_ids[j]);
     if (same) sameText++;
@@ -527,12 +527,12 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
   const rand = mulberry32(3);
   const info0 = await withFreshEngine(model, cuda, async (_e, info) => info);
   const cells = new Set<number>();
-  const LE = info0.moe_layers.length * info0.num_experts;
+  const LE = info0.moeLayers.length * info0.numExperts;
   while (cells.size < Math.min(TRAIN_EXPERTS, LE)) cells.add(Math.floor(rand() * LE));
   const experts: Record<string, number[]> = {};
   for (const cell of [...cells].sort((a, b) => a - b)) {
-    const layer = String(info0.moe_layers[Math.floor(cell / info0.num_experts)]);
-    (experts[layer] ??= []).push(cell % info0.num_experts);
+    const layer = String(info0.moeLayers[Math.floor(cell / info0.numExperts)]);
+    (experts[layer] ??= []).push(cell % info0.numExperts);
   }
   const modes: Record<string, unknown> = {};
   for (const trainable of ["experts", "all"] as const) {
@@ -541,12 +541,12 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
       const setup = await engine.trainSetup({
         trainable,
         experts: trainable === "experts" ? experts : {},
-        weight_decay: 0,
-        grad_clip: 1,
-        loss_on: "assistant",
-        router_loss: { kind: "none", weight: 0, layers: "all" },
-        gradient_checkpointing: false,
-        micro_batch: null,
+        weightDecay: 0,
+        gradClip: 1,
+        lossOn: "assistant",
+        routerLoss: { kind: "none", weight: 0, layers: "all" },
+        gradientCheckpointing: false,
+        microBatch: null,
         seed: 0,
         // routing mask on for expert-only
         batches: [{ conversations, labels, allowed: trainable === "experts" ? experts : {} }],
@@ -563,14 +563,14 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
       const timedSteps = steps;
       const sequenceTokens = conversations.length * (P.promptTokens + P.responseTokens);
       return {
-        trainable_parameters: setup.trainable_parameters,
+        trainable_parameters: setup.trainableParameters,
         experts: trainable === "experts" ? cells.size : undefined,
         first_step_seconds: steps[0]!.wall,
         step_seconds: summarize(timedSteps.map((s) => s.wall)),
         target_tokens_per_step: steps[0]!.tokens,
         sequence_tokens_per_step: sequenceTokens,
         tokens_per_second: summarize(timedSteps.map((s) => sequenceTokens / s.wall)),
-        optimizer_state_bytes: steps.at(-1)!.optimizer_state_bytes,
+        optimizer_state_bytes: steps.at(-1)!.optimizerStateBytes,
         rss_after_load_bytes: loaded?.rss,
         peak_after_load_bytes: loaded?.peak,
         peak_bytes: after?.peak,
@@ -616,9 +616,9 @@ async function rooflineSection(engine: Engine, info: ModelInfo, prompts: PromptR
   // Batch 1: each step reads every non-expert weight except the input embedding (one row), the
   // router of each layer and top-k experts per MoE layer.
   const p = info.parameters;
-  const embedding = info.vocab_size * info.hidden_size;
+  const embedding = info.vocabSize * info.hiddenSize;
   const bytesPerParam = info.dtype === "float32" ? 4 : 2;
-  const params = p.total - p.experts - embedding + info.moe_layers.length * info.top_k * p.one_expert;
+  const params = p.total - p.experts - embedding + info.moeLayers.length * info.topK * p.oneExpert;
   const bytes = params * bytesPerParam;
   const boundSeconds = bytes / bw.bytes_per_second;
   return {
@@ -759,13 +759,13 @@ function render(r: any): string {
     const f = tr.modes.all;
     const row = (name: string, v: any) => [
       name,
-      (v.trainable_parameters / 1e6).toFixed(2),
+      (v.trainableParameters / 1e6).toFixed(2),
       fmt(v.step_seconds, 1),
       fmt(v.tokens_per_second, 0),
       gib(v.rss_after_load_bytes),
       gib(v.peak_bytes),
       gib(v.peak_delta_bytes),
-      (v.optimizer_state_bytes / 2 ** 20).toFixed(1),
+      (v.optimizerStateBytes / 2 ** 20).toFixed(1),
     ];
     out.push(
       "## Training",

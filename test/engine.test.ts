@@ -40,8 +40,8 @@ test("handshake reports versions; load describes the model", async () => {
     assert.match(engine.info.torch, /^2\.13\.0/);
     assert.match(engine.info.transformers, /^5\./);
     const info = await engine.load({ source: model });
-    assert.equal(info.model_type, "olmoe");
-    assert.deepEqual(info.moe_layers, [0, 1]);
+    assert.equal(info.modelType, "olmoe");
+    assert.deepEqual(info.moeLayers, [0, 1]);
     assert.equal(info.device, "cpu");
   } finally {
     await engine.close();
@@ -64,7 +64,7 @@ test("engine failures arrive as typed errors and the engine stays usable", async
       return true;
     });
     await assert.rejects(engine.call("no_such_op", {}, z.unknown()), /unknown op 'no_such_op'/);
-    assert.equal((await engine.load({ source: model })).num_experts, 8);
+    assert.equal((await engine.load({ source: model })).numExperts, 8);
   } finally {
     await engine.close();
   }
@@ -130,7 +130,7 @@ test("what libraries print to stdout cannot corrupt the channel", async (t) => {
       temperature: 1,
       topP: 1,
     });
-    assert.equal(sample!.generated_ids.data.length, 8);
+    assert.equal(sample!.generatedIds.data.length, 8);
     assert.match(engine.recentLog(), /noise/);
   } finally {
     await engine.close();

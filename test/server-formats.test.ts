@@ -52,7 +52,7 @@ const run = spawnSync(PYTHON, ["-c", FIXTURES], { encoding: "utf8" });
 assert.equal(run.status, 0, run.stderr);
 const fx = JSON.parse(run.stdout) as Record<string, Fixture>;
 
-const model = (experts: number) => ({ num_layers: 3, moe_layers: [1, 2], top_k: 2, num_experts: experts });
+const model = (experts: number) => ({ numLayers: 3, moeLayers: [1, 2], topK: 2, numExperts: experts });
 const layout = { layers: 3, topK: 2 };
 /** What the shard should hold: the MoE layers' ids, flat [tokens, moe_layers, top_k]. */
 const moeOnly = (ids: number[][][]) => ids.flatMap((row) => row.slice(1).flat());
@@ -64,7 +64,7 @@ const vllmReply = (routed: string | null, tokenIds = [7, 8, 9]) => ({
     {
       index: 0,
       text: "…",
-      finish_reason: "length",
+      finishReason: "length",
       token_ids: tokenIds,
       prompt_token_ids: [1, 2, 3, 4, 5],
       routed_experts: routed,
@@ -76,7 +76,7 @@ const sglangReply = (routed?: string) => ({
   output_ids: [7, 8, 9],
   meta_info: {
     id: "x",
-    finish_reason: { type: "length", length: 3 },
+    finishReason: { type: "length", length: 3 },
     ...(routed && { routed_experts: routed }),
   },
 });
@@ -120,7 +120,7 @@ test("−1 rows, an extra trailing row, a dense layer routed, an id out of range
   assert.throws(() => expertRows(dense, 3, model(8)), /dense layer 0 has expert id 5 at token row 1/);
   // Layer or top-k counts that are not the model's.
   assert.throws(
-    () => expertRows(u16, 7, { ...model(300), num_layers: 4 }),
+    () => expertRows(u16, 7, { ...model(300), numLayers: 4 }),
     /3 layers × top-2, the model 4 layers/,
   );
   // SGLang's flat bytes must be whole rows of the model's layout.

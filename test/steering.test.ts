@@ -9,7 +9,7 @@ import { readSteerFile, steerRequest, type Steering } from "../src/components/me
 import { writeNpy } from "../src/components/io/tables.js";
 import { tempDir } from "./helpers.js";
 
-const model = { source: "m", num_layers: 3, moe_layers: [0, 1], num_experts: 8, top_k: 2 } as ModelInfo;
+const model = { source: "m", numLayers: 3, moeLayers: [0, 1], numExperts: 8, topK: 2 } as ModelInfo;
 const at = (layer: number, experts: number[], bias: Steering["biases"][number]["bias"]) =>
   experts.map((expert) => ({ layer, expert, bias }));
 

@@ -265,6 +265,11 @@ test("bad input: one line naming what to fix, non-zero exit, nothing written", a
     ["lr", ["--run", analysis, "--set", "lr=0"], /train settings field lr: must be > 0/],
     ["epochs", ["--run", analysis, "--set", "epochs=0"], /train settings field epochs: must be at least 1/],
     ["neither", ["--epochs", "1"], /train needs either --run DIR or --data FILE/],
+    [
+      "ranks for a baseline",
+      ["--run", analysis, "--nproc", "2", "--trainable", "all"],
+      /--nproc 2 trains experts only; --trainable all runs in one process/,
+    ],
   ];
   for (const [name, args, expected] of cases) {
     const out = join(tmp, `out-${name.replace(/\W/g, "")}`);
@@ -275,4 +280,46 @@ test("bad input: one line naming what to fix, non-zero exit, nothing written", a
     assert.match(lines[0]!, expected, `${name}: ${result.stderr}`);
     assert.equal(existsSync(out), false, `${name} left ${out} behind`);
   }
+});
+
+test("--nproc 2: a rank killed with -9 stops the run naming it; the rerun ends at the uninterrupted weights", async (t) => {
+  const tmp = tempDir(t);
+  const env = { ...process.env, OMP_NUM_THREADS: "1" };
+  const args = (out: string) => trainArgs(out, "--nproc", "2", "--checkpoint-every", "2");
+  const straight = join(tmp, "straight");
+  const done = run(args(straight), { env });
+  assert.equal(done.status, 0, done.stderr);
+  assert.match(done.stdout, /done: 18 steps/);
+
+  const out = join(tmp, "killed");
+  const child = spawn(BIN, args(out), { env, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const logPath = join(out, "train_log.jsonl");
+  while (!(existsSync(logPath) && jsonl(logPath).length >= 3)) await new Promise((r) => setTimeout(r, 10));
+  // The CLI is held still while the rank dies, so the run stops mid-way however fast steps are.
+  child.kill("SIGSTOP");
+  const children = (pid: number, pattern: string) =>
+    Number(spawnSync("pgrep", ["-P", String(pid), "-f", pattern], { encoding: "utf8" }).stdout.trim());
+  const rank1 = children(children(child.pid!, "steermoe_engine"), "spawn_main");
+  assert.ok(rank1 > 0 && jsonl(logPath).length < 18);
+  process.kill(rank1, "SIGKILL");
+  child.kill("SIGCONT");
+  assert.equal(await exited, 1);
+  assert.match(stderr, new RegExp(`engine rank 1 \\(pid ${rank1}\\) was killed \\(signal 9\\)`));
+
+  const resumed = run(args(out), { env });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stdout, /resumed and finished: 18 steps/);
+  assert.deepEqual(compare(join(straight, "final_model"), join(out, "final_model")).differ, []);
+  // The delta, gathered from the ranks' shards, rebuilds the model.
+  const rebuilt = join(tmp, "rebuilt");
+  const delta = join(out, "expert_delta.safetensors");
+  assert.equal(run(["apply-delta", "--base", model, "--delta", delta, "--out", rebuilt]).status, 0);
+  assert.deepEqual(compare(join(straight, "final_model"), rebuilt).differ, []);
+  assert.deepEqual(
+    jsonl(join(out, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
+    jsonl(join(straight, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
+  );
 });

@@ -6,6 +6,7 @@ before anything heavy is imported, so whatever a library prints can never corrup
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -27,32 +28,53 @@ def _watch_parent() -> None:
             os._exit(1)
 
 
-def main() -> None:
-    replies: BinaryIO = os.fdopen(REPLY_FD, "wb")
+def quiet() -> None:
+    """What every engine process does first: stdout to stderr, Ctrl-C left to the TypeScript side
+    (the engine finishes the request in hand instead of dying with a half-made reply), and exit
+    when the parent is gone."""
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    # Ctrl-C reaches the whole process group; the TypeScript side decides how to stop, so the
-    # engine finishes the request in hand instead of dying with a half-made reply.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, daemon=True).start()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def serve(server: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """One request's reply: its result, or the error it raised."""
+    request_id = request.get("id")
+    handler: Callable[[dict[str, Any]], dict[str, Any]] | None = server.handlers.get(request.get("op", ""))
+    try:
+        if handler is None:
+            raise LookupError(f"unknown op {request.get('op')!r}")
+        return {"id": request_id, "ok": True, "result": handler(request.get("params", {}))}
+    except Exception as err:
+        return {"id": request_id, "ok": False, "error": server.describe_error(err, traceback.format_exc())}
+
+
+def main() -> None:
+    replies: BinaryIO = os.fdopen(REPLY_FD, "wb")
+    quiet()
+    parser = argparse.ArgumentParser(prog="steermoe_engine")
+    parser.add_argument("--ranks", type=int, default=1, help="processes that train one model together (FSDP2)")
+    world = parser.parse_args().ranks
+
     from . import PROTOCOL_VERSION, protocol
+    from .distributed import lead
     from .server import Server
 
+    ranks = lead(world) if world > 1 else None
     server = Server()
     protocol.write_frame(replies, {"type": "ready", "protocol": PROTOCOL_VERSION, **server.versions()})
     requests = sys.stdin.buffer
     while (request := protocol.read_frame(requests)) is not None:
-        request_id = request.get("id")
-        handler: Callable[[dict[str, Any]], dict[str, Any]] | None = server.handlers.get(request.get("op", ""))
-        try:
-            if handler is None:
-                raise LookupError(f"unknown op {request.get('op')!r}")
-            reply = {"id": request_id, "ok": True, "result": handler(request.get("params", {}))}
-        except Exception as err:
-            reply = {"id": request_id, "ok": False, "error": server.describe_error(err, traceback.format_exc())}
+        if ranks is not None:
+            ranks.share(request)
+        reply = serve(server, request)
+        if ranks is not None and not reply["ok"]:
+            ranks.exit_if_one_died(wait=1.0)
         protocol.write_frame(replies, reply)
+    if ranks is not None:
+        ranks.close()
 
 
 if __name__ == "__main__":

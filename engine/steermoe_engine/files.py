@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -16,13 +17,19 @@ from .errors import EngineError
 from .models import Loaded
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str) -> None:
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """A folder that transformers' from_pretrained loads: config, safetensors, tokenizer, template.
-    Built beside the target and renamed, so an interrupted save leaves no half-written model."""
+    `state` gives the weights when the model holds only a shard of them. Built beside the target
+    and renamed, so an interrupted save leaves no half-written model."""
     path = Path(out)
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    model.save_pretrained(staging, state_dict=state)
     tokenizer.save_pretrained(staging)
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)
@@ -47,14 +54,16 @@ def delta_key(layer: int, expert: int, name: str) -> str:
 
 
 def expert_delta(loaded: Loaded, experts: dict[int, list[int]]) -> dict[str, torch.Tensor]:
-    """The trained experts' weights, one tensor per expert and projection."""
+    """The trained experts' weights, one tensor per expert and projection. A fused tensor sharded
+    over ranks is gathered whole first (on every rank: it is a collective)."""
     by_index = {layer.index: layer for layer in loaded.adapter.layers}
-    return {
-        delta_key(index, e, name): getattr(by_index[index].experts, name)[e]
-        for index, chosen in sorted(experts.items())
-        for e in chosen
-        for name in loaded.adapter.expert_params
-    }
+    tensors = {}
+    for index, chosen in sorted(experts.items()):
+        for name in loaded.adapter.expert_params:
+            fused = getattr(by_index[index].experts, name)
+            whole = fused.full_tensor() if isinstance(fused, DTensor) else fused
+            tensors.update({delta_key(index, e, name): whole[e] for e in chosen})
+    return tensors
 
 
 @torch.no_grad()

@@ -14,13 +14,14 @@ from transformers.utils import logging as hf_logging
 
 from . import served
 from .control import LayerControl
+from .distributed import rank_and_world, rank_device
 from .errors import EngineError
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .generation import Sampling, generate, replay
-from .models import Loaded, describe, load
+from .models import DTYPES, Loaded, describe, load, resolve_device, resolve_dtype
 from .routing import Shard
 from .tiny import TinySize, build_tiny
-from .training import Batch, RouterLoss, Trainer, TrainSetup
+from .training import Batch, RouterLoss, Trainer, TrainSetup, full_state
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -71,7 +72,15 @@ class Server:
 
     def load(self, params: dict[str, Any]) -> dict[str, Any]:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
-        self.loaded = load(params["source"], params["dtype"], params["device"], params["trust_remote_code"])
+        source, dtype, device, trust = params["source"], params["dtype"], params["device"], params["trust_remote_code"]
+        if rank_and_world()[1] == 1:
+            self.loaded = load(source, dtype, device, trust)
+        else:
+            # Each rank reads the model into memory and FSDP2 moves only its shard to its device.
+            target = rank_device(resolve_device(device))
+            dtype = next(name for name, d in DTYPES.items() if d == resolve_dtype(dtype, target))
+            self.loaded = load(source, dtype, "cpu", trust)
+            self.loaded.device = target
         return describe(self.loaded)
 
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +132,7 @@ class Server:
             except EngineError as err:
                 raise EngineError(f"batch {i}: {err}") from err
         self.trainer, self.batches = trainer, batches
-        return {"trainable_parameters": sum(p.numel() for p in trainer.params)}
+        return {"trainable_parameters": trainer.trainable_parameters()}
 
     def train_step(self, params: dict[str, Any]) -> dict[str, Any]:
         trainer = self._trainer()
@@ -138,7 +147,9 @@ class Server:
 
     def save_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         position = {"step": str(params["step"]), "epoch": str(params["epoch"])}
-        save_tensors(self._trainer().state(), params["path"], position)
+        state = self._trainer().state()
+        if rank_and_world()[0] == 0:
+            save_tensors(state, params["path"], position)
         return {}
 
     def load_checkpoint(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -148,13 +159,16 @@ class Server:
 
     def save_model(self, params: dict[str, Any]) -> dict[str, Any]:
         loaded = self._model()
-        save_model(loaded.model, loaded.tokenizer, params["out"])
+        state = full_state(loaded.model) if rank_and_world()[1] > 1 else None
+        if rank_and_world()[0] == 0:
+            save_model(loaded.model, loaded.tokenizer, params["out"], state)
         return {}
 
     def save_delta(self, params: dict[str, Any]) -> dict[str, Any]:
         experts = _layer_map(params["experts"])
         tensors = expert_delta(self._model(), experts)
-        save_tensors(tensors, params["out"], params["metadata"])
+        if rank_and_world()[0] == 0:
+            save_tensors(tensors, params["out"], params["metadata"])
         return {"tensors": sorted(tensors)}
 
     def apply_delta(self, params: dict[str, Any]) -> dict[str, Any]:

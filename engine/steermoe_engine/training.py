@@ -7,6 +7,12 @@ sees), so optimizer state exists for trained slices alone. The fused tensor stil
 gradient in backward; a post-accumulate hook moves the trained rows into the master copies and
 drops the full gradient at once. After each step the master copies are written back into their
 slices; no other element of any tensor is ever written.
+
+With several ranks (`steermoe train --nproc N`) the model is sharded with FSDP2, one unit per
+decoder layer: each rank holds a block of each fused tensor's rows, and master copies of the
+trained rows in its block. Each rank takes its share of each batch's samples; the gradients FSDP2
+reduce-scatters are sums, and every normaliser (target tokens, router-distribution token counts)
+is the whole batch's, so each rank's rows get exactly the single-process gradient.
 """
 
 from __future__ import annotations
@@ -16,11 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
+from .distributed import rank_and_world
 from .errors import EngineError
 from .generation import Messages, chat_ids
 from .models import Loaded
@@ -61,22 +73,41 @@ class Batch:
     targets: int
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's block of a sharded tensor (the tensor itself when nothing is sharded)."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One micro-batch on this rank: padded ids, labels, attention, and per sample its weight in
+    the safe and in the unsafe router means (both 0 for a padding chunk)."""
+
+    input_ids: torch.Tensor
+    target: torch.Tensor
+    attention: torch.Tensor
+    safe: torch.Tensor
+    unsafe: torch.Tensor
+
+
 @dataclass
 class ExpertSlices:
-    """The trained rows of one fused expert tensor and their fp32 master copy."""
+    """The trained rows of one fused expert tensor (of this rank's block) and their fp32 master
+    copy. `span` places them in the tensor's sorted list of trained rows, as checkpoints hold it."""
 
     fused: nn.Parameter
-    rows: torch.Tensor  # long [n]
+    rows: torch.Tensor  # long [n], indices into local(fused)
     master: nn.Parameter  # fp32 [n, ...]
+    span: slice
 
     def take_grad(self, fused: torch.Tensor) -> None:
-        grad = fused.grad[self.rows].float()  # type: ignore[index]
+        grad = local(fused.grad)[self.rows].float()  # type: ignore[arg-type]
         self.master.grad = grad if self.master.grad is None else self.master.grad + grad
         fused.grad = None
 
     @torch.no_grad()
     def write_back(self) -> None:
-        self.fused.index_copy_(0, self.rows, self.master.to(self.fused.dtype))
+        local(self.fused).index_copy_(0, self.rows, self.master.to(self.fused.dtype))
 
 
 class RouterProbe:
@@ -103,6 +134,32 @@ class RouterProbe:
             handle.remove()
 
 
+def shard(model: nn.Module, device: torch.device) -> None:
+    """FSDP2 over the ranks: one unit per decoder layer, the decoder (embeddings, final norm) as
+    the root, and the LM head as a unit of its own, since training calls the decoder and the head
+    separately. A head tied to the embeddings stays whole on every rank. Gradients are summed over
+    the ranks, not averaged: each rank's loss is already normalised by the whole batch."""
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    stack, head = decoder(model), model.get_output_embeddings()
+    tied = head.weight is stack.get_input_embeddings().weight
+    for layer in stack.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(stack, mesh=mesh, ignored_params={head.weight} if tied else None)
+    if tied:
+        head.weight.data = head.weight.data.to(device)
+    else:
+        fully_shard(head, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # gloo has no pre-scaled sum
+
+
+def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A sharded model's whole weights, gathered on rank 0 (empty elsewhere)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     eps = 1e-8
     return (p * ((p + eps).log() - (q + eps).log())).sum()
@@ -113,6 +170,11 @@ class Trainer:
         self.loaded, self.setup = loaded, setup
         model, adapter = loaded.model, loaded.adapter
         model.requires_grad_(False)
+        self.rank, self.world = rank_and_world()
+        if self.world > 1:
+            if setup.trainable != "experts":
+                raise EngineError("training on several ranks trains experts only (--trainable experts)")
+            shard(model, loaded.device)
         self.slices: list[ExpertSlices] = []
         if setup.trainable == "experts":
             params = self._expert_masters(setup.experts)
@@ -141,13 +203,19 @@ class Trainer:
             if not chosen:
                 continue
             layer = by_index[index]
-            rows = torch.tensor(sorted(set(chosen)), device=self.loaded.device)
             for name in self.loaded.adapter.expert_params:
                 fused: nn.Parameter = getattr(layer.experts, name)
-                master = nn.Parameter(fused.detach()[rows].float().clone())
-                piece = ExpertSlices(fused, rows, master)
+                # This rank's block of rows: FSDP2 shards dim 0 as torch.chunk splits it.
+                per_rank = -(-fused.shape[0] // self.world)
+                first = self.rank * per_rank
+                trained = sorted(set(chosen))
+                span = [i for i, row in enumerate(trained) if first <= row < first + per_rank]
+                rows = torch.tensor([trained[i] - first for i in span], dtype=torch.long, device=self.loaded.device)
+                master = nn.Parameter(local(fused).detach()[rows].float().clone())
+                piece = ExpertSlices(fused, rows, master, slice(span[0], span[-1] + 1) if span else slice(0, 0))
                 fused.requires_grad_(True)
-                fused.register_post_accumulate_grad_hook(piece.take_grad)
+                if self.world == 1:  # with FSDP2 the gradient arrives sharded, after backward
+                    fused.register_post_accumulate_grad_hook(piece.take_grad)
                 self.slices.append(piece)
         return [piece.master for piece in self.slices]
 
@@ -162,12 +230,12 @@ class Trainer:
         return full, [-100] * len(prompt) + full[len(prompt) :]
 
     def _router_sums(
-        self, probe: RouterProbe, layers: list[int], attention: torch.Tensor, safe: torch.Tensor
+        self, probe: RouterProbe, layers: list[int], chunk: Chunk
     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the router probabilities summed over the chunk's safe and its unsafe tokens."""
-        batch, width = attention.shape
-        weights = attention.float()
-        on_safe, on_unsafe = (weights * safe[:, None])[..., None], (weights * ~safe[:, None])[..., None]
+        batch, width = chunk.attention.shape
+        weights = chunk.attention.float()
+        on_safe, on_unsafe = (weights * chunk.safe[:, None])[..., None], (weights * chunk.unsafe[:, None])[..., None]
         sums = {}
         for index in layers:
             probs = probe.probs[index].view(batch, width, -1)
@@ -195,7 +263,17 @@ class Trainer:
         """One optimizer step over one batch."""
         started = time.perf_counter()
         stats = self.accumulate(batch)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.setup.grad_clip))
+        if self.world > 1:
+            for piece in self.slices:
+                piece.take_grad(piece.fused)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if self.world > 1:
+            squared = norm.double().square().cpu()
+            dist.all_reduce(squared)
+            norm = squared.sqrt().to(norm.dtype)
+        torch.nn.utils.clip_grads_with_norm_(self.params, self.setup.grad_clip, norm)
+        grad_norm = float(norm)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -213,41 +291,31 @@ class Trainer:
         with several micro-batches a first pass without gradients takes the batch means and the
         KL's gradient with respect to them (g), and each micro-batch then backpropagates
         <g, its share of the means>, whose gradient is exactly its part of the batch KL's."""
-        model, device = self.loaded.model, self.loaded.device
+        model = self.loaded.model
         model.train()
         encoded, safe, controls, targets = batch.encoded, batch.safe, batch.controls, batch.targets
-        micro_batch = self.setup.micro_batch or len(encoded)
         rl = self.setup.router_loss
         layers = [la.index for la in self.loaded.adapter.layers if rl.layers == "all" or la.index in controls]
         with_router_loss = rl.kind != "none" and bool(layers) and any(safe) and not all(safe)
         # Token counts behind each mean: the denominators of the batch's mean distributions.
         n_safe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if s)
         n_unsafe = sum(len(ids) for (ids, _), s in zip(encoded, safe, strict=True) if not s)
-        pad = self.loaded.tokenizer.pad_token_id or 0
-        chunks = []
-        for start in range(0, len(encoded), micro_batch):
-            chunk = encoded[start : start + micro_batch]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            target = torch.full((len(chunk), width), -100, dtype=torch.long)
-            attention = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (ids, lab) in enumerate(chunk):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                target[row, : len(lab)] = torch.tensor(lab)
-                attention[row, : len(ids)] = 1
-            chunk_safe = torch.tensor(safe[start : start + micro_batch], device=device)
-            chunks.append((input_ids.to(device), target.to(device), attention.to(device), chunk_safe))
-        token_loss_total, router_loss = 0.0, 0.0
+        chunks = self._chunks(batch)
+        token_loss_total, router_loss = torch.zeros((), dtype=torch.float64), 0.0
         mean_grads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         with RouterControl(self.loaded.adapter, controls), RouterProbe(self.loaded.adapter, with_router_loss) as probe:
-            if with_router_loss and len(chunks) > 1:
+            if with_router_loss and (len(chunks) > 1 or self.world > 1):
                 totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
                 with torch.no_grad():
-                    for input_ids, _, attention, chunk_safe in chunks:
-                        decoder(model)(input_ids=input_ids, attention_mask=attention, use_cache=False)
-                        for index, (s, u) in self._router_sums(probe, layers, attention, chunk_safe).items():
+                    for chunk in chunks:
+                        decoder(model)(input_ids=chunk.input_ids, attention_mask=chunk.attention, use_cache=False)
+                        for index, (s, u) in self._router_sums(probe, layers, chunk).items():
                             seen = totals.get(index)
                             totals[index] = (s, u) if seen is None else (seen[0] + s, seen[1] + u)
+                if self.world > 1:  # the other ranks' samples
+                    for s, u in totals.values():
+                        dist.all_reduce(s)
+                        dist.all_reduce(u)
                 means = {
                     i: ((s / n_safe).requires_grad_(), (u / n_unsafe).requires_grad_()) for i, (s, u) in totals.items()
                 }
@@ -255,17 +323,17 @@ class Trainer:
                 kl.backward()
                 router_loss = float(kl.detach())
                 mean_grads = {i: (s.grad, u.grad) for i, (s, u) in means.items()}  # type: ignore[misc]
-            for input_ids, target, attention, chunk_safe in chunks:
-                hidden = decoder(model)(input_ids=input_ids, attention_mask=attention, use_cache=False)
+            for chunk in chunks:
+                hidden = decoder(model)(input_ids=chunk.input_ids, attention_mask=chunk.attention, use_cache=False)
                 # The LM head runs on target positions only: [batch·seq, vocab] logits for every
                 # prompt token would be the largest activation of the step, for nothing.
-                next_tokens = target[:, 1:]
+                next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
                 logits = model.get_output_embeddings()(picked)
                 token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
                 loss = token_loss / targets
                 if with_router_loss:
-                    sums = self._router_sums(probe, layers, attention, chunk_safe)
+                    sums = self._router_sums(probe, layers, chunk)
                     if mean_grads:
                         share = sum(
                             (mean_grads[i][0] * s).sum() / n_safe + (mean_grads[i][1] * u).sum() / n_unsafe
@@ -277,9 +345,37 @@ class Trainer:
                     loss = loss + self.setup.router_loss.weight * share
                 loss.backward()
                 token_loss_total += float(token_loss.detach())
-        return {"loss": token_loss_total / targets, "router_loss": router_loss, "tokens": float(targets)}
+        if self.world > 1:
+            dist.all_reduce(token_loss_total)
+        return {"loss": float(token_loss_total) / targets, "router_loss": router_loss, "tokens": float(targets)}
 
-    # Checkpoints hold plain tensors (safetensors), never pickles.
+    def _chunks(self, batch: Batch) -> list[Chunk]:
+        """This rank's samples of the batch (every world-th), in micro-batches. Every rank runs as
+        many forward and backward passes as the others, since FSDP2 gathers and reduces each
+        layer's weights in step: a rank with fewer samples pads with chunks that weigh nothing."""
+        mine = list(range(self.rank, len(batch.encoded), self.world))
+        most = -(-len(batch.encoded) // self.world)
+        micro_batch = self.setup.micro_batch or most
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        chunks = []
+        for start in range(0, most, micro_batch):
+            rows = mine[start : start + micro_batch]
+            samples = [batch.encoded[i] for i in rows] or [([pad], [-100])]
+            width = max(len(ids) for ids, _ in samples)
+            input_ids = torch.full((len(samples), width), pad, dtype=torch.long)
+            target = torch.full((len(samples), width), -100, dtype=torch.long)
+            attention = torch.zeros((len(samples), width), dtype=torch.long)
+            for row, (ids, lab) in enumerate(samples):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                target[row, : len(lab)] = torch.tensor(lab)
+                attention[row, : len(ids)] = 1
+            safe = torch.tensor([float(batch.safe[i]) for i in rows] or [0.0])
+            unsafe = torch.tensor([float(not batch.safe[i]) for i in rows] or [0.0])
+            chunks.append(Chunk(*(t.to(self.loaded.device) for t in (input_ids, target, attention, safe, unsafe))))
+        return chunks
+
+    # Checkpoints hold plain tensors (safetensors), never pickles. With several ranks rank 0
+    # gathers every rank's rows, so a checkpoint is the same file whatever the number of ranks.
     def state(self) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
         for i, param in enumerate(self.params):
@@ -287,24 +383,41 @@ class Trainer:
             for key, value in self.optimizer.state.get(param, {}).items():
                 tensors[f"optim.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         tensors["rng.cpu"] = torch.get_rng_state()
-        return {k: v.contiguous() for k, v in tensors.items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        if self.world == 1:
+            return tensors
+        parts: list[dict[str, torch.Tensor]] = [{} for _ in range(self.world)]
+        dist.all_gather_object(parts, tensors)
+        # Rows are split by rank in order; step counts and the random state are rank 0's.
+        return {
+            k: v if k == "rng.cpu" or k.endswith(".step") else torch.cat([part[k] for part in parts])
+            for k, v in parts[0].items()
+        }
 
     @torch.no_grad()
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         for i, param in enumerate(self.params):
+            mine = self.slices[i].span if self.slices else slice(None)
             saved = tensors.get(f"param.{i}")
-            if saved is None or saved.shape != param.shape:
+            if saved is None or saved[mine].shape != param.shape:
                 raise EngineError("the checkpoint does not match this training setup")
-            param.copy_(saved)
+            param.copy_(saved[mine])
             if f"optim.{i}.step" in tensors:  # absent when the parameter had no step yet
                 self.optimizer.state[param] = {
                     "step": tensors[f"optim.{i}.step"].clone(),  # AdamW keeps its step count on the CPU
-                    "exp_avg": tensors[f"optim.{i}.exp_avg"].to(param.device),
-                    "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].to(param.device),
+                    "exp_avg": tensors[f"optim.{i}.exp_avg"][mine].to(param.device),
+                    "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"][mine].to(param.device),
                 }
         for piece in self.slices:
             piece.write_back()
         torch.set_rng_state(tensors["rng.cpu"])
+
+    def trainable_parameters(self) -> int:
+        """Elements trained, over all ranks."""
+        count = torch.tensor(sum(p.numel() for p in self.params))
+        if self.world > 1:
+            dist.all_reduce(count)
+        return int(count)
 
     def trained_experts(self) -> dict[int, list[int]]:
         return {layer: sorted(set(experts)) for layer, experts in self.setup.experts.items() if experts}

@@ -4,6 +4,7 @@ import { analyze, AnalyzeSettings, parseAnalyzeSettings, type AnalyzeSummary } f
 import { endpointFlags, judgeOptions } from "./judge.js";
 import {
   computeBatchOption,
+  encodingOption,
   interruptible,
   modelOptions,
   requireSetting,
@@ -24,6 +25,7 @@ export function analyzeCommand(cli: Command): void {
     ["--preset <name>", "data.preset", "dataset format"],
     ["--keep-filtered", "data.keepFiltered", "keep records the preset drops (flipattack: failed jailbreaks)"],
   ]);
+  command.addOption(encodingOption(AnalyzeSettings, "data.encoding"));
   modelOptions(command, "model", "--model");
   settingOptions(command, AnalyzeSettings, [
     ["--batch-size <n>", "batch.size", "samples per analysis batch"],

@@ -9,6 +9,7 @@ import { endpointFlags, judgeOptions } from "./judge.js";
 import { benchmarkOptions } from "./benchmark.js";
 import {
   computeBatchOption,
+  encodingOption,
   modelOptions,
   requireSetting,
   samplingOptions,
@@ -60,6 +61,7 @@ export function evalCommand(cli: Command): void {
     ["--benign-split <name>", "benignSplit", "keep only records whose split is this"],
   ]);
   benchmarkOptions(command, "a standard benchmark, scored per category");
+  command.addOption(encodingOption(EvalSettings, "encoding"));
   settingOptions(command, EvalSettings, [
     ["--benchmark-system <text>", "benchmarkSystem", "system prompt before each benchmark prompt"],
     ["--limit <n>", "limit", "at most this many items per set (per benchmark: harmful and benign each)"],

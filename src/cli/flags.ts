@@ -286,6 +286,15 @@ export function samplingOptions(command: Command, schema: Schema): Command {
   ]);
 }
 
+/** --encoding: how a command's data files' bytes are text, at `path` of its settings. */
+export const encodingOption = (schema: Schema, path: string): Option =>
+  setting(
+    schema,
+    path,
+    "--encoding <encoding>",
+    "how data files' bytes are text (utf8 refuses bytes that are not UTF-8)",
+  );
+
 /** --seed of the commands that build things from a seed. */
 export const seedOption = () =>
   fromSchema(new Option("--seed <n>", "random seed"), z.number().int().min(0).default(0), "");

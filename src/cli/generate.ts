@@ -4,6 +4,7 @@ import { generate, GenerateConfig } from "../recipes/generate.js";
 import { parseSettings } from "../components/config.js";
 import {
   computeBatchOption,
+  encodingOption,
   interruptible,
   modelOptions,
   requireSetting,
@@ -25,6 +26,7 @@ export function generateCommand(cli: Command): void {
     ["--input <file>", "input", "conversations: JSON array or JSONL of {id?, messages}"],
     ["--out <dir>", "out", "output folder"],
   ]);
+  command.addOption(encodingOption(GenerateConfig, "encoding"));
   samplingOptions(command, GenerateConfig);
   command.addOption(computeBatchOption("computeBatch"));
   backendOptions(command);

@@ -4,6 +4,7 @@ import { Command } from "commander";
 import { z } from "zod";
 import { EngineDiedError, EngineError } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
+import { hideUrlCredentials } from "../components/io/secrets.js";
 import { analyzeCommand } from "./analyze.js";
 import { applyDeltaCommand } from "./apply-delta.js";
 import { buildOrganismCommand } from "./build-organism.js";
@@ -24,11 +25,12 @@ export function program(): Command {
   const cli = new Command("steermoe")
     .description("Find and repair the experts that carry unsafe behaviour in Mixture-of-Experts models")
     .option("--verbose", "show the engine's log and stack traces")
-    // Commander's own errors (unknown flag, bad value) become one line like ours.
+    // Commander's own errors (unknown flag, bad value) become one line like ours; a bad value is
+    // quoted, and a URL's credentials are not.
     .configureOutput({
       outputError: (text, write) =>
         write(
-          `steermoe: ${text
+          `steermoe: ${hideUrlCredentials(text)
             .replace(/^error: /, "")
             .trim()
             .replace(/\s*\n\s*/g, " ")} (see --help)\n`,
@@ -63,7 +65,7 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     const verbose = Boolean(cli.opts().verbose);
     if (err instanceof UserError || err instanceof EngineDiedError) {
-      console.error(`steermoe: ${err.message}`);
+      console.error(`steermoe: ${hideUrlCredentials(err.message)}`);
     } else if (err instanceof EngineError) {
       console.error(
         `steermoe: ${err.type === "EngineError" ? "" : `engine ${err.type}: `}${err.message.split("\n")[0]}`,

@@ -1,5 +1,7 @@
 // steermoe inspect: flags → InspectSettings; the model's MoE layout, as text or JSON.
 import type { Command } from "commander";
+import { z } from "zod";
+import { ModelInfo } from "../components/engine/protocol.js";
 import { parseSettings } from "../components/config.js";
 import { formatModelInfo, inspect, InspectSettings } from "../recipes/inspect.js";
 import { modelOptions, requireSetting, settingsFromFlags, verbose } from "./flags.js";
@@ -13,7 +15,7 @@ export function inspectCommand(cli: Command): void {
     const { model, engine } = await inspect(parseSettings(InspectSettings, settings, "inspect"), {
       engine: { verbose: verbose(command) },
     });
-    if (flags.json) console.log(JSON.stringify({ ...model, engine }, null, 2));
+    if (flags.json) console.log(JSON.stringify({ ...z.encode(ModelInfo, model), engine }, null, 2));
     else console.log(formatModelInfo(model));
   });
 }

@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { jailbreak, JailbreakSettings } from "../recipes/jailbreak.js";
 import { benchmarkOptions } from "./benchmark.js";
-import { configOptions, settingOptions, settingsFromFlags } from "./flags.js";
+import { configOptions, encodingOption, settingOptions, settingsFromFlags } from "./flags.js";
 
 export function jailbreakCommand(cli: Command): void {
   const command = cli
@@ -15,6 +15,7 @@ export function jailbreakCommand(cli: Command): void {
     ["--goal-column <name>", "goalColumn", "the column of --goals holding the goal"],
   ]);
   benchmarkOptions(command, "goals from a benchmark (its harmful prompts)");
+  command.addOption(encodingOption(JailbreakSettings, "encoding"));
   settingOptions(command, JailbreakSettings, [
     [
       "--mode <mode>",

@@ -2,7 +2,7 @@
 // OpenAI-compatible endpoint: the judge's with a judge that asks a model (--judge openai,
 // strongreject, harmbench, llamaguard), and in analyze also the one that writes refusal targets
 // with --refusal-source openai.
-import { Option, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import type { z } from "zod";
 import {
   ENDPOINT_JUDGES,
@@ -15,10 +15,27 @@ import { UserError } from "../components/errors.js";
 import { fromSchema, setting } from "./flags.js";
 
 const ENDPOINT_FLAGS = [
-  ["--judge-url <url>", "baseUrl", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"],
+  [
+    "--judge-url <url>",
+    "baseUrl",
+    "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (stored without user:password and query)",
+  ],
   ["--judge-model <name>", "model", "model name at the endpoint"],
   ["--judge-key-env <name>", "apiKeyEnv", "environment variable holding the API key"],
+  ["--judge-timeout <seconds>", "timeoutMs", "seconds each request to the endpoint may take before a retry"],
 ] as const;
+
+/** --judge-timeout is given in seconds; the setting holds milliseconds. */
+function inSeconds(option: Option): Option {
+  return option
+    .argParser((raw: string) => {
+      const seconds = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(seconds) || seconds <= 0)
+        throw new InvalidArgumentError("expected a number of seconds > 0");
+      return Math.max(1, Math.round(seconds * 1000));
+    })
+    .default(option.defaultValue, `${Number(option.defaultValue) / 1000}`);
+}
 
 /** Judges that take a prompt template of the user's. */
 const TEMPLATE_JUDGES = ["strongreject", "harmbench", "llamaguard"];
@@ -46,7 +63,8 @@ export function judgeOptions(command: Command, schema: z.core.$ZodType): Command
     ),
   );
   for (const [flags, key, help] of ENDPOINT_FLAGS) {
-    command.addOption(fromSchema(new Option(flags, help), OpenAIEndpoint, key));
+    const option = fromSchema(new Option(flags, help), OpenAIEndpoint, key);
+    command.addOption(key === "timeoutMs" ? inSeconds(option) : option);
   }
   return command;
 }
@@ -90,4 +108,4 @@ export function endpointFlags(command: Command, settings: Record<string, unknown
 }
 
 const attribute = (key: (typeof ENDPOINT_FLAGS)[number][1]) =>
-  ({ baseUrl: "judgeUrl", model: "judgeModel", apiKeyEnv: "judgeKeyEnv" })[key];
+  ({ baseUrl: "judgeUrl", model: "judgeModel", apiKeyEnv: "judgeKeyEnv", timeoutMs: "judgeTimeout" })[key];

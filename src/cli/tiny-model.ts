@@ -41,7 +41,7 @@ export function tinyModelCommand(cli: Command): void {
           arch: flags.arch,
           out: flags.out,
           seed: flags.seed,
-          size: { layers: flags.layers, experts: flags.experts, top_k: flags.topK, hidden: flags.hidden },
+          size: { layers: flags.layers, experts: flags.experts, topK: flags.topK, hidden: flags.hidden },
         },
         { engine: { verbose: verbose(command) } },
       );

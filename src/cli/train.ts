@@ -1,18 +1,34 @@
 // steermoe train: flags → TrainSettings.
 import { join } from "node:path";
-import type { Command } from "commander";
-import { parseTrainSettings, train, TrainSettings, type TrainSummary } from "../recipes/train.js";
-import { interruptible, modelOptions, settingOptions, settingsFromFlags, verbose } from "./flags.js";
+import { Option, type Command } from "commander";
+import { Nproc, parseTrainSettings, train, TrainSettings, type TrainSummary } from "../recipes/train.js";
+import {
+  encodingOption,
+  fromSchema,
+  interruptible,
+  modelOptions,
+  settingOptions,
+  settingsFromFlags,
+  verbose,
+} from "./flags.js";
 
 export function trainCommand(cli: Command): void {
   const command = cli
     .command("train")
     .description("fine-tune only the unsafe experts, replaying the analysis batches (or train on --data)")
-    .option("--out <dir>", "output folder (default RUN/train)");
+    .option("--out <dir>", "output folder (default RUN/train)")
+    .addOption(
+      fromSchema(
+        new Option("--nproc <n>", "processes training together (FSDP2; one per GPU; experts only)"),
+        Nproc,
+        "",
+      ),
+    );
   settingOptions(command, TrainSettings, [
     ["--run <dir>", "run", "analysis run to train from"],
     ["--data <file>", "data", "or: conversations ending with the assistant target (JSON array or JSONL)"],
   ]);
+  command.addOption(encodingOption(TrainSettings, "encoding"));
   modelOptions(command, "model", "--model");
   settingOptions(command, TrainSettings, [
     ["--batch-size <n>", "batchSize", "samples per batch with --data (a run keeps its analysis batches)"],
@@ -34,9 +50,10 @@ export function trainCommand(cli: Command): void {
     ["--gradient-checkpointing", "gradientCheckpointing", "trade compute for activation memory"],
     ["--checkpoint-every <n>", "checkpointEvery", "steps between checkpoints"],
   ]);
-  command.action(async (flags: { out?: string }) => {
+  command.action(async (flags: { out?: string; nproc: number }) => {
     const summary = await train(parseTrainSettings(settingsFromFlags(command)), {
       out: flags.out,
+      nproc: flags.nproc,
       engine: { verbose: verbose(command) },
       signal: interruptible(),
     });

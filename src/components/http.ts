@@ -48,7 +48,9 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
       if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
         throw fail(`${where} is unreachable (${code}): ${request.hints.unreachable}`);
       }
-      const problem = isTimeout(err) ? `no answer within ${policy.timeoutMs} ms` : `network error ${code}`;
+      const problem = isTimeout(err)
+        ? `no answer within ${policy.timeoutMs / 1000} s`
+        : `network error ${code}`;
       if (attempt >= policy.maxAttempts)
         throw fail(`${where} failed all ${attempt} attempts, last: ${problem}`);
       await sleep(backoffMs(policy, attempt));
@@ -72,14 +74,14 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
   }
 }
 
-function backoffMs(policy: RetryPolicy, attempt: number): number {
+export function backoffMs(policy: RetryPolicy, attempt: number): number {
   // Jitter spreads the retries of concurrent requests that failed together.
   const delay = policy.baseDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
   return Math.min(delay, policy.maxDelayMs);
 }
 
 /** Retry-After is either delay-seconds or an HTTP date. */
-function parseRetryAfter(value: string | null): number | undefined {
+export function parseRetryAfter(value: string | null): number | undefined {
   if (value === null || value.trim() === "") return undefined;
   const seconds = Number(value);
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
@@ -87,18 +89,25 @@ function parseRetryAfter(value: string | null): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-function errorCode(err: unknown): string {
+export function errorCode(err: unknown): string {
   // fetch wraps the socket error: TypeError("fetch failed", { cause }); with several addresses
   // (localhost → ::1 and 127.0.0.1) the cause is an AggregateError whose members carry the code.
-  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } } | undefined)?.cause;
-  return cause?.code ?? cause?.errors?.[0]?.code ?? (err instanceof Error ? err.message : String(err));
+  const cause = (
+    err as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } } | undefined
+  )?.cause;
+  return (
+    cause?.code ??
+    cause?.errors?.[0]?.code ??
+    cause?.message ??
+    (err instanceof Error ? err.message : String(err))
+  );
 }
 
-function isTimeout(err: unknown): boolean {
+export function isTimeout(err: unknown): boolean {
   return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** One line, short enough for an error message. */
 export function excerpt(text: string, max = 200): string {

@@ -22,7 +22,7 @@ import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/engine/protocol.js";
 import {
   computeRiskDiff,
   randomExperts,
@@ -34,7 +34,7 @@ import {
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { openRun } from "../components/io/run.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
-import { readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
 import {
   SampleRow,
@@ -52,6 +52,8 @@ export const AnalyzeSettings = z.strictObject({
     mapping: DatasetMappingSchema.optional(),
     /** Keep records the mapping's filter would drop (for flipattack: failed jailbreaks). */
     keepFiltered: z.boolean().default(false),
+    /** How the file's bytes are text (README: Data files): invalid UTF-8 is refused unless asked. */
+    encoding: TextEncoding.default("utf8"),
   }),
   batch: z
     .strictObject({
@@ -114,7 +116,10 @@ export function parseAnalyzeSettings(input: unknown): z.infer<typeof AnalyzeSett
 export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): Promise<AnalyzeSummary> {
   const settings = parseAnalyzeSettings(input);
   const mapping = settings.data.mapping ?? presetMapping(settings.data.preset);
-  const dataset = loadPairs(settings.data.file, mapping, { keepFiltered: settings.data.keepFiltered });
+  const dataset = loadPairs(settings.data.file, mapping, {
+    keepFiltered: settings.data.keepFiltered,
+    encoding: settings.data.encoding,
+  });
   const plan = planBatches(dataset.pairs, {
     batchSize: settings.batch.size,
     safeRatio: settings.batch.safeRatio,
@@ -133,7 +138,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       "analyze",
       { ...settings, datasetSha256: dataset.datasetSha256 },
       {
-        model,
+        model: z.encode(ModelInfo, model),
         ...generator.description,
         dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
       },
@@ -199,7 +204,7 @@ async function generateBatches(
   // Each analysis batch's routing goes to its own shard, written by the engine.
   const shards = batches.map((b) => ({
     path: join(run, routingFile(b.batchIdx)),
-    sample_ids: b.samples.map((s) => s.sampleId),
+    sampleIds: b.samples.map((s) => s.sampleId),
   }));
   const results = await generator.generate({
     conversations: samples.map((s) => s.messages),
@@ -231,10 +236,10 @@ async function generateBatches(
         label: s.label,
         messages: s.messages,
         seed,
-        prompt_token_ids: Array.from(result.prompt_ids.data as Int32Array),
-        generated_token_ids: Array.from(result.generated_ids.data as Int32Array),
+        prompt_token_ids: Array.from(result.promptIds.data as Int32Array),
+        generated_token_ids: Array.from(result.generatedIds.data as Int32Array),
         text: result.text,
-        finish_reason: result.finish_reason,
+        finish_reason: result.finishReason,
         verdict,
         qc_pass: verdict ? !verdict.parseFailure && verdict.isRefusal === (s.label === "safe") : null,
         routing: { shard: routingFile(batch.batchIdx), index },
@@ -321,16 +326,16 @@ async function finish(
     : undefined;
 
   writeRiskDiffTables(run, riskDiff);
-  const dims = [planned.length, model.num_layers, model.num_experts];
+  const dims = [planned.length, model.numLayers, model.numExperts];
   writeNpy(join(run, "batch_expert_masks.npy"), selection.batchMasks, dims);
   writeNpy(join(run, "expert_mask.npy"), selection.globalMask, dims.slice(1));
   writeNpy(join(run, "union_expert_mask.npy"), selection.unionMask, dims.slice(1));
   if (random) writeNpy(join(run, "random_batch_expert_masks.npy"), random.batchMasks, dims);
   const perBatch = (sets: ExpertSet[]) => sets.map((experts, b) => ({ batch_idx: b, experts }));
   const experts: ExpertsFile = {
-    num_layers: model.num_layers,
-    moe_layers: model.moe_layers,
-    num_experts: model.num_experts,
+    num_layers: model.numLayers,
+    moe_layers: model.moeLayers,
+    num_experts: model.numExperts,
     selection: settings.selection,
     global: selection.global,
     union: selection.union,

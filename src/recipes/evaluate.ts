@@ -43,7 +43,8 @@ import type { Messages, ModelInfo } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
 import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { storableSettings } from "../components/io/secrets.js";
 import { checkDelta } from "../components/method/delta.js";
 import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
@@ -62,6 +63,8 @@ export const EvalSettings = z.strictObject({
   /** Harmless requests: {id?, prompt} or {id?, messages}; `benignSplit` keeps one split only. */
   benign: z.string().min(1).optional(),
   benignSplit: z.string().optional(),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   /** Standard benchmarks, each scored on its own and per category. */
   benchmarks: z.array(BenchmarkSpec).optional(),
   /** Folder holding the official benchmark files, for benchmarks given without a file. */
@@ -128,7 +131,10 @@ async function readItems(
   const items: Item[] = [];
   const take = <T>(list: T[]) => (settings.limit ? list.slice(0, settings.limit) : list);
   if (settings.jailbreaks) {
-    const { pairs } = loadPairs(settings.jailbreaks, presetMapping("flipattack"), { keepFiltered: true });
+    const { pairs } = loadPairs(settings.jailbreaks, presetMapping("flipattack"), {
+      keepFiltered: true,
+      encoding: settings.encoding,
+    });
     for (const pair of take(pairs)) {
       const goal = pair.safe.at(-1)!.content;
       items.push({ set: "jailbreak", id: pair.pairId, messages: pair.unsafe, goal });
@@ -137,7 +143,7 @@ async function readItems(
   }
   if (settings.benign) {
     const file = settings.benign;
-    const records = readRecords(file).records.flatMap(({ value, where }, i) => {
+    const records = readRecords(file, settings.encoding).records.flatMap(({ value, where }, i) => {
       const parsed = BenignRecord.safeParse(value);
       if (!parsed.success) throw recordError(file, where, parsed.error);
       const r = parsed.data;
@@ -151,7 +157,7 @@ async function readItems(
   }
   const skipped = new Map<string, number>();
   for (const spec of settings.benchmarks ?? []) {
-    const loaded = await loadBenchmark(spec, settings.benchmarkDir);
+    const loaded = await loadBenchmark(spec, settings.benchmarkDir, settings.encoding);
     const label = benchmarkLabel(spec);
     if (skipped.has(label)) throw new UserError(`--benchmark ${label} is given twice`);
     skipped.set(label, loaded.skipped);
@@ -264,7 +270,10 @@ export async function evaluate(
         writeJsonAtomic(join(options.out, "results.json"), results);
       }
     }
-    writeJsonAtomic(join(options.out, "eval_config.json"), { settings, ...generator.description });
+    writeJsonAtomic(join(options.out, "eval_config.json"), {
+      ...storableSettings(settings),
+      ...generator.description,
+    });
     return results;
   });
 }

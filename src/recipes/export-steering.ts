@@ -30,7 +30,7 @@ export async function exportSteering(
     writeJsonAtomic(out, file);
     return { files: [out], experts: file.biases.length };
   }
-  writeNpy(out, steeringMatrix(steering, config.model), [config.model.num_layers, config.model.num_experts]);
+  writeNpy(out, steeringMatrix(steering, config.model), [config.model.numLayers, config.model.numExperts]);
   writeJsonAtomic(`${out}.json`, file);
   return { files: [out, `${out}.json`], experts: file.biases.length };
 }

@@ -9,12 +9,13 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
+import { ModelInfo } from "../components/engine/protocol.js";
 import { inOrder, withGenerator, withStatus, type GeneratorHandle } from "../components/engine/generator.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
-import { writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
+import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import type { GeneratedRow } from "../components/io/run-files.js";
 
 export const GenerateConfig = z.strictObject({
@@ -25,6 +26,8 @@ export const GenerateConfig = z.strictObject({
   computeBatch: ComputeBatch,
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   /** Router-logit biases while generating (experts switched off, forced on, or graded). */
   steer: Steering.optional(),
   overwrite: z.boolean().default(false),
@@ -45,7 +48,7 @@ export async function generate(
   options: { engine?: GeneratorHandle; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
-  const conversations = readConversations(config.input, config.replay);
+  const conversations = readConversations(config.input, config.replay, config.encoding);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
   return withGenerator(options.engine ?? {}, async (generator) => {
@@ -65,7 +68,7 @@ export async function generate(
       total: conversations.length,
       config,
       computeBatchSize: batchSize,
-      model,
+      model: z.encode(ModelInfo, model),
       ...generator.description,
     });
     const starts = Array.from(
@@ -81,7 +84,7 @@ export async function generate(
       (start) => {
         const chunk = conversations.slice(start, start + batchSize);
         const messages = chunk.map((c) => c.messages);
-        const shards = [{ path: join(config.out, shardOf(start)), sample_ids: chunk.map((c) => c.id) }];
+        const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
         return config.replay
           ? generator.replay(messages, shards)
           : generator.generate({
@@ -95,14 +98,14 @@ export async function generate(
       (start, samples) => {
         samples.forEach((s, i) => {
           const conversation = conversations[start + i]!;
-          generatedTokens += s.generated_ids.data.length;
+          generatedTokens += s.generatedIds.data.length;
           rows.push({
             id: conversation.id,
             messages: conversation.messages,
-            prompt_token_ids: Array.from(s.prompt_ids.data as Int32Array),
-            generated_token_ids: Array.from(s.generated_ids.data as Int32Array),
+            prompt_token_ids: Array.from(s.promptIds.data as Int32Array),
+            generated_token_ids: Array.from(s.generatedIds.data as Int32Array),
             text: s.text,
-            finish_reason: s.finish_reason,
+            finish_reason: s.finishReason,
             routing: { shard: shardOf(start), index: i },
           });
         });

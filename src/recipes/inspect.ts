@@ -47,25 +47,25 @@ function sharedExperts(shared: Record<string, string[]>): string {
 /** The human-readable form of `steermoe inspect`. */
 export function formatModelInfo(info: ModelInfo): string {
   const p = info.parameters;
-  const dense = info.num_layers - info.moe_layers.length;
+  const dense = info.numLayers - info.moeLayers.length;
   const rows: [string, string][] = [
     ["model", info.source],
-    ["architecture", `${info.architecture} (${info.model_type}, ${info.class_name})`],
-    ["layers", `${info.num_layers} (${info.moe_layers.length} MoE${dense ? `, ${dense} dense` : ""})`],
-    ["MoE layers", info.moe_layers.join(", ")],
-    ["experts per layer", String(info.num_experts)],
-    ["top-k", `${info.top_k}${info.normalize_topk ? " (weights renormalised)" : ""}`],
-    ["routing", info.routing_family],
-    ["shared experts", sharedExperts(info.shared_experts)],
-    ["hidden size / vocab", `${info.hidden_size} / ${info.vocab_size}`],
+    ["architecture", `${info.architecture} (${info.modelType}, ${info.className})`],
+    ["layers", `${info.numLayers} (${info.moeLayers.length} MoE${dense ? `, ${dense} dense` : ""})`],
+    ["MoE layers", info.moeLayers.join(", ")],
+    ["experts per layer", String(info.numExperts)],
+    ["top-k", `${info.topK}${info.normalizeTopk ? " (weights renormalised)" : ""}`],
+    ["routing", info.routingFamily],
+    ["shared experts", sharedExperts(info.sharedExperts)],
+    ["hidden size / vocab", `${info.hiddenSize} / ${info.vocabSize}`],
     ["dtype / device", `${info.dtype} / ${info.device}`],
     ["parameters", count(p.total)],
     ["  attention", count(p.attention)],
     ["  routers", count(p.routers)],
     ["  all experts", `${count(p.experts)} (${((100 * p.experts) / p.total).toFixed(1)}%)`],
-    ["  one expert", count(p.one_expert)],
+    ["  one expert", count(p.oneExpert)],
     ["  other", `${count(p.other)} (embeddings, norms, LM head, shared experts)`],
-    ["chat template", info.chat_template ? "yes" : "no"],
+    ["chat template", info.chatTemplate ? "yes" : "no"],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { BenchmarkSpec, loadBenchmark } from "../components/data/benchmarks.js";
 import { flipAttack, FlipAttackOptions } from "../components/data/flipattack.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { writeJsonAtomic } from "../components/io/store.js";
+import { TextEncoding, writeJsonAtomic } from "../components/io/store.js";
 
 export const JailbreakSettings = z.strictObject({
   attack: z.literal("flipattack").default("flipattack"),
@@ -15,6 +15,8 @@ export const JailbreakSettings = z.strictObject({
   /** A file of goals (CSV, JSON, JSONL or Parquet) and the column holding them. */
   goals: z.string().min(1).optional(),
   goalColumn: z.string().min(1).default("goal"),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   flipattack: FlipAttackOptions.prefault({}),
 });
 export type JailbreakSettings = z.input<typeof JailbreakSettings>;
@@ -38,7 +40,7 @@ export async function jailbreak(input: JailbreakSettings, out: string): Promise<
   if (sources.length === 0) throw new UserError("jailbreak needs --goals FILE or --benchmark NAME");
   const records: JailbreakRecord[] = [];
   for (const source of sources) {
-    const { items } = await loadBenchmark(source, settings.benchmarkDir);
+    const { items } = await loadBenchmark(source, settings.benchmarkDir, settings.encoding);
     for (const item of items.filter((i) => i.kind === "harmful")) {
       records.push({
         // One source keeps its own ids; several are told apart by their label.

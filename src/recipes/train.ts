@@ -11,10 +11,10 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
-import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
+import { Engine, withEngine, type EngineHandle, type EngineOptions } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/engine/protocol.js";
 import {
   expertLabel,
   expertMask,
@@ -29,6 +29,7 @@ import {
   readJson,
   readJsonl,
   readJsonlLog,
+  TextEncoding,
   writeJsonAtomic,
   writeJsonlAtomic,
 } from "../components/io/store.js";
@@ -56,6 +57,8 @@ export const TrainSettings = z.strictObject({
   run: z.string().min(1).optional(),
   /** Or a plain conversation file (each ending with the assistant target) and a model. */
   data: z.string().min(1).optional(),
+  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  encoding: TextEncoding.default("utf8"),
   model: ModelConfig.partial({ source: true }).prefault({}),
   /** Batch size for --data (an analysis run keeps its own batches). */
   batchSize: z.number().int().min(1).default(16),
@@ -86,10 +89,15 @@ export const TrainSettings = z.strictObject({
 export type TrainSettings = z.input<typeof TrainSettings>;
 type Settings = z.infer<typeof TrainSettings>;
 
+/** Processes training one model together (`--nproc`): FSDP2, each with a share of every batch. */
+export const Nproc = z.number().int().min(1).default(1);
+
 export interface TrainOptions {
   /** Output folder; default RUN/train. */
   out?: string;
+  /** The engine's options; with nproc > 1 the recipe starts the engine itself. */
   engine?: EngineHandle;
+  nproc?: number;
   signal?: AbortSignal;
 }
 
@@ -145,8 +153,8 @@ function fromRun(run: string, settings: Settings): Plan {
     batches,
     trained,
     model: { ...config.settings.model, ...definedOnly(settings.model) },
-    analysed: config.model as ModelInfo,
-    describe: { analysis: { run, batch: config.settings.batch, model: config.model } },
+    analysed: config.model,
+    describe: { analysis: { run, batch: config.settings.batch, model: z.encode(ModelInfo, config.model) } },
   };
 }
 
@@ -171,7 +179,7 @@ function fromData(settings: Settings): Plan {
   if (settings.routerLoss.kind !== "none") {
     throw new UserError("--router-loss needs safe and unsafe labels: train from an analysis run (--run)");
   }
-  const conversations = readConversations(settings.data!, true);
+  const conversations = readConversations(settings.data!, true, settings.encoding);
   const trained = settings.trainable === "experts" ? readExpertsFile(settings.experts) : [];
   const batches: TrainBatch[] = [];
   for (let start = 0; start < conversations.length; start += settings.batchSize) {
@@ -190,8 +198,8 @@ function fromData(settings: Settings): Plan {
 
 function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
   if (!analysed) return;
-  const want = [analysed.num_layers, analysed.moe_layers.join(","), analysed.num_experts];
-  const got = [model.num_layers, model.moe_layers.join(","), model.num_experts];
+  const want = [analysed.numLayers, analysed.moeLayers.join(","), analysed.numExperts];
+  const got = [model.numLayers, model.moeLayers.join(","), model.numExperts];
   if (want.join("|") !== got.join("|")) {
     throw new UserError(
       `${model.source} has ${got[0]} layers, MoE layers [${got[1]}] and ${got[2]} experts, but the analysis ` +
@@ -226,30 +234,45 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
   const out = options.out ?? (settings.run ? join(settings.run, "train") : undefined);
   if (!out) throw new UserError("train --data needs --out DIR");
   if (plan.batches.length === 0) throw new UserError("there are no batches to train on");
+  const nproc = options.nproc ?? 1;
+  if (nproc > 1 && settings.trainable !== "experts") {
+    throw new UserError(
+      `--nproc ${nproc} trains experts only; --trainable ${settings.trainable} runs in one process`,
+    );
+  }
+  if (nproc > 1 && options.engine instanceof Engine) {
+    throw new UserError("train with nproc > 1 starts its own engine: pass engine options, not an engine");
+  }
   if (settings.trainable === "experts" && plan.trained.length === 0) {
     throw new UserError(
       `the expert set '${settings.experts}' is empty: nothing to train; choose another --experts`,
     );
   }
 
-  return withEngine(options.engine ?? {}, async (engine) => {
+  const handle =
+    nproc > 1 ? { ...(options.engine as EngineOptions | undefined), ranks: nproc } : options.engine;
+  return withEngine(handle ?? {}, async (engine) => {
     const model = await engine.load(plan.model);
     sameShape(plan.analysed, model);
-    checkExperts(plan.trained, model.moe_layers, model.num_experts, settings.experts);
-    const resumed = openRun(out, "train", settings, { model, engine: engine.info, ...plan.describe });
+    checkExperts(plan.trained, model.moeLayers, model.numExperts, settings.experts);
+    const resumed = openRun(out, "train", settings, {
+      model: z.encode(ModelInfo, model),
+      engine: engine.info,
+      ...plan.describe,
+    });
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
       experts: layerExperts(plan.trained),
-      weight_decay: settings.weightDecay,
-      grad_clip: settings.gradClip,
-      loss_on: settings.lossOn,
-      router_loss: settings.routerLoss,
-      gradient_checkpointing: settings.gradientCheckpointing,
-      micro_batch: settings.microBatch ?? null,
+      weightDecay: settings.weightDecay,
+      gradClip: settings.gradClip,
+      lossOn: settings.lossOn,
+      routerLoss: settings.routerLoss,
+      gradientCheckpointing: settings.gradientCheckpointing,
+      microBatch: settings.microBatch ?? null,
       seed: settings.seed,
       batches: plan.batches.map(({ conversations, labels, allowed }) => ({ conversations, labels, allowed })),
     });
-    return runSteps(engine, plan, settings, out, model, setup.trainable_parameters, resumed, options.signal);
+    return runSteps(engine, plan, settings, out, model, setup.trainableParameters, resumed, options.signal);
   });
 }
 
@@ -293,16 +316,16 @@ async function runSteps(
     const batch = plan.batches[index]!;
     const lr = learningRate(step, total, settings.lr, settings.warmupRatio);
     const result = await engine.trainStep({ batch: index, lr });
-    optimizerBytes = result.optimizer_state_bytes;
+    optimizerBytes = result.optimizerStateBytes;
     const row: TrainLogRow = {
       step,
       epoch,
       batch_idx: batch.batchIdx,
       sample_ids: batch.sampleIds,
       loss: result.loss,
-      router_loss: result.router_loss,
+      router_loss: result.routerLoss,
       lr,
-      grad_norm: result.grad_norm,
+      grad_norm: result.gradNorm,
       tokens: result.tokens,
       seconds: result.seconds,
     };
@@ -321,7 +344,7 @@ async function runSteps(
     steps: step,
     totalSteps: total,
     trainedExperts: settings.trainable === "experts" ? plan.trained.length : 0,
-    totalExperts: model.moe_layers.length * model.num_experts,
+    totalExperts: model.moeLayers.length * model.numExperts,
     finalLoss: log.at(-1)?.loss ?? undefined,
     resumed,
   };
@@ -342,7 +365,7 @@ async function writeOutputs(
   const shape = routingShape(model);
   // Baselines (--trainable all|router) train no expert set; their metadata says so.
   const trained = settings.trainable === "experts" ? labelled(plan.trained) : [];
-  writeNpy(join(out, "expert_mask.npy"), expertMask(trained, shape), [model.num_layers, model.num_experts]);
+  writeNpy(join(out, "expert_mask.npy"), expertMask(trained, shape), [model.numLayers, model.numExperts]);
   const masks = plan.batches.map((b) =>
     labelled(
       Object.entries(b.allowed).flatMap(([l, es]) => es.map((e) => ({ layer: Number(l), expert: e }))),
@@ -350,8 +373,8 @@ async function writeOutputs(
   );
   writeNpy(join(out, "batch_expert_masks.npy"), stackedMasks(masks, shape), [
     plan.batches.length,
-    model.num_layers,
-    model.num_experts,
+    model.numLayers,
+    model.numExperts,
   ]);
   if (settings.trainable === "experts") {
     const tensors = await engine.saveDelta(
@@ -360,13 +383,13 @@ async function writeOutputs(
       {
         format: DELTA_FORMAT,
         base_model: model.source,
-        model_type: model.model_type,
+        model_type: model.modelType,
       },
     );
     writeJsonAtomic(join(out, "expert_delta.json"), {
       format: DELTA_FORMAT,
       base_model: model.source,
-      model_type: model.model_type,
+      model_type: model.modelType,
       experts: trained.map(({ layer, expert, label }) => ({ layer, expert, label })),
       tensors,
       apply: `steermoe apply-delta --base ${model.source} --delta ${join(out, "expert_delta.safetensors")} --out DIR`,
@@ -374,7 +397,7 @@ async function writeOutputs(
   }
   const metadata: TrainingMetadata = {
     model: model.source,
-    model_type: model.model_type,
+    model_type: model.modelType,
     ...plan.describe,
     batches: plan.batches.length,
     batch_sizes: plan.batches.map((b) => b.conversations.length),
@@ -389,7 +412,7 @@ async function writeOutputs(
       label: expertLabel(layer, expert),
     })),
     unique_trained_experts: trained.length,
-    total_experts: model.moe_layers.length * model.num_experts,
+    total_experts: model.moeLayers.length * model.numExperts,
     per_batch_mask_counts: plan.batches.map((b) => ({
       batch_idx: b.batchIdx,
       experts: Object.values(b.allowed).reduce((n, es) => n + es.length, 0),

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { inputError, UserError } from "../errors.js";
 import { readTableRecords } from "./records.js";
+import type { TextEncoding } from "../io/store.js";
 
 export const PromptKind = z.enum(["harmful", "benign"]);
 export type PromptKind = z.infer<typeof PromptKind>;
@@ -190,6 +191,7 @@ export const benchmarkLabel = (spec: BenchmarkSpec) =>
 export async function loadBenchmark(
   input: BenchmarkSpec,
   dir?: string,
+  encoding: TextEncoding = "utf8",
 ): Promise<{ items: BenchmarkItem[]; skipped: number }> {
   const spec = BenchmarkSpec.parse(input);
   const label = benchmarkLabel(spec);
@@ -223,7 +225,7 @@ export async function loadBenchmark(
       `no such file; --benchmark-dir needs ${split.file} from ${known!.source}`,
     );
 
-  const { records } = await readTableRecords(file);
+  const { records } = await readTableRecords(file, encoding);
   const items: BenchmarkItem[] = [];
   let skipped = 0;
   records.forEach(({ value, where }, index) => {

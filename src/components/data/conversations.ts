@@ -3,6 +3,7 @@ import { z } from "zod";
 import { inputError, recordError } from "../errors.js";
 import { Messages } from "../engine/protocol.js";
 import { readRecords } from "./records.js";
+import type { TextEncoding } from "../io/store.js";
 
 export const ConversationRecord = z.strictObject({
   id: z.union([z.string().min(1), z.number().int()]).optional(),
@@ -15,9 +16,9 @@ export interface Conversation {
 }
 
 /** `replay`: every conversation must end with the assistant response to replay. */
-export function readConversations(file: string, replay = false): Conversation[] {
+export function readConversations(file: string, replay: boolean, encoding: TextEncoding): Conversation[] {
   const seen = new Set<string>();
-  return readRecords(file).records.map(({ value, where }, i) => {
+  return readRecords(file, encoding).records.map(({ value, where }, i) => {
     const parsed = ConversationRecord.safeParse(value);
     if (!parsed.success) throw recordError(file, where, parsed.error);
     const id = String(parsed.data.id ?? i);

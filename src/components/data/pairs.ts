@@ -5,6 +5,7 @@ import { z } from "zod";
 import { inputError, UserError } from "../errors.js";
 import { Messages, Role, type Message } from "../engine/protocol.js";
 import { readRecords } from "./records.js";
+import type { TextEncoding } from "../io/store.js";
 
 export interface Pair {
   pairId: string;
@@ -68,6 +69,8 @@ export function presetMapping(name: string): DatasetMapping {
 export interface LoadPairsOptions {
   /** Ignore the mapping's filter and keep every record. */
   keepFiltered?: boolean;
+  /** How the file's bytes are text: strict UTF-8 unless given. */
+  encoding?: TextEncoding;
 }
 
 export interface LoadedDataset {
@@ -82,7 +85,7 @@ export function loadPairs(
   mapping: DatasetMapping,
   options: LoadPairsOptions = {},
 ): LoadedDataset {
-  const { records, sha256: datasetSha256 } = readRecords(file);
+  const { records, sha256: datasetSha256 } = readRecords(file, options.encoding);
   const firstIndexOfId = new Map<string, number>();
   const pairs: Pair[] = [];
   records.forEach((raw, index) => {

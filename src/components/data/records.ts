@@ -1,12 +1,14 @@
 // Reading a data file of records: a JSON array, JSON Lines with one object per line, a CSV file
 // with a header row (by its .csv extension) or, asynchronously, a Parquet file. Each record keeps
-// where it came from, so errors can name the file and the record (and line).
+// where it came from, so errors can name the file and the record (and line). Text must be what it
+// claims: bytes that are not UTF-8 (unless another encoding is asked for) and strings holding a
+// lone UTF-16 surrogate are refused, and integers too large for a JSON number are read exactly.
 import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse } from "csv-parse/sync";
 import { parquetReadObjects } from "hyparquet";
 import { inputError } from "../errors.js";
-import { sha256 } from "../io/store.js";
+import { decodeText, sha256, type TextEncoding } from "../io/store.js";
 
 export interface SourcedRecord {
   value: unknown;
@@ -29,17 +31,73 @@ function readBytes(file: string): Buffer {
   }
 }
 
-export function readRecords(file: string): RecordFile {
+const ENCODING_FIX = "save the file as UTF-8, or read it with --encoding latin1 or utf8-replace";
+
+// JSON numbers are doubles: integers past 2^53 lose digits, so ids 10000000000000001 and
+// 10000000000000000 would parse to one value. Such an integer is read as its digits, a string.
+// The pattern takes whole strings first, so digits inside a string are never touched.
+const STRING_OR_NUMBER = /"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+
+function parseJson(text: string): unknown {
+  if (!/\d{16}/.test(text)) return JSON.parse(text);
+  const exact = text.replace(STRING_OR_NUMBER, (token) =>
+    /^-?\d+$/.test(token) && !Number.isSafeInteger(Number(token)) ? `"${token}"` : token,
+  );
+  try {
+    return JSON.parse(exact);
+  } catch {
+    // The message (and its position) of the text as written.
+    return JSON.parse(text);
+  }
+}
+
+/** A bigint (Parquet INT64) as a number when exact, else its digits: the rule JSON integers follow. */
+const exactInteger = (value: bigint) => (Number.isSafeInteger(Number(value)) ? Number(value) : String(value));
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** The path of the first string (or key) in `value` holding a lone surrogate, and the surrogate. */
+function loneSurrogate(value: unknown, path: string): { path: string; unit: string } | undefined {
+  if (typeof value === "string") {
+    const unit = LONE_SURROGATE.exec(value)?.[0];
+    return unit === undefined ? undefined : { path, unit };
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const at = Array.isArray(value) ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+    const found = loneSurrogate(key, at) ?? loneSurrogate(item, at);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/** The records, refused when there are none or one holds text that is not text. */
+function checked(file: string, records: SourcedRecord[]): SourcedRecord[] {
+  if (records.length === 0) throw inputError(file, undefined, "the file has no records");
+  for (const { value, where } of records) {
+    const found = loneSurrogate(value, "");
+    if (!found) continue;
+    const unit = `\\u${found.unit.charCodeAt(0).toString(16)}`;
+    throw inputError(
+      file,
+      found.path ? `${where} field ${found.path}` : where,
+      `a lone surrogate ${unit} is not text (an escape cut from its pair); fix the record`,
+    );
+  }
+  return records;
+}
+
+export function readRecords(file: string, encoding: TextEncoding = "utf8"): RecordFile {
   const bytes = readBytes(file);
 
-  const text = bytes.toString("utf8").replace(/^\uFEFF/, "");
+  const text = decodeText(bytes, file, encoding, ENCODING_FIX).replace(/^\uFEFF/, "");
   let records: SourcedRecord[];
   if (extname(file).toLowerCase() === ".csv") {
     records = readCsv(file, text);
   } else if (text.trimStart().startsWith("[")) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(text);
+      parsed = parseJson(text);
     } catch (err) {
       throw inputError(file, undefined, `not valid JSON (${(err as Error).message}); fix the file`);
     }
@@ -51,7 +109,7 @@ export function readRecords(file: string): RecordFile {
       if (line.trim() === "") return;
       let value: unknown;
       try {
-        value = JSON.parse(line);
+        value = parseJson(line);
       } catch (err) {
         throw inputError(
           file,
@@ -62,8 +120,7 @@ export function readRecords(file: string): RecordFile {
       records.push({ value, where: `record ${records.length} (line ${i + 1})` });
     });
   }
-  if (records.length === 0) throw inputError(file, undefined, "the file has no records");
-  return { records, sha256: sha256(bytes) };
+  return { records: checked(file, records), sha256: sha256(bytes) };
 }
 
 // Rows are numbered from 1 under the header (as a spreadsheet shows them, less the header); the
@@ -78,18 +135,38 @@ function readCsv(file: string, text: string): SourcedRecord[] {
   return rows.map(({ record, info }, i) => ({ value: record, where: `row ${i + 1} (line ${info.lines})` }));
 }
 
+/** A Parquet text cell whose bytes are not in the encoding asked for: found after the read, by row. */
+class InvalidCell {
+  constructor(readonly problem: string) {}
+}
+
 /** readRecords, plus Parquet files (by their .parquet extension), one record per row. */
-export async function readTableRecords(file: string): Promise<RecordFile> {
-  if (extname(file).toLowerCase() !== ".parquet") return readRecords(file);
+export async function readTableRecords(file: string, encoding: TextEncoding = "utf8"): Promise<RecordFile> {
+  if (extname(file).toLowerCase() !== ".parquet") return readRecords(file, encoding);
   const bytes = readBytes(file);
+  const stringFromBytes = (cell: Uint8Array | undefined) => {
+    if (!cell) return cell;
+    try {
+      return decodeText(cell, "cell", encoding, ENCODING_FIX);
+    } catch (err) {
+      return new InvalidCell((err as Error).message.replace(/^cell: /, ""));
+    }
+  };
   let rows: Record<string, unknown>[];
   try {
-    rows = await parquetReadObjects({
-      file: new Uint8Array(bytes).buffer,
-    });
+    rows = await parquetReadObjects({ file: new Uint8Array(bytes).buffer, parsers: { stringFromBytes } });
   } catch (err) {
     throw inputError(file, undefined, `not a readable Parquet file (${(err as Error).message})`);
   }
-  if (rows.length === 0) throw inputError(file, undefined, "the file has no records");
-  return { records: rows.map((value, i) => ({ value, where: `row ${i + 1}` })), sha256: sha256(bytes) };
+  const records = rows.map((row, i) => {
+    const where = `row ${i + 1}`;
+    const value = Object.fromEntries(
+      Object.entries(row).map(([column, cell]) => {
+        if (cell instanceof InvalidCell) throw inputError(file, `${where} column ${column}`, cell.problem);
+        return [column, typeof cell === "bigint" ? exactInteger(cell) : cell];
+      }),
+    );
+    return { value, where };
+  });
+  return { records: checked(file, records), sha256: sha256(bytes) };
 }

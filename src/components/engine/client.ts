@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { z } from "zod";
 import { UserError } from "../errors.js";
+import { snakeCase } from "../io/casing.js";
 import { defaultPython, PACKAGE_ROOT } from "./environment.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
 import type { SteerRequest } from "../method/steering.js";
@@ -13,21 +14,21 @@ import {
   GenerateResult,
   ModelInfo,
   RenderedIds,
+  ServedSample,
   ReadyInfo,
   Reply,
   TinyModelResult,
+  RoutingShardRequest,
+  TrainSetupRequest,
   TrainSetupResult,
   TrainStepResult,
   CheckpointPosition,
   Empty,
   LayerExpertsSchema,
   type LayerExperts,
-  type TrainSetupRequest,
   type TrainStepRequest,
   type GeneratedSample,
   type Messages,
-  type RoutingShardRequest,
-  type ServedSample,
 } from "./protocol.js";
 
 export { PACKAGE_ROOT };
@@ -56,6 +57,9 @@ export interface EngineOptions {
   python?: string;
   /** Forward the engine's stderr (library logs, warnings) to ours as it arrives. */
   verbose?: boolean;
+  /** Processes that train one model together (FSDP2): the engine starts the others itself and
+   * answers for all of them. Training only. */
+  ranks?: number;
 }
 
 export interface LoadOptions {
@@ -71,15 +75,19 @@ export interface Sampling {
   topP: number;
 }
 
-export interface TinySize {
-  hidden?: number;
-  layers?: number;
-  heads?: number;
-  experts?: number;
-  top_k?: number;
-  expert_ffn?: number;
-  vocab?: number;
-}
+/** A tiny model's dimensions; what is left out takes the architecture's tiny default. */
+export const TinySize = snakeCase(
+  z.object({
+    hidden: z.number().int().positive().optional(),
+    layers: z.number().int().positive().optional(),
+    heads: z.number().int().positive().optional(),
+    experts: z.number().int().positive().optional(),
+    topK: z.number().int().positive().optional(),
+    expertFfn: z.number().int().positive().optional(),
+    vocab: z.number().int().positive().optional(),
+  }),
+);
+export type TinySize = z.output<typeof TinySize>;
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -99,7 +107,8 @@ export class Engine {
   ) {}
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
-    const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine"], {
+    const ranks = options.ranks && options.ranks > 1 ? ["--ranks", String(options.ranks)] : [];
+    const child = spawn(options.python ?? defaultPython(), ["-m", "steermoe_engine", ...ranks], {
       stdio: ["pipe", "ignore", "pipe", "pipe"],
       env: { ...process.env, PYTHONPATH: join(PACKAGE_ROOT, "engine"), PYTHONUNBUFFERED: "1" },
     });
@@ -126,7 +135,8 @@ export class Engine {
         }
       });
       child.on("error", (err) => reject(new UserError(`cannot start the engine: ${err.message}`)));
-      child.on("exit", (code, signal) => {
+      // "close", not "exit": its last lines on stderr (which rank died) arrive before the end.
+      child.on("close", (code, signal) => {
         const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
         const tail = stderrTail.slice(-8).join("\n");
         const err = new EngineDiedError(`the engine ${how}${tail ? `; its last output:\n${tail}` : ""}`);
@@ -224,7 +234,11 @@ export class Engine {
     maxNewTokens: number | null,
     shards: RoutingShardRequest[],
   ): Promise<GeneratedSample[]> {
-    const params = { samples, max_new_tokens: maxNewTokens, shards: absolute(shards) };
+    const params = {
+      samples: samples.map((s) => z.encode(ServedSample, s)),
+      max_new_tokens: maxNewTokens,
+      shards: absolute(shards),
+    };
     return (await this.call("record_served", params, GenerateResult)).samples;
   }
 
@@ -235,11 +249,11 @@ export class Engine {
     size: TinySize = {},
     corpus?: string[],
   ): Promise<TinyModelResult> {
-    return this.call("build_tiny", { arch, out, seed, size, corpus }, TinyModelResult);
+    return this.call("build_tiny", { arch, out, seed, size: z.encode(TinySize, size), corpus }, TinyModelResult);
   }
 
-  trainSetup(setup: TrainSetupRequest): Promise<{ trainable_parameters: number }> {
-    return this.call("train_setup", setup, TrainSetupResult);
+  trainSetup(setup: TrainSetupRequest): Promise<{ trainableParameters: number }> {
+    return this.call("train_setup", z.encode(TrainSetupRequest, setup), TrainSetupResult);
   }
 
   trainStep(step: TrainStepRequest): Promise<TrainStepResult> {
@@ -291,7 +305,8 @@ export class Engine {
 }
 
 // The engine's working folder is not ours to rely on.
-const absolute = (shards: RoutingShardRequest[]) => shards.map((s) => ({ ...s, path: resolve(s.path) }));
+const absolute = (shards: RoutingShardRequest[]) =>
+  shards.map((s) => z.encode(RoutingShardRequest, { ...s, path: resolve(s.path) }));
 
 /** A recipe runs on an engine it is given (kept open), or starts one with these options. */
 export type EngineHandle = Engine | EngineOptions;

@@ -1,6 +1,7 @@
 // Schemas of everything the engine sends back. Every reply is parsed here before any other code
 // sees it, so the rest of the system can trust its types.
 import { z } from "zod";
+import { snakeCase } from "../io/casing.js";
 import { isNDArray, type NDArray } from "./frames.js";
 
 export const Role = z.enum(["system", "user", "assistant"]);
@@ -26,48 +27,50 @@ export const ReadyInfo = z.object({
 });
 export type ReadyInfo = z.infer<typeof ReadyInfo>;
 
-export const ModelInfo = z.object({
-  source: z.string(),
-  model_type: z.string(),
-  architecture: z.string(),
-  class_name: z.string(),
-  num_layers: z.number().int(),
-  moe_layers: z.array(z.number().int()),
-  num_experts: z.number().int(),
-  top_k: z.number().int(),
-  normalize_topk: z.boolean(),
-  routing_family: z.string(),
-  /** Per MoE layer (decoder-layer index as key), the block's always-on experts: not routed, never counted as experts. */
-  shared_experts: z.record(z.string(), z.array(z.string())),
-  hidden_size: z.number().int(),
-  vocab_size: z.number().int(),
-  dtype: z.string(),
-  device: z.string(),
-  parameters: z.object({
-    total: z.number(),
-    attention: z.number(),
-    routers: z.number(),
-    experts: z.number(),
-    one_expert: z.number(),
-    other: z.number(),
+export const ModelInfo = snakeCase(
+  z.object({
+    source: z.string(),
+    modelType: z.string(),
+    architecture: z.string(),
+    className: z.string(),
+    numLayers: z.number().int(),
+    moeLayers: z.array(z.number().int()),
+    numExperts: z.number().int(),
+    topK: z.number().int(),
+    normalizeTopk: z.boolean(),
+    routingFamily: z.string(),
+    /** Per MoE layer (decoder-layer index as key), the block's always-on experts: not routed, never counted as experts. */
+    sharedExperts: z.record(z.string(), z.array(z.string())),
+    hiddenSize: z.number().int(),
+    vocabSize: z.number().int(),
+    dtype: z.string(),
+    device: z.string(),
+    parameters: z.object({
+      total: z.number(),
+      attention: z.number(),
+      routers: z.number(),
+      experts: z.number(),
+      oneExpert: z.number(),
+      other: z.number(),
+    }),
+    chatTemplate: z.boolean(),
   }),
-  chat_template: z.boolean(),
-});
-export type ModelInfo = z.infer<typeof ModelInfo>;
+);
+export type ModelInfo = z.output<typeof ModelInfo>;
 
-/** Where the engine writes the routing of the next `sample_ids.length` samples of a request. */
-export interface RoutingShardRequest {
-  path: string;
-  sample_ids: string[];
-}
+/** Where the engine writes the routing of the next `sampleIds.length` samples of a request. */
+export const RoutingShardRequest = snakeCase(z.object({ path: z.string(), sampleIds: z.array(z.string()) }));
+export type RoutingShardRequest = z.output<typeof RoutingShardRequest>;
 
-export const GeneratedSample = z.object({
-  prompt_ids: array(["int32"], 1),
-  generated_ids: array(["int32"], 1),
-  text: z.string(),
-  finish_reason: z.enum(["eos", "length", "replay"]),
-});
-export type GeneratedSample = z.infer<typeof GeneratedSample>;
+export const GeneratedSample = snakeCase(
+  z.object({
+    promptIds: array(["int32"], 1),
+    generatedIds: array(["int32"], 1),
+    text: z.string(),
+    finishReason: z.enum(["eos", "length", "replay"]),
+  }),
+);
+export type GeneratedSample = z.output<typeof GeneratedSample>;
 
 export const RenderedIds = z.object({
   prompts: z.array(array(["int32"], 1)),
@@ -76,12 +79,15 @@ export const RenderedIds = z.object({
 export type RenderedIds = z.infer<typeof RenderedIds>;
 
 /** What a server generated for one prompt; the expert ids ([tokens, moe_layers, top_k]) only when recorded. */
-export interface ServedSample {
-  prompt_ids: NDArray;
-  generated_ids: NDArray;
-  prompt?: NDArray;
-  generation?: NDArray;
-}
+export const ServedSample = snakeCase(
+  z.object({
+    promptIds: array(["int32"], 1),
+    generatedIds: array(["int32"], 1),
+    prompt: array(["uint8", "uint16"], 3).optional(),
+    generation: array(["uint8", "uint16"], 3).optional(),
+  }),
+);
+export type ServedSample = z.output<typeof ServedSample>;
 
 export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
 
@@ -99,31 +105,34 @@ export const LayerExpertsSchema = z.record(z.string(), z.array(z.number().int())
 export type LayerExperts = z.infer<typeof LayerExpertsSchema>;
 
 /** One analysis batch, sent once with the setup; steps name it by its index in `batches`. */
-export interface TrainBatchRequest {
-  conversations: Messages[];
-  labels: string[];
+const TrainBatchRequest = z.object({
+  conversations: z.array(Messages),
+  labels: z.array(z.string()),
   /** This batch's routing mask: per layer, the only experts tokens may reach. */
-  allowed: LayerExperts;
-}
+  allowed: LayerExpertsSchema,
+});
 
-export interface TrainSetupRequest {
-  trainable: "experts" | "all" | "router";
-  experts: LayerExperts;
-  weight_decay: number;
-  grad_clip: number;
-  loss_on: "assistant" | "all";
-  router_loss: {
-    kind: "none" | "forward" | "reverse" | "symmetric";
-    weight: number;
-    layers: "all" | "masked";
-  };
-  gradient_checkpointing: boolean;
-  /** Samples per forward pass; null: the whole batch at once. */
-  micro_batch: number | null;
-  seed: number;
-  batches: TrainBatchRequest[];
-}
-export const TrainSetupResult = z.object({ trainable_parameters: z.number().int() });
+export const TrainSetupRequest = snakeCase(
+  z.object({
+    trainable: z.enum(["experts", "all", "router"]),
+    experts: LayerExpertsSchema,
+    weightDecay: z.number(),
+    gradClip: z.number(),
+    lossOn: z.enum(["assistant", "all"]),
+    routerLoss: z.object({
+      kind: z.enum(["none", "forward", "reverse", "symmetric"]),
+      weight: z.number(),
+      layers: z.enum(["all", "masked"]),
+    }),
+    gradientCheckpointing: z.boolean(),
+    /** Samples per forward pass; null: the whole batch at once. */
+    microBatch: z.number().int().nullable(),
+    seed: z.number().int(),
+    batches: z.array(TrainBatchRequest),
+  }),
+);
+export type TrainSetupRequest = z.output<typeof TrainSetupRequest>;
+export const TrainSetupResult = snakeCase(z.object({ trainableParameters: z.number().int() }));
 
 export interface TrainStepRequest {
   batch: number;
@@ -132,15 +141,17 @@ export interface TrainStepRequest {
 /** Where a checkpoint stands; the engine keeps it in the checkpoint file's metadata. */
 export const CheckpointPosition = z.object({ step: z.number().int(), epoch: z.number().int() });
 export type CheckpointPosition = z.infer<typeof CheckpointPosition>;
-export const TrainStepResult = z.object({
-  loss: z.number(),
-  router_loss: z.number(),
-  grad_norm: z.number(),
-  tokens: z.number(),
-  seconds: z.number(),
-  optimizer_state_bytes: z.number(),
-});
-export type TrainStepResult = z.infer<typeof TrainStepResult>;
+export const TrainStepResult = snakeCase(
+  z.object({
+    loss: z.number(),
+    routerLoss: z.number(),
+    gradNorm: z.number(),
+    tokens: z.number(),
+    seconds: z.number(),
+    optimizerStateBytes: z.number(),
+  }),
+);
+export type TrainStepResult = z.output<typeof TrainStepResult>;
 
 export const EngineErrorReply = z.object({
   type: z.string(),

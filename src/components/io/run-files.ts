@@ -2,7 +2,7 @@
 // parses with them (README: "Files a researcher reads without steermoe").
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
-import { Messages } from "../engine/protocol.js";
+import { Messages, ModelInfo } from "../engine/protocol.js";
 import { Verdict } from "../judge/judge.js";
 import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
 
@@ -123,7 +123,7 @@ export const RunConfig = z.looseObject({ kind: z.string(), settings: z.unknown()
 export const AnalysisConfig = z.looseObject({
   kind: z.literal("analyze"),
   settings: z.looseObject({ model: ModelConfig, batch: z.object({ size: int, safeRatio: z.number() }) }),
-  model: z.looseObject({ num_layers: int, moe_layers: z.array(int), num_experts: int }),
+  model: ModelInfo,
 });
 
 /** A line of RUN/train/train_log.jsonl: one optimizer step. */

@@ -7,6 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
 import { readJson, writeJsonAtomic } from "./store.js";
 import { RunConfig } from "./run-files.js";
+import { storableSettings } from "./secrets.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
@@ -22,14 +23,16 @@ function differences(before: unknown, after: unknown, path = ""): string[] {
 /**
  * Open `dir` for a job of `kind` with `settings` (plain JSON data). Returns true when resuming.
  * `describe` adds what is not a setting (versions, model description, dataset hash) to config.json.
+ * URLs are stored (and compared) without user:password and query string, and config.json says so.
  */
 export function openRun(dir: string, kind: string, settings: object, describe: object): boolean {
   const configPath = join(dir, "config.json");
+  const stored = storableSettings(settings);
   if (existsSync(configPath)) {
     const previous = readJson(configPath, RunConfig);
     if (previous.kind !== kind)
       throw new UserError(`${dir} holds a ${previous.kind} run, not ${kind}; choose another folder`);
-    const changed = differences(previous.settings, JSON.parse(JSON.stringify(settings)));
+    const changed = differences(previous.settings, stored.settings);
     if (changed.length) {
       throw new UserError(
         `${dir} was made with other settings (${changed.slice(0, 3).join("; ")}${changed.length > 3 ? "; ..." : ""}); ` +
@@ -41,7 +44,7 @@ export function openRun(dir: string, kind: string, settings: object, describe: o
   if (existsSync(dir) && readdirSync(dir).length > 0) {
     throw new UserError(`${dir} exists and is not a steermoe run; choose a new folder`);
   }
-  writeJsonAtomic(configPath, { kind, settings, ...describe });
+  writeJsonAtomic(configPath, { kind, ...stored, ...describe });
   return false;
 }
 

@@ -16,7 +16,8 @@ import {
 } from "node:fs";
 import { dirname, join, basename } from "node:path";
 import { createHash } from "node:crypto";
-import type { z } from "zod";
+import { isUtf8 } from "node:buffer";
+import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 
 /** Hex sha256, as sha256sum prints it. */
@@ -61,9 +62,50 @@ export function appendJsonl(path: string, row: unknown): void {
   }
 }
 
+/**
+ * How a file's bytes become text: UTF-8, where a byte sequence that is not UTF-8 is an error
+ * naming its offset; UTF-8 with such sequences replaced by U+FFFD; or Latin-1 (every byte is a
+ * character, so nothing is refused).
+ */
+export const TextEncoding = z.enum(["utf8", "utf8-replace", "latin1"]);
+export type TextEncoding = z.infer<typeof TextEncoding>;
+
+/**
+ * The text of `bytes` read as `encoding`. Invalid UTF-8 under "utf8" is an error naming `file`, the
+ * byte offset and line, followed by `fix`: decoding would turn it into U+FFFD without a word.
+ */
+export function decodeText(bytes: Uint8Array, file: string, encoding: TextEncoding, fix: string): string {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (encoding === "latin1") return buffer.toString("latin1");
+  const text = buffer.toString("utf8");
+  if (encoding === "utf8-replace" || isUtf8(buffer)) return text;
+  if ((buffer[0] === 0xff && buffer[1] === 0xfe) || (buffer[0] === 0xfe && buffer[1] === 0xff)) {
+    throw new UserError(`${file}: UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; ${fix}`);
+  }
+  const offset = invalidUtf8Offset(buffer, text);
+  const line = buffer.subarray(0, offset).filter((b) => b === 0x0a).length + 1;
+  throw new UserError(`${file}: invalid UTF-8 at byte ${offset} (line ${line}); ${fix}`);
+}
+
+/** The offset of the first U+FFFD in `text` that the bytes do not spell (EF BF BD): the decoder's. */
+function invalidUtf8Offset(bytes: Buffer, text: string): number {
+  let offset = 0;
+  for (const char of text) {
+    if (
+      char === "\uFFFD" &&
+      !(bytes[offset] === 0xef && bytes[offset + 1] === 0xbf && bytes[offset + 2] === 0xbd)
+    )
+      return offset;
+    offset += Buffer.byteLength(char);
+  }
+  return offset;
+}
+
+const DAMAGED = "the file is damaged: rerun the command that wrote it";
+
 function readText(path: string, missing: string): string {
   if (!existsSync(path)) throw new UserError(`${path} is missing${missing ? `: ${missing}` : ""}`);
-  return readFileSync(path, "utf8");
+  return decodeText(readFileSync(path), path, "utf8", DAMAGED);
 }
 
 function parseJson(text: string, path: string, where: string): unknown {
@@ -93,10 +135,11 @@ export function readJsonl<S extends z.ZodType>(path: string, schema: S, missing 
  */
 export function readJsonlLog<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
-  const text = readFileSync(path, "utf8");
-  const complete = text.lastIndexOf("\n") + 1;
-  if (complete < text.length) truncateSync(path, complete);
-  return parseJsonl(text.slice(0, complete), path, schema);
+  const bytes = readFileSync(path);
+  // Cut at the last newline byte: a torn last line may end inside a multi-byte character.
+  const complete = bytes.lastIndexOf(0x0a) + 1;
+  if (complete < bytes.length) truncateSync(path, complete);
+  return parseJsonl(decodeText(bytes.subarray(0, complete), path, "utf8", DAMAGED), path, schema);
 }
 
 function parseJsonl<S extends z.ZodType>(text: string, path: string, schema: S): z.infer<S>[] {

@@ -3,11 +3,16 @@
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
-import { excerpt, requestText } from "../http.js";
+import { publicUrl, redact, redactSecrets } from "../io/secrets.js";
+import { backoffMs, errorCode, excerpt, isTimeout, parseRetryAfter, sleep } from "../http.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
 export const OpenAIEndpoint = z.object({
-  /** e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1; /chat/completions is appended. */
+  /**
+   * e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1; /chat/completions is appended to
+   * the path, a query string (?api-version=...) is kept, user:password@ is sent as Basic auth.
+   * Run files store it without user:password and query string; messages show it so too.
+   */
   baseUrl: z.url({ protocol: /^https?$/ }),
   model: z.string().min(1),
   /** NAME of the environment variable holding the API key. null = send no key (local servers). */
@@ -19,7 +24,7 @@ export const OpenAIEndpoint = z.object({
   /** Backoff before retry n is baseDelayMs·2^(n-1) (jittered); it and Retry-After are capped at maxDelayMs. */
   baseDelayMs: z.number().min(0).default(500),
   maxDelayMs: z.number().min(0).default(30_000),
-  /** Per HTTP attempt, headers and body included. */
+  /** Per HTTP attempt, headers and body included (--judge-timeout, in seconds). */
   timeoutMs: z.number().int().positive().default(60_000),
   /** How many times to ask when the endpoint answers 200 but with content of the wrong shape. */
   replyAttempts: z.number().int().min(1).default(3),
@@ -35,26 +40,63 @@ export function parseConfig<S extends z.ZodType>(schema: S, value: unknown, what
 
 export interface Endpoint {
   cfg: EndpointConfig;
-  /** The server root, …/v1 without a trailing slash. */
-  root: string;
+  /** The base URL with user:password and query string taken out; the query goes back on requests. */
+  base: URL;
   /** "judge endpoint" or "refusal endpoint": how errors name it. */
   role: string;
   headers: Record<string, string>;
+  /** Everything a reply could echo back that must not be shown: the key, the password, query values. */
+  secrets: string[];
+  /** When the last "waiting for" line was printed (ms). */
+  noticedAt: number;
 }
 
 export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"): Endpoint {
+  const base = new URL(cfg.baseUrl);
+  const shown = publicUrl(cfg.baseUrl);
   const headers: Record<string, string> = { "content-type": "application/json" };
-  if (cfg.apiKeyEnv !== null) {
-    const key = process.env[cfg.apiKeyEnv];
+  const secrets = [...base.searchParams.values()].filter((v) => v.length >= 8);
+  // Whitespace around a key (a file read with its newline) is no part of it.
+  const key = cfg.apiKeyEnv === null ? undefined : process.env[cfg.apiKeyEnv]?.trim();
+  if (key && /[^\x21-\x7e]/.test(key)) {
+    throw new UserError(
+      `environment variable ${cfg.apiKeyEnv} holds a character an HTTP header cannot carry ` +
+        "(a space, line break or non-ASCII letter inside the key): check its value",
+    );
+  }
+  if (base.username || base.password) {
+    if (key) {
+      throw new UserError(
+        `the ${role} URL ${shown} carries user:password and ${cfg.apiKeyEnv} holds an API key: ` +
+          `give one of them (set apiKeyEnv to null to use the URL's)`,
+      );
+    }
+    // fetch refuses URLs with credentials: they travel as the header they stand for.
+    const decode = (part: string) => {
+      try {
+        return decodeURIComponent(part);
+      } catch {
+        throw new UserError(`the ${role} URL ${shown} has user:password that is not valid %-encoding`);
+      }
+    };
+    const [user, password] = [decode(base.username), decode(base.password)];
+    const basic = Buffer.from(`${user}:${password}`).toString("base64");
+    headers.authorization = `Basic ${basic}`;
+    secrets.push(base.password, password, basic);
+    base.username = "";
+    base.password = "";
+  } else if (cfg.apiKeyEnv !== null) {
     if (!key) {
       throw new UserError(
-        `environment variable ${cfg.apiKeyEnv} is not set: export the API key for ${cfg.baseUrl} in it, ` +
+        `environment variable ${cfg.apiKeyEnv} is not set: export the API key for ${shown} in it, ` +
           `or set apiKeyEnv to null in the ${role} config if that server needs no key`,
       );
     }
     headers.authorization = `Bearer ${key}`;
+    secrets.push(key);
   }
-  return { cfg, root: cfg.baseUrl.replace(/\/+$/, ""), role: `${role} endpoint`, headers };
+  base.hash = "";
+  return { cfg, base, role: `${role} endpoint`, headers, secrets, noticedAt: 0 };
 }
 
 /**
@@ -71,8 +113,22 @@ const ChatCompletion = z.object({
 });
 const TextCompletion = z.object({ choices: z.array(z.object({ text: z.string() })).min(1) });
 
+/** Where a question goes: the base URL's path with the API's appended, its query kept. */
+function requestUrl(endpoint: Endpoint, question: Question): string {
+  const url = new URL(endpoint.base);
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}/${"prompt" in question ? "completions" : "chat/completions"}`;
+  return url.href;
+}
+
+/** The request URL as messages show it and caches key it: no query string, no credentials. */
 export const questionUrl = (endpoint: Endpoint, question: Question) =>
-  `${endpoint.root}/${"prompt" in question ? "completions" : "chat/completions"}`;
+  publicUrl(requestUrl(endpoint, question));
+
+/** A reply's text fit for a message: the endpoint's secrets redacted, one line, capped. */
+export const quote = (endpoint: Endpoint, text: string, max?: number) =>
+  excerpt(redact(text, endpoint.secrets), max);
+
+const failure = (endpoint: Endpoint, message: string) => new UserError(redact(message, endpoint.secrets));
 
 /**
  * Asks until `accept` takes the reply's content, up to cfg.replyAttempts times. Returns the value,
@@ -94,11 +150,12 @@ export async function ask<T>(
           ...(question.json && { response_format: { type: "json_object" } }),
         },
   );
-  const url = questionUrl(endpoint, question);
+  const url = requestUrl(endpoint, question);
   const shape = "prompt" in question ? TextCompletion : ChatCompletion;
   let last = "";
   for (let i = 0; i < cfg.replyAttempts; i++) {
-    const text = await post(endpoint, url, body);
+    // A reply repeating the key must not carry it into verdicts, caches or training targets.
+    const text = redactSecrets(await post(endpoint, url, body), endpoint.secrets);
     const completion = shape.safeParse(parseJsonLoosely(text));
     const choice = completion.success ? completion.data.choices[0] : undefined;
     const content = choice && ("text" in choice ? choice.text : choice.message.content);
@@ -118,22 +175,88 @@ export async function askOrFail<T>(
 ): Promise<T> {
   const reply = await ask(endpoint, question, accept);
   if ("value" in reply) return reply.value;
-  throw new UserError(
+  throw failure(
+    endpoint,
     `${endpoint.role} ${questionUrl(endpoint, question)} answered something that is not ${expected}: ` +
-      excerpt(reply.rejected),
+      quote(endpoint, reply.rejected),
   );
 }
 
-/** POSTs body; returns the 200 reply's text. */
-function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
-  const hints = {
-    unreachable: "start the server or fix baseUrl",
-    auth: `check the key in ${endpoint.cfg.apiKeyEnv ?? "apiKeyEnv"}`,
-    notFound: "check baseUrl and model",
-  };
-  const where = `${endpoint.role} ${url}`;
-  return requestText({ url, method: "POST", headers: endpoint.headers, body, where, hints }, endpoint.cfg);
+/** A request still unanswered after this long says so on stderr (retries say so at once). */
+const NOTICE_AFTER_MS = 10_000;
+/** Concurrent requests to one endpoint share the line: at most one per this interval. */
+const NOTICE_EVERY_MS = 5_000;
+
+/** "waiting for judge endpoint http://host/v1 (attempt 2/5, 60 s timeout)" on stderr. */
+function noticeWaiting(endpoint: Endpoint, attempt: number): void {
+  const now = Date.now();
+  if (now - endpoint.noticedAt < NOTICE_EVERY_MS) return;
+  endpoint.noticedAt = now;
+  const { cfg } = endpoint;
+  process.stderr.write(
+    `waiting for ${endpoint.role} ${publicUrl(endpoint.base.href)} ` +
+      `(attempt ${attempt}/${cfg.maxAttempts}, ${cfg.timeoutMs / 1000} s timeout)\n`,
+  );
 }
+
+/**
+ * POSTs body; returns the 200 reply's text. Retries what a retry can mend: 429, 5xx, timeouts and
+ * dropped connections; a 4xx (a wrong key, URL or model) fails at once.
+ */
+async function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
+  const { cfg } = endpoint;
+  const where = `${endpoint.role} ${publicUrl(url)}`;
+  for (let attempt = 1; ; attempt++) {
+    let status: number;
+    let text: string;
+    let retryAfterMs: number | undefined;
+    if (attempt > 1) noticeWaiting(endpoint, attempt);
+    const slow = setTimeout(() => noticeWaiting(endpoint, attempt), NOTICE_AFTER_MS);
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: endpoint.headers,
+        body,
+        signal: AbortSignal.timeout(cfg.timeoutMs),
+      });
+      status = res.status;
+      retryAfterMs = parseRetryAfter(res.headers.get("retry-after"));
+      text = await res.text();
+    } catch (err) {
+      const code = errorCode(err);
+      // A refused connection or unknown host is a setup mistake, not a hiccup: say so at once.
+      if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
+        throw failure(endpoint, `${where} is unreachable (${code}): start the server or fix baseUrl`);
+      }
+      const problem = isTimeout(err) ? `no answer within ${cfg.timeoutMs / 1000} s` : `network error ${code}`;
+      if (attempt >= cfg.maxAttempts) {
+        throw failure(endpoint, `${where} failed all ${attempt} attempts, last: ${problem}`);
+      }
+      await sleep(backoffMs(cfg, attempt));
+      continue;
+    } finally {
+      clearTimeout(slow);
+    }
+    if (status >= 200 && status < 300) return text;
+    const answered = `${where} answered HTTP ${status}`;
+    if (status === 429 || status >= 500) {
+      if (attempt >= cfg.maxAttempts) {
+        throw failure(endpoint, `${answered} on all ${attempt} attempts: ${quote(endpoint, text)}`);
+      }
+      await sleep(Math.min(retryAfterMs ?? backoffMs(cfg, attempt), cfg.maxDelayMs));
+      continue;
+    }
+    const basic = endpoint.headers.authorization?.startsWith("Basic ");
+    const hint =
+      status === 401 || status === 403
+        ? ` (check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`})`
+        : status === 404
+          ? " (check baseUrl and model)"
+          : "";
+    throw failure(endpoint, `${answered}${hint}: ${quote(endpoint, text)}`);
+  }
+}
+
 /** JSON.parse that tolerates a ```json fence around the object and returns undefined on failure. */
 export function parseJsonLoosely(text: string): unknown {
   const unfenced = text

@@ -3,7 +3,6 @@
 // shared here.
 import { z } from "zod";
 import { UserError } from "../errors.js";
-import { excerpt } from "../http.js";
 import {
   ask,
   askOrFail,
@@ -14,6 +13,7 @@ import {
   parseConfig,
   parseJsonLoosely,
   questionUrl,
+  quote,
   resolveEndpoint,
   type EndpointConfig,
   type Question,
@@ -59,7 +59,7 @@ function modelJudge(cfg: EndpointConfig, spec: ModelJudgeSpec, options: JudgeOpt
     const compute = async (): Promise<Verdict> => {
       if (spec.fail !== undefined) return askOrFail(endpoint, question, spec.fail, spec.read);
       const reply = await ask(endpoint, question, spec.read);
-      return "value" in reply ? reply.value : unreadable(reply.rejected);
+      return "value" in reply ? reply.value : unreadable(quote(endpoint, reply.rejected, 120));
     };
     return cache.through(key, Verdict, compute, (v) => !v.parseFailure);
   };
@@ -70,10 +70,11 @@ function modelJudge(cfg: EndpointConfig, spec: ModelJudgeSpec, options: JudgeOpt
   };
 }
 
+/** `answer`: the reply as quote() gives it, secrets redacted. */
 const unreadable = (answer: string): Verdict => ({
   isRefusal: false,
   confidence: 0,
-  reason: `unparseable judge answer: ${excerpt(answer, 120)}`,
+  reason: `unparseable judge answer: ${answer}`,
   parseFailure: true,
 });
 

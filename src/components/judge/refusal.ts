@@ -7,7 +7,9 @@ import {
   openCache,
   OpenAIEndpoint,
   parseConfig,
+  questionUrl,
   resolveEndpoint,
+  type Question,
 } from "./http.js";
 import type { JudgeOptions } from "./model-judge.js";
 
@@ -42,22 +44,18 @@ export async function makeRefusal(
   const cfg = parseConfig(OpenAIEndpoint, config, "refusal source config");
   const endpoint = resolveEndpoint(cfg, "refusal");
   const cache = openCache(options.cachePath);
-  const url = `${endpoint.root}/chat/completions`;
+  const question = (request: string): Question => ({
+    messages: [
+      { role: "system", content: REFUSAL_SYSTEM_PROMPT },
+      { role: "user", content: request },
+    ],
+  });
+  const url = questionUrl(endpoint, question(""));
   const identity = ["refusal", REFUSAL_PROMPT_VERSION, url, cfg.model, REFUSAL_SYSTEM_PROMPT];
   const expected = `a refusal starting with "I'm sorry" in under ${REFUSAL_MAX_WORDS} words`;
   return mapLimit(requests, cfg.concurrency, (request) =>
     cache.through(cacheKey(identity, request, ""), z.string(), () =>
-      askOrFail(
-        endpoint,
-        {
-          messages: [
-            { role: "system", content: REFUSAL_SYSTEM_PROMPT },
-            { role: "user", content: request },
-          ],
-        },
-        expected,
-        checkRefusal,
-      ),
+      askOrFail(endpoint, question(request), expected, checkRefusal),
     ),
   );
 }

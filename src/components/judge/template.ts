@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { inputError } from "../errors.js";
+import { decodeText } from "../io/store.js";
 
 const PLACEHOLDER = /\{\{|\}\}|\{(\w*)\}/g;
 
@@ -44,14 +45,14 @@ export function checkTemplate(text: string, fields: readonly string[], where: st
 
 /** A user's template file, checked. */
 export function readTemplate(file: string, fields: readonly string[]): Template {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, "utf8");
+    bytes = readFileSync(file);
   } catch (err) {
     const code = (err as { code?: string }).code;
     throw inputError(file, undefined, code === "ENOENT" ? "no such judge template file" : String(err));
   }
-  return checkTemplate(text, fields, file);
+  return checkTemplate(decodeText(bytes, file, "utf8", "save the template as UTF-8"), fields, file);
 }
 
 /** Fills the template in one pass, so a value that itself contains {response} stays as it is. */

@@ -40,10 +40,10 @@ export function checkDelta(path: string, model: ModelInfo): void {
   for (const name of Object.keys(tensors)) {
     const [, layer, expert] = TENSOR.exec(name) ?? [];
     if (layer === undefined) throw new UserError(`${path}: unexpected tensor '${name}'`);
-    if (!model.moe_layers.includes(Number(layer)) || Number(expert) >= model.num_experts) {
+    if (!model.moeLayers.includes(Number(layer)) || Number(expert) >= model.numExperts) {
       throw new UserError(
         `${path}: tensor '${name}' names layer ${layer} expert ${expert}, which ${model.source} does not have ` +
-          `(MoE layers ${model.moe_layers.join(", ")}, experts 0..${model.num_experts - 1})`,
+          `(MoE layers ${model.moeLayers.join(", ")}, experts 0..${model.numExperts - 1})`,
       );
     }
   }

@@ -84,13 +84,13 @@ export type ExpertSet = SelectedExpert[];
 
 /** The shape risk differences and masks are computed in, from a model's description. */
 export function routingShape(
-  model: Pick<ModelInfo, "num_layers" | "moe_layers" | "num_experts" | "top_k">,
+  model: Pick<ModelInfo, "numLayers" | "moeLayers" | "numExperts" | "topK">,
 ): RoutingShape {
   return {
-    numLayers: model.num_layers,
-    moeLayers: model.moe_layers,
-    numExperts: model.num_experts,
-    topK: model.top_k,
+    numLayers: model.numLayers,
+    moeLayers: model.moeLayers,
+    numExperts: model.numExperts,
+    topK: model.topK,
   };
 }
 

@@ -150,12 +150,12 @@ export function steerRequest(
   intensity = 1,
 ): SteerRequest {
   if (!(intensity > 0)) throw new UserError(`${what}: intensity ${intensity} must be > 0 (0 is no steering)`);
-  const E = model.num_experts;
+  const E = model.numExperts;
   const given = new Set<number>();
   for (const { layer, expert } of steering.biases) {
-    if (!model.moe_layers.includes(layer)) {
+    if (!model.moeLayers.includes(layer)) {
       throw new UserError(
-        `${what}: layer ${layer} is not an MoE layer of ${model.source} (${model.moe_layers.join(", ")})`,
+        `${what}: layer ${layer} is not an MoE layer of ${model.source} (${model.moeLayers.join(", ")})`,
       );
     }
     if (!(expert >= 0 && expert < E))
@@ -165,12 +165,12 @@ export function steerRequest(
     given.add(layer * E + expert);
   }
   const matrix = steeringMatrix(steering, model).map((v) => intensity * v);
-  for (const layer of model.moe_layers) {
+  for (const layer of model.moeLayers) {
     const row = matrix.subarray(layer * E, (layer + 1) * E);
     const forced = row.filter((v) => v === Infinity).length;
-    if (forced > model.top_k) {
+    if (forced > model.topK) {
       throw new UserError(
-        `${what}: layer ${layer} activates ${forced} experts, but only top-${model.top_k} are used`,
+        `${what}: layer ${layer} activates ${forced} experts, but only top-${model.topK} are used`,
       );
     }
     // Fewer than top-k remaining is allowed (the spare slots repeat the best remaining expert at
@@ -178,23 +178,22 @@ export function steerRequest(
     if (row.every((v) => v === -Infinity))
       throw new UserError(`${what}: layer ${layer} switches off every expert; at least one must remain`);
   }
-  return ndarray(matrix, [model.num_layers, E]);
+  return ndarray(matrix, [model.numLayers, E]);
 }
 
 /** The model's layout a map is laid out in (experts.json of the run it came from has it). */
-export type Layout = Pick<ModelInfo, "num_layers" | "moe_layers" | "num_experts">;
+export type Layout = Pick<ModelInfo, "numLayers" | "moeLayers" | "numExperts">;
 
 /** The map with its model, layout and rule stated, for `export-steering`. */
 export function steeringFile(steering: Steering, layout: Layout, model: string): SteeringFile {
-  const { num_layers, moe_layers, num_experts } = layout;
   return {
     format: "steermoe steering map",
     model,
     layer_indexing: LAYER_INDEXING,
     bias_rule: BIAS_RULE,
-    num_layers,
-    moe_layers,
-    num_experts,
+    num_layers: layout.numLayers,
+    moe_layers: layout.moeLayers,
+    num_experts: layout.numExperts,
     from: steering.from ?? "",
     biases: steering.biases,
   };
@@ -202,9 +201,9 @@ export function steeringFile(steering: Steering, layout: Layout, model: string):
 
 /** The map as a dense float32 [num_layers, num_experts] matrix, ±Infinity included. */
 export function steeringMatrix(steering: Steering, layout: Layout): Float32Array {
-  const matrix = new Float32Array(layout.num_layers * layout.num_experts);
+  const matrix = new Float32Array(layout.numLayers * layout.numExperts);
   for (const { layer, expert, bias } of steering.biases)
-    matrix[layer * layout.num_experts + expert] = biasValue(bias);
+    matrix[layer * layout.numExperts + expert] = biasValue(bias);
   return matrix;
 }
 

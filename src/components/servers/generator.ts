@@ -133,17 +133,17 @@ class Replica {
     );
     let choices;
     try {
-      choices = this.flavour.parse(reply, { layers: model.num_layers, topK: model.top_k });
+      choices = this.flavour.parse(reply, { layers: model.numLayers, topK: model.topK });
     } catch (err) {
       throw this.error((err as Error).message);
     }
     if (choices.length !== 1) throw this.error(`answered ${choices.length} completions to one prompt`);
     const completion = choices[0]!;
     if (completion.generated.length === 0) throw this.error("generated no token");
-    const outside = completion.generated.find((id) => id >= model.vocab_size);
+    const outside = completion.generated.find((id) => id >= model.vocabSize);
     if (outside !== undefined)
       throw this.error(
-        `generated token ${outside}, outside the vocabulary of ${model.source} (${model.vocab_size}): it serves another model`,
+        `generated token ${outside}, outside the vocabulary of ${model.source} (${model.vocabSize}): it serves another model`,
       );
     if (request.routingStart !== undefined && completion.routing === null)
       throw this.error(`returned no routed experts: start it with ${this.flavour.routingFlag}`);
@@ -258,7 +258,7 @@ function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generato
       return results.map((s, i): GeneratedSample => ({
         ...s,
         text: conversations[i]!.at(-1)!.content,
-        finish_reason: "replay",
+        finishReason: "replay",
       }));
     },
   };
@@ -284,8 +284,8 @@ function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generato
     const generated = first.generated.slice(0, max);
     replica.tokens += generated.length;
     const sample: ServedSample = {
-      prompt_ids: ndarray(Int32Array.from(prompt), [prompt.length]),
-      generated_ids: ndarray(Int32Array.from(generated), [generated.length]),
+      promptIds: ndarray(Int32Array.from(prompt), [prompt.length]),
+      generatedIds: ndarray(Int32Array.from(generated), [generated.length]),
     };
     if (!record) return sample;
     const P = prompt.length;
@@ -316,17 +316,17 @@ function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generato
     const rows = replica.rows(completion, full.length, loaded());
     const response = full.slice(promptLength);
     return {
-      prompt_ids: ndarray(Int32Array.from(full.slice(0, promptLength)), [promptLength]),
-      generated_ids: ndarray(Int32Array.from(response), [response.length]),
+      promptIds: ndarray(Int32Array.from(full.slice(0, promptLength)), [promptLength]),
+      generatedIds: ndarray(Int32Array.from(response), [response.length]),
       ...split(rows, promptLength, response.length, loaded()),
     };
   }
 }
 
-/** Rows of [prompt; generation] tokens → the two parts, [tokens, moe_layers, top_k] each. */
+/** Rows of [prompt; generation] tokens → the two parts, [tokens, moeLayers, topK] each. */
 function split(rows: Uint8Array | Uint16Array, prompt: number, generation: number, model: ModelInfo) {
-  const width = model.moe_layers.length * model.top_k;
-  const shape = (tokens: number) => [tokens, model.moe_layers.length, model.top_k];
+  const width = model.moeLayers.length * model.topK;
+  const shape = (tokens: number) => [tokens, model.moeLayers.length, model.topK];
   return {
     prompt: ndarray(rows.slice(0, prompt * width), shape(prompt)),
     generation: ndarray(rows.slice(prompt * width, (prompt + generation) * width), shape(generation)),

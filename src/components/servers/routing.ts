@@ -49,7 +49,7 @@ export interface Flavour {
 }
 
 /**
- * The routing of `expected` consecutive tokens, cut to the MoE layers: [tokens, moe_layers, top_k]
+ * The routing of `expected` consecutive tokens, cut to the MoE layers: [tokens, moeLayers, topK]
  * in the shard's dtype. Every count is checked; dense layers must be all zero (the servers' buffers
  * start at zero and only MoE layers write them), and every MoE id must be an expert of the model
  * (−1 marks rows a server did not record, e.g. prefix-cached ones). Throws Error naming the problem.
@@ -57,16 +57,16 @@ export interface Flavour {
 export function expertRows(
   routing: ServerRouting,
   expected: number,
-  model: Pick<ModelInfo, "num_layers" | "moe_layers" | "top_k" | "num_experts">,
+  model: Pick<ModelInfo, "numLayers" | "moeLayers" | "topK" | "numExperts">,
 ): Uint8Array | Uint16Array {
   const { rows, layers, topK, ids } = routing;
-  if (layers !== model.num_layers || topK !== model.top_k)
+  if (layers !== model.numLayers || topK !== model.topK)
     throw new Error(
-      `routing has ${layers} layers × top-${topK}, the model ${model.num_layers} layers × top-${model.top_k}`,
+      `routing has ${layers} layers × top-${topK}, the model ${model.numLayers} layers × top-${model.topK}`,
     );
   if (rows !== expected) throw new Error(`routing has ${rows} token rows, expected ${expected}`);
-  const moe = new Set(model.moe_layers);
-  const out = new (model.num_experts <= 256 ? Uint8Array : Uint16Array)(rows * moe.size * topK);
+  const moe = new Set(model.moeLayers);
+  const out = new (model.numExperts <= 256 ? Uint8Array : Uint16Array)(rows * moe.size * topK);
   let at = 0;
   for (let row = 0; row < rows; row++) {
     for (let layer = 0; layer < layers; layer++) {
@@ -78,9 +78,9 @@ export function expertRows(
           throw new Error(
             `token row ${row} has no routing (−1), as for prefix-cached tokens: turn prefix caching off`,
           );
-        } else if (id < 0 || id >= model.num_experts) {
+        } else if (id < 0 || id >= model.numExperts) {
           throw new Error(
-            `layer ${layer} token row ${row} has expert id ${id}, outside 0…${model.num_experts - 1}`,
+            `layer ${layer} token row ${row} has expert id ${id}, outside 0…${model.numExperts - 1}`,
           );
         } else out[at++] = id;
       }
