@@ -84,14 +84,15 @@ function expertSets(ids: Uint8Array | Uint16Array, topK: number): number[] {
 
 /**
  * Everything but config.json (it names the backend) must be the same: samples, risk-difference
- * tables, and in every shard the experts of every token and layer. Returns how many (token, layer)
- * rows list the same experts in another order.
+ * tables, and in every shard the experts of every token and layer. Says which (token, layer)
+ * rows list the same experts in another order, of how many.
  */
-function assertSameRun(runDir: string): number {
+function assertSameRun(runDir: string): string {
   const files = (d: string) => readdirSync(d, { recursive: true }).map(String).sort();
   assert.deepEqual(files(runDir), files(local));
   let shards = 0;
-  let reordered = 0;
+  const reordered: string[] = [];
+  let rows = 0;
   for (const name of files(local)) {
     if (name === "config.json" || !name.includes(".")) continue;
     if (name.endsWith(".safetensors")) {
@@ -107,23 +108,29 @@ function assertSameRun(runDir: string): number {
             expertSets(a, k),
             `${name} ${trace.sampleId} ${part}: every expert`,
           );
-          for (let j = 0; j < a.length; j += k)
-            if (a.subarray(j, j + k).some((id, x) => id !== b[j + x])) reordered++;
+          for (let j = 0; j < a.length; j += k) {
+            rows++;
+            if (a.subarray(j, j + k).some((id, x) => id !== b[j + x]))
+              reordered.push(`${trace.sampleId} ${part} row ${j / k} of ${a.length / k}`);
+          }
         }
       });
       shards++;
     } else assert.equal(read(join(runDir, name)), read(join(local, name)), name);
   }
-  const rows = read(join(local, "samples.jsonl"))
+  const samples = read(join(local, "samples.jsonl"))
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l));
-  const eos = rows.filter((r) => r.finish_reason === "eos").length;
+  const eos = samples.filter((r) => r.finish_reason === "eos").length;
   assert.equal(shards, 3);
   // Both ways a response ends are covered: at the end of sequence (the last token's routing by a
   // second request) and at the length limit.
-  assert.ok(eos > 0 && eos < rows.length, `${eos} of ${rows.length} responses ended at the end of sequence`);
-  return reordered;
+  assert.ok(
+    eos > 0 && eos < samples.length,
+    `${eos} of ${samples.length} responses ended at the end of sequence`,
+  );
+  return `${reordered.length} of ${rows} (token, layer) rows list the same experts in another order: ${reordered.join(", ")}`;
 }
 
 test("analyze on a vLLM server, an SGLang server (with a key) and two vLLM replicas = the local engine", async (t) => {
@@ -132,8 +139,7 @@ test("analyze on a vLLM server, an SGLang server (with a key) and two vLLM repli
   await analyzeOn(sglangRun, servers("sglang", [sglangKeyed.url], { apiKey: KEY }));
   await analyzeOn(twoRun, servers("vllm", [vllmA.url, vllmB.url], { requestsPerServer: 2 }));
   for (const runDir of [vllmRun, sglangRun, twoRun]) {
-    const reordered = assertSameRun(runDir);
-    t.diagnostic(`${runDir}: ${reordered} (token, layer) rows with the same experts in another order`);
+    t.diagnostic(`${runDir}: ${assertSameRun(runDir)}`);
   }
   const config = JSON.parse(read(join(sglangRun, "config.json")));
   assert.deepEqual(config.servers, [{ url: sglangKeyed.url, server: "sglang", version: "0.5.23+steermoe" }]);
