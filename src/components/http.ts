@@ -2,6 +2,7 @@
 // timeout per attempt, retries with jittered backoff where retrying can help (429, 5xx, timeouts,
 // dropped connections), and one-line errors that name the server and never carry its key.
 import { UserError } from "./errors.js";
+import { redact } from "./io/secrets.js";
 
 export interface RetryPolicy {
   /** HTTP attempts per request. */
@@ -18,21 +19,34 @@ export interface HttpRequest {
   method: "GET" | "POST";
   headers: Record<string, string>;
   body?: string;
-  /** How errors name the server: "judge endpoint http://…/chat/completions". */
+  /** How errors name the server: "judge endpoint http://…/chat/completions", no credentials. */
   where: string;
   /** What to do when the server is unreachable, refuses the key (401, 403) or knows no such route or model (404). */
   hints: { unreachable: string; auth: string; notFound: string };
+  /** Keys and passwords the request carries: never in a message. */
+  secrets: readonly string[];
+  /** Told when an attempt is slow or a retry starts, with the attempt's number (a progress notice). */
+  waiting?: (attempt: number) => void;
 }
 
-/** The 2xx reply's text. A refused connection is a setup mistake, not a hiccup: it fails at once. */
+/** An attempt still unanswered after this long is reported to `waiting` (retries at once). */
+const WAITING_AFTER_MS = 10_000;
+
+/**
+ * The 2xx reply's text. Retries what a retry can mend: 429, 5xx, timeouts and dropped connections;
+ * a refused connection or unknown host (a setup mistake) and a 4xx (a wrong key, URL or model) fail
+ * at once.
+ */
 export async function requestText(request: HttpRequest, policy: RetryPolicy): Promise<string> {
-  const { where } = request;
-  const secret = request.headers.authorization?.replace(/^Bearer /, "");
-  const fail = (message: string) => new UserError(secret ? message.replaceAll(secret, "***") : message);
+  const { where, secrets } = request;
+  const fail = (message: string) => new UserError(redact(message, secrets));
+  const quote = (text: string) => excerpt(redact(text, secrets));
   for (let attempt = 1; ; attempt++) {
     let status: number;
     let text: string;
     let retryAfterMs: number | undefined;
+    if (attempt > 1) request.waiting?.(attempt);
+    const slow = request.waiting && setTimeout(() => request.waiting!(attempt), WAITING_AFTER_MS);
     try {
       const res = await fetch(request.url, {
         method: request.method,
@@ -55,12 +69,13 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
         throw fail(`${where} failed all ${attempt} attempts, last: ${problem}`);
       await sleep(backoffMs(policy, attempt));
       continue;
+    } finally {
+      clearTimeout(slow);
     }
     if (status >= 200 && status < 300) return text;
     const answered = `${where} answered HTTP ${status}`;
     if (status === 429 || status >= 500) {
-      if (attempt >= policy.maxAttempts)
-        throw fail(`${answered} on all ${attempt} attempts: ${excerpt(text)}`);
+      if (attempt >= policy.maxAttempts) throw fail(`${answered} on all ${attempt} attempts: ${quote(text)}`);
       await sleep(Math.min(retryAfterMs ?? backoffMs(policy, attempt), policy.maxDelayMs));
       continue;
     }
@@ -70,18 +85,18 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
         : status === 404
           ? ` (${request.hints.notFound})`
           : "";
-    throw fail(`${answered}${hint}: ${excerpt(text)}`);
+    throw fail(`${answered}${hint}: ${quote(text)}`);
   }
 }
 
-export function backoffMs(policy: RetryPolicy, attempt: number): number {
+function backoffMs(policy: RetryPolicy, attempt: number): number {
   // Jitter spreads the retries of concurrent requests that failed together.
   const delay = policy.baseDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
   return Math.min(delay, policy.maxDelayMs);
 }
 
 /** Retry-After is either delay-seconds or an HTTP date. */
-export function parseRetryAfter(value: string | null): number | undefined {
+function parseRetryAfter(value: string | null): number | undefined {
   if (value === null || value.trim() === "") return undefined;
   const seconds = Number(value);
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
@@ -89,7 +104,7 @@ export function parseRetryAfter(value: string | null): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-export function errorCode(err: unknown): string {
+function errorCode(err: unknown): string {
   // fetch wraps the socket error: TypeError("fetch failed", { cause }); with several addresses
   // (localhost → ::1 and 127.0.0.1) the cause is an AggregateError whose members carry the code.
   const cause = (
@@ -103,11 +118,11 @@ export function errorCode(err: unknown): string {
   );
 }
 
-export function isTimeout(err: unknown): boolean {
+function isTimeout(err: unknown): boolean {
   return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** One line, short enough for an error message. */
 export function excerpt(text: string, max = 200): string {

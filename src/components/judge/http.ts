@@ -4,7 +4,7 @@ import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
 import { publicUrl, redact, redactSecrets } from "../io/secrets.js";
-import { backoffMs, errorCode, excerpt, isTimeout, parseRetryAfter, sleep } from "../http.js";
+import { excerpt, requestText } from "../http.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
 export const OpenAIEndpoint = z.object({
@@ -182,8 +182,6 @@ export async function askOrFail<T>(
   );
 }
 
-/** A request still unanswered after this long says so on stderr (retries say so at once). */
-const NOTICE_AFTER_MS = 10_000;
 /** Concurrent requests to one endpoint share the line: at most one per this interval. */
 const NOTICE_EVERY_MS = 5_000;
 
@@ -199,62 +197,27 @@ function noticeWaiting(endpoint: Endpoint, attempt: number): void {
   );
 }
 
-/**
- * POSTs body; returns the 200 reply's text. Retries what a retry can mend: 429, 5xx, timeouts and
- * dropped connections; a 4xx (a wrong key, URL or model) fails at once.
- */
-async function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
+/** POSTs body; returns the 200 reply's text. */
+function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
   const { cfg } = endpoint;
-  const where = `${endpoint.role} ${publicUrl(url)}`;
-  for (let attempt = 1; ; attempt++) {
-    let status: number;
-    let text: string;
-    let retryAfterMs: number | undefined;
-    if (attempt > 1) noticeWaiting(endpoint, attempt);
-    const slow = setTimeout(() => noticeWaiting(endpoint, attempt), NOTICE_AFTER_MS);
-    try {
-      const res = await fetch(url, {
-        method: "POST",
-        headers: endpoint.headers,
-        body,
-        signal: AbortSignal.timeout(cfg.timeoutMs),
-      });
-      status = res.status;
-      retryAfterMs = parseRetryAfter(res.headers.get("retry-after"));
-      text = await res.text();
-    } catch (err) {
-      const code = errorCode(err);
-      // A refused connection or unknown host is a setup mistake, not a hiccup: say so at once.
-      if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
-        throw failure(endpoint, `${where} is unreachable (${code}): start the server or fix baseUrl`);
-      }
-      const problem = isTimeout(err) ? `no answer within ${cfg.timeoutMs / 1000} s` : `network error ${code}`;
-      if (attempt >= cfg.maxAttempts) {
-        throw failure(endpoint, `${where} failed all ${attempt} attempts, last: ${problem}`);
-      }
-      await sleep(backoffMs(cfg, attempt));
-      continue;
-    } finally {
-      clearTimeout(slow);
-    }
-    if (status >= 200 && status < 300) return text;
-    const answered = `${where} answered HTTP ${status}`;
-    if (status === 429 || status >= 500) {
-      if (attempt >= cfg.maxAttempts) {
-        throw failure(endpoint, `${answered} on all ${attempt} attempts: ${quote(endpoint, text)}`);
-      }
-      await sleep(Math.min(retryAfterMs ?? backoffMs(cfg, attempt), cfg.maxDelayMs));
-      continue;
-    }
-    const basic = endpoint.headers.authorization?.startsWith("Basic ");
-    const hint =
-      status === 401 || status === 403
-        ? ` (check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`})`
-        : status === 404
-          ? " (check baseUrl and model)"
-          : "";
-    throw failure(endpoint, `${answered}${hint}: ${quote(endpoint, text)}`);
-  }
+  const basic = endpoint.headers.authorization?.startsWith("Basic ");
+  return requestText(
+    {
+      url,
+      method: "POST",
+      headers: endpoint.headers,
+      body,
+      where: `${endpoint.role} ${publicUrl(url)}`,
+      hints: {
+        unreachable: "start the server or fix baseUrl",
+        auth: `check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`}`,
+        notFound: "check baseUrl and model",
+      },
+      secrets: endpoint.secrets,
+      waiting: (attempt) => noticeWaiting(endpoint, attempt),
+    },
+    cfg,
+  );
 }
 
 /** JSON.parse that tolerates a ```json fence around the object and returns undefined on failure. */

@@ -12,6 +12,7 @@ import type { GeneratedSample, Messages, ModelInfo, ServedSample } from "../engi
 import type { RoutingShardRequest } from "../engine/protocol.js";
 import { UserError } from "../errors.js";
 import { requestText, type RetryPolicy } from "../http.js";
+import { publicUrl } from "../io/secrets.js";
 import { sglang } from "./sglang.js";
 import { vllm } from "./vllm.js";
 import { expertRows, type Completion, type CompletionRequest, type Flavour } from "./routing.js";
@@ -65,9 +66,7 @@ class Replica {
     private readonly backend: ServerBackend,
   ) {
     // Credentials in a URL are a key too: never shown, never written.
-    const parsed = new URL(url);
-    parsed.username = parsed.password = "";
-    this.name = parsed.toString().replace(/\/+$/, "");
+    this.name = publicUrl(url).replace(/\/+$/, "");
   }
 
   private async call(path: string, body?: object): Promise<unknown> {
@@ -85,6 +84,7 @@ class Replica {
           auth: "set --api-key-env to the variable holding its key",
           notFound: `is it a ${this.flavour.name} ${this.flavour.pinned} server? check --backend and --server`,
         },
+        secrets: key ? [key] : [],
       },
       policy(this.backend.requestTimeout),
     );
