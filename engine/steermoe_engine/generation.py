@@ -125,9 +125,8 @@ def generate_ids(
 ) -> tuple[list[dict[str, Any]], list[SampleRouting]]:
     """Generation from prompt token ids: one result per prompt and, when `record`, its routing
     (every prompt token and every generated token, the last one included)."""
-    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    eos_set = _eos_ids(loaded)
-    eos_ids = torch.tensor(sorted(eos_set), device=device)
+    model, device = loaded.model, loaded.device
+    eos_ids = torch.tensor(sorted(_eos_ids(loaded)), device=device)
     pad_id = _pad_id(loaded)
     input_ids, attention_mask = _left_pad(prompts, pad_id, device)
     batch, width = input_ids.shape
@@ -179,17 +178,7 @@ def generate_ids(
     routing: list[SampleRouting] = []
     for row, prompt in enumerate(prompts):
         n = int(lengths[row])
-        gen = generated[row, :n]
-        finished = n > 0 and int(gen[-1]) in eos_set
-        text_ids = gen[:-1] if finished else gen
-        results.append(
-            {
-                "prompt_ids": _id_array(prompt),
-                "generated_ids": _id_array(gen),
-                "text": tokenizer.decode(text_ids.tolist(), skip_special_tokens=True),
-                "finish_reason": "eos" if finished else "length",
-            }
-        )
+        results.append(generated_sample(loaded, prompt, generated[row, :n].tolist()))
         if record:
             start = width - len(prompt)
             routing.append(
@@ -201,13 +190,23 @@ def generate_ids(
     return results, routing
 
 
-@torch.inference_mode()
-def replay(
-    loaded: Loaded, conversations: list[Messages], shards: list[Shard], ids: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Teacher-forced pass over conversations ending in an assistant message: records the routing
-    of the prompt and of the response tokens into `shards` without generating."""
-    model, device = loaded.model, loaded.device
+def generated_sample(loaded: Loaded, prompt: list[int], generated: list[int]) -> dict[str, Any]:
+    """A generation result: ids, the text without the end-of-sequence token, why it ended."""
+    finished = bool(generated) and generated[-1] in _eos_ids(loaded)
+    text_ids = generated[:-1] if finished else generated
+    return {
+        "prompt_ids": _id_array(prompt),
+        "generated_ids": _id_array(generated),
+        "text": loaded.tokenizer.decode(text_ids, skip_special_tokens=True),
+        "finish_reason": "eos" if finished else "length",
+    }
+
+
+def replay_ids(
+    loaded: Loaded, conversations: list[Messages], ids: list[str] | None = None
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Per conversation ending in an assistant message: the prompt's ids and the whole
+    conversation's, the prompt being a prefix of it."""
     prompts, fulls = [], []
     for sample_id, messages in zip(sample_ids(ids, conversations), conversations, strict=True):
         with naming(sample_id):
@@ -222,6 +221,17 @@ def replay(
                 )
         prompts.append(prompt)
         fulls.append(full)
+    return prompts, fulls
+
+
+@torch.inference_mode()
+def replay(
+    loaded: Loaded, conversations: list[Messages], shards: list[Shard], ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Teacher-forced pass over conversations ending in an assistant message: records the routing
+    of the prompt and of the response tokens into `shards` without generating."""
+    model, device = loaded.model, loaded.device
+    prompts, fulls = replay_ids(loaded, conversations, ids)
     input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)

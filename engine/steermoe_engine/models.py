@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from .adapters import MoeAdapter, check_supported
@@ -88,7 +89,7 @@ def _placed(device_map: str | None, device: str) -> dict[str, Any]:
     return {"device_map": device_map}
 
 
-def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_map: str | None = None) -> Loaded:
+def _config(source: str, trust_remote_code: bool) -> Any:
     _check_source(source)
     if Path(source).is_dir():
         for weights in sorted(Path(source).glob("*.safetensors")):
@@ -98,6 +99,13 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_m
     except (OSError, ValueError) as err:
         raise EngineError(f"cannot read the model config of {source}: {first_line(err)}") from err
     check_supported(config)
+    return config
+
+
+def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_map: str | None = None) -> Loaded:
+    if device == "meta":
+        return _load_shapes(source, trust_remote_code)
+    _config(source, trust_remote_code)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -121,6 +129,23 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_m
         # would write into copies. The model must fit the GPUs.
         raise EngineError(f"{source} does not fit the GPUs: --device-map {device_map} offloaded part of it")
     return Loaded(model, tokenizer, MoeAdapter(model), source, model.get_input_embeddings().weight.device)
+
+
+def _load_shapes(source: str, trust_remote_code: bool) -> Loaded:
+    """The tokenizer and a weightless model (device "meta": shapes, no memory, nothing read but
+    config.json): enough to render prompts, decode ids and know every routing count, for when an
+    inference server does the generating."""
+    config = _config(source, trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise EngineError(f"cannot load the tokenizer in {source}: {first_line(err)}") from err
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    # End-of-sequence ids come from generation_config.json, as when the weights are loaded.
+    with contextlib.suppress(OSError):
+        model.generation_config = GenerationConfig.from_pretrained(source)
+    return Loaded(model.eval(), tokenizer, MoeAdapter(model), source, torch.device("meta"))
 
 
 def describe(loaded: Loaded) -> dict[str, Any]:

@@ -8,7 +8,8 @@ on the device; copying to the host happens once, after the whole forward or gene
 A shard (safetensors, opened with `safetensors.numpy.load_file`) holds many samples: for each part
 (prompt, generation) the samples' [tokens, moe_layers, top_k] expert ids (uint8, uint16 past 256
 experts) and float32 router weights are concatenated along tokens, and `<part>.offsets`
-[samples + 1] (int64) says where each sample starts.
+[samples + 1] (int64) says where each sample starts. Routing that an inference server recorded has
+expert ids only: its shards have no `<part>.router_weights` and say `router_weights: no`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Shard:
 
 
 # One sample's routing: part -> (expert ids, router weights), each [tokens, moe_layers, top_k].
-SampleRouting = dict[str, tuple[torch.Tensor, torch.Tensor]]
+# Inference servers return expert ids only: their shards have no router weights (None).
+SampleRouting = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class RoutingRecorder:
@@ -106,8 +108,10 @@ def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleR
         raise EngineError(
             f"the routing shards name {sum(len(s.sample_ids) for s in shards)} samples, not {len(samples)}"
         )
+    weighted = all(sample[part][1] is not None for sample in samples for part in PARTS)
     metadata = {
         "format": ROUTING_FORMAT,
+        "router_weights": "yes" if weighted else "no",
         "moe_layers": json.dumps(adapter.moe_layer_indices, separators=(",", ":")),
         "num_experts": str(adapter.num_experts),
         "top_k": str(adapter.top_k),
@@ -122,7 +126,9 @@ def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleR
             offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([len(x) for x in ids])
             tensors[f"{part}.expert_ids"] = np.ascontiguousarray(_expert_ids(torch.cat(ids)))
-            tensors[f"{part}.router_weights"] = np.ascontiguousarray(torch.cat([s[part][1] for s in chunk]).numpy())
+            if weighted:
+                weights = torch.cat([s[part][1] for s in chunk])  # type: ignore[misc]
+                tensors[f"{part}.router_weights"] = np.ascontiguousarray(weights.numpy())
             tensors[f"{part}.offsets"] = offsets
         path = Path(shard.path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
+from . import served
 from .control import LayerControl
 from .distributed import rank_and_world, rank_device
 from .errors import EngineError
@@ -36,6 +37,8 @@ class Server:
             "load": self.load,
             "generate": self.generate,
             "replay": self.replay,
+            "render": self.render,
+            "record_served": self.record_served,
             "build_tiny": self.build_tiny,
             "train_setup": self.train_setup,
             "train_step": self.train_step,
@@ -91,6 +94,13 @@ class Server:
     def replay(self, params: dict[str, Any]) -> dict[str, Any]:
         shards = [Shard(**shard) for shard in params["shards"]]
         return {"samples": replay(self._model(), params["conversations"], shards, params.get("ids"))}
+
+    def render(self, params: dict[str, Any]) -> dict[str, Any]:
+        return served.render(self._model(), params["conversations"], params["replay"])
+
+    def record_served(self, params: dict[str, Any]) -> dict[str, Any]:
+        shards = [Shard(**shard) for shard in params["shards"]]
+        return {"samples": served.record(self._model(), params["samples"], params["max_new_tokens"], shards)}
 
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))

@@ -13,7 +13,8 @@ import {
   samplingOptions,
   settingOptions,
   settingsFromFlags,
-  verbose,
+  generatorHandle,
+  backendOptions,
 } from "./flags.js";
 
 export function analyzeCommand(cli: Command): void {
@@ -36,6 +37,7 @@ export function analyzeCommand(cli: Command): void {
   samplingOptions(command, AnalyzeSettings);
   command.addOption(computeBatchOption());
   poolOptions(command);
+  backendOptions(command);
   settingOptions(command, AnalyzeSettings, [
     ["--qc <on|off>", "qc", "keep only pairs whose plain request was refused and jailbreak not"],
   ]);
@@ -59,6 +61,7 @@ export function analyzeCommand(cli: Command): void {
     ["--refusal-template <text>", "refusal.template", "the sentence used by --refusal-source template"],
   ]);
   command.action(async (flags: { run: string; computeBatch?: "auto" | number } & PoolOptions) => {
+    const handle = generatorHandle(command);
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "model.source");
     requireSetting(command, settings, "data.file");
@@ -66,7 +69,7 @@ export function analyzeCommand(cli: Command): void {
     const summary = await analyze(parseAnalyzeSettings(settings), {
       run: flags.run,
       computeBatch: flags.computeBatch,
-      engine: { verbose: verbose(command) },
+      engine: handle,
       pool: { workers: flags.workers, devices: flags.devices },
       signal: interruptible(),
     });

@@ -18,9 +18,11 @@ import {
   SettingOption,
   settingOptions,
   settingsFromFlags,
-  verbose,
+  generatorHandle,
+  backendOptions,
 } from "./flags.js";
 import { steering, steerOptions } from "./steer.js";
+import { requireLocal } from "../components/servers/generator.js";
 
 /** "[name=]path[@delta]" → one model of the comparison. */
 function evalModel(spec: string) {
@@ -76,20 +78,23 @@ export function evalCommand(cli: Command): void {
   );
   command.addOption(computeBatchOption());
   poolOptions(command);
+  backendOptions(command);
   judgeOptions(command, EvalSettings);
   steerOptions(command, "also evaluate each model steered");
   command.action(async (flags: { out: string; computeBatch?: "auto" | number } & PoolOptions) => {
+    const handle = generatorHandle(command);
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "models");
     const steer = await steering(command);
     if (steer) settings.steer = steer;
+    if (settings.steer) requireLocal(handle, "steering");
     endpointFlags(command, settings, ["judge"]);
     if (!settings.jailbreaks && !settings.benign && !settings.benchmarks)
       Object.assign(settings, ORGANISM_SETS);
     const results = await evaluate(parseEvalSettings(settings), {
       out: flags.out,
       computeBatch: flags.computeBatch,
-      engine: { verbose: verbose(command) },
+      engine: handle,
       pool: { workers: flags.workers, devices: flags.devices },
     });
     console.log(formatResults(results));

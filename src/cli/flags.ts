@@ -8,9 +8,11 @@ import { availableParallelism } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { z } from "zod";
 import { readConfigFile } from "../components/io/run.js";
-import { UserError } from "../components/errors.js";
+import { UserError, zodProblem } from "../components/errors.js";
 import { ComputeBatch, computeBatchSize, ModelConfig } from "../components/config.js";
 import { PoolOptions } from "../components/engine/pool.js";
+import type { GeneratorHandle } from "../components/engine/generator.js";
+import { ServerBackend } from "../components/servers/generator.js";
 
 type Schema = z.core.$ZodType;
 type Settings = Record<string, unknown>;
@@ -353,3 +355,66 @@ export const encodingOption = (schema: Schema, path: string): Option =>
 /** --seed of the commands that build things from a seed. */
 export const seedOption = () =>
   fromSchema(new Option("--seed <n>", "random seed"), z.number().int().min(0).default(0), "");
+
+/** --backend, --server, --api-key-env, --server-requests, --request-timeout: where generation runs. */
+export function backendOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option("--backend <backend>", "where generation runs: the local engine, or vLLM / SGLang servers")
+        .choices(["local", "vllm", "sglang"])
+        .default("local"),
+    )
+    .option("--server <url>", "a vLLM or SGLang server (repeat for replicas that share the work)", collect)
+    .option("--api-key-env <name>", "environment variable holding the servers' API key")
+    .addOption(
+      fromSchema(
+        new Option("--server-requests <n>", "requests in flight at once on each server"),
+        ServerBackend,
+        "requestsPerServer",
+      ),
+    )
+    .addOption(
+      fromSchema(
+        new Option("--request-timeout <s>", "seconds one server request may take"),
+        ServerBackend,
+        "requestTimeout",
+      ),
+    );
+}
+
+/** Where the command generates, from the backend flags. */
+export function generatorHandle(command: Command): GeneratorHandle {
+  const flags = command.opts<{
+    backend: "local" | "vllm" | "sglang";
+    server?: string[];
+    apiKeyEnv?: string;
+    serverRequests: number;
+    requestTimeout: number;
+  }>();
+  const engine = { verbose: verbose(command) };
+  if (flags.backend === "local") {
+    const stray = flags.server ? "--server" : flags.apiKeyEnv ? "--api-key-env" : undefined;
+    if (stray)
+      throw new UserError(`${stray} is for a server backend: add --backend vllm or --backend sglang`);
+    return engine;
+  }
+  if (!flags.server)
+    throw new UserError(`--backend ${flags.backend} needs --server URL (repeat it for replicas)`);
+  const apiKey = flags.apiKeyEnv === undefined ? undefined : process.env[flags.apiKeyEnv];
+  if (flags.apiKeyEnv !== undefined && !apiKey)
+    throw new UserError(`--api-key-env ${flags.apiKeyEnv}: that environment variable is not set`);
+  const parsed = ServerBackend.safeParse({
+    backend: flags.backend,
+    servers: flags.server,
+    requestsPerServer: flags.serverRequests,
+    requestTimeout: flags.requestTimeout,
+    apiKey,
+  });
+  if (!parsed.success) {
+    const bad = flags.server.find((url) => !ServerBackend.shape.servers.element.safeParse(url).success);
+    throw new UserError(
+      bad ? `--server ${bad}: expected an http:// or https:// URL` : zodProblem(parsed.error),
+    );
+  }
+  return { ...parsed.data, engine };
+}

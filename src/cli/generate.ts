@@ -13,9 +13,11 @@ import {
   samplingOptions,
   settingOptions,
   settingsFromFlags,
-  verbose,
+  generatorHandle,
+  backendOptions,
 } from "./flags.js";
 import { steering, steerOptions } from "./steer.js";
+import { requireLocal } from "../components/servers/generator.js";
 
 export function generateCommand(cli: Command): void {
   const command = cli
@@ -30,18 +32,21 @@ export function generateCommand(cli: Command): void {
   samplingOptions(command, GenerateConfig);
   command.addOption(computeBatchOption("computeBatch"));
   poolOptions(command);
+  backendOptions(command);
   settingOptions(command, GenerateConfig, [
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
     ["--overwrite", "overwrite", "replace an existing output folder"],
   ]);
   steerOptions(command, "switch experts off or on while generating");
   command.action(async (flags: PoolOptions) => {
+    const handle = generatorHandle(command);
     const settings = settingsFromFlags(command);
     for (const path of ["model.source", "input", "out"]) requireSetting(command, settings, path);
     const steer = await steering(command);
     if (steer) settings.steer = steer;
+    if (settings.steer) requireLocal(handle, "steering");
     const summary = await generate(parseSettings(GenerateConfig, settings, "generate"), {
-      engine: { verbose: verbose(command) },
+      engine: handle,
       pool: { workers: flags.workers, devices: flags.devices },
       signal: interruptible(),
     });

@@ -11,9 +11,14 @@ import { join } from "node:path";
 import { z } from "zod";
 import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import type { EngineHandle } from "../components/engine/client.js";
-import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";
+import {
+  inOrder,
+  withGenerator,
+  withStatus,
+  type GeneratorHandle,
+  type Generator,
+} from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
@@ -81,7 +86,7 @@ export type AnalyzeSettings = z.input<typeof AnalyzeSettings>;
 
 export interface AnalyzeOptions {
   run: string;
-  engine?: EngineHandle;
+  engine?: GeneratorHandle;
   /** Engines of its own (--workers, --devices); the run folder is the same whatever they are. */
   pool?: PoolOptions;
   computeBatch?: z.input<typeof ComputeBatch>;
@@ -171,7 +176,10 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
         (chunk, rows) => {
           tokens += commitBatches(chunk, rows, run);
           done += chunk.length;
-          bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+          bar.update(
+            done,
+            withStatus(generator, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`),
+          );
         },
         options.signal,
       );

@@ -15,9 +15,14 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
-import type { EngineHandle } from "../components/engine/client.js";
-import { inOrder, withGenerator, type Generator } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";
+import {
+  inOrder,
+  withGenerator,
+  withStatus,
+  type GeneratorHandle,
+  type Generator,
+} from "../components/engine/generator.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -216,7 +221,7 @@ export async function evaluate(
   input: EvalSettings,
   options: {
     out: string;
-    engine?: EngineHandle;
+    engine?: GeneratorHandle;
     pool?: PoolOptions;
     computeBatch?: z.input<typeof ComputeBatch>;
   },
@@ -411,7 +416,7 @@ async function generateAll(
     },
     (_, samples) => {
       responses.push(...samples.map((s) => s.text));
-      bar.update(responses.length);
+      bar.update(responses.length, withStatus(generator));
     },
   );
   bar.finish();

@@ -9,9 +9,8 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import { readConversations } from "../components/data/conversations.js";
-import type { EngineHandle } from "../components/engine/client.js";
 import { ModelInfo } from "../components/engine/protocol.js";
-import { inOrder, withGenerator } from "../components/engine/generator.js";
+import { inOrder, withGenerator, withStatus, type GeneratorHandle } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
@@ -47,7 +46,7 @@ export interface GenerateSummary {
 
 export async function generate(
   input: GenerateConfig,
-  options: { engine?: EngineHandle; pool?: PoolOptions; signal?: AbortSignal } = {},
+  options: { engine?: GeneratorHandle; pool?: PoolOptions; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
   const conversations = readConversations(config.input, config.replay, config.encoding);
@@ -119,7 +118,7 @@ export async function generate(
           writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
           writeJsonAtomic(join(config.out, "meta.json"), meta(false));
           const seconds = (Date.now() - started) / 1000;
-          bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
+          bar.update(rows.length, withStatus(generator, `${(generatedTokens / seconds).toFixed(1)} tok/s`));
         },
         options.signal,
       );

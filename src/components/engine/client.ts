@@ -13,6 +13,8 @@ import type { SteerRequest } from "../method/steering.js";
 import {
   GenerateResult,
   ModelInfo,
+  RenderedIds,
+  ServedSample,
   ReadyInfo,
   Reply,
   TinyModelResult,
@@ -247,6 +249,26 @@ export class Engine {
   ): Promise<GeneratedSample[]> {
     const params = { conversations, ids, shards: absolute(shards) };
     return (await this.call("replay", params, GenerateResult)).samples;
+  }
+
+  /** The token ids the model's chat template makes of each conversation: prompts (with the
+   * generation prompt), and for a replay also the whole conversations. */
+  async render(conversations: Messages[], replay: boolean): Promise<RenderedIds> {
+    return this.call("render", { conversations, replay }, RenderedIds);
+  }
+
+  /** Results and shards from ids and expert ids a server generated (`maxNewTokens` null: a replay). */
+  async recordServed(
+    samples: ServedSample[],
+    maxNewTokens: number | null,
+    shards: RoutingShardRequest[],
+  ): Promise<GeneratedSample[]> {
+    const params = {
+      samples: samples.map((s) => z.encode(ServedSample, s)),
+      max_new_tokens: maxNewTokens,
+      shards: absolute(shards),
+    };
+    return (await this.call("record_served", params, GenerateResult)).samples;
   }
 
   buildTiny(

@@ -6,6 +6,7 @@ import { UserError } from "../errors.js";
 import type { SteerRequest } from "../method/steering.js";
 import { Engine, withEngine, type EngineHandle, type LoadOptions, type Sampling } from "./client.js";
 import { wantsPool, withPool, type PoolOptions } from "./pool.js";
+import { withServers, type ServerHandle } from "../servers/generator.js";
 import type { GeneratedSample, Messages, ModelInfo, RoutingShardRequest } from "./protocol.js";
 
 export interface GenerateRequest {
@@ -27,6 +28,8 @@ export interface Generator {
   readonly cuda: boolean;
   /** What generates, for the output's config: engine versions and devices, or servers. */
   readonly description: Record<string, unknown>;
+  /** What the progress line adds, e.g. the throughput of each server. */
+  status?(): string;
   load(model: LoadOptions): Promise<ModelInfo>;
   /** Add a trained expert delta to the loaded model. */
   applyDelta(delta: string): Promise<void>;
@@ -48,18 +51,32 @@ export function engineGenerator(engine: Engine): Generator {
   };
 }
 
+/** Where a recipe generates: an engine (given and kept open, or started for it), or servers. */
+export type GeneratorHandle = EngineHandle | ServerHandle;
+
 /**
  * A recipe runs on the engine it is given (kept open), or starts one for its own use, or a pool of
- * them when `pool` asks for several workers or devices.
+ * them when `pool` asks for several workers or devices, or on inference servers.
  */
 export function withGenerator<T>(
-  handle: EngineHandle,
+  handle: GeneratorHandle,
   work: (generator: Generator) => Promise<T>,
   pool: PoolOptions = {},
 ): Promise<T> {
+  if ("backend" in handle) {
+    if (wantsPool(pool))
+      throw new UserError(`--workers and --devices start local engines: not with --backend ${handle.backend}`);
+    return withServers(handle, work);
+  }
   if (!wantsPool(pool)) return withEngine(handle, (engine) => work(engineGenerator(engine)));
   if (handle instanceof Engine) throw new UserError("an engine given to a recipe runs alone: no --workers or --devices");
   return withPool(handle, pool, work);
+}
+
+/** A progress line's extra text, followed by what the generator adds to it. */
+export function withStatus(generator: Generator, extra?: string): string | undefined {
+  const parts = [extra, generator.status?.()].filter((p) => p);
+  return parts.length ? parts.join(" · ") : undefined;
 }
 
 /**

@@ -72,6 +72,23 @@ export const GeneratedSample = snakeCase(
 );
 export type GeneratedSample = z.output<typeof GeneratedSample>;
 
+export const RenderedIds = z.object({
+  prompts: z.array(array(["int32"], 1)),
+  fulls: z.array(array(["int32"], 1)).optional(),
+});
+export type RenderedIds = z.infer<typeof RenderedIds>;
+
+/** What a server generated for one prompt; the expert ids ([tokens, moe_layers, top_k]) only when recorded. */
+export const ServedSample = snakeCase(
+  z.object({
+    promptIds: array(["int32"], 1),
+    generatedIds: array(["int32"], 1),
+    prompt: array(["uint8", "uint16"], 3).optional(),
+    generation: array(["uint8", "uint16"], 3).optional(),
+  }),
+);
+export type ServedSample = z.output<typeof ServedSample>;
+
 export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
 
 export const TinyModelResult = z.object({

@@ -45,25 +45,35 @@ export function writeNpy(path: string, data: NpyArray, shape: readonly number[])
 }
 
 /** A float .npy file (f4 or f8, C order), as float64 values and its shape. */
-export function readNpy(path: string): { data: Float64Array; shape: number[] } {
-  if (!existsSync(path)) throw new UserError(`${path}: no such file`);
-  const bytes = readFileSync(path);
-  if (bytes.subarray(0, 6).toString("latin1") !== "\x93NUMPY")
-    throw new UserError(`${path}: not an .npy file`);
+/** The parts of .npy bytes (format versions 1–3, C order): dtype descr, shape, data. Throws Error. */
+export function parseNpy(bytes: Buffer): { descr: string; shape: number[]; body: Buffer } {
+  if (bytes.subarray(0, 6).toString("latin1") !== "\x93NUMPY") throw new Error("not an .npy file");
   const major = bytes[6]!;
   const headerLength = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
   const start = major === 1 ? 10 : 12;
   const header = bytes.subarray(start, start + headerLength).toString("latin1");
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-  const fortran = /'fortran_order':\s*True/.test(header);
-  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? "")
+  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
+  if (descr === undefined || shape === undefined || /'fortran_order':\s*True/.test(header))
+    throw new Error(`expected a C-order array, got the header ${header.trim()}`);
+  const dims = shape
     .split(",")
     .filter((d) => d.trim() !== "")
     .map(Number);
-  const width = { "<f4": 4, "<f8": 8 }[descr ?? ""];
-  if (!width || fortran)
-    throw new UserError(`${path}: expected a float32 or float64 C-order array, got ${descr}`);
-  const body = bytes.subarray(start + headerLength);
+  return { descr, shape: dims, body: bytes.subarray(start + headerLength) };
+}
+
+export function readNpy(path: string): { data: Float64Array; shape: number[] } {
+  if (!existsSync(path)) throw new UserError(`${path}: no such file`);
+  let npy;
+  try {
+    npy = parseNpy(readFileSync(path));
+  } catch (err) {
+    throw new UserError(`${path}: ${(err as Error).message}`);
+  }
+  const { descr, shape, body } = npy;
+  const width = { "<f4": 4, "<f8": 8 }[descr];
+  if (!width) throw new UserError(`${path}: expected a float32 or float64 C-order array, got ${descr}`);
   const count = shape.reduce((a, n) => a * n, 1);
   if (body.length !== count * width) throw new UserError(`${path}: shape [${shape}] does not match its data`);
   const copy = new Uint8Array(body).buffer; // aligned for the typed array

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
 import { publicUrl, redact, redactSecrets } from "../io/secrets.js";
+import { excerpt, requestText } from "../http.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
 export const OpenAIEndpoint = z.object({
@@ -181,8 +182,6 @@ export async function askOrFail<T>(
   );
 }
 
-/** A request still unanswered after this long says so on stderr (retries say so at once). */
-const NOTICE_AFTER_MS = 10_000;
 /** Concurrent requests to one endpoint share the line: at most one per this interval. */
 const NOTICE_EVERY_MS = 5_000;
 
@@ -198,104 +197,27 @@ function noticeWaiting(endpoint: Endpoint, attempt: number): void {
   );
 }
 
-/**
- * POSTs body; returns the 200 reply's text. Retries what a retry can mend: 429, 5xx, timeouts and
- * dropped connections; a 4xx (a wrong key, URL or model) fails at once.
- */
-async function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
+/** POSTs body; returns the 200 reply's text. */
+function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
   const { cfg } = endpoint;
-  const where = `${endpoint.role} ${publicUrl(url)}`;
-  for (let attempt = 1; ; attempt++) {
-    let status: number;
-    let text: string;
-    let retryAfterMs: number | undefined;
-    if (attempt > 1) noticeWaiting(endpoint, attempt);
-    const slow = setTimeout(() => noticeWaiting(endpoint, attempt), NOTICE_AFTER_MS);
-    try {
-      const res = await fetch(url, {
-        method: "POST",
-        headers: endpoint.headers,
-        body,
-        signal: AbortSignal.timeout(cfg.timeoutMs),
-      });
-      status = res.status;
-      retryAfterMs = parseRetryAfter(res.headers.get("retry-after"));
-      text = await res.text();
-    } catch (err) {
-      const code = errorCode(err);
-      // A refused connection or unknown host is a setup mistake, not a hiccup: say so at once.
-      if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
-        throw failure(endpoint, `${where} is unreachable (${code}): start the server or fix baseUrl`);
-      }
-      const problem = isTimeout(err) ? `no answer within ${cfg.timeoutMs / 1000} s` : `network error ${code}`;
-      if (attempt >= cfg.maxAttempts) {
-        throw failure(endpoint, `${where} failed all ${attempt} attempts, last: ${problem}`);
-      }
-      await sleep(backoffMs(cfg, attempt));
-      continue;
-    } finally {
-      clearTimeout(slow);
-    }
-    if (status >= 200 && status < 300) return text;
-    const answered = `${where} answered HTTP ${status}`;
-    if (status === 429 || status >= 500) {
-      if (attempt >= cfg.maxAttempts) {
-        throw failure(endpoint, `${answered} on all ${attempt} attempts: ${quote(endpoint, text)}`);
-      }
-      await sleep(Math.min(retryAfterMs ?? backoffMs(cfg, attempt), cfg.maxDelayMs));
-      continue;
-    }
-    const basic = endpoint.headers.authorization?.startsWith("Basic ");
-    const hint =
-      status === 401 || status === 403
-        ? ` (check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`})`
-        : status === 404
-          ? " (check baseUrl and model)"
-          : "";
-    throw failure(endpoint, `${answered}${hint}: ${quote(endpoint, text)}`);
-  }
-}
-
-function backoffMs(cfg: EndpointConfig, attempt: number): number {
-  // Jitter spreads the retries of concurrent requests that failed together.
-  const delay = cfg.baseDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
-  return Math.min(delay, cfg.maxDelayMs);
-}
-
-/** Retry-After is either delay-seconds or an HTTP date. */
-function parseRetryAfter(value: string | null): number | undefined {
-  if (value === null || value.trim() === "") return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-function errorCode(err: unknown): string {
-  // fetch wraps the socket error: TypeError("fetch failed", { cause }); with several addresses
-  // (localhost → ::1 and 127.0.0.1) the cause is an AggregateError whose members carry the code.
-  const cause = (
-    err as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } } | undefined
-  )?.cause;
-  return (
-    cause?.code ??
-    cause?.errors?.[0]?.code ??
-    cause?.message ??
-    (err instanceof Error ? err.message : String(err))
+  const basic = endpoint.headers.authorization?.startsWith("Basic ");
+  return requestText(
+    {
+      url,
+      method: "POST",
+      headers: endpoint.headers,
+      body,
+      where: `${endpoint.role} ${publicUrl(url)}`,
+      hints: {
+        unreachable: "start the server or fix baseUrl",
+        auth: `check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`}`,
+        notFound: "check baseUrl and model",
+      },
+      secrets: endpoint.secrets,
+      waiting: (attempt) => noticeWaiting(endpoint, attempt),
+    },
+    cfg,
   );
-}
-
-function isTimeout(err: unknown): boolean {
-  return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** One line, short enough for an error message. */
-function excerpt(text: string, max = 200): string {
-  const line = text.replace(/\s+/g, " ").trim();
-  if (line === "") return "(empty)";
-  return line.length > max ? `${line.slice(0, max)}…` : line;
 }
 
 /** JSON.parse that tolerates a ```json fence around the object and returns undefined on failure. */
