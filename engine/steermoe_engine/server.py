@@ -15,7 +15,8 @@ from transformers.utils import logging as hf_logging
 from .control import LayerControl
 from .errors import EngineError
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
-from .generation import Sampling, generate, replay
+from .fingerprint import free_memory, model_fingerprint, model_limits
+from .generation import Sampling, chat_ids, generate, replay
 from .models import Loaded, describe, load
 from .routing import Shard
 from .tiny import TinySize, build_tiny
@@ -35,6 +36,8 @@ class Server:
             "load": self.load,
             "generate": self.generate,
             "replay": self.replay,
+            "count_tokens": self.count_tokens,
+            "free_memory": self.free_memory,
             "build_tiny": self.build_tiny,
             "train_setup": self.train_setup,
             "train_step": self.train_step,
@@ -69,7 +72,22 @@ class Server:
     def load(self, params: dict[str, Any]) -> dict[str, Any]:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
         self.loaded = load(params["source"], params["dtype"], params["device"], params["trust_remote_code"])
-        return describe(self.loaded)
+        return {
+            **describe(self.loaded),
+            **model_limits(self.loaded.model, self.loaded.tokenizer),
+            "fingerprint": model_fingerprint(params["source"]),
+        }
+
+    def count_tokens(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Token counts of conversations as generation and training render them (chat template)."""
+        loaded, prompt = self._model(), params["add_generation_prompt"]
+        lengths = [
+            len(chat_ids(loaded, messages, add_generation_prompt=prompt)) for messages in params["conversations"]
+        ]
+        return {"lengths": np.asarray(lengths, dtype=np.int32)}
+
+    def free_memory(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"bytes": free_memory(self._model().device)}
 
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
         sampling = Sampling(params["max_new_tokens"], params["temperature"], params["top_p"])

@@ -15,6 +15,7 @@ import {
   ReadyInfo,
   Reply,
   TinyModelResult,
+  TokenCounts,
   TrainSetupResult,
   TrainStepResult,
   CheckpointPosition,
@@ -204,6 +205,18 @@ export class Engine {
       steer,
     };
     return (await this.call("generate", params, GenerateResult)).samples;
+  }
+
+  /** Tokens of each conversation as generation (prompt) or training (whole) renders it. */
+  async countTokens(conversations: Messages[], addGenerationPrompt: boolean): Promise<Int32Array> {
+    const params = { conversations, add_generation_prompt: addGenerationPrompt };
+    const reply = await this.call("count_tokens", params, TokenCounts);
+    return reply.lengths.data as Int32Array;
+  }
+
+  /** Bytes free now where the model sits (GPU memory or available RAM); null when unknown. */
+  async freeMemory(): Promise<number | null> {
+    return (await this.call("free_memory", {}, z.object({ bytes: z.number().nullable() }))).bytes;
   }
 
   async replay(conversations: Messages[], shards: RoutingShardRequest[]): Promise<GeneratedSample[]> {

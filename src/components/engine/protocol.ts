@@ -26,6 +26,10 @@ export const ReadyInfo = z.object({
 });
 export type ReadyInfo = z.infer<typeof ReadyInfo>;
 
+/** File name → size and digest of every file of the model folder (engine fingerprint.py). */
+export const ModelFingerprint = z.record(z.string(), z.string());
+export type ModelFingerprint = z.infer<typeof ModelFingerprint>;
+
 export const ModelInfo = z.object({
   source: z.string(),
   model_type: z.string(),
@@ -52,6 +56,15 @@ export const ModelInfo = z.object({
     other: z.number(),
   }),
   chat_template: z.boolean(),
+  /** Positions the model takes, prompt and generation together; null when nothing says. */
+  context: z.number().int().nullable(),
+  /** Memory the KV cache holds per token of one sequence. */
+  kv_bytes_per_token: z.number().int(),
+  attention_heads: z.number().int(),
+  /** "eager" scores a whole prompt at once (memory grows with its square); sdpa and others do not. */
+  attention_implementation: z.string(),
+  /** What a resumed run must find again (empty for a hub model not found in the local cache). */
+  fingerprint: ModelFingerprint,
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -70,6 +83,8 @@ export const GeneratedSample = z.object({
 export type GeneratedSample = z.infer<typeof GeneratedSample>;
 
 export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
+
+export const TokenCounts = z.object({ lengths: array(["int32"], 1) });
 
 export const TinyModelResult = z.object({
   path: z.string(),
