@@ -24,6 +24,8 @@ import {
 } from "../components/method/riskdiff.js";
 import { DELTA_FORMAT } from "../components/method/delta.js";
 import { openRun } from "../components/io/run.js";
+import { assertUnlocked } from "../components/io/lock.js";
+import { measurePrompts } from "../components/engine/prompt-limits.js";
 import {
   appendJsonl,
   readJson,
@@ -111,6 +113,8 @@ interface Plan {
   model: z.infer<typeof ModelConfig>;
   analysed?: ModelInfo;
   describe: Record<string, unknown>;
+  /** Where the training sequences come from, for errors naming one of them. */
+  file: string;
 }
 
 function fromRun(run: string, settings: Settings): Plan {
@@ -147,6 +151,7 @@ function fromRun(run: string, settings: Settings): Plan {
     model: { ...config.settings.model, ...definedOnly(settings.model) },
     analysed: config.model as ModelInfo,
     describe: { analysis: { run, batch: config.settings.batch, model: config.model } },
+    file: join(run, "sft_dataset.jsonl"),
   };
 }
 
@@ -185,7 +190,7 @@ function fromData(settings: Settings): Plan {
     });
   }
   const model = ModelConfig.parse(definedOnly(settings.model));
-  return { batches, trained, model, describe: { data: settings.data } };
+  return { batches, trained, model, describe: { data: settings.data }, file: settings.data! };
 }
 
 function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
@@ -232,11 +237,25 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
     );
   }
 
+  assertUnlocked(out);
+
   return withEngine(options.engine ?? {}, async (engine) => {
     const model = await engine.load(plan.model);
     sameShape(plan.analysed, model);
     checkExperts(plan.trained, model.moe_layers, model.num_experts, settings.experts);
-    const resumed = openRun(out, "train", settings, { model, engine: engine.info, ...plan.describe });
+    // Every sequence must fit the context, and the engine tokenizes them all in the setup: both
+    // before the output folder is touched.
+    await measurePrompts(
+      engine,
+      model,
+      plan.batches.flatMap((b) =>
+        b.conversations.map((messages, i) => ({
+          messages,
+          where: `${plan.file} record id ${b.sampleIds[i]} field messages`,
+        })),
+      ),
+      { maxNewTokens: 0 },
+    );
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
       experts: layerExperts(plan.trained),
@@ -249,7 +268,22 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       seed: settings.seed,
       batches: plan.batches.map(({ conversations, labels, allowed }) => ({ conversations, labels, allowed })),
     });
-    return runSteps(engine, plan, settings, out, model, setup.trainable_parameters, resumed, options.signal);
+    const describe = { model, engine: engine.info, ...plan.describe };
+    const { resumed, release } = openRun(out, "train", settings, describe, "checkpoints");
+    try {
+      return await runSteps(
+        engine,
+        plan,
+        settings,
+        out,
+        model,
+        setup.trainable_parameters,
+        resumed,
+        options.signal,
+      );
+    } finally {
+      release();
+    }
   });
 }
 
