@@ -4,6 +4,7 @@ import { analyze, AnalyzeSettings, parseAnalyzeSettings, type AnalyzeSummary } f
 import { endpointFlags, judgeOptions } from "./judge.js";
 import {
   computeBatchOption,
+  maxMemoryOption,
   interruptible,
   modelOptions,
   requireSetting,
@@ -22,6 +23,7 @@ export function analyzeCommand(cli: Command): void {
     ["--data <file>", "data.file", "jailbreak dataset: JSON array or JSONL"],
     ["--preset <name>", "data.preset", "dataset format"],
     ["--keep-filtered", "data.keepFiltered", "keep records the preset drops (flipattack: failed jailbreaks)"],
+    ["--skip-long", "data.skipLong", "leave out pairs over the length limit (listed in batches.json)"],
   ]);
   modelOptions(command, "model", "--model");
   settingOptions(command, AnalyzeSettings, [
@@ -30,7 +32,7 @@ export function analyzeCommand(cli: Command): void {
     ["--shuffle-seed <n>", "batch.shuffleSeed", "shuffle pairs before batching (default: dataset order)"],
   ]);
   samplingOptions(command, AnalyzeSettings);
-  command.addOption(computeBatchOption());
+  command.addOption(computeBatchOption()).addOption(maxMemoryOption());
   settingOptions(command, AnalyzeSettings, [
     ["--qc <on|off>", "qc", "keep only pairs whose plain request was refused and jailbreak not"],
   ]);
@@ -53,7 +55,7 @@ export function analyzeCommand(cli: Command): void {
     ],
     ["--refusal-template <text>", "refusal.template", "the sentence used by --refusal-source template"],
   ]);
-  command.action(async (flags: { run: string; computeBatch?: "auto" | number }) => {
+  command.action(async (flags: { run: string; computeBatch?: "auto" | number; maxMemory?: number }) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "model.source");
     requireSetting(command, settings, "data.file");
@@ -61,6 +63,7 @@ export function analyzeCommand(cli: Command): void {
     const summary = await analyze(parseAnalyzeSettings(settings), {
       run: flags.run,
       computeBatch: flags.computeBatch,
+      maxMemory: flags.maxMemory,
       engine: { verbose: verbose(command) },
       signal: interruptible(),
     });
@@ -78,6 +81,13 @@ function formatAnalyzeSummary(s: AnalyzeSummary): string {
       `${s.keptBatches} batches and ${s.keptPairs} pairs kept after quality control`,
     `unsafe experts: ${s.globalExperts!.length} global (mean risk_diff above the threshold), ${s.unionExperts} in the union of per-batch sets`,
   ];
+  if (s.skippedLong) {
+    lines.splice(
+      1,
+      0,
+      `${s.skippedLong} pairs over the length limit left out (--skip-long; listed in batches.json)`,
+    );
+  }
   const top = s.globalExperts!.slice(0, 10);
   if (top.length) lines.push("top experts: " + top.map((e) => `${e.label} ${e.score.toFixed(3)}`).join(", "));
   lines.push(`run folder: ${s.run}`);

@@ -9,6 +9,7 @@ import { endpointFlags, judgeOptions } from "./judge.js";
 import { benchmarkOptions } from "./benchmark.js";
 import {
   computeBatchOption,
+  maxMemoryOption,
   modelOptions,
   requireSetting,
   samplingOptions,
@@ -70,10 +71,10 @@ export function evalCommand(cli: Command): void {
       "steerSweep",
     ).argParser(intensities),
   );
-  command.addOption(computeBatchOption());
+  command.addOption(computeBatchOption()).addOption(maxMemoryOption());
   judgeOptions(command, EvalSettings);
   steerOptions(command, "also evaluate each model steered");
-  command.action(async (flags: { out: string; computeBatch?: "auto" | number }) => {
+  command.action(async (flags: { out: string; computeBatch?: "auto" | number; maxMemory?: number }) => {
     const settings = settingsFromFlags(command);
     requireSetting(command, settings, "models");
     const steer = await steering(command);
@@ -84,6 +85,7 @@ export function evalCommand(cli: Command): void {
     const results = await evaluate(parseEvalSettings(settings), {
       out: flags.out,
       computeBatch: flags.computeBatch,
+      maxMemory: flags.maxMemory,
       engine: { verbose: verbose(command) },
     });
     console.log(formatResults(results));

@@ -4,6 +4,7 @@ import { generate, GenerateConfig } from "../recipes/generate.js";
 import { parseSettings } from "../components/config.js";
 import {
   computeBatchOption,
+  maxMemoryOption,
   interruptible,
   modelOptions,
   requireSetting,
@@ -24,8 +25,9 @@ export function generateCommand(cli: Command): void {
     ["--out <dir>", "out", "output folder"],
   ]);
   samplingOptions(command, GenerateConfig);
-  command.addOption(computeBatchOption("computeBatch"));
+  command.addOption(computeBatchOption("computeBatch")).addOption(maxMemoryOption("maxMemory"));
   settingOptions(command, GenerateConfig, [
+    ["--skip-long", "skipLong", "leave out conversations over the length limit (listed in meta.json)"],
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
     ["--overwrite", "overwrite", "replace an existing output folder"],
   ]);
@@ -40,9 +42,10 @@ export function generateCommand(cli: Command): void {
       signal: interruptible(),
     });
     const state = summary.complete ? "done" : "stopped early";
+    const skipped = summary.skippedLong ? ` (${summary.skippedLong} over-long conversations left out)` : "";
     console.log(
       `${state}: ${summary.samples}/${summary.total} samples, ${summary.generatedTokens} response tokens ` +
-        `in ${summary.seconds.toFixed(1)} s → ${summary.out}`,
+        `in ${summary.seconds.toFixed(1)} s${skipped} → ${summary.out}`,
     );
     if (!summary.complete) process.exitCode = 130;
   });

@@ -14,7 +14,7 @@ import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
-import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
+import { DatasetMappingSchema, loadPairs, presetMapping, type Pair } from "../components/data/pairs.js";
 import { progress } from "../components/progress.js";
 import type { ModelInfo } from "../components/engine/protocol.js";
 import {
@@ -27,6 +27,8 @@ import {
 } from "../components/method/riskdiff.js";
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { openRun } from "../components/io/run.js";
+import { assertUnlocked } from "../components/io/lock.js";
+import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { readJsonl, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
@@ -46,6 +48,8 @@ export const AnalyzeSettings = z.strictObject({
     mapping: DatasetMappingSchema.optional(),
     /** Keep records the mapping's filter would drop (for flipattack: failed jailbreaks). */
     keepFiltered: z.boolean().default(false),
+    /** Leave out pairs whose prompts are over the length limit (listed in batches.json) instead of refusing. */
+    skipLong: z.boolean().default(false),
   }),
   batch: z
     .strictObject({
@@ -79,6 +83,8 @@ export interface AnalyzeOptions {
   run: string;
   engine?: EngineHandle;
   computeBatch?: z.input<typeof ComputeBatch>;
+  /** Memory budget in bytes for one compute batch (default: half the free memory). */
+  maxMemory?: number;
   signal?: AbortSignal;
 }
 
@@ -90,6 +96,8 @@ export interface AnalyzeSummary {
   keptBatches?: number;
   keptPairs?: number;
   pairs: number;
+  /** Pairs left out by --skip-long. */
+  skippedLong: number;
   globalExperts?: ExpertSet;
   unionExperts?: number;
   resumed: boolean;
@@ -109,12 +117,8 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
   const settings = parseAnalyzeSettings(input);
   const mapping = settings.data.mapping ?? presetMapping(settings.data.preset);
   const dataset = loadPairs(settings.data.file, mapping, { keepFiltered: settings.data.keepFiltered });
-  const plan = planBatches(dataset.pairs, {
-    batchSize: settings.batch.size,
-    safeRatio: settings.batch.safeRatio,
-    seed: settings.batch.shuffleSeed,
-  });
   const run = options.run;
+  assertUnlocked(run);
   const judge = settings.qc
     ? createJudge(settings.judge, { cachePath: join(run, "judge_cache.jsonl") })
     : undefined;
@@ -122,40 +126,112 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
 
   return withEngine(options.engine ?? {}, async (engine) => {
     const model = await engine.load(settings.model);
-    const resumed = openRun(
+    // Everything that can fail on the inputs is checked before the run folder is touched.
+    const where = (pairId: string, field: string) =>
+      `${settings.data.file} record id ${pairId} field ${field}`;
+    const measured = await measurePrompts(
+      engine,
+      model,
+      dataset.pairs.flatMap((p) => [
+        { messages: p.safe, where: where(p.pairId, mapping.safe.field) },
+        { messages: p.unsafe, where: where(p.pairId, mapping.unsafe.field) },
+      ]),
+      { ...settings.sampling, skipLong: settings.data.skipLong },
+    );
+    const fits = (i: number) => measured.keep[2 * i]! && measured.keep[2 * i + 1]!;
+    const pairs = dataset.pairs.filter((_, i) => fits(i));
+    const skippedLong = dataset.pairs.filter((_, i) => !fits(i)).map((p) => p.pairId);
+    if (pairs.length === 0) {
+      throw new UserError(`${settings.data.file}: every record is over the length limit; nothing to analyze`);
+    }
+    const plan = planBatches(pairs, {
+      batchSize: settings.batch.size,
+      safeRatio: settings.batch.safeRatio,
+      seed: settings.batch.shuffleSeed,
+    });
+    // Whole analysis batches per engine call, as many as fit the compute batch and the memory
+    // budget: the engine sees large batches, while every result still lands in its own analysis batch.
+    const requested = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
+    const fit = await fitComputeBatch(
+      engine,
+      model,
+      Math.max(requested, plan.batchSize),
+      measured.longest,
+      options.maxMemory,
+      plan.batchSize,
+    );
+    const perChunk = Math.floor(fit.size / plan.batchSize);
+    const skipped = settings.data.skipLong ? { skipped_long: skippedLong } : {};
+    const { resumed, release } = openRun(
       run,
       "analyze",
       { ...settings, datasetSha256: dataset.datasetSha256 },
-      { model, engine: engine.info, dataset: { pairs: dataset.pairs.length, records: dataset.recordCount } },
+      { model, engine: engine.info, dataset: { pairs: pairs.length, records: dataset.recordCount } },
+      "samples",
     );
-    writeJsonAtomic(join(run, "batches.json"), {
-      batch_size: plan.batchSize,
-      safe_ratio: plan.safeRatio,
-      batches: plan.batches.map(batchOutline),
-    } satisfies BatchesFile);
-
-    const todo = plan.batches.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
-    const perCall = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
-    const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
-    const started = Date.now();
-    let tokens = 0;
-    // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
-    const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
-    // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
-    // large batches, while every result still lands in its own analysis batch.
-    const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
-    for (let i = 0; i < todo.length && !options.signal?.aborted; i += perChunk) {
-      const chunk = todo.slice(i, i + perChunk);
-      tokens += await generateBatches(engine, chunk, settings, judge, goals, run);
-      const done = plan.batches.length - todo.length + i + chunk.length;
-      bar.update(done, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`);
+    try {
+      writeJsonAtomic(join(run, "batches.json"), {
+        batch_size: plan.batchSize,
+        safe_ratio: plan.safeRatio,
+        batches: plan.batches.map(batchOutline),
+        ...skipped,
+      } satisfies BatchesFile);
+      const pass = { engine, model, settings, judge, pairs, run, resumed, skipped };
+      return await runBatches(pass, plan.batches, { perChunk, note: fit.note }, options.signal);
+    } finally {
+      release();
     }
-    bar.finish();
-    const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
-    const summary = { run, batchesDone, batches: plan.batches.length, pairs: dataset.pairs.length, resumed };
-    if (batchesDone < plan.batches.length) return { ...summary, complete: false };
-    return { ...summary, complete: true, ...(await finish(run, plan.batches, settings, model)) };
   });
+}
+
+/** An analysis once its inputs are checked and its run folder is open. */
+interface Pass {
+  engine: Engine;
+  model: ModelInfo;
+  settings: z.infer<typeof AnalyzeSettings>;
+  judge: Judge | undefined;
+  pairs: Pair[];
+  run: string;
+  resumed: boolean;
+  /** batches.json's list of pairs left out by --skip-long, when it was given. */
+  skipped: { skipped_long?: string[] };
+}
+
+/** Generate every batch not yet done, `perChunk` analysis batches per engine call; once all are
+ * done, everything computed from them. */
+async function runBatches(
+  pass: Pass,
+  planned: MixedBatch[],
+  compute: { perChunk: number; note: string | undefined },
+  signal: AbortSignal | undefined,
+): Promise<AnalyzeSummary> {
+  const { engine, model, settings, judge, pairs, run, resumed, skipped } = pass;
+  const { perChunk, note } = compute;
+  const todo = planned.filter((b) => !existsSync(samplesFile(run, b.batchIdx)));
+  const bar = progress("analyze", planned.length, "batches", planned.length - todo.length);
+  const started = Date.now();
+  let tokens = 0;
+  // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
+  const goals = new Map(pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
+  for (let i = 0; i < todo.length && !signal?.aborted; i += perChunk) {
+    const chunk = todo.slice(i, i + perChunk);
+    tokens += await generateBatches(engine, chunk, settings, judge, goals, run);
+    const done = planned.length - todo.length + i + chunk.length;
+    const rate = `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`;
+    bar.update(done, note ? `${rate} · ${note}` : rate);
+  }
+  bar.finish();
+  const batchesDone = planned.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
+  const summary = {
+    run,
+    batchesDone,
+    batches: planned.length,
+    pairs: pairs.length,
+    skippedLong: skipped.skipped_long?.length ?? 0,
+    resumed,
+  };
+  if (batchesDone < planned.length) return { ...summary, complete: false };
+  return { ...summary, complete: true, ...(await finish(run, planned, settings, model, skipped)) };
 }
 
 function batchOutline(batch: MixedBatch) {
@@ -269,6 +345,7 @@ async function finish(
   planned: MixedBatch[],
   settings: z.infer<typeof AnalyzeSettings>,
   model: ModelInfo,
+  skippedLong: { skipped_long?: string[] },
 ) {
   const rows = planned.flatMap((b) => readJsonl(samplesFile(run, b.batchIdx), SampleRow));
   const dropped = qualityControl(rows, settings);
@@ -344,6 +421,7 @@ async function finish(
       kept: keptBatchIdx.has(b.batchIdx),
       kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sampleId)).map((s) => s.sampleId),
     })),
+    ...skippedLong,
   };
   writeJsonAtomic(join(run, "batches.json"), batches);
   return {

@@ -15,6 +15,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import { fitComputeBatch, measurePrompts, type ComputeFit } from "../components/engine/prompt-limits.js";
 import { withEngine, type Engine, type EngineHandle } from "../components/engine/client.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
@@ -206,7 +207,13 @@ function resolveModel(source: string): string {
 
 export async function evaluate(
   input: EvalSettings,
-  options: { out: string; engine?: EngineHandle; computeBatch?: z.input<typeof ComputeBatch> },
+  options: {
+    out: string;
+    engine?: EngineHandle;
+    computeBatch?: z.input<typeof ComputeBatch>;
+    /** Memory budget in bytes for one compute batch (default: half the free memory). */
+    maxMemory?: number;
+  },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
   const { items, skipped } = await readItems(settings);
@@ -226,9 +233,17 @@ export async function evaluate(
         checkDelta(spec.delta, info);
         await engine.applyDelta(spec.delta);
       }
+      // Each model has its own tokenizer: every prompt is measured by it before anything is generated.
+      const measured = await measurePrompts(
+        engine,
+        info,
+        items.map((item) => ({ messages: item.messages, where: itemSource(item, settings) })),
+        settings.sampling,
+      );
+      const requested = computeBatchSize(options.computeBatch ?? "auto", engine.info.cuda);
+      const fit = await fitComputeBatch(engine, info, requested, measured.longest, options.maxMemory);
       for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
-        const computeBatch = options.computeBatch ?? "auto";
-        const responses = await generateAll(engine, items, settings, computeBatch, name, steer);
+        const responses = await generateAll(engine, items, settings, fit, name, steer);
         const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
         const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
         results.push({
@@ -344,6 +359,12 @@ function scoreBenchmarks(
   );
 }
 
+/** Where an item's prompt came from, for errors naming it. */
+function itemSource(item: Item, settings: z.infer<typeof EvalSettings>): string {
+  if (item.benchmark) return `benchmark ${item.benchmark.benchmark} item ${item.id}`;
+  return `${item.set === "benign" ? settings.benign : settings.jailbreaks} record id ${item.id} (${item.set} prompt)`;
+}
+
 /** What the judge sees: the prompt's last turn, and apart, the plain request and its context. */
 function judgeItem(item: Item, response: string): JudgeItem {
   const goal = item.goal ?? item.benchmark?.goal;
@@ -367,11 +388,11 @@ async function generateAll(
   engine: Engine,
   items: Item[],
   settings: z.infer<typeof EvalSettings>,
-  computeBatch: "auto" | number,
+  fit: ComputeFit,
   name: string,
   steer: SteerRequest | undefined,
 ): Promise<string[]> {
-  const size = computeBatchSize(computeBatch, engine.info.cuda);
+  const { size, note } = fit;
   const bar = progress(`eval ${name}`, items.length, "samples");
   const responses: string[] = [];
   for (let start = 0; start < items.length; start += size) {
@@ -384,7 +405,7 @@ async function generateAll(
       steer,
     );
     responses.push(...samples.map((s) => s.text));
-    bar.update(responses.length);
+    bar.update(responses.length, note);
   }
   bar.finish();
   return responses;

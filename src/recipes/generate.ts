@@ -7,7 +7,14 @@
 //   routing/shard-NNNNN.safetensors  one per compute batch, written by the engine (README)
 import { join } from "node:path";
 import { z } from "zod";
-import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import {
+  ComputeBatch,
+  computeBatchSize,
+  MemorySize,
+  ModelConfig,
+  SamplingConfig,
+} from "../components/config.js";
+import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
 import { readConversations } from "../components/data/conversations.js";
 import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { progress } from "../components/progress.js";
@@ -23,6 +30,10 @@ export const GenerateConfig = z.strictObject({
   out: z.string().min(1),
   sampling: SamplingConfig.prefault({}),
   computeBatch: ComputeBatch,
+  /** Memory budget in bytes for one compute batch (default: half the free memory). */
+  maxMemory: MemorySize.optional(),
+  /** Leave out conversations over the length limit (listed in meta.json) instead of refusing. */
+  skipLong: z.boolean().default(false),
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
   /** Router-logit biases while generating (experts switched off, forced on, or graded). */
@@ -35,6 +46,8 @@ export interface GenerateSummary {
   out: string;
   samples: number;
   total: number;
+  /** Conversations left out by --skip-long. */
+  skippedLong: number;
   generatedTokens: number;
   seconds: number;
   complete: boolean;
@@ -45,7 +58,7 @@ export async function generate(
   options: { engine?: EngineHandle; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
-  const conversations = readConversations(config.input, config.replay);
+  const all = readConversations(config.input, config.replay);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
   return withEngine(options.engine ?? {}, async (engine) => {
@@ -53,7 +66,27 @@ export async function generate(
     if (config.steer && config.replay)
       throw new UserError("--steer works with generation, not with --replay");
     const steer = config.steer && steerRequest(config.steer, model, "--steer");
-    const batchSize = computeBatchSize(config.computeBatch, engine.info.cuda);
+    // A replayed conversation is measured whole: its response is part of the one forward pass.
+    const measured = await measurePrompts(
+      engine,
+      model,
+      all.map((c) => ({ messages: c.messages, where: `${config.input} record id ${c.id} field messages` })),
+      {
+        ...config.sampling,
+        maxNewTokens: config.replay ? 0 : config.sampling.maxNewTokens,
+        skipLong: config.skipLong,
+      },
+    );
+    const conversations = all.filter((_, i) => measured.keep[i]);
+    const skippedLong = all.filter((_, i) => !measured.keep[i]).map((c) => c.id);
+    if (conversations.length === 0) {
+      throw new UserError(
+        `${config.input}: every conversation is over the length limit; nothing to generate`,
+      );
+    }
+    const requested = computeBatchSize(config.computeBatch, engine.info.cuda);
+    const fit = await fitComputeBatch(engine, model, requested, measured.longest, config.maxMemory);
+    const batchSize = fit.size;
     const rows: GeneratedRow[] = [];
     const started = Date.now();
     let generatedTokens = 0;
@@ -63,6 +96,7 @@ export async function generate(
       complete,
       samples: rows.length,
       total: conversations.length,
+      ...(config.skipLong && { skipped_long: skippedLong }),
       config,
       computeBatchSize: batchSize,
       model,
@@ -99,7 +133,8 @@ export async function generate(
       writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
       writeJsonAtomic(join(config.out, "meta.json"), meta(false));
       const seconds = (Date.now() - started) / 1000;
-      bar.update(rows.length, `${(generatedTokens / seconds).toFixed(1)} tok/s`);
+      const rate = `${(generatedTokens / seconds).toFixed(1)} tok/s`;
+      bar.update(rows.length, fit.note ? `${rate} · ${fit.note}` : rate);
     }
     bar.finish();
     const complete = rows.length === conversations.length;
@@ -108,6 +143,7 @@ export async function generate(
       out: config.out,
       samples: rows.length,
       total: conversations.length,
+      skippedLong: skippedLong.length,
       generatedTokens,
       seconds: (Date.now() - started) / 1000,
       complete,
