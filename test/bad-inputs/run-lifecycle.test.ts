@@ -88,9 +88,21 @@ function deadPid(): number {
   return Number(spawnSync("sh", ["-c", "echo $$"], { encoding: "utf8" }).stdout.trim());
 }
 
+/** Text of more tokens than the tiny models' context (4096). */
+const LONG = Array.from({ length: 6000 }, (_, i) => `word${i % 50}`).join(" ");
 const longGoal = (records: ReturnType<typeof flipattackRecords>) => {
-  records[1]!.goal = Array.from({ length: 6000 }, (_, i) => `word${i % 50}`).join(" ");
+  records[1]!.goal = LONG;
 };
+const user = (content: string) => ({ role: "user", content });
+const reply = (content: string) => ({ role: "assistant", content });
+
+/** A conversation file `dir/convs.jsonl` of {id, messages}. */
+function conversations(dir: string, byId: Record<string, object[]>): string {
+  const file = join(dir, "convs.jsonl");
+  const lines = Object.entries(byId).map(([id, messages]) => JSON.stringify({ id, messages }));
+  writeFileSync(file, lines.join("\n"));
+  return file;
+}
 
 badInputs("run lifecycle", [
   {
@@ -141,24 +153,9 @@ badInputs("run lifecycle", [
   {
     name: "length: generate with a conversation longer than the context",
     setup: (dir) => {
-      const long = Array.from({ length: 6000 }, (_, i) => `word${i % 50}`).join(" ");
-      const lines = [
-        { id: "short", messages: [{ role: "user", content: "hi" }] },
-        { id: "long", messages: [{ role: "user", content: long }] },
-      ];
-      writeFileSync(join(dir, "convs.jsonl"), lines.map((l) => JSON.stringify(l)).join("\n"));
-      cpSync(modelA, join(dir, "model"), { recursive: true });
-      return [
-        "generate",
-        "--model",
-        join(dir, "model"),
-        "--input",
-        join(dir, "convs.jsonl"),
-        "--out",
-        join(dir, "out"),
-        "--max-new-tokens",
-        "4",
-      ];
+      const input = conversations(dir, { short: [user("hi")], long: [user(LONG)] });
+      const out = join(dir, "out");
+      return ["generate", "--model", modelA, "--input", input, "--out", out, "--max-new-tokens", "4"];
     },
     expect: /convs\.jsonl record id long field messages: the prompt is \d+ tokens, over the limit/,
     absent: ["out"],
@@ -166,39 +163,11 @@ badInputs("run lifecycle", [
   {
     name: "length: train on a conversation longer than the context",
     setup: (dir) => {
-      const long = Array.from({ length: 6000 }, (_, i) => `word${i % 50}`).join(" ");
-      const lines = [
-        {
-          id: "a",
-          messages: [
-            { role: "user", content: "hi" },
-            { role: "assistant", content: "hello" },
-          ],
-        },
-        {
-          id: "b",
-          messages: [
-            { role: "user", content: "hi" },
-            { role: "assistant", content: long },
-          ],
-        },
-      ];
-      writeFileSync(join(dir, "sft.jsonl"), lines.map((l) => JSON.stringify(l)).join("\n"));
-      cpSync(modelA, join(dir, "model"), { recursive: true });
-      return [
-        "train",
-        "--data",
-        join(dir, "sft.jsonl"),
-        "--model",
-        join(dir, "model"),
-        "--trainable",
-        "all",
-        "--out",
-        join(dir, "out"),
-      ];
+      const data = conversations(dir, { a: [user("hi"), reply("hello")], b: [user("hi"), reply(LONG)] });
+      return ["train", "--data", data, "--model", modelA, "--trainable", "all", "--out", join(dir, "out")];
     },
     expect:
-      /sft\.jsonl record id b field messages: the sequence is \d+ tokens, over the limit of 4096 \(the context of .*\); shorten it/,
+      /convs\.jsonl record id b field messages: the sequence is \d+ tokens, over the limit of 4096 \(the context of .*\); shorten it/,
     absent: ["out"],
   },
   {
@@ -235,27 +204,9 @@ badInputs("run lifecycle", [
   {
     name: "lock: train on an output folder in use",
     setup: (dir) => {
-      writeFileSync(
-        join(dir, "sft.jsonl"),
-        JSON.stringify({
-          messages: [
-            { role: "user", content: "hi" },
-            { role: "assistant", content: "yo" },
-          ],
-        }),
-      );
+      const data = conversations(dir, { a: [user("hi"), reply("yo")] });
       lock(join(dir, "out"), liveProcess());
-      return [
-        "train",
-        "--data",
-        join(dir, "sft.jsonl"),
-        "--model",
-        modelA,
-        "--trainable",
-        "all",
-        "--out",
-        join(dir, "out"),
-      ];
+      return ["train", "--data", data, "--model", modelA, "--trainable", "all", "--out", join(dir, "out")];
     },
     expect: /run .*out is in use by pid \d+/,
     absent: ["out/config.json"],
@@ -354,22 +305,12 @@ test("--skip-long: over-long pairs are left out, listed in batches.json and in t
 
 test("memory: the compute batch shrinks to fit --max-memory, and the progress line says so", async (t) => {
   const dir = tempDir(t);
-  const lines = Array.from({ length: 8 }, (_, i) =>
-    JSON.stringify({ id: i, messages: [{ role: "user", content: `story ${i}` }] }),
+  const input = conversations(
+    dir,
+    Object.fromEntries(Array.from({ length: 8 }, (_, i) => [i, [user(`story ${i}`)]])),
   );
-  writeFileSync(join(dir, "convs.jsonl"), lines.join("\n"));
   const out = join(dir, "out");
-  const args = [
-    "generate",
-    "--model",
-    modelA,
-    "--input",
-    join(dir, "convs.jsonl"),
-    "--out",
-    out,
-    "--max-new-tokens",
-    "4",
-  ];
+  const args = ["generate", "--model", modelA, "--input", input, "--out", out, "--max-new-tokens", "4"];
   const result = run([...args, "--compute-batch", "8", "--max-memory", "200KB"]);
   assert.equal(result.status, 0, result.stderr);
   const shrunk = /compute batch (\d+) \(of 8\) to fit/.exec(result.stderr);
