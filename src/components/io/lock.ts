@@ -2,7 +2,7 @@
 // it. A lock whose process is gone (crash, kill -9, power loss) is taken over, since nobody else
 // can ever remove it; one held by a live process, or by another host we cannot check, refuses.
 import { hostname } from "node:os";
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { UserError } from "../errors.js";
@@ -56,12 +56,13 @@ export function assertUnlocked(dir: string): void {
 
 /** Take `dir` for this process (creating it); released by `release()` or when the process exits. */
 export function lockRun(dir: string): RunLock {
+  if (existsSync(dir) && !statSync(dir).isDirectory())
+    throw new UserError(`${dir} is a file, not a run folder`);
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
     throw new UserError(`${dir}: cannot create the run folder (${(err as NodeJS.ErrnoException).code})`);
   }
-  if (!statSync(dir).isDirectory()) throw new UserError(`${dir} is a file; --run takes a folder`);
   const path = join(dir, LOCK);
   const mine: LockFile = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   // "wx": created only if absent, so of two commands starting together exactly one wins.
