@@ -13,11 +13,11 @@ from typing import Any
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-# Files up to this size are hashed whole; weight files above it by header and sampled content.
+# Files up to this size are hashed whole; larger ones (weights in any format) by their
+# safetensors header and sampled content, so a load never reads gigabytes twice.
 WHOLE_HASH_BYTES = 16 << 20
 SAMPLES = 16
 SAMPLE_BYTES = 64 << 10
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def _sha256(path: Path) -> str:
@@ -49,7 +49,7 @@ def _sampled(path: Path, size: int) -> str:
 
 def model_fingerprint(source: str) -> dict[str, str]:
     """File name -> "size:digest" for every file of the model folder (weights, config, tokenizer,
-    chat template). Files are read whole when small, weights by header and sampled content."""
+    chat template). Files are read whole when small, large ones by header and sampled content."""
     folder = _model_folder(source)
     out: dict[str, str] = {}
     if folder is None:
@@ -58,8 +58,7 @@ def model_fingerprint(source: str) -> dict[str, str]:
         if not path.is_file() or path.name.startswith("."):
             continue
         size = path.stat().st_size
-        big_weights = path.name.endswith(WEIGHT_SUFFIXES) and size > WHOLE_HASH_BYTES
-        out[path.name] = f"{size}:{_sampled(path, size) if big_weights else _sha256(path)}"
+        out[path.name] = f"{size}:{_sampled(path, size) if size > WHOLE_HASH_BYTES else _sha256(path)}"
     return out
 
 

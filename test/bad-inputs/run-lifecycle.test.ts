@@ -161,6 +161,32 @@ badInputs("run lifecycle", [
     absent: ["out"],
   },
   {
+    name: "length: eval with a benign prompt longer than the context",
+    setup: (dir) => {
+      const benign = join(dir, "benign.json");
+      writeFileSync(
+        benign,
+        JSON.stringify([
+          { id: "b0", prompt: "hi" },
+          { id: "b1", prompt: LONG },
+        ]),
+      );
+      return [
+        "eval",
+        "--model",
+        modelA,
+        "--benign",
+        benign,
+        "--max-new-tokens",
+        "4",
+        "--out",
+        join(dir, "out"),
+      ];
+    },
+    expect: /benign\.json record id b1 \(benign prompt\): the prompt is \d+ tokens, over the limit of 4092/,
+    absent: ["out"],
+  },
+  {
     name: "length: train on a conversation longer than the context",
     setup: (dir) => {
       const data = conversations(dir, { a: [user("hi"), reply("hello")], b: [user("hi"), reply(LONG)] });
