@@ -10,6 +10,7 @@ import { loadBenchmark } from "../src/components/data/benchmarks.js";
 import { loadPairs, presetMapping } from "../src/components/data/pairs.js";
 import { readRecords } from "../src/components/data/records.js";
 import { UserError } from "../src/components/errors.js";
+import type { ModelInfo } from "../src/components/engine/protocol.js";
 import { openRun } from "../src/components/io/run.js";
 import { hideUrlCredentials, publicUrl, redact } from "../src/components/io/secrets.js";
 import { readJsonlLog } from "../src/components/io/store.js";
@@ -145,11 +146,39 @@ test("openRun: config.json stores URLs without credentials and says so; the same
   const settings = {
     judge: { baseUrl: "http://u:pw-1234@127.0.0.1:8000/v1?api-version=2024-06-01&key=k-9876543" },
   };
-  assert.equal(openRun(run, "analyze", settings, {}), false);
+  const model: ModelInfo = {
+    source: "m",
+    modelType: "olmoe",
+    architecture: "OLMoE",
+    className: "OlmoeForCausalLM",
+    numLayers: 1,
+    moeLayers: [0],
+    numExperts: 2,
+    topK: 1,
+    normalizeTopk: false,
+    routingFamily: "softmax_topk",
+    sharedExperts: {},
+    hiddenSize: 8,
+    vocabSize: 16,
+    dtype: "float32",
+    device: "cpu",
+    parameters: { total: 1, attention: 0, routers: 0, experts: 0, oneExpert: 0, other: 1 },
+    chatTemplate: true,
+    context: 64,
+    kvBytesPerToken: 8,
+    attentionHeads: 1,
+    attentionImplementation: "sdpa",
+    fingerprint: {},
+  };
+  const first = openRun(run, "analyze", settings, { model }, "samples");
+  first.release();
+  assert.equal(first.resumed, false);
   const text = readFileSync(join(run, "config.json"), "utf8");
   assert.ok(!/pw-1234|k-9876543|api-version/.test(text), text);
   const stored = JSON.parse(text) as { settings: typeof settings; left_out: string };
   assert.equal(stored.settings.judge.baseUrl, "http://127.0.0.1:8000/v1");
   assert.match(stored.left_out, /user:password and query strings/);
-  assert.equal(openRun(run, "analyze", settings, {}), true);
+  const second = openRun(run, "analyze", settings, { model }, "samples");
+  second.release();
+  assert.equal(second.resumed, true);
 });

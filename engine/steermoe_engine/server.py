@@ -17,7 +17,8 @@ from .control import LayerControl
 from .distributed import rank_and_world, rank_device
 from .errors import EngineError
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
-from .generation import Sampling, generate, replay
+from .fingerprint import free_memory, model_fingerprint, model_limits
+from .generation import Sampling, chat_ids, generate, replay
 from .models import DTYPES, Loaded, describe, load, resolve_device, resolve_dtype
 from .routing import Shard
 from .tiny import TinySize, build_tiny
@@ -39,6 +40,8 @@ class Server:
             "replay": self.replay,
             "render": self.render,
             "record_served": self.record_served,
+            "count_tokens": self.count_tokens,
+            "free_memory": self.free_memory,
             "build_tiny": self.build_tiny,
             "train_setup": self.train_setup,
             "train_step": self.train_step,
@@ -81,7 +84,22 @@ class Server:
             dtype = next(name for name, d in DTYPES.items() if d == resolve_dtype(dtype, target))
             self.loaded = load(source, dtype, "cpu", trust)
             self.loaded.device = target
-        return describe(self.loaded)
+        return {
+            **describe(self.loaded),
+            **model_limits(self.loaded.model, self.loaded.tokenizer),
+            "fingerprint": model_fingerprint(source),
+        }
+
+    def count_tokens(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Token counts of conversations as generation and training render them (chat template)."""
+        loaded, prompt = self._model(), params["add_generation_prompt"]
+        lengths = [
+            len(chat_ids(loaded, messages, add_generation_prompt=prompt)) for messages in params["conversations"]
+        ]
+        return {"lengths": np.asarray(lengths, dtype=np.int32)}
+
+    def free_memory(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"bytes": free_memory(self._model().device)}
 
     def generate(self, params: dict[str, Any]) -> dict[str, Any]:
         sampling = Sampling(params["max_new_tokens"], params["temperature"], params["top_p"])

@@ -6,6 +6,7 @@ import { endpointFlags, judgeOptions } from "./judge.js";
 import {
   computeBatchOption,
   encodingOption,
+  maxMemoryOption,
   interruptible,
   modelOptions,
   poolOptions,
@@ -26,6 +27,7 @@ export function analyzeCommand(cli: Command): void {
     ["--data <file>", "data.file", "jailbreak dataset: JSON array or JSONL"],
     ["--preset <name>", "data.preset", "dataset format"],
     ["--keep-filtered", "data.keepFiltered", "keep records the preset drops (flipattack: failed jailbreaks)"],
+    ["--skip-long", "data.skipLong", "leave out pairs over the length limit (listed in batches.json)"],
   ]);
   command.addOption(encodingOption(AnalyzeSettings, "data.encoding"));
   modelOptions(command, "model", "--model");
@@ -35,7 +37,7 @@ export function analyzeCommand(cli: Command): void {
     ["--shuffle-seed <n>", "batch.shuffleSeed", "shuffle pairs before batching (default: dataset order)"],
   ]);
   samplingOptions(command, AnalyzeSettings);
-  command.addOption(computeBatchOption());
+  command.addOption(computeBatchOption()).addOption(maxMemoryOption());
   poolOptions(command);
   backendOptions(command);
   settingOptions(command, AnalyzeSettings, [
@@ -60,22 +62,25 @@ export function analyzeCommand(cli: Command): void {
     ],
     ["--refusal-template <text>", "refusal.template", "the sentence used by --refusal-source template"],
   ]);
-  command.action(async (flags: { run: string; computeBatch?: "auto" | number } & PoolOptions) => {
-    const handle = generatorHandle(command);
-    const settings = settingsFromFlags(command);
-    requireSetting(command, settings, "model.source");
-    requireSetting(command, settings, "data.file");
-    endpointFlags(command, settings, ["judge", "refusal"]);
-    const summary = await analyze(parseAnalyzeSettings(settings), {
-      run: flags.run,
-      computeBatch: flags.computeBatch,
-      engine: handle,
-      pool: { workers: flags.workers, devices: flags.devices },
-      signal: interruptible(),
-    });
-    console.log(formatAnalyzeSummary(summary));
-    if (!summary.complete) process.exitCode = 130;
-  });
+  command.action(
+    async (flags: { run: string; computeBatch?: "auto" | number; maxMemory?: number } & PoolOptions) => {
+      const handle = generatorHandle(command);
+      const settings = settingsFromFlags(command);
+      requireSetting(command, settings, "model.source");
+      requireSetting(command, settings, "data.file");
+      endpointFlags(command, settings, ["judge", "refusal"]);
+      const summary = await analyze(parseAnalyzeSettings(settings), {
+        run: flags.run,
+        computeBatch: flags.computeBatch,
+        maxMemory: flags.maxMemory,
+        engine: handle,
+        pool: { workers: flags.workers, devices: flags.devices },
+        signal: interruptible(),
+      });
+      console.log(formatAnalyzeSummary(summary));
+      if (!summary.complete) process.exitCode = 130;
+    },
+  );
 }
 
 function formatAnalyzeSummary(s: AnalyzeSummary): string {
@@ -87,6 +92,13 @@ function formatAnalyzeSummary(s: AnalyzeSummary): string {
       `${s.keptBatches} batches and ${s.keptPairs} pairs kept after quality control`,
     `unsafe experts: ${s.globalExperts!.length} global (mean risk_diff above the threshold), ${s.unionExperts} in the union of per-batch sets`,
   ];
+  if (s.skippedLong) {
+    lines.splice(
+      1,
+      0,
+      `${s.skippedLong} pairs over the length limit left out (--skip-long; listed in batches.json)`,
+    );
+  }
   const top = s.globalExperts!.slice(0, 10);
   if (top.length) lines.push("top experts: " + top.map((e) => `${e.label} ${e.score.toFixed(3)}`).join(", "));
   lines.push(`run folder: ${s.run}`);

@@ -11,6 +11,7 @@ import { benchmarkOptions } from "./benchmark.js";
 import {
   computeBatchOption,
   encodingOption,
+  maxMemoryOption,
   poolOptions,
   modelOptions,
   requireSetting,
@@ -76,28 +77,31 @@ export function evalCommand(cli: Command): void {
       "steerSweep",
     ).argParser(intensities),
   );
-  command.addOption(computeBatchOption());
+  command.addOption(computeBatchOption()).addOption(maxMemoryOption());
   poolOptions(command);
   backendOptions(command);
   judgeOptions(command, EvalSettings);
   steerOptions(command, "also evaluate each model steered");
-  command.action(async (flags: { out: string; computeBatch?: "auto" | number } & PoolOptions) => {
-    const handle = generatorHandle(command);
-    const settings = settingsFromFlags(command);
-    requireSetting(command, settings, "models");
-    const steer = await steering(command);
-    if (steer) settings.steer = steer;
-    if (settings.steer) requireLocal(handle, "steering");
-    endpointFlags(command, settings, ["judge"]);
-    if (!settings.jailbreaks && !settings.benign && !settings.benchmarks)
-      Object.assign(settings, ORGANISM_SETS);
-    const results = await evaluate(parseEvalSettings(settings), {
-      out: flags.out,
-      computeBatch: flags.computeBatch,
-      engine: handle,
-      pool: { workers: flags.workers, devices: flags.devices },
-    });
-    console.log(formatResults(results));
-    console.log(`results → ${flags.out}`);
-  });
+  command.action(
+    async (flags: { out: string; computeBatch?: "auto" | number; maxMemory?: number } & PoolOptions) => {
+      const handle = generatorHandle(command);
+      const settings = settingsFromFlags(command);
+      requireSetting(command, settings, "models");
+      const steer = await steering(command);
+      if (steer) settings.steer = steer;
+      if (settings.steer) requireLocal(handle, "steering");
+      endpointFlags(command, settings, ["judge"]);
+      if (!settings.jailbreaks && !settings.benign && !settings.benchmarks)
+        Object.assign(settings, ORGANISM_SETS);
+      const results = await evaluate(parseEvalSettings(settings), {
+        out: flags.out,
+        computeBatch: flags.computeBatch,
+        maxMemory: flags.maxMemory,
+        engine: handle,
+        pool: { workers: flags.workers, devices: flags.devices },
+      });
+      console.log(formatResults(results));
+      console.log(`results → ${flags.out}`);
+    },
+  );
 }

@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { z } from "zod";
 import { readConfigFile } from "../components/io/run.js";
 import { UserError, zodProblem } from "../components/errors.js";
-import { ComputeBatch, computeBatchSize, ModelConfig } from "../components/config.js";
+import { ComputeBatch, computeBatchSize, MemorySize, MemoryText, ModelConfig } from "../components/config.js";
 import { PoolOptions } from "../components/engine/pool.js";
 import type { GeneratorHandle } from "../components/engine/generator.js";
 import { ServerBackend } from "../components/servers/generator.js";
@@ -138,14 +138,32 @@ export function setting(schema: Schema, path: string, flags: string, help: strin
   return fromSchema(new SettingOption(flags, help, at), schema, path);
 }
 
+/** A compute option (how, not what, is computed: results do not depend on it). `at`: where it
+ * lands in the settings of a command that keeps it there, else it is read from the flags. */
+function computeOption(flags: string, help: string, schema: Schema, at?: string): Option {
+  return at ? setting(schema, "", flags, help, at) : fromSchema(new Option(flags, help), schema, "");
+}
+
 /** Sequences the engine runs at once: --compute-batch on every command that generates. */
 export function computeBatchOption(at?: string): Option {
-  const flags = "--compute-batch <n|auto>";
   const auto = `auto: ${computeBatchSize("auto", false)} on CPU, ${computeBatchSize("auto", true)} on GPU`;
-  const help = `sequences the engine runs at once (${auto})`;
-  return at
-    ? setting(ComputeBatch, "", flags, help, at)
-    : fromSchema(new Option(flags, help), ComputeBatch, "");
+  return computeOption(
+    "--compute-batch <n|auto>",
+    `sequences the engine runs at once (${auto})`,
+    ComputeBatch,
+    at,
+  );
+}
+
+/** The memory budget the compute batch shrinks to fit: --max-memory on every command that generates. */
+export function maxMemoryOption(at?: string): Option {
+  const help = "memory budget for one compute batch, e.g. 8GiB (default: half the free GPU memory or RAM)";
+  // Read as text whatever it looks like: "8000000000" is bytes, "8GiB" a size.
+  return computeOption("--max-memory <size>", help, MemorySize, at).argParser((raw: string) => {
+    const parsed = MemoryText.safeParse(raw);
+    if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues[0]!.message);
+    return parsed.data;
+  });
 }
 
 /** --workers and --devices: how many engines generate at once (options: a run resumes with any). */
@@ -337,6 +355,11 @@ export function settingOptions(
 export function samplingOptions(command: Command, schema: Schema): Command {
   return settingOptions(command, schema, [
     ["--max-new-tokens <n>", "sampling.maxNewTokens", "tokens generated per response"],
+    [
+      "--max-prompt-tokens <n>",
+      "sampling.maxPromptTokens",
+      "longest prompt accepted, chat template included (default: what the model's context leaves)",
+    ],
     ["--temperature <t>", "sampling.temperature", "sampling temperature, 0 = greedy"],
     ["--top-p <p>", "sampling.topP", "nucleus sampling mass"],
     ["--seed <n>", "sampling.seed", "sampling seed: response i draws with seed + i"],

@@ -6,6 +6,7 @@ import { parseSettings } from "../components/config.js";
 import {
   computeBatchOption,
   encodingOption,
+  maxMemoryOption,
   interruptible,
   modelOptions,
   poolOptions,
@@ -30,10 +31,11 @@ export function generateCommand(cli: Command): void {
   ]);
   command.addOption(encodingOption(GenerateConfig, "encoding"));
   samplingOptions(command, GenerateConfig);
-  command.addOption(computeBatchOption("computeBatch"));
+  command.addOption(computeBatchOption("computeBatch")).addOption(maxMemoryOption("maxMemory"));
   poolOptions(command);
   backendOptions(command);
   settingOptions(command, GenerateConfig, [
+    ["--skip-long", "skipLong", "leave out conversations over the length limit (listed in meta.json)"],
     ["--replay", "replay", "conversations end with the response: record its routing, do not generate"],
     ["--overwrite", "overwrite", "replace an existing output folder"],
   ]);
@@ -51,9 +53,10 @@ export function generateCommand(cli: Command): void {
       signal: interruptible(),
     });
     const state = summary.complete ? "done" : "stopped early";
+    const skipped = summary.skippedLong ? ` (${summary.skippedLong} over-long conversations left out)` : "";
     console.log(
       `${state}: ${summary.samples}/${summary.total} samples, ${summary.generatedTokens} response tokens ` +
-        `in ${summary.seconds.toFixed(1)} s → ${summary.out}`,
+        `in ${summary.seconds.toFixed(1)} s${skipped} → ${summary.out}`,
     );
     if (!summary.complete) process.exitCode = 130;
   });

@@ -18,6 +18,8 @@ export type ModelConfig = z.infer<typeof ModelConfig>;
 
 export const SamplingConfig = z.strictObject({
   maxNewTokens: z.number().int().min(1).default(128),
+  /** Prompts longer than this (chat template included) are refused, or skipped where asked. */
+  maxPromptTokens: z.number().int().min(1).optional(),
   /** 0 means greedy decoding. */
   temperature: z.number().min(0).default(1.0),
   topP: z.number().gt(0).max(1).default(1.0),
@@ -28,6 +30,23 @@ export type SamplingConfig = z.infer<typeof SamplingConfig>;
 
 /** Sequences the engine runs at once: independent of any analysis batch. */
 export const ComputeBatch = z.union([z.literal("auto"), z.number().int().min(1)]).default("auto");
+
+const UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
+for (const [i, unit] of ["kib", "mib", "gib", "tib"].entries()) UNITS[unit] = 1024 ** (i + 1);
+
+/** A memory budget as text: bytes, or a number with a unit ("512MB", "8GiB"). */
+export const MemoryText = z
+  .string()
+  .regex(/^\s*\d+(\.\d+)?\s*([kmgt]i?)?b?\s*$/i, "expected bytes, or a size like 512MB or 8GiB")
+  .transform((text) => {
+    const [, value, unit] = /^\s*([\d.]+)\s*([a-z]*)\s*$/i.exec(text)!;
+    const scale = UNITS[unit!.toLowerCase()] ?? UNITS[`${unit!.toLowerCase()}b`]!;
+    return Math.round(Number(value) * scale);
+  })
+  .pipe(z.number().int().min(1, "must be at least one byte"));
+
+/** A memory budget in bytes: a number, or text with a unit. */
+export const MemorySize = z.union([z.number().int().min(1), MemoryText]);
 
 export function computeBatchSize(setting: "auto" | number, cuda: boolean): number {
   if (setting !== "auto") return setting;

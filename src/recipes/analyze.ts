@@ -21,9 +21,9 @@ import {
 } from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
-import { DatasetMappingSchema, loadPairs, presetMapping } from "../components/data/pairs.js";
+import { DatasetMappingSchema, loadPairs, presetMapping, type Pair } from "../components/data/pairs.js";
 import { note, progress } from "../components/progress.js";
-import { ModelInfo } from "../components/engine/protocol.js";
+import type { ModelInfo } from "../components/engine/protocol.js";
 import {
   computeRiskDiff,
   randomExperts,
@@ -34,6 +34,8 @@ import {
 } from "../components/method/riskdiff.js";
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { checkRunFolder, openRun } from "../components/io/run.js";
+import { assertUnlocked } from "../components/io/lock.js";
+import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
@@ -55,6 +57,8 @@ export const AnalyzeSettings = z.strictObject({
     keepFiltered: z.boolean().default(false),
     /** How the file's bytes are text (README: Data files): invalid UTF-8 is refused unless asked. */
     encoding: TextEncoding.default("utf8"),
+    /** Leave out pairs whose prompts are over the length limit (listed in batches.json) instead of refusing. */
+    skipLong: z.boolean().default(false),
   }),
   batch: z
     .strictObject({
@@ -90,6 +94,8 @@ export interface AnalyzeOptions {
   /** Engines of its own (--workers, --devices); the run folder is the same whatever they are. */
   pool?: PoolOptions;
   computeBatch?: z.input<typeof ComputeBatch>;
+  /** Memory budget in bytes for one compute batch (default: half the free memory). */
+  maxMemory?: number;
   signal?: AbortSignal;
 }
 
@@ -101,6 +107,8 @@ export interface AnalyzeSummary {
   keptBatches?: number;
   keptPairs?: number;
   pairs: number;
+  /** Pairs left out by --skip-long. */
+  skippedLong: number;
   globalExperts?: ExpertSet;
   unionExperts?: number;
   resumed: boolean;
@@ -124,12 +132,8 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     keepFiltered: settings.data.keepFiltered,
     encoding: settings.data.encoding,
   });
-  const plan = planBatches(dataset.pairs, {
-    batchSize: settings.batch.size,
-    safeRatio: settings.batch.safeRatio,
-    seed: settings.batch.shuffleSeed,
-  });
   const run = options.run;
+  assertUnlocked(run);
   const judge = settings.qc
     ? createJudge(settings.judge, { cachePath: join(run, "judge_cache.jsonl") })
     : undefined;
@@ -139,61 +143,67 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     options.engine ?? {},
     async (generator) => {
       const model = await generator.load(settings.model);
-      const resumed = openRun(
+      // Everything that can fail on the inputs is checked before the run folder is touched.
+      const where = (pairId: string, field: string) =>
+        `${settings.data.file} record id ${pairId} field ${field}`;
+      const measured = await measurePrompts(
+        generator,
+        model,
+        dataset.pairs.flatMap((p) => [
+          { messages: p.safe, where: where(p.pairId, mapping.safe.field) },
+          { messages: p.unsafe, where: where(p.pairId, mapping.unsafe.field) },
+        ]),
+        { ...settings.sampling, skipLong: settings.data.skipLong },
+      );
+      const fits = (i: number) => measured.keep[2 * i]! && measured.keep[2 * i + 1]!;
+      const pairs = dataset.pairs.filter((_, i) => fits(i));
+      const skippedLong = dataset.pairs.filter((_, i) => !fits(i)).map((p) => p.pairId);
+      if (pairs.length === 0) {
+        throw new UserError(
+          `${settings.data.file}: every record is over the length limit; nothing to analyze`,
+        );
+      }
+      const plan = planBatches(pairs, {
+        batchSize: settings.batch.size,
+        safeRatio: settings.batch.safeRatio,
+        seed: settings.batch.shuffleSeed,
+      });
+      // Whole analysis batches per engine call, as many as fit the compute batch and the memory
+      // budget: the engine sees large batches, while every result still lands in its own analysis batch.
+      const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
+      const fit = await fitComputeBatch(
+        generator,
+        model,
+        Math.max(requested, plan.batchSize),
+        measured.longest,
+        options.maxMemory,
+        plan.batchSize,
+      );
+      const perChunk = Math.floor(fit.size / plan.batchSize);
+      const skipped = settings.data.skipLong ? { skipped_long: skippedLong } : {};
+      const { resumed, release } = openRun(
         run,
         "analyze",
         { ...settings, datasetSha256: dataset.datasetSha256 },
         {
-          model: z.encode(ModelInfo, model),
+          model,
           ...generator.description,
-          dataset: { pairs: dataset.pairs.length, records: dataset.recordCount },
+          dataset: { pairs: pairs.length, records: dataset.recordCount },
         },
+        "samples",
       );
-      writeJsonAtomic(join(run, "batches.json"), {
-        batch_size: plan.batchSize,
-        safe_ratio: plan.safeRatio,
-        batches: plan.batches.map(batchOutline),
-      } satisfies BatchesFile);
-
-      const todo = plan.batches.filter((b) => !batchDone(run, b));
-      const perCall = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
-      const bar = progress("analyze", plan.batches.length, "batches", plan.batches.length - todo.length);
-      const started = Date.now();
-      let tokens = 0;
-      let done = plan.batches.length - todo.length;
-      // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
-      const goals = new Map(dataset.pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
-      // Whole analysis batches per engine call, as many as fit the compute batch: the engine sees
-      // large batches, while every result still lands in its own analysis batch.
-      const perChunk = Math.max(1, Math.floor(perCall / plan.batchSize));
-      const chunks = Array.from({ length: Math.ceil(todo.length / perChunk) }, (_, i) =>
-        todo.slice(i * perChunk, (i + 1) * perChunk),
-      );
-      await inOrder(
-        chunks,
-        generator.slots,
-        (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
-        (chunk, rows) => {
-          tokens += commitBatches(chunk, rows, run);
-          done += chunk.length;
-          bar.update(
-            done,
-            withStatus(generator, `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`),
-          );
-        },
-        options.signal,
-      );
-      bar.finish();
-      const batchesDone = plan.batches.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
-      const summary = {
-        run,
-        batchesDone,
-        batches: plan.batches.length,
-        pairs: dataset.pairs.length,
-        resumed,
-      };
-      if (batchesDone < plan.batches.length) return { ...summary, complete: false };
-      return { ...summary, complete: true, ...(await finish(run, plan.batches, settings, model)) };
+      try {
+        writeJsonAtomic(join(run, "batches.json"), {
+          batch_size: plan.batchSize,
+          safe_ratio: plan.safeRatio,
+          batches: plan.batches.map(batchOutline),
+          ...skipped,
+        } satisfies BatchesFile);
+        const pass = { generator, model, settings, judge, pairs, run, resumed, skipped };
+        return await runBatches(pass, plan.batches, { perChunk, note: fit.note }, options.signal);
+      } finally {
+        release();
+      }
     },
     options.pool,
   );
@@ -220,6 +230,65 @@ function batchDone(run: string, batch: MixedBatch): boolean {
     note(`${err.message}; generating batch ${batch.batchIdx} again`);
     return false;
   }
+}
+
+/** An analysis once its inputs are checked and its run folder is open. */
+interface Pass {
+  generator: Generator;
+  model: ModelInfo;
+  settings: z.infer<typeof AnalyzeSettings>;
+  judge: Judge | undefined;
+  pairs: Pair[];
+  run: string;
+  resumed: boolean;
+  /** batches.json's list of pairs left out by --skip-long, when it was given. */
+  skipped: { skipped_long?: string[] };
+}
+
+/** Generate every batch not yet done (or damaged), `perChunk` analysis batches per engine call,
+ * as many calls in flight as the generator takes, committed in order; once all are done,
+ * everything computed from them. */
+async function runBatches(
+  pass: Pass,
+  planned: MixedBatch[],
+  compute: { perChunk: number; note: string | undefined },
+  signal: AbortSignal | undefined,
+): Promise<AnalyzeSummary> {
+  const { generator, model, settings, judge, pairs, run, resumed, skipped } = pass;
+  const todo = planned.filter((b) => !batchDone(run, b));
+  const bar = progress("analyze", planned.length, "batches", planned.length - todo.length);
+  const started = Date.now();
+  let tokens = 0;
+  let done = planned.length - todo.length;
+  // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
+  const goals = new Map(pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
+  const chunks = Array.from({ length: Math.ceil(todo.length / compute.perChunk) }, (_, i) =>
+    todo.slice(i * compute.perChunk, (i + 1) * compute.perChunk),
+  );
+  await inOrder(
+    chunks,
+    generator.slots,
+    (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
+    (chunk, rows) => {
+      tokens += commitBatches(chunk, rows, run);
+      done += chunk.length;
+      const rate = `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`;
+      bar.update(done, withStatus(generator, compute.note ? `${rate} · ${compute.note}` : rate));
+    },
+    signal,
+  );
+  bar.finish();
+  const batchesDone = planned.filter((b) => existsSync(samplesFile(run, b.batchIdx))).length;
+  const summary = {
+    run,
+    batchesDone,
+    batches: planned.length,
+    pairs: pairs.length,
+    skippedLong: skipped.skipped_long?.length ?? 0,
+    resumed,
+  };
+  if (batchesDone < planned.length) return { ...summary, complete: false };
+  return { ...summary, complete: true, ...(await finish(run, planned, settings, model, skipped)) };
 }
 
 function batchOutline(batch: MixedBatch) {
@@ -338,6 +407,7 @@ async function finish(
   planned: MixedBatch[],
   settings: z.infer<typeof AnalyzeSettings>,
   model: ModelInfo,
+  skippedLong: { skipped_long?: string[] },
 ) {
   const rows = planned.flatMap((b) => readJsonl(samplesFile(run, b.batchIdx), SampleRow));
   const dropped = qualityControl(rows, settings);
@@ -413,6 +483,7 @@ async function finish(
       kept: keptBatchIdx.has(b.batchIdx),
       kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sampleId)).map((s) => s.sampleId),
     })),
+    ...skippedLong,
   };
   writeJsonAtomic(join(run, "batches.json"), batches);
   return {

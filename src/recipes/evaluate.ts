@@ -23,6 +23,7 @@ import {
   type GeneratorHandle,
   type Generator,
 } from "../components/engine/generator.js";
+import { fitComputeBatch, measurePrompts, type ComputeFit } from "../components/engine/prompt-limits.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -224,6 +225,8 @@ export async function evaluate(
     engine?: GeneratorHandle;
     pool?: PoolOptions;
     computeBatch?: z.input<typeof ComputeBatch>;
+    /** Memory budget in bytes for one compute batch (default: half the free memory). */
+    maxMemory?: number;
   },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
@@ -246,9 +249,17 @@ export async function evaluate(
           checkDelta(spec.delta, info);
           await generator.applyDelta(spec.delta);
         }
+        // Each model has its own tokenizer: every prompt is measured by it before anything is generated.
+        const measured = await measurePrompts(
+          generator,
+          info,
+          items.map((item) => ({ messages: item.messages, where: itemSource(item, settings) })),
+          settings.sampling,
+        );
+        const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
+        const fit = await fitComputeBatch(generator, info, requested, measured.longest, options.maxMemory);
         for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
-          const computeBatch = options.computeBatch ?? "auto";
-          const responses = await generateAll(generator, items, settings, computeBatch, name, steer);
+          const responses = await generateAll(generator, items, settings, fit, name, steer);
           const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
           const judged = items.map((item, i) => ({ item, verdict: verdicts[i]! }));
           results.push({
@@ -369,6 +380,12 @@ function scoreBenchmarks(
   );
 }
 
+/** Where an item's prompt came from, for errors naming it. */
+function itemSource(item: Item, settings: z.infer<typeof EvalSettings>): string {
+  if (item.benchmark) return `benchmark ${item.benchmark.benchmark} item ${item.id}`;
+  return `${item.set === "benign" ? settings.benign : settings.jailbreaks} record id ${item.id} (${item.set} prompt)`;
+}
+
 /** What the judge sees: the prompt's last turn, and apart, the plain request and its context. */
 function judgeItem(item: Item, response: string): JudgeItem {
   const goal = item.goal ?? item.benchmark?.goal;
@@ -392,11 +409,11 @@ async function generateAll(
   generator: Generator,
   items: Item[],
   settings: z.infer<typeof EvalSettings>,
-  computeBatch: "auto" | number,
+  fit: ComputeFit,
   name: string,
   steer: SteerRequest | undefined,
 ): Promise<string[]> {
-  const size = computeBatchSize(computeBatch, generator.cuda);
+  const { size, note } = fit;
   const bar = progress(`eval ${name}`, items.length, "samples");
   const responses: string[] = [];
   const starts = Array.from({ length: Math.ceil(items.length / size) }, (_, i) => i * size);
@@ -416,7 +433,7 @@ async function generateAll(
     },
     (_, samples) => {
       responses.push(...samples.map((s) => s.text));
-      bar.update(responses.length, withStatus(generator));
+      bar.update(responses.length, withStatus(generator, note));
     },
   );
   bar.finish();

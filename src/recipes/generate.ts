@@ -7,7 +7,14 @@
 //   routing/shard-NNNNN.safetensors  one per compute batch, written by the engine (README)
 import { join } from "node:path";
 import { z } from "zod";
-import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import {
+  ComputeBatch,
+  computeBatchSize,
+  MemorySize,
+  ModelConfig,
+  SamplingConfig,
+} from "../components/config.js";
+import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
 import { readConversations } from "../components/data/conversations.js";
 import { ModelInfo } from "../components/engine/protocol.js";
 import { inOrder, withGenerator, withStatus, type GeneratorHandle } from "../components/engine/generator.js";
@@ -25,6 +32,10 @@ export const GenerateConfig = z.strictObject({
   out: z.string().min(1),
   sampling: SamplingConfig.prefault({}),
   computeBatch: ComputeBatch,
+  /** Memory budget in bytes for one compute batch (default: half the free memory). */
+  maxMemory: MemorySize.optional(),
+  /** Leave out conversations over the length limit (listed in meta.json) instead of refusing. */
+  skipLong: z.boolean().default(false),
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
   /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
@@ -39,6 +50,8 @@ export interface GenerateSummary {
   out: string;
   samples: number;
   total: number;
+  /** Conversations left out by --skip-long. */
+  skippedLong: number;
   generatedTokens: number;
   seconds: number;
   complete: boolean;
@@ -49,7 +62,7 @@ export async function generate(
   options: { engine?: GeneratorHandle; pool?: PoolOptions; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
-  const conversations = readConversations(config.input, config.replay, config.encoding);
+  const all = readConversations(config.input, config.replay, config.encoding);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
   return withGenerator(
@@ -59,7 +72,27 @@ export async function generate(
       if (config.steer && config.replay)
         throw new UserError("--steer works with generation, not with --replay");
       const steer = config.steer && steerRequest(config.steer, model, "--steer");
-      const batchSize = computeBatchSize(config.computeBatch, generator.cuda);
+      // A replayed conversation is measured whole: its response is part of the one forward pass.
+      const measured = await measurePrompts(
+        generator,
+        model,
+        all.map((c) => ({ messages: c.messages, where: `${config.input} record id ${c.id} field messages` })),
+        {
+          ...config.sampling,
+          maxNewTokens: config.replay ? 0 : config.sampling.maxNewTokens,
+          skipLong: config.skipLong,
+        },
+      );
+      const conversations = all.filter((_, i) => measured.keep[i]);
+      const skippedLong = all.filter((_, i) => !measured.keep[i]).map((c) => c.id);
+      if (conversations.length === 0) {
+        throw new UserError(
+          `${config.input}: every conversation is over the length limit; nothing to generate`,
+        );
+      }
+      const requested = computeBatchSize(config.computeBatch, generator.cuda);
+      const fit = await fitComputeBatch(generator, model, requested, measured.longest, config.maxMemory);
+      const batchSize = fit.size;
       const rows: GeneratedRow[] = [];
       const started = Date.now();
       let generatedTokens = 0;
@@ -69,6 +102,7 @@ export async function generate(
         complete,
         samples: rows.length,
         total: conversations.length,
+        ...(config.skipLong && { skipped_long: skippedLong }),
         config,
         computeBatchSize: batchSize,
         model: z.encode(ModelInfo, model),
@@ -118,7 +152,8 @@ export async function generate(
           writeJsonlAtomic(join(config.out, "samples.jsonl"), rows);
           writeJsonAtomic(join(config.out, "meta.json"), meta(false));
           const seconds = (Date.now() - started) / 1000;
-          bar.update(rows.length, withStatus(generator, `${(generatedTokens / seconds).toFixed(1)} tok/s`));
+          const rate = `${(generatedTokens / seconds).toFixed(1)} tok/s`;
+          bar.update(rows.length, withStatus(generator, fit.note ? `${rate} · ${fit.note}` : rate));
         },
         options.signal,
       );
@@ -129,6 +164,7 @@ export async function generate(
         out: config.out,
         samples: rows.length,
         total: conversations.length,
+        skippedLong: skippedLong.length,
         generatedTokens,
         seconds: (Date.now() - started) / 1000,
         complete,

@@ -30,6 +30,8 @@ import {
 } from "../components/method/riskdiff.js";
 import { DELTA_FORMAT } from "../components/method/delta.js";
 import { checkRunFolder, openRun } from "../components/io/run.js";
+import { assertUnlocked } from "../components/io/lock.js";
+import { measurePrompts } from "../components/engine/prompt-limits.js";
 import {
   appendJsonl,
   readJson,
@@ -125,6 +127,8 @@ interface Plan {
   model: z.infer<typeof ModelConfig>;
   analysed?: ModelInfo;
   describe: Record<string, unknown>;
+  /** Where the training sequences come from, for errors naming one of them. */
+  file: string;
 }
 
 function fromRun(run: string, settings: Settings): Plan {
@@ -168,6 +172,7 @@ function fromRun(run: string, settings: Settings): Plan {
     model: { ...config.settings.model, ...definedOnly(settings.model) },
     analysed: config.model,
     describe: { analysis: { run, batch: config.settings.batch, model: z.encode(ModelInfo, config.model) } },
+    file: join(run, "sft_dataset.jsonl"),
   };
 }
 
@@ -215,7 +220,7 @@ function fromData(settings: Settings): Plan {
     });
   }
   const model = ModelConfig.parse(definedOnly(settings.model));
-  return { batches, trained, model, describe: { data: settings.data } };
+  return { batches, trained, model, describe: { data: settings.data }, file: settings.data! };
 }
 
 function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
@@ -297,6 +302,7 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
     );
   }
 
+  assertUnlocked(out);
   const handle =
     nproc > 1 ? { ...(options.engine as EngineOptions | undefined), ranks: nproc } : options.engine;
   return withEngine(handle ?? {}, async (engine) => {
@@ -308,11 +314,19 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       );
     }
     checkExperts(plan.trained, model.moeLayers, model.numExperts, settings.experts);
-    const resumed = openRun(out, "train", settings, {
-      model: z.encode(ModelInfo, model),
-      engine: engine.info,
-      ...plan.describe,
-    });
+    // Every sequence must fit the context, and the engine tokenizes them all in the setup: both
+    // before the output folder is touched.
+    await measurePrompts(
+      engine,
+      model,
+      plan.batches.flatMap((b) =>
+        b.conversations.map((messages, i) => ({
+          messages,
+          where: `${plan.file} record id ${b.sampleIds[i]} field messages`,
+        })),
+      ),
+      { maxNewTokens: 0 },
+    );
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
       experts: layerExperts(plan.trained),
@@ -330,7 +344,22 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
         allowed,
       })),
     });
-    return runSteps(engine, plan, settings, out, model, setup.trainableParameters, resumed, options.signal);
+    const describe = { model, engine: engine.info, ...plan.describe };
+    const { resumed, release } = openRun(out, "train", settings, describe, "checkpoints");
+    try {
+      return await runSteps(
+        engine,
+        plan,
+        settings,
+        out,
+        model,
+        setup.trainableParameters,
+        resumed,
+        options.signal,
+      );
+    } finally {
+      release();
+    }
   });
 }
 

@@ -19,6 +19,7 @@ import {
   Reply,
   TinyModelResult,
   RoutingShardRequest,
+  TokenCounts,
   TrainSetupRequest,
   TrainSetupResult,
   TrainStepResult,
@@ -249,6 +250,18 @@ export class Engine {
   ): Promise<GeneratedSample[]> {
     const params = { conversations, ids, shards: absolute(shards) };
     return (await this.call("replay", params, GenerateResult)).samples;
+  }
+
+  /** Tokens of each conversation as generation (prompt) or training (whole) renders it. */
+  async countTokens(conversations: Messages[], addGenerationPrompt: boolean): Promise<Int32Array> {
+    const params = { conversations, add_generation_prompt: addGenerationPrompt };
+    const reply = await this.call("count_tokens", params, TokenCounts);
+    return reply.lengths.data as Int32Array;
+  }
+
+  /** Bytes free now where the model sits (GPU memory or available RAM); null when unknown. */
+  async freeMemory(): Promise<number | null> {
+    return (await this.call("free_memory", {}, z.object({ bytes: z.number().nullable() }))).bytes;
   }
 
   /** The token ids the model's chat template makes of each conversation: prompts (with the

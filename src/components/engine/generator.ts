@@ -31,6 +31,11 @@ export interface Generator {
   /** What the progress line adds, e.g. the throughput of each server. */
   status?(): string;
   load(model: LoadOptions): Promise<ModelInfo>;
+  /** Tokens of each conversation as the model's chat template renders it for generation (with the
+   * generation prompt) or training (whole). */
+  countTokens(conversations: Messages[], addGenerationPrompt: boolean): Promise<Int32Array>;
+  /** Bytes one compute batch may take where the model sits; null: not ours to budget or unknown. */
+  freeMemory(): Promise<number | null>;
   /** Add a trained expert delta to the loaded model. */
   applyDelta(delta: string): Promise<void>;
   generate(request: GenerateRequest): Promise<GeneratedSample[]>;
@@ -45,6 +50,8 @@ export function engineGenerator(engine: Engine): Generator {
     cuda: engine.info.cuda,
     description: { engine: engine.info },
     load: (model) => engine.load(model),
+    countTokens: (conversations, prompt) => engine.countTokens(conversations, prompt),
+    freeMemory: () => engine.freeMemory(),
     applyDelta: async (delta) => void (await engine.applyDelta(delta)),
     generate: (r) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids),
     replay: (conversations, shards, ids) => engine.replay(conversations, shards, ids),

@@ -136,6 +136,16 @@ function poolGenerator(
       );
       return infos[0]!;
     },
+    countTokens: (conversations, prompt) => dispatch((engine) => engine.countTokens(conversations, prompt)),
+    // Engines on one device share its memory: each may use its share.
+    async freeMemory() {
+      const frees = await onAll((w) => on(w, (engine) => engine.freeMemory()));
+      const shares = pool.map((w, i) => {
+        const free = frees[i] ?? null;
+        return free === null ? null : free / pool.filter((other) => other.device === w.device).length;
+      });
+      return shares.includes(null) ? null : Math.min(...(shares as number[]));
+    },
     applyDelta: async (delta) => void (await onAll((w) => on(w, (engine) => engine.applyDelta(delta)))),
     generate: (r) =>
       dispatch((engine) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids)),

@@ -27,6 +27,10 @@ export const ReadyInfo = z.object({
 });
 export type ReadyInfo = z.infer<typeof ReadyInfo>;
 
+/** File name → size and digest of every file of the model folder (engine fingerprint.py). */
+export const ModelFingerprint = z.record(z.string(), z.string());
+export type ModelFingerprint = z.infer<typeof ModelFingerprint>;
+
 export const ModelInfo = snakeCase(
   z.object({
     source: z.string(),
@@ -54,6 +58,15 @@ export const ModelInfo = snakeCase(
       other: z.number(),
     }),
     chatTemplate: z.boolean(),
+    /** Positions the model takes, prompt and generation together; null when nothing says. */
+    context: z.number().int().nullable(),
+    /** Memory the KV cache holds per token of one sequence. */
+    kvBytesPerToken: z.number().int(),
+    attentionHeads: z.number().int(),
+    /** "eager" scores a whole prompt at once (memory grows with its square); sdpa and others do not. */
+    attentionImplementation: z.string(),
+    /** What a resumed run must find again (empty for a hub model not found in the local cache). */
+    fingerprint: ModelFingerprint,
   }),
 );
 export type ModelInfo = z.output<typeof ModelInfo>;
@@ -90,6 +103,8 @@ export const ServedSample = snakeCase(
 export type ServedSample = z.output<typeof ServedSample>;
 
 export const GenerateResult = z.object({ samples: z.array(GeneratedSample) });
+
+export const TokenCounts = z.object({ lengths: array(["int32"], 1) });
 
 export const TinyModelResult = z.object({
   path: z.string(),

@@ -2,7 +2,7 @@
 // parses with them (README: "Files a researcher reads without steermoe").
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
-import { Messages, ModelInfo } from "../engine/protocol.js";
+import { Messages, ModelFingerprint, ModelInfo } from "../engine/protocol.js";
 import { Verdict } from "../judge/judge.js";
 import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
 
@@ -113,11 +113,18 @@ export const BatchesFile = z.object({
       kept_sample_ids: z.array(z.string()).optional(),
     }),
   ),
+  /** With --skip-long: the pairs left out because a prompt was over the length limit. */
+  skipped_long: z.array(z.string()).optional(),
 });
 export type BatchesFile = z.infer<typeof BatchesFile>;
 
-/** RUN/config.json of any run: its kind and settings (openRun resumes or refuses by them). */
-export const RunConfig = z.looseObject({ kind: z.string(), settings: z.unknown() });
+/** RUN/config.json of any run: its kind, settings and model fingerprint (openRun resumes or
+ * refuses by them; runs made before fingerprints were recorded have none). */
+export const RunConfig = z.looseObject({
+  kind: z.string(),
+  settings: z.unknown(),
+  model: z.looseObject({ fingerprint: ModelFingerprint.optional() }).optional(),
+});
 
 /** RUN/config.json of an analysis, as far as training reads it. */
 export const AnalysisConfig = z.looseObject({

@@ -1,13 +1,17 @@
 // A Run is a folder that one job fills over one or more invocations. Its config.json records
-// the settings; a later invocation with the same settings resumes it, one with different
-// settings is refused with the difference named, so results from two settings never mix.
+// the settings and the model's fingerprint; a later invocation with the same settings and model
+// resumes it, one with different settings or a changed model is refused with the difference
+// named, so results from two settings or two models never mix. One command at a time (lock.ts).
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
 import { readJson, writeJsonAtomic } from "./store.js";
 import { RunConfig } from "./run-files.js";
+import { z } from "zod";
 import { storableSettings } from "./secrets.js";
+import { lockRun } from "./lock.js";
+import { ModelInfo, type ModelFingerprint } from "../engine/protocol.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
@@ -26,32 +30,83 @@ export function checkRunFolder(dir: string): void {
     throw new UserError(`${dir} is a file, not a run folder; give the folder's path`);
 }
 
+/** What a model's fingerprint (file → size and digest) says changed between two loads. */
+function modelChanges(before: ModelFingerprint | undefined, after: ModelFingerprint): string[] {
+  if (!before) return []; // made before runs recorded a fingerprint: nothing to compare with
+  const files = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+  return files.flatMap((file) => {
+    if (before[file] === after[file]) return [];
+    return [
+      `${file} ${before[file] === undefined ? "added" : after[file] === undefined ? "removed" : "changed"}`,
+    ];
+  });
+}
+
+const list = (items: string[]) => `${items.slice(0, 3).join("; ")}${items.length > 3 ? "; ..." : ""}`;
+
+/** A job's hold on its run folder: whether it resumes, and the lock to let go of when it ends. */
+export interface Run {
+  resumed: boolean;
+  release(): void;
+}
+
 /**
- * Open `dir` for a job of `kind` with `settings` (plain JSON data). Returns true when resuming.
- * `describe` adds what is not a setting (versions, model description, dataset hash) to config.json.
- * URLs are stored (and compared) without user:password and query string, and config.json says so.
+ * Open `dir` for a job of `kind` with `settings` (plain JSON data), locked against other commands
+ * until `release()`. `describe` adds what is not a setting (versions, the model with its
+ * fingerprint, dataset hash) to config.json. `work` is the subfolder whose files are the job's
+ * committed results: a folder without any may be started over with other settings or model,
+ * since nothing in it can mix. URLs are stored (and compared) without user:password and query
+ * string, and config.json says so.
  */
-export function openRun(dir: string, kind: string, settings: object, describe: object): boolean {
-  const configPath = join(dir, "config.json");
-  const stored = storableSettings(settings);
-  if (existsSync(configPath)) {
+export function openRun(
+  dir: string,
+  kind: string,
+  settings: object,
+  describe: { model: ModelInfo } & Record<string, unknown>,
+  work: string,
+): Run {
+  const lock = lockRun(dir);
+  try {
+    const configPath = join(dir, "config.json");
+    const stored = storableSettings(settings);
+    const entries = readdirSync(dir).filter((name) => name !== ".lock");
+    const fresh = () => {
+      writeJsonAtomic(configPath, {
+        kind,
+        ...stored,
+        ...describe,
+        model: z.encode(ModelInfo, describe.model),
+      });
+      return { resumed: false, release: lock.release };
+    };
+    if (!existsSync(configPath)) {
+      if (entries.length > 0)
+        throw new UserError(`${dir} exists and is not a steermoe run; choose a new folder`);
+      return fresh();
+    }
     const previous = readJson(configPath, RunConfig);
     if (previous.kind !== kind)
       throw new UserError(`${dir} holds a ${previous.kind} run, not ${kind}; choose another folder`);
-    const changed = differences(previous.settings, stored.settings);
-    if (changed.length) {
+    const settingsChanged = differences(previous.settings, stored.settings);
+    const modelChanged = modelChanges(previous.model?.fingerprint, describe.model.fingerprint);
+    if (!settingsChanged.length && !modelChanged.length) return { resumed: true, release: lock.release };
+    const why = settingsChanged.length
+      ? `made with other settings (${list(settingsChanged)})`
+      : `made with another model at ${describe.model.source} (${list(modelChanged)})`;
+    const committed =
+      existsSync(join(dir, work)) && readdirSync(join(dir, work)).some((f) => !f.startsWith("."));
+    if (committed) {
       throw new UserError(
-        `${dir} was made with other settings (${changed.slice(0, 3).join("; ")}${changed.length > 3 ? "; ..." : ""}); ` +
-          "rerun with the same settings to resume, or choose a new folder",
+        `${dir} was ${why}; ${settingsChanged.length ? "rerun with the same settings" : "rerun with the model it was made with"} to resume, or choose a new folder`,
       );
     }
-    return true;
+    process.stderr.write(`steermoe: ${dir} was ${why} but holds no finished ${work} yet; starting it over\n`);
+    for (const name of entries) rmSync(join(dir, name), { recursive: true, force: true });
+    return fresh();
+  } catch (err) {
+    lock.release();
+    throw err;
   }
-  if (existsSync(dir) && readdirSync(dir).length > 0) {
-    throw new UserError(`${dir} exists and is not a steermoe run; choose a new folder`);
-  }
-  writeJsonAtomic(configPath, { kind, ...stored, ...describe });
-  return false;
 }
 
 /** A config file (JSON or YAML) holding settings; flags given on the command line override it. */

@@ -231,6 +231,9 @@ function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generato
       }
       return loaded();
     },
+    countTokens: (conversations, prompt) => engine.countTokens(conversations, prompt),
+    // The servers hold the model and size their own batches.
+    freeMemory: async () => null,
     applyDelta: async () => requireLocal({ backend: flavour.name }, "an expert delta"),
     async generate(r: GenerateRequest) {
       if (r.steer) requireLocal({ backend: flavour.name }, "steering");
