@@ -61,7 +61,16 @@ def test_dense_model_is_refused(tiny_models: dict[str, Path]) -> None:
         (lambda p: p, "does not exist"),
         (lambda p: (p.mkdir(), p)[1], "has no config.json"),
         (lambda p: (p.write_text("x"), p)[1], "is a file"),
-        (lambda p: (p.mkdir(), (p / "config.json").write_text("{not json"), p)[2], "cannot read the model config"),
+        (
+            lambda p: (
+                p.mkdir(),
+                (p / "config.json").write_text("{not json"),
+                (p / "tokenizer.json").write_text("{}"),
+                p,
+            )[3],
+            "cannot read the model config",
+        ),
+        (lambda p: (p.mkdir(), (p / "config.json").write_text("{}"), p)[2], "has no tokenizer files"),
     ],
 )
 def test_bad_model_folders(tmp_path: Path, setup, message: str) -> None:
