@@ -9,7 +9,13 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { dropPairs, planBatches, type MixedBatch, type Sample } from "../components/data/batching.js";
+import {
+  batchShape,
+  dropPairs,
+  planBatches,
+  type MixedBatch,
+  type Sample,
+} from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import {
@@ -132,6 +138,13 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
     keepFiltered: settings.data.keepFiltered,
     encoding: settings.data.encoding,
   });
+  const batching = {
+    batchSize: settings.batch.size,
+    safeRatio: settings.batch.safeRatio,
+    seed: settings.batch.shuffleSeed,
+  };
+  // Checked before the engine starts; the plan itself waits for the length check (--skip-long).
+  batchShape(batching);
   const run = options.run;
   assertUnlocked(run);
   const judge = settings.qc
@@ -163,11 +176,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
           `${settings.data.file}: every record is over the length limit; nothing to analyze`,
         );
       }
-      const plan = planBatches(pairs, {
-        batchSize: settings.batch.size,
-        safeRatio: settings.batch.safeRatio,
-        seed: settings.batch.shuffleSeed,
-      });
+      const plan = planBatches(pairs, batching);
       // Whole analysis batches per engine call, as many as fit the compute batch and the memory
       // budget: the engine sees large batches, while every result still lands in its own analysis batch.
       const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);

@@ -43,7 +43,8 @@ export interface BatchOptions {
   seed?: number;
 }
 
-export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}): BatchPlan {
+/** Safe and unsafe samples per batch, refused with the reason when the options cannot make one. */
+export function batchShape(options: BatchOptions = {}): { nSafe: number; nUnsafe: number } {
   const { batchSize = 16, safeRatio = 0.5, seed } = options;
   if (!Number.isInteger(batchSize) || batchSize < 2) {
     throw new UserError(`batch size ${batchSize}: use a whole number of at least 2`);
@@ -63,7 +64,12 @@ export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}):
         `a batch must hold whole numbers of safe and unsafe samples (at 0.5: whole pairs, an even size)`,
     );
   }
-  const nUnsafe = batchSize - nSafe;
+  return { nSafe, nUnsafe: batchSize - nSafe };
+}
+
+export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}): BatchPlan {
+  const { batchSize = 16, safeRatio = 0.5, seed } = options;
+  const { nSafe, nUnsafe } = batchShape(options);
   const needed = Math.max(nSafe, nUnsafe);
   if (pairs.length < needed) {
     throw new UserError(
