@@ -67,11 +67,15 @@ function handle(req: IncomingMessage, res: ServerResponse, body: string): void {
   }
 }
 
-const server = createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on("data", (chunk: Buffer) => chunks.push(chunk));
-  req.on("end", () => handle(req, res, Buffer.concat(chunks).toString("utf8")));
-});
-server.listen(0, "127.0.0.1", () => {
-  process.stdout.write(`${(server.address() as AddressInfo).port}\n`);
-});
+// `node --test dist/test/` loads every file under test/ as a test file: without --serve this one is
+// an empty test file, not a server that never exits.
+if (process.argv.includes("--serve")) {
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => handle(req, res, Buffer.concat(chunks).toString("utf8")));
+  });
+  server.listen(0, "127.0.0.1", () => {
+    process.stdout.write(`${(server.address() as AddressInfo).port}\n`);
+  });
+}

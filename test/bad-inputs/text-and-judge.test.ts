@@ -24,7 +24,7 @@ let port = 0;
 
 before(async () => {
   const script = join(dirname(fileURLToPath(import.meta.url)), "judge-server.js");
-  server = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
+  server = spawn(process.execPath, [script, "--serve"], { stdio: ["ignore", "pipe", "inherit"] });
   port = await new Promise<number>((resolve, reject) => {
     server!.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim())));
     server!.once("exit", (code) => reject(new Error(`judge server exited with ${code}`)));
