@@ -18,7 +18,7 @@ from .distributed import rank_and_world, rank_device
 from .errors import EngineError
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .fingerprint import free_memory, model_fingerprint, model_limits
-from .generation import Sampling, chat_ids, generate, replay
+from .generation import Sampling, chat_ids, generate, naming, replay, sample_ids
 from .models import DTYPES, Loaded, describe, load, resolve_device, resolve_dtype
 from .routing import Shard
 from .tiny import TinySize, build_tiny
@@ -92,10 +92,11 @@ class Server:
 
     def count_tokens(self, params: dict[str, Any]) -> dict[str, Any]:
         """Token counts of conversations as generation and training render them (chat template)."""
-        loaded, prompt = self._model(), params["add_generation_prompt"]
-        lengths = [
-            len(chat_ids(loaded, messages, add_generation_prompt=prompt)) for messages in params["conversations"]
-        ]
+        loaded, prompt, conversations = self._model(), params["add_generation_prompt"], params["conversations"]
+        lengths = []
+        for sample_id, messages in zip(sample_ids(params.get("ids"), conversations), conversations, strict=True):
+            with naming(sample_id):
+                lengths.append(len(chat_ids(loaded, messages, add_generation_prompt=prompt)))
         return {"lengths": np.asarray(lengths, dtype=np.int32)}
 
     def free_memory(self, params: dict[str, Any]) -> dict[str, Any]:

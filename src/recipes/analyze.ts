@@ -163,8 +163,8 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
         generator,
         model,
         dataset.pairs.flatMap((p) => [
-          { messages: p.safe, where: where(p.pairId, mapping.safe.field) },
-          { messages: p.unsafe, where: where(p.pairId, mapping.unsafe.field) },
+          { messages: p.safe, where: where(p.pairId, mapping.safe.field), id: `${p.pairId}:safe` },
+          { messages: p.unsafe, where: where(p.pairId, mapping.unsafe.field), id: `${p.pairId}:unsafe` },
         ]),
         { ...settings.sampling, skipLong: settings.data.skipLong },
       );

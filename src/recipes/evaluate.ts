@@ -253,7 +253,11 @@ export async function evaluate(
         const measured = await measurePrompts(
           generator,
           info,
-          items.map((item) => ({ messages: item.messages, where: itemSource(item, settings) })),
+          items.map((item) => ({
+            messages: item.messages,
+            where: itemSource(item, settings),
+            id: `${item.set} ${item.id}`,
+          })),
           settings.sampling,
         );
         const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);

@@ -76,7 +76,11 @@ export async function generate(
       const measured = await measurePrompts(
         generator,
         model,
-        all.map((c) => ({ messages: c.messages, where: `${config.input} record id ${c.id} field messages` })),
+        all.map((c) => ({
+          messages: c.messages,
+          where: `${config.input} record id ${c.id} field messages`,
+          id: c.id,
+        })),
         {
           ...config.sampling,
           maxNewTokens: config.replay ? 0 : config.sampling.maxNewTokens,

@@ -323,6 +323,7 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
         b.conversations.map((messages, i) => ({
           messages,
           where: `${plan.file} record id ${b.sampleIds[i]} field messages`,
+          id: b.sampleIds[i],
         })),
       ),
       { maxNewTokens: 0 },

@@ -253,8 +253,8 @@ export class Engine {
   }
 
   /** Tokens of each conversation as generation (prompt) or training (whole) renders it. */
-  async countTokens(conversations: Messages[], addGenerationPrompt: boolean): Promise<Int32Array> {
-    const params = { conversations, add_generation_prompt: addGenerationPrompt };
+  async countTokens(conversations: Messages[], addGenerationPrompt: boolean, ids?: string[]): Promise<Int32Array> {
+    const params = { conversations, ids, add_generation_prompt: addGenerationPrompt };
     const reply = await this.call("count_tokens", params, TokenCounts);
     return reply.lengths.data as Int32Array;
   }

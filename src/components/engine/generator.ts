@@ -33,7 +33,7 @@ export interface Generator {
   load(model: LoadOptions): Promise<ModelInfo>;
   /** Tokens of each conversation as the model's chat template renders it for generation (with the
    * generation prompt) or training (whole). */
-  countTokens(conversations: Messages[], addGenerationPrompt: boolean): Promise<Int32Array>;
+  countTokens(conversations: Messages[], addGenerationPrompt: boolean, ids?: string[]): Promise<Int32Array>;
   /** Bytes one compute batch may take where the model sits; null: not ours to budget or unknown. */
   freeMemory(): Promise<number | null>;
   /** Add a trained expert delta to the loaded model. */
@@ -50,7 +50,7 @@ export function engineGenerator(engine: Engine): Generator {
     cuda: engine.info.cuda,
     description: { engine: engine.info },
     load: (model) => engine.load(model),
-    countTokens: (conversations, prompt) => engine.countTokens(conversations, prompt),
+    countTokens: (conversations, prompt, ids) => engine.countTokens(conversations, prompt, ids),
     freeMemory: () => engine.freeMemory(),
     applyDelta: async (delta) => void (await engine.applyDelta(delta)),
     generate: (r) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids),

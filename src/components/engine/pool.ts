@@ -136,7 +136,8 @@ function poolGenerator(
       );
       return infos[0]!;
     },
-    countTokens: (conversations, prompt) => dispatch((engine) => engine.countTokens(conversations, prompt)),
+    countTokens: (conversations, prompt, ids) =>
+      dispatch((engine) => engine.countTokens(conversations, prompt, ids)),
     // Engines on one device share its memory: each may use its share.
     async freeMemory() {
       const frees = await onAll((w) => on(w, (engine) => engine.freeMemory()));

@@ -11,6 +11,8 @@ import type { Messages, ModelInfo } from "./protocol.js";
 export interface Prompt {
   messages: Messages;
   where: string;
+  /** Its sample id, which the engine names if the chat template rejects the conversation. */
+  id?: string;
 }
 
 export interface PromptLimits {
@@ -47,6 +49,7 @@ export async function measurePrompts(
   const lengths = await generator.countTokens(
     prompts.map((p) => p.messages),
     !whole,
+    prompts.every((p) => p.id !== undefined) ? prompts.map((p) => p.id!) : undefined,
   );
   const room = context === null ? Infinity : context - limits.maxNewTokens;
   const limit = Math.min(limits.maxPromptTokens ?? Infinity, room);

@@ -231,7 +231,7 @@ function serverGenerator(engine: Engine, flavour: Flavour, pool: Pool): Generato
       }
       return loaded();
     },
-    countTokens: (conversations, prompt) => engine.countTokens(conversations, prompt),
+    countTokens: (conversations, prompt, ids) => engine.countTokens(conversations, prompt, ids),
     // The servers hold the model and size their own batches.
     freeMemory: async () => null,
     applyDelta: async () => requireLocal({ backend: flavour.name }, "an expert delta"),
