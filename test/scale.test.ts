@@ -83,9 +83,12 @@ test("a worker killed mid-run is named; the rerun, with another worker count, co
   process.kill(pids[0]!, "SIGCONT");
   assert.equal(await exited, 1);
   const lines = stderr.trim().split("\n");
-  assert.equal(
-    lines.at(-1),
-    `steermoe: worker 2 (cpu, pid ${pids[1]}) died: the engine was killed (SIGKILL); rerun the same command to resume`,
+  // The engines' last output is kept in a log file the line names.
+  assert.match(
+    lines.at(-1)!,
+    new RegExp(
+      `^steermoe: worker 2 \\(cpu, pid ${pids[1]}\\) died: the engine was killed \\(SIGKILL\\); rerun the same command to resume \\(log: \\S+\\)$`,
+    ),
   );
   assert.ok(!existsSync(join(runDir, "samples.jsonl")), "a failed run is not finished");
   // Nothing of the dead worker's batch is on disk as done: what is there is whole.

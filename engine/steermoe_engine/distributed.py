@@ -70,7 +70,8 @@ class Ranks:
         for rank, process in enumerate(self.followers, start=1):
             if process.exitcode is not None:
                 how = f"was killed (signal {-process.exitcode})" if process.exitcode < 0 else "exited"
-                print(f"engine rank {rank} (pid {process.pid}) {how}", file=sys.stderr, flush=True)
+                # The client takes a line with this prefix as the reason the engine ended.
+                print(f"steermoe-engine: engine rank {rank} (pid {process.pid}) {how}", file=sys.stderr, flush=True)
                 os._exit(1)
 
     def share(self, request: Request) -> Request:

@@ -77,7 +77,7 @@ class Server:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
         source, dtype, device, trust = params["source"], params["dtype"], params["device"], params["trust_remote_code"]
         if rank_and_world()[1] == 1:
-            self.loaded = load(source, dtype, device, trust, params["device_map"])
+            self.loaded = load(source, dtype, device, trust, params.get("device_map"))
         else:
             # Each rank reads the model into memory and FSDP2 moves only its shard to its device.
             target = rank_device(resolve_device(device))

@@ -34,6 +34,7 @@ import {
 
 export { PACKAGE_ROOT };
 const STDERR_LINES_KEPT = 40;
+const LAST_WORDS = "steermoe-engine: ";
 
 /** Raised when the engine reports a failure; carries the Python message (and traceback). */
 export class EngineError extends Error {
@@ -157,8 +158,10 @@ export class Engine {
       // "close", not "exit": its last lines on stderr (which rank died) arrive before the end.
       child.on("close", (code, signal) => {
         const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
+        // An engine that ends itself on purpose (a rank of its own died) says why in one marked line.
+        const why = stderrTail.findLast((line) => line.startsWith(LAST_WORDS))?.slice(LAST_WORDS.length);
         const tail = stderrTail.slice(-8).join("\n");
-        const err = new EngineDiedError(`the engine ${how}`, tail);
+        const err = new EngineDiedError(`the engine ${how}${why ? `: ${why}` : ""}`, tail);
         reject(err);
         started.engine?.fail(err);
       });
