@@ -164,6 +164,7 @@ test("openRun: config.json stores URLs without credentials and says so; the same
     device: "cpu",
     parameters: { total: 1, attention: 0, routers: 0, experts: 0, oneExpert: 0, other: 1 },
     chatTemplate: true,
+    expertsKernels: { prefill: "eager", decode: "grouped_mm" },
     context: 64,
     kvBytesPerToken: 8,
     attentionHeads: 1,

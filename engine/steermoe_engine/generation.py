@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
+from .adapters import decoder
 from .control import LayerControl, RouterControl
 from .errors import EngineError, first_line
 from .models import Loaded
@@ -67,6 +69,50 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple
         input_ids[i, width - len(row) :] = torch.tensor(row)
         attention_mask[i, width - len(row) :] = 1
     return input_ids.to(device), attention_mask.to(device)
+
+
+class _Reserved(DynamicLayer):
+    """A DynamicLayer whose keys and values live in buffers sized for the whole generation: a
+    decoding step writes one column instead of copying the whole cache (DynamicLayer's torch.cat,
+    which at a 64-row batch moves more bytes per step than the expert weights). Attention reads
+    a view of the filled part: the same values as DynamicLayer's, so the same results."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.filled = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.key_buffer = key_states.new_empty(*key_states.shape[:2], self.capacity, key_states.shape[3])
+        self.value_buffer = value_states.new_empty(*value_states.shape[:2], self.capacity, value_states.shape[3])
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, self.filled = self.filled, self.filled + key_states.shape[-2]
+        self.key_buffer[:, :, start : self.filled] = key_states
+        self.value_buffer[:, :, start : self.filled] = value_states
+        return self._views()
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys, self.values = self.key_buffer[:, :, : self.filled], self.value_buffer[:, :, : self.filled]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+            self._views()
+
+
+def _reserved_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
+    """The model's own cache layout (sliding-window layers stay as they are) with every plain
+    layer reserved for `capacity` tokens."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_Reserved(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Generator]) -> torch.Tensor:
@@ -132,48 +178,72 @@ def generate_ids(
     batch, width = input_ids.shape
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
-    cache = DynamicCache(config=model.config)
+    cache = _reserved_cache(model, width + sampling.max_new_tokens)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     steps: list[torch.Tensor] = []
+    # The rows still in the batch (indices into `prompts`), and those of each decoding forward.
+    rows = torch.arange(batch, device=device)
+    step_rows: list[torch.Tensor] = []
+    # Linear-attention (recurrent) layers of hybrid models cannot drop rows: theirs stay.
+    rows_can_leave = all(isinstance(layer, DynamicLayer) for layer in cache.layers)
 
     def forward(ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits; reads the current mask and positions, extends the cache."""
-        return model(
-            input_ids=ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+        return model(input_ids=ids, use_cache=True, logits_to_keep=1, **state()).logits[:, -1]
+
+    def route(ids: torch.Tensor) -> None:
+        """The decoder alone: the routing of the last token needs no logits."""
+        decoder(model)(input_ids=ids, use_cache=True, **state())
+
+    def state() -> dict[str, Any]:
+        return {"attention_mask": attention_mask, "position_ids": position_ids, "past_key_values": cache}
 
     with RouterControl(loaded.adapter, steer or {}), RoutingRecorder(loaded.adapter, enabled=record) as recorder:
+        loaded.use_kernel("prefill")
         logits = forward(input_ids)
+        loaded.use_kernel("decode")
         for step in range(sampling.max_new_tokens):
-            token = torch.where(done, pad_id, _sample(logits, sampling, generators))
-            steps.append(token)
-            lengths += (~done).long()
-            done |= torch.isin(token, eos_ids)
+            ended = done[rows]
+            token = torch.where(ended, pad_id, _sample(logits, sampling, [generators[i] for i in rows.tolist()]))
+            steps.append(torch.full((batch,), pad_id, device=device).index_copy_(0, rows, token))
+            lengths[rows] += (~ended).long()
+            done[rows] |= torch.isin(token, eos_ids)
             last = step == sampling.max_new_tokens - 1 or bool(done.all())
             if last and not record:
                 break
             # The forward of a token is where its routing happens, so the last token gets one too.
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             position_ids = position_ids[:, -1:] + 1
-            logits = forward(token[:, None])
+            step_rows.append(rows)
             if last:
+                route(token[:, None])
                 break
+            logits = forward(token[:, None])
+            # Rows whose last token has had its forward leave the batch once they are a quarter of
+            # it: leaving copies the whole cache, too much to do for each row as it ends.
+            ended = done[rows]
+            if rows_can_leave and int(ended.sum()) * 4 >= len(rows):
+                keep = (~ended).nonzero().squeeze(1)
+                rows, logits = rows[keep], logits[keep]
+                attention_mask, position_ids = attention_mask[keep], position_ids[keep]
+                cache.batch_select_indices(keep)
 
     generated = torch.stack(steps, dim=1).cpu()
     if record:
         layers, k = len(loaded.adapter.layers), loaded.adapter.top_k
         prefill_ids = recorder.ids[0].view(batch, width, layers, k).cpu()
         prefill_w = recorder.weights[0].view(batch, width, layers, k).cpu()
-        # Decode forwards see one token per row: [batch, steps, layers, k].
-        step_ids = torch.stack(recorder.ids[1:], dim=1).cpu()
-        step_w = torch.stack(recorder.weights[1:], dim=1).cpu()
+        # Decoding forwards see one token per row still in the batch: [batch, steps, layers, k].
+        step_ids = recorder.ids[0].new_zeros(batch, len(step_rows), layers, k)
+        step_w = recorder.weights[0].new_zeros(batch, len(step_rows), layers, k)
+        for i, (present, ids, weights) in enumerate(
+            zip(step_rows, recorder.ids[1:], recorder.weights[1:], strict=True)
+        ):
+            step_ids[present, i] = ids
+            step_w[present, i] = weights
+        step_ids, step_w = step_ids.cpu(), step_w.cpu()
     results: list[dict[str, Any]] = []
     routing: list[SampleRouting] = []
     for row, prompt in enumerate(prompts):
@@ -235,6 +305,7 @@ def replay(
     input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    loaded.use_kernel("prefill")
     with RoutingRecorder(loaded.adapter) as recorder:
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
     ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()

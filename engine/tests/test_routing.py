@@ -102,20 +102,28 @@ def test_samples_do_not_depend_on_their_batch(loaded: dict[str, Loaded]) -> None
 def test_stops_at_eos_and_drops_what_follows(loaded: dict[str, Loaded], tmp_path: Path) -> None:
     model = loaded["olmoe"]
     eos = model.tokenizer.eos_token_id
-    # Make end-of-sequence the likeliest token after a few steps by biasing the LM head.
+    # Make end-of-sequence likely enough that rows end at different steps (rows that have ended
+    # leave the batch while the others go on) by biasing the LM head.
     with torch.no_grad():
         saved = model.model.lm_head.bias
         model.model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.model.config.vocab_size))
-        model.model.lm_head.bias[eos] = 8.0
+        model.model.lm_head.bias[eos] = 4.0
     try:
-        shards = shards_for(tmp_path, [4])
-        samples = generate(model, CONVERSATIONS, seeds=[0, 1, 2, 3], sampling=Sampling(32, 1.0, 1.0), shards=shards)
+        shards = shards_for(tmp_path, [8])
+        samples = generate(
+            model, CONVERSATIONS * 2, seeds=list(range(8)), sampling=Sampling(32, 1.0, 1.0), shards=shards
+        )
     finally:
         model.model.lm_head.bias = saved
+    lengths = {len(sample["generated_ids"]) for sample in samples}
+    assert len(lengths) >= 4, lengths
     for sample, routing in zip(samples, read_shards(shards), strict=True):
         gen = sample["generated_ids"].tolist()
-        assert sample["finish_reason"] == "eos" and gen[-1] == eos and eos not in gen[:-1]
+        assert eos not in gen[:-1]
+        assert sample["finish_reason"] == ("eos" if gen[-1] == eos else "length")
         assert routing["generation"].shape[0] == len(gen)
+        ids = [*sample["prompt_ids"].tolist(), *gen]
+        np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
 
 
 def test_greedy_and_top_p(loaded: dict[str, Loaded]) -> None:

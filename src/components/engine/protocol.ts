@@ -58,6 +58,9 @@ export const ModelInfo = snakeCase(
       other: z.number(),
     }),
     chatTemplate: z.boolean(),
+    /** The transformers experts implementation each phase runs (engine/steermoe_engine/models.py
+     * EXPERTS_KERNELS); null where the model's experts have only their own, or on a server. */
+    expertsKernels: z.object({ prefill: z.string(), decode: z.string() }).nullable(),
     /** Positions the model takes, prompt and generation together; null when nothing says. */
     context: z.number().int().nullable(),
     /** Memory the KV cache holds per token of one sequence. */
