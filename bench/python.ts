@@ -39,6 +39,8 @@ export async function runPython<T>(args: string[]): Promise<T> {
 
 export class PythonWorker {
   private readonly lines: AsyncIterator<string>;
+  /** The worker's first line, sent once its model is loaded. */
+  ready: unknown;
   private constructor(
     private readonly child: ChildProcess,
     private readonly reader: Interface,
@@ -50,7 +52,7 @@ export class PythonWorker {
   static async start(args: string[]): Promise<PythonWorker> {
     const child = start(args);
     const worker = new PythonWorker(child, createInterface({ input: child.stdout! }), collectStderr(child));
-    await worker.next(); // {"ready": true} once the model is loaded
+    worker.ready = await worker.next();
     return worker;
   }
 

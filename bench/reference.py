@@ -119,8 +119,13 @@ class LogitDump:
             handle.remove()
 
 
+KERNELS = ("eager", "grouped_mm")
+
+
 @torch.inference_mode()
-def _generate_one(loaded: Loaded, messages: Messages, max_new_tokens: int, eos: set[int]) -> tuple[list[int], int]:
+def _generate_one(
+    loaded: Loaded, messages: Messages, max_new_tokens: int, eos: set[int], kernels: dict[str, str]
+) -> tuple[list[int], int]:
     """Greedy decoding of one prompt with a KV cache; returns (generated ids, prompt length)."""
     model = loaded.model
     ids = chat_ids(loaded, messages, add_generation_prompt=True)
@@ -128,10 +133,7 @@ def _generate_one(loaded: Loaded, messages: Messages, max_new_tokens: int, eos: 
     input_ids = torch.tensor([ids], device=loaded.device)
     generated: list[int] = []
     for step in range(max_new_tokens):
-        # The baseline gets the fastest CPU kernel for each phase, so that steermoe's speedup is not
-        # an artefact of a slow one: grouped GEMMs for the prompt, a plain loop over the 8 chosen
-        # experts for one-token steps (grouped_mm visits every expert, ~3x slower at batch 1).
-        model.set_experts_implementation("grouped_mm" if step == 0 else "eager")
+        model.set_experts_implementation(kernels["prefill" if step == 0 else "decode"])
         logits = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
         token = int(logits[0, -1].argmax())
         generated.append(token)
@@ -140,8 +142,32 @@ def _generate_one(loaded: Loaded, messages: Messages, max_new_tokens: int, eos: 
         input_ids = torch.tensor([[token]], device=loaded.device)
     # The last generated token's own routing needs one more forward, as steermoe records it.
     model(input_ids=torch.tensor([[generated[-1]]], device=loaded.device), past_key_values=cache, use_cache=True)
-    model.set_experts_implementation("grouped_mm")
     return generated, len(ids)
+
+
+def _fastest_kernels(loaded: Loaded, messages: Messages, eos: set[int]) -> dict[str, Any]:
+    """The baseline gets the fastest experts kernel for each phase on this machine, so that
+    steermoe's speedup is not an artefact of a slow one: each kernel runs the prompt alone and
+    with 16 one-token steps, best of 3."""
+    seconds: dict[str, dict[str, float]] = {}
+    for kernel in KERNELS:
+        same = {"prefill": kernel, "decode": kernel}
+
+        def best(steps: int, same: dict[str, str] = same) -> float:
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                _generate_one(loaded, messages, steps, set(), same)
+                runs.append(time.perf_counter() - start)
+            return min(runs)
+
+        prefill = best(1)
+        seconds[kernel] = {"prefill": prefill, "decode_step": (best(17) - prefill) / 16}
+    return {
+        "prefill": min(KERNELS, key=lambda k: seconds[k]["prefill"]),
+        "decode": min(KERNELS, key=lambda k: seconds[k]["decode_step"]),
+        "seconds": seconds,
+    }
 
 
 def _count(files: list[Path], prompt_len: int, top_k: int, num_experts: int) -> tuple[list[list[int]], list[int]]:
@@ -171,7 +197,8 @@ def baseline(args: argparse.Namespace) -> None:
     eos_cfg = loaded.model.generation_config.eos_token_id
     eos = set(eos_cfg if isinstance(eos_cfg, list) else [eos_cfg]) | {loaded.tokenizer.eos_token_id}
     adapter = loaded.adapter
-    _emit({"ready": True})
+    kernels = _fastest_kernels(loaded, data[0]["messages"], eos)
+    _emit({"ready": True, "kernels": kernels})
     for line in sys.stdin:
         request = json.loads(line)
         chosen = [data[i] for i in request["indices"]]
@@ -183,7 +210,7 @@ def baseline(args: argparse.Namespace) -> None:
             for index, sample in enumerate(chosen):
                 dump.reset()
                 t0 = time.perf_counter()
-                generated, prompt_len = _generate_one(loaded, sample["messages"], request["max_new_tokens"], eos)
+                generated, prompt_len = _generate_one(loaded, sample["messages"], request["max_new_tokens"], eos, kernels)
                 t1 = time.perf_counter()
                 files = []
                 for layer, pieces in enumerate(dump.logits):

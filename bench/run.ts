@@ -55,7 +55,6 @@ const P = QUICK
       promptTokens: 96,
       newTokens: 8,
       rounds: 2,
-      baseline: [0, 2],
       scalePairs: [8, 16],
       scaleTokens: 2,
       batchSizes: [1, 4],
@@ -69,11 +68,11 @@ const P = QUICK
       workersTokens: 4,
     }
   : {
-      pairs: 8,
+      // Four analysis batches of 8 safe + 8 unsafe: one compute batch of 64, the default.
+      pairs: 32,
       promptTokens: 350,
       newTokens: 128,
       rounds: 5,
-      baseline: [0, 8], // one safe and one unsafe prompt (one prompt at a time: rate is per prompt)
       scalePairs: [50, 100, 200, 400],
       scaleTokens: 4,
       batchSizes: [1, 8, 32, 64],
@@ -81,11 +80,13 @@ const P = QUICK
       rdBatches: 46,
       rdLoopBatches: 2,
       rdRuns: 7,
-      trainSteps: 3,
+      trainSteps: 5,
       responseTokens: 64,
       workersPairs: 16,
       workersTokens: 16,
     };
+// One safe and one unsafe prompt for the baseline (one prompt at a time: its rate is per prompt).
+const BASELINE = [0, P.pairs];
 const RD = { samples: 16, tokens: 128, layers: 16, experts: 64, topK: 8 };
 const TRAIN_EXPERTS = 50;
 
@@ -230,11 +231,16 @@ async function analysisSection(
         // steermoe's analysis = generation with routing recorded + reading it back and counting.
         const count = await timed(() => {
           routing = readRoutingShard(shards[0]!.path).traces;
-          const batch: RoutedSample[] = routing.map((r, i) => ({
+          const routed: RoutedSample[] = routing.map((r, i) => ({
             label: prompts[i]!.label,
             expertIds: r.generation,
           }));
-          return computeRiskDiff([batch], shape);
+          // Analysis batches of 8 safe + 8 unsafe: the safe prompts come first, then the unsafe.
+          const batches = Array.from({ length: P.pairs / 8 || 1 }, (_, b) => {
+            const half = (from: number) => routed.slice(from + b * 8, from + b * 8 + 8);
+            return [...half(0), ...half(P.pairs)];
+          });
+          return computeRiskDiff(batches, shape);
         });
         countMs.push(count.seconds * 1000);
         recorded.push(t.seconds + count.seconds);
@@ -260,7 +266,7 @@ async function analysisSection(
       }
       const { value: run, cpu: c } = await cpuOf(baseline.pid, () =>
         baseline.request<BaselineRun>({
-          indices: P.baseline,
+          indices: BASELINE,
           max_new_tokens: P.newTokens,
           topk: round === 0,
           dir: work,
@@ -283,7 +289,7 @@ async function analysisSection(
   const rec = perSecond(recorded, tokens);
   const noRec = perSecond(plain, tokens);
   const ref = perSecond(reference, baseTokens);
-  const check = compareWithBaseline(sample, routing, baseRuns[0]!, P.baseline, info);
+  const check = compareWithBaseline(sample, routing, baseRuns[0]!, BASELINE, info);
   baseRuns = baseRuns.map((r) => ({ ...r, outputs: [] }));
   return {
     prompts: prompts.length,
@@ -305,7 +311,9 @@ async function analysisSection(
       summarize(cpu.baseline).median / baseTokens / (summarize(cpu.recorded).median / tokens),
     speedup_vs_baseline: rec.median / ref.median,
     count_ms: summarize(countMs),
-    baseline_prompts: P.baseline,
+    baseline_prompts: BASELINE,
+    baseline_kernels: (baseline.ready as { kernels: unknown }).kernels,
+    experts_kernels: info.expertsKernels,
     baseline_runs: baseRuns,
     baseline_check: check,
   };
@@ -578,11 +586,13 @@ async function workersSection(model: string, work: string) {
 // training: expert-only vs everything, each in a fresh engine process
 
 async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[]) {
-  const conversations = prompts.map((p) => [
-    ...p.messages,
-    { role: "assistant" as const, content: p.answer },
-  ]);
-  const labels = prompts.map((p) => p.label);
+  // One analysis batch: the first 8 safe and the first 8 unsafe prompts.
+  const batch = [
+    ...prompts.filter((p) => p.label === "safe").slice(0, 8),
+    ...prompts.filter((p) => p.label === "unsafe").slice(0, 8),
+  ];
+  const conversations = batch.map((p) => [...p.messages, { role: "assistant" as const, content: p.answer }]);
+  const labels = batch.map((p) => p.label);
   const rand = mulberry32(3);
   const info0 = await withFreshEngine(model, cuda, async (_e, info) => info);
   const cells = new Set<number>();
@@ -593,9 +603,15 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
     const layer = String(info0.moeLayers[Math.floor(cell / info0.numExperts)]);
     (experts[layer] ??= []).push(cell % info0.numExperts);
   }
+  // Expert-only as `steermoe train` runs it by default (no routing mask), with and without
+  // activation checkpointing, against full fine-tuning of the same batch.
   const modes: Record<string, unknown> = {};
-  for (const trainable of ["experts", "all"] as const) {
-    modes[trainable] = await withFreshEngine(model, cuda, async (engine) => {
+  for (const [mode, trainable, checkpointing] of [
+    ["experts", "experts", false],
+    ["experts_checkpointing", "experts", true],
+    ["all", "all", false],
+  ] as const) {
+    modes[mode] = await withFreshEngine(model, cuda, async (engine) => {
       const loaded = processMemory(engine.pid);
       const setup = await engine.trainSetup({
         trainable,
@@ -604,11 +620,10 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
         gradClip: 1,
         lossOn: "assistant",
         routerLoss: { kind: "none", weight: 0, layers: "all" },
-        gradientCheckpointing: false,
+        gradientCheckpointing: checkpointing,
         microBatch: null,
         seed: 0,
-        // routing mask on for expert-only
-        batches: [{ conversations, labels, allowed: trainable === "experts" ? experts : {} }],
+        batches: [{ conversations, labels, allowed: {} }],
       });
       const steps = [];
       // No untimed warm-up step (the CPU budget): the median of the steps discounts the first one,
@@ -616,7 +631,7 @@ async function trainingSection(model: string, cuda: boolean, prompts: PromptRow[
       for (let s = 0; s < P.trainSteps; s++) {
         const t = await timed(() => engine.trainStep({ batch: 0, lr: 5e-5 }));
         steps.push({ wall: t.seconds, ...t.value });
-        log(`  ${trainable} step ${s}: ${t.seconds.toFixed(1)} s`);
+        log(`  ${mode} step ${s}: ${t.seconds.toFixed(1)} s`);
       }
       const after = processMemory(engine.pid);
       const timedSteps = steps;
@@ -664,40 +679,73 @@ async function withFreshEngine<T>(
 
 async function rooflineSection(engine: Engine, info: ModelInfo, prompts: PromptRow[]) {
   const bw = await runPython<{ bytes_per_second: number; device: string }>(["bandwidth"]);
-  const conv = [prompts[0]!.messages];
-  const run = async (n: number) =>
-    (await timed(() => engine.generate(conv, [0], { maxNewTokens: n, temperature: 0, topP: 1 }))).seconds;
-  await run(2);
-  const steps = 128;
-  const times = [];
-  for (let r = 0; r < 3; r++) times.push((await run(steps + 1)) - (await run(1)));
-  const step = summarize(times.map((t) => t / steps));
-  // Batch 1: each step reads every non-expert weight except the input embedding (one row), the
-  // router of each layer and top-k experts per MoE layer.
   const p = info.parameters;
-  const embedding = info.vocabSize * info.hiddenSize;
   const bytesPerParam = info.dtype === "float32" ? 4 : 2;
-  const params = p.total - p.experts - embedding + info.moeLayers.length * info.topK * p.oneExpert;
-  const bytes = params * bytesPerParam;
-  const boundSeconds = bytes / bw.bytes_per_second;
-  return {
-    device: bw.device,
-    bandwidth_bytes_per_second: bw.bytes_per_second,
-    bytes_per_step: bytes,
-    step_seconds: step,
-    bound_step_seconds: boundSeconds,
-    fraction_of_bound: boundSeconds / step.median,
-  };
+  const layers = info.moeLayers.length;
+  // Every weight but the input embedding (one row per sequence) and the experts is read once per
+  // step; of the experts, those at least one sequence routes to: E·(1 − (1 − k/E)^n) per layer
+  // for n sequences routed independently. Plus each sequence's KV cache, read once.
+  const dense = p.total - p.experts - info.vocabSize * info.hiddenSize;
+  const steps = 128;
+  const sizes = [];
+  for (const n of [1, 16, 64]) {
+    const convs = Array.from({ length: n }, (_, i) => prompts[i % prompts.length]!.messages);
+    const run = async (tokens: number) =>
+      (
+        await timed(() =>
+          engine.generate(
+            convs,
+            convs.map((_, i) => i),
+            { maxNewTokens: tokens, temperature: 0, topP: 1 },
+          ),
+        )
+      ).seconds;
+    await run(2);
+    const times = [];
+    for (let r = 0; r < 5; r++) times.push((await run(steps + 1)) - (await run(1)));
+    const step = summarize(times.map((t) => t / steps));
+    const experts = layers * info.numExperts * (1 - (1 - info.topK / info.numExperts) ** n);
+    const promptTokens = P.promptTokens + steps / 2; // the cache's mean length over the steps
+    const bytes = (dense + experts * p.oneExpert) * bytesPerParam + n * promptTokens * info.kvBytesPerToken;
+    const bound = bytes / bw.bytes_per_second;
+    sizes.push({
+      sequences: n,
+      bytes_per_step: bytes,
+      step_seconds: step,
+      tokens_per_second: n / step.median,
+      bound_step_seconds: bound,
+      bound_tokens_per_second: n / bound,
+      fraction_of_bound: bound / step.median,
+    });
+    log(
+      `  ${n} sequences: ${(step.median * 1000).toFixed(2)} ms/step, ${((bound / step.median) * 100).toFixed(0)}% of the bound`,
+    );
+  }
+  return { device: bw.device, bandwidth_bytes_per_second: bw.bytes_per_second, sizes };
 }
 
 // --------------------------------------------------------------------------------------------
 // report
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
+/** "eager for the prompt (0.21 s; grouped_mm 0.30 s), …" from the baseline's kernel timings. */
+function kernelText(k: any): string {
+  const other = (chosen: string) => Object.keys(k.seconds).filter((name) => name !== chosen);
+  const phase = (chosen: string, key: string, label: string, unit: (v: number) => string) =>
+    `${chosen} for ${label} (${unit(k.seconds[chosen][key])}; ${other(chosen)
+      .map((name) => `${name} ${unit(k.seconds[name][key])}`)
+      .join(", ")})`;
+  return [
+    phase(k.prefill, "prefill", "the prompt", (v) => `${v.toFixed(3)} s`),
+    phase(k.decode, "decode_step", "one-token steps", (v) => `${(v * 1000).toFixed(1)} ms`),
+  ].join(", ");
+}
+
 function render(r: any): string {
   const m = r.machine;
   const e = r.engine ?? {};
   const out: string[] = [];
+  const pct = (v: number) => `${(v * 100).toFixed(0)}%`;
   const gib = (b: number | undefined) => (b === undefined ? "n/a" : (b / 2 ** 30).toFixed(2));
   out.push(
     "# Benchmarks",
@@ -720,7 +768,7 @@ function render(r: any): string {
     out.push(
       "## Analysis throughput",
       "",
-      `${a.prompts} prompts (one analysis batch: ${a.prompts / 2} safe + ${a.prompts / 2} unsafe) of ${Math.min(...a.prompt_tokens)}–${Math.max(...a.prompt_tokens)} tokens, greedy, ${a.max_new_tokens} new tokens; generated lengths all ${a.max_new_tokens}: ${a.all_full_length ? "yes" : "no"}. Median of ${t.recorded.runs.length} interleaved runs (min–max).`,
+      `${a.prompts} prompts (${Math.max(1, a.prompts / 16)} analysis batches of 8 safe + 8 unsafe, generated as one compute batch of ${a.prompts}, the default) of ${Math.min(...a.prompt_tokens)}–${Math.max(...a.prompt_tokens)} tokens, greedy, ${a.max_new_tokens} new tokens; generated lengths all ${a.max_new_tokens}: ${a.all_full_length ? "yes" : "no"}. Median of ${t.recorded.runs.length} interleaved runs (min–max).`,
       "",
       table(
         ["pipeline", "generated tokens/s", "seconds per run"],
@@ -736,18 +784,18 @@ function render(r: any): string {
       ),
       "",
       `- Recording overhead: ${a.overhead_percent.toFixed(1)}% (median over rounds of recorded / plain wall time − 1, the two runs of a round back to back); ${a.overhead_percent_of_medians.toFixed(1)}% from the tokens/s medians above; ${a.overhead_percent_cpu.toFixed(1)}% in engine CPU time (${fmt(a.cpu_seconds.recorded)} vs ${fmt(a.cpu_seconds.plain)} CPU s). Counting the batch's risk difference: ${fmt(a.count_ms, 2)} ms.`,
-      `- Speedup over the reference-style baseline: ${a.speedup_vs_baseline.toFixed(1)}× (tokens/s medians; ${a.speedup_vs_baseline_cpu.toFixed(1)}× in CPU seconds per generated token). The baseline runs one prompt at a time, so its rate does not depend on how many prompts it is given; it runs ${a.baseline_prompts.length} per round to fit the time budget. It gets its fastest CPU kernels (grouped GEMM for the prompt, the eager per-expert loop for one-token steps).`,
+      `- Speedup over the reference-style baseline: ${a.speedup_vs_baseline.toFixed(1)}× (tokens/s medians; ${a.speedup_vs_baseline_cpu.toFixed(1)}× in CPU seconds per generated token). The baseline runs one prompt at a time, so its rate does not depend on how many prompts it is given; it runs ${a.baseline_prompts.length} per round to fit the time budget. It gets the fastest experts kernel of each phase at batch 1 on this machine, timed when it starts: ${kernelText(a.baseline_kernels)}; steermoe ran ${a.experts_kernels ? `${a.experts_kernels.prefill} for prompts and ${a.experts_kernels.decode} for steps` : "the model's own experts implementation"}.`,
       `- Same outputs: ${c.identical_outputs}/${c.prompts} baseline prompts produced identical tokens; top-k expert sets equal in ${c.topk_equal}/${c.topk_groups} (token, layer) groups over ${c.tokens_compared} generated tokens.`,
       "",
     );
     targets.push([
-      "Recording overhead ≤ 5%",
-      verdict(a.overhead_percent <= 5, `${a.overhead_percent.toFixed(1)}%`),
+      "Recording overhead ≤ 2%",
+      verdict(a.overhead_percent <= 2, `${a.overhead_percent.toFixed(1)}%`),
     ]);
     targets.push([
-      "Analysis ≥ 5× faster than the reference-style baseline",
+      "Analysis ≥ 8× faster than the reference-style baseline",
       verdict(
-        a.speedup_vs_baseline >= 5 && c.topk_equal === c.topk_groups,
+        a.speedup_vs_baseline >= 8 && c.topk_equal === c.topk_groups,
         `${a.speedup_vs_baseline.toFixed(1)}×`,
       ),
     ]);
@@ -830,8 +878,8 @@ function render(r: any): string {
       "",
     );
     targets.push([
-      "Risk difference < 100 ms",
-      verdict(d.compute_riskdiff_ms.median < 100, `${d.compute_riskdiff_ms.median.toFixed(1)} ms`),
+      "Risk difference < 50 ms",
+      verdict(d.compute_riskdiff_ms.median < 50, `${d.compute_riskdiff_ms.median.toFixed(1)} ms`),
     ]);
     targets.push([
       "Risk difference ≥ 100× faster than the per-token loop",
@@ -841,21 +889,22 @@ function render(r: any): string {
   const tr = r.training;
   if (tr && !tr.error) {
     const x = tr.modes.experts;
+    const c = tr.modes.experts_checkpointing;
     const f = tr.modes.all;
     const row = (name: string, v: any) => [
       name,
-      (v.trainableParameters / 1e6).toFixed(2),
+      (v.trainable_parameters / 1e6).toFixed(2),
       fmt(v.step_seconds, 1),
       fmt(v.tokens_per_second, 0),
       gib(v.rss_after_load_bytes),
       gib(v.peak_bytes),
       gib(v.peak_delta_bytes),
-      (v.optimizerStateBytes / 2 ** 20).toFixed(1),
+      (v.optimizer_state_bytes / 2 ** 20).toFixed(1),
     ];
     out.push(
       "## Training",
       "",
-      `Batch ${tr.batch} (${tr.batch / 2} safe + ${tr.batch / 2} unsafe) of ${P.promptTokens}-token prompts + ~${P.responseTokens}-token answers, one micro-batch, AdamW, loss on the answers. Each mode in a fresh engine process; step time is the median of ${x.step_seconds.runs.length} steps (the first, which also allocates optimizer state, included); tokens/s counts every token of the batch (forward and backward). Memory is the engine process's host resident set from /proc: after loading the model, the peak (VmHWM) over the whole process, and the peak minus the RSS after loading.`,
+      `Batch ${tr.batch} (${tr.batch / 2} safe + ${tr.batch / 2} unsafe) of ${P.promptTokens}-token prompts + ~${P.responseTokens}-token answers, one micro-batch, AdamW, loss on the answers, no routing mask (the default). Each mode in a fresh engine process; step time is the median of ${x.step_seconds.runs.length} steps (min–max; the first, which also allocates optimizer state, included); tokens/s counts every token of the batch (forward and backward). Memory is the engine process's host resident set from /proc: after loading the model, the peak (VmHWM) over the whole process, and the peak minus the RSS after loading.`,
       "",
       table(
         [
@@ -868,35 +917,58 @@ function render(r: any): string {
           "peak − loaded GiB",
           "optimizer state MiB",
         ],
-        [row(`experts (${x.experts} experts, routing mask on)`, x), row("all", f)],
+        [
+          row(`experts (${x.experts} experts)`, x),
+          row(`experts (${c.experts} experts), activation checkpointing`, c),
+          row("all", f),
+        ],
       ),
       "",
     );
-    const ratio = x.peak_bytes / f.peak_bytes;
-    const deltaRatio = x.peak_delta_bytes / f.peak_delta_bytes;
+    const ratio = (v: any) => v.peak_bytes / f.peak_bytes;
+    const time = (v: any) => v.step_seconds.median / f.step_seconds.median;
     out.push(
-      `Expert-only peak / full peak: ${(ratio * 100).toFixed(0)}% absolute, ${(deltaRatio * 100).toFixed(0)}% above the loaded model.`,
+      `Expert-only / full fine-tuning: peak memory ${pct(ratio(x))} (${pct(x.peak_delta_bytes / f.peak_delta_bytes)} above the loaded model), step time ${time(x).toFixed(2)}; with activation checkpointing ${pct(ratio(c))} and ${time(c).toFixed(2)}.`,
       "",
     );
+    const best = ratio(c) < ratio(x) ? c : x;
     targets.push([
-      "Expert-only peak memory ≤ 60% of full fine-tuning (absolute peak RSS)",
-      verdict(ratio <= 0.6, `${(ratio * 100).toFixed(0)}%`),
+      "Expert-only peak memory ≤ 50% of full fine-tuning (absolute peak RSS)",
+      verdict(ratio(best) <= 0.5, `${pct(ratio(best))}${best === c ? " (with checkpointing)" : ""}`),
+    ]);
+    targets.push([
+      "Expert-only step time ≤ 0.5 × full fine-tuning",
+      verdict(time(x) <= 0.5, time(x).toFixed(2)),
     ]);
   } else out.push("## Training", "", `failed: ${tr?.error}`, "");
   const g = r.decode_roofline;
-  if (g) {
-    out.push("## Decode against the memory-bandwidth bound (CUDA)", "");
-    if (g.error) out.push(`failed: ${g.error}`, "");
-    else
-      out.push(
-        `Batch 1, ${g.device}: ${(g.bytes_per_step / 2 ** 30).toFixed(2)} GiB of weights read per step, measured bandwidth ${(g.bandwidth_bytes_per_second / 1e9).toFixed(0)} GB/s → bound ${(g.bound_step_seconds * 1000).toFixed(2)} ms/step; measured ${fmt({ ...g.step_seconds, median: g.step_seconds.median * 1000, min: g.step_seconds.min * 1000, max: g.step_seconds.max * 1000 }, 2)} ms/step = ${(g.fraction_of_bound * 100).toFixed(0)}% of the bound.`,
-        "",
-      );
-  } else
+  out.push("## Decode against the memory-bandwidth bound (CUDA)", "");
+  if (!g) out.push("Not run: this machine has no CUDA device.", "");
+  else if (g.error) out.push(`failed: ${g.error}`, "");
+  else
     out.push(
-      "## Decode against the memory-bandwidth bound (CUDA)",
+      `${g.device}, OLMoE-1B-7B's shape with random weights in ${r.model?.info?.dtype}, greedy, 128 steps after ${P.promptTokens}-token prompts; measured copy bandwidth ${(g.bandwidth_bytes_per_second / 1e9).toFixed(0)} GB/s. The bound is the bytes one step must read (weights, the experts the sequences route to, the KV cache) over that bandwidth. Median of 5 (min–max).`,
       "",
-      "Not run: this machine has no CUDA device.",
+      table(
+        ["sequences", "GiB read per step", "ms per step", "tokens/s", "bound tokens/s", "of the bound"],
+        g.sizes.map((x: any) => [
+          x.sequences,
+          (x.bytes_per_step / 2 ** 30).toFixed(2),
+          fmt(
+            {
+              ...x.step_seconds,
+              median: x.step_seconds.median * 1000,
+              min: x.step_seconds.min * 1000,
+              max: x.step_seconds.max * 1000,
+              runs: x.step_seconds.runs,
+            },
+            2,
+          ),
+          x.tokens_per_second.toFixed(0),
+          x.bound_tokens_per_second.toFixed(0),
+          pct(x.fraction_of_bound),
+        ]),
+      ),
       "",
     );
   out.push(

@@ -52,9 +52,10 @@ class Ranks:
         cuda = torch.cuda.is_available()
         if rank < torch.cuda.device_count():
             torch.cuda.set_device(rank)
-        # The machine's cores are split between the ranks unless the user said otherwise.
+        # The cores this process may run on (torch's default follows the CPU affinity, which
+        # os.cpu_count() ignores) are split between the ranks unless the user said otherwise.
         threads = os.environ.get("OMP_NUM_THREADS")
-        torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(int(threads) if threads else max(1, torch.get_num_threads() // world))
         # Object collectives (requests, checkpoints) go over gloo, tensors on GPUs over NCCL.
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", store=store, rank=rank, world_size=world)
 
@@ -75,9 +76,14 @@ class Ranks:
                 os._exit(1)
 
     def share(self, request: Request) -> Request:
-        """Rank 0's request, on every rank."""
+        """Rank 0's request, on every rank. A rank that died between requests breaks the
+        broadcast before the watcher sees it go: it is named, not the broken connection."""
         box = [request]
-        dist.broadcast_object_list(box, src=0)
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except RuntimeError:
+            self.exit_if_one_died(wait=1.0)
+            raise
         return box[0]
 
     def close(self) -> None:

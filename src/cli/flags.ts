@@ -146,7 +146,7 @@ function computeOption(flags: string, help: string, schema: Schema, at?: string)
 
 /** Sequences the engine runs at once: --compute-batch on every command that generates. */
 export function computeBatchOption(at?: string): Option {
-  const auto = `auto: ${computeBatchSize("auto", false)} on CPU, ${computeBatchSize("auto", true)} on GPU`;
+  const auto = `auto: ${computeBatchSize("auto")}, fewer where memory is short`;
   return computeOption(
     "--compute-batch <n|auto>",
     `sequences the engine runs at once (${auto})`,

@@ -48,9 +48,10 @@ export const MemoryText = z
 /** A memory budget in bytes: a number, or text with a unit. */
 export const MemorySize = z.union([z.number().int().min(1), MemoryText]);
 
-export function computeBatchSize(setting: "auto" | number, cuda: boolean): number {
-  if (setting !== "auto") return setting;
-  return cuda ? 64 : 16;
+/** "auto": 64 on every device. On CPU too, a step of 64 sequences reads each expert's weights
+ * once for four times the tokens of 16 (docs/benchmarks.md); fitComputeBatch shrinks it to memory. */
+export function computeBatchSize(setting: "auto" | number): number {
+  return setting === "auto" ? 64 : setting;
 }
 
 /** Settings parsed at the boundary: a failure is one line naming the recipe and the field. */

@@ -179,7 +179,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       const plan = planBatches(pairs, batching);
       // Whole analysis batches per engine call, as many as fit the compute batch and the memory
       // budget: the engine sees large batches, while every result still lands in its own analysis batch.
-      const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
+      const requested = computeBatchSize(options.computeBatch ?? "auto");
       const fit = await fitComputeBatch(
         generator,
         model,

@@ -260,7 +260,7 @@ export async function evaluate(
           })),
           settings.sampling,
         );
-        const requested = computeBatchSize(options.computeBatch ?? "auto", generator.cuda);
+        const requested = computeBatchSize(options.computeBatch ?? "auto");
         const fit = await fitComputeBatch(generator, info, requested, measured.longest, options.maxMemory);
         for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
           const responses = await generateAll(generator, items, settings, fit, name, steer);

@@ -94,7 +94,7 @@ export async function generate(
           `${config.input}: every conversation is over the length limit; nothing to generate`,
         );
       }
-      const requested = computeBatchSize(config.computeBatch, generator.cuda);
+      const requested = computeBatchSize(config.computeBatch);
       const fit = await fitComputeBatch(generator, model, requested, measured.longest, config.maxMemory);
       const batchSize = fit.size;
       const rows: GeneratedRow[] = [];

@@ -45,7 +45,6 @@ const LISTENING = /^listening on (http:\/\/\S+)$/;
 
 function serverArgs(settings: ServeSettings): string[] {
   const { model } = settings;
-  const cuda = model.device.startsWith("cuda");
   return [
     "-m",
     "steermoe_engine.serve",
@@ -54,7 +53,7 @@ function serverArgs(settings: ServeSettings): string[] {
     ...["--flavor", settings.flavor, "--host", settings.host, "--port", String(settings.port)],
     ...(settings.servedModelName ? ["--served-model-name", settings.servedModelName] : []),
     ...(settings.routedExperts ? [] : ["--no-routed-experts"]),
-    ...["--compute-batch", String(computeBatchSize(settings.computeBatch, cuda))],
+    ...["--compute-batch", String(computeBatchSize(settings.computeBatch))],
     ...(settings.apiKeyEnv ? ["--api-key-env", settings.apiKeyEnv] : []),
   ];
 }
