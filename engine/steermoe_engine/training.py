@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from .distributed import rank_and_world
 from .errors import EngineError
 from .generation import Messages, chat_ids, naming, sample_ids
 from .models import Loaded
+from .trained_rows import TrainedRows, supported, trained_rows
 
 Trainable = Literal["experts", "all", "router"]
 
@@ -177,6 +179,7 @@ class Trainer:
                 raise EngineError("training on several ranks trains experts only (--trainable experts)")
             shard(model, loaded.device)
         self.slices: list[ExpertSlices] = []
+        self.row_grads = False
         if setup.trainable == "experts":
             params = self._expert_masters(setup.experts)
         elif setup.trainable == "router":
@@ -198,12 +201,22 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
-        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`)."""
-        by_index = {layer.index: layer for layer in self.loaded.adapter.layers}
+        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`).
+
+        In one process, with experts that transformers computes as grouped_mm does, the backward
+        makes gradients for the master rows alone (trained_rows.py). Otherwise (FSDP2, other
+        expert layouts) the fused tensors get a gradient and hand the trained rows over."""
+        layers = self.loaded.adapter.layers
+        self.row_grads = self.world == 1 and all(supported(layer.experts) for layer in layers)
+        if self.row_grads:
+            for layer in layers:
+                layer.experts.steermoe_trained_rows = TrainedRows([], None, None)
+        by_index = {layer.index: layer for layer in layers}
         for index, chosen in sorted(experts.items()):
             if not chosen:
                 continue
             layer = by_index[index]
+            masters = {}
             for name in self.loaded.adapter.expert_params:
                 fused: nn.Parameter = getattr(layer.experts, name)
                 # This rank's block of rows: FSDP2 shards dim 0 as torch.chunk splits it.
@@ -214,10 +227,16 @@ class Trainer:
                 rows = torch.tensor([trained[i] - first for i in span], dtype=torch.long, device=self.loaded.device)
                 master = nn.Parameter(local(fused).detach()[rows].float().clone())
                 piece = ExpertSlices(fused, rows, master, slice(span[0], span[-1] + 1) if span else slice(0, 0))
-                fused.requires_grad_(True)
-                if self.world == 1:  # with FSDP2 the gradient arrives sharded, after backward
-                    fused.register_post_accumulate_grad_hook(piece.take_grad)
+                if not self.row_grads:
+                    fused.requires_grad_(True)
+                    if self.world == 1:  # with FSDP2 the gradient arrives sharded, after backward
+                        fused.register_post_accumulate_grad_hook(piece.take_grad)
+                masters[name] = master
                 self.slices.append(piece)
+            if self.row_grads:
+                layer.experts.steermoe_trained_rows = TrainedRows(
+                    sorted(set(chosen)), masters["gate_up_proj"], masters["down_proj"]
+                )
         return [piece.master for piece in self.slices]
 
     def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
@@ -331,7 +350,11 @@ class Trainer:
         chunks = self._chunks(batch)
         token_loss_total, router_loss = torch.zeros((), dtype=torch.float64), 0.0
         mean_grads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        with RouterControl(self.loaded.adapter, controls), RouterProbe(self.loaded.adapter, with_router_loss) as probe:
+        with (
+            RouterControl(self.loaded.adapter, controls),
+            RouterProbe(self.loaded.adapter, with_router_loss) as probe,
+            trained_rows(model) if self.row_grads else nullcontext(),
+        ):
             if with_router_loss and (len(chunks) > 1 or self.world > 1):
                 totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
                 with torch.no_grad():

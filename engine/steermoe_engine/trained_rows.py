@@ -1,0 +1,162 @@
+"""Expert-only training without the fused experts' gradient.
+
+transformers computes fused experts [num_experts, ...] with one grouped matmul per projection, and
+its backward makes the weight gradient of every expert and keeps every expert's input for it. When
+only a few experts learn, that is most of the step's memory for nothing: here a transformers
+experts implementation runs the same forward (the same kernels in the same order, so the same
+numbers), keeps only what the backward needs (the gate/up projections, recomputing the gated
+activation from them, and the inputs of the tokens routed to trained experts), and returns
+gradients for the trained experts' fp32 master rows alone. Where no gradient flows below a layer
+(the lowest trained one), it keeps the trained experts' tokens only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _grouped_mm
+
+IMPLEMENTATION = "steermoe_trained_rows"
+
+
+class TrainedRows:
+    """One experts module's trained rows (sorted) and their fp32 masters, one per fused tensor."""
+
+    def __init__(self, rows: list[int], gate_up: nn.Parameter | None, down: nn.Parameter | None) -> None:
+        self.rows, self.gate_up, self.down = rows, gate_up, down
+
+
+def supported(experts: nn.Module) -> bool:
+    """Experts this implementation computes exactly as transformers' grouped_mm does: decorated
+    with `use_experts_implementation`, [gate; up] concatenated, untransposed, without biases or a
+    post-expert norm, not expert-parallel (GPT-OSS and its kin keep the fused gradient)."""
+    flags = ("has_gate", "is_concatenated", "is_transposed", "has_bias", "has_post_expert_norm", "_is_expert_parallel")
+    if not all(hasattr(experts, f) for f in flags) or not hasattr(experts, "config"):
+        return False
+    return bool(
+        experts.has_gate
+        and experts.is_concatenated
+        and not (experts.is_transposed or experts.has_bias or experts.has_post_expert_norm)
+        and not experts._is_expert_parallel
+        and isinstance(getattr(experts, "gate_up_proj", None), torch.Tensor)
+        and isinstance(getattr(experts, "down_proj", None), torch.Tensor)
+    )
+
+
+def _offsets(expert_ids: torch.Tensor, num_experts: int) -> torch.Tensor:
+    # As grouped_mm_experts_forward counts: histc, since bincount breaks CUDA graphs.
+    counted = expert_ids.float() if expert_ids.device.type in ("cpu", "mps") else expert_ids.int()
+    return torch.cumsum(torch.histc(counted, bins=num_experts, min=0, max=num_experts - 1), dim=0, dtype=torch.int32)
+
+
+class _TrainedRowsMlp(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        top_k_index: torch.Tensor,
+        top_k_weights: torch.Tensor,
+        experts: nn.Module,
+        trained: TrainedRows,
+        gate_up_master: torch.Tensor | None,
+        down_master: torch.Tensor | None,
+    ) -> torch.Tensor:
+        # The forward of grouped_mm_experts_forward, op for op.
+        num_tokens, num_top_k = top_k_index.shape
+        expert_ids, perm = torch.sort(top_k_index.reshape(-1))
+        token = perm // num_top_k
+        x = hidden[token]
+        weights = top_k_weights.reshape(-1)[perm]
+        offsets = _offsets(expert_ids, experts.num_experts)
+        gate_up = _grouped_mm(x, experts.gate_up_proj.transpose(-2, -1), offsets)
+        out = _grouped_mm(experts._apply_gate(gate_up), experts.down_proj.transpose(-2, -1), offsets)
+        out = out * weights.unsqueeze(-1)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.size(0), device=perm.device)
+        out = out[inverse].view(num_tokens, num_top_k, -1).sum(dim=1).to(hidden.dtype)
+
+        # The trained experts' pairs, expert after expert.
+        ends = [0, *offsets.tolist()]
+        spans = [(ends[r], ends[r + 1]) for r in trained.rows]
+        picked = torch.cat([perm.new_empty(0)] + [torch.arange(a, b, device=x.device) for a, b in spans])
+        ctx.trained_ends = torch.tensor([b - a for a, b in spans], dtype=torch.long).cumsum(0).tolist()
+        ctx.whole = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
+        if ctx.whole:
+            # Every pair's gate/up output (the gated activation and its derivative come from it)
+            # and the trained pairs' inputs: grouped_mm would keep every pair's input and output.
+            ctx.save_for_backward(gate_up, weights, token, perm, offsets, x[picked], picked)
+        else:
+            # Nothing below needs a gradient: the trained pairs are all the backward sees.
+            counts = torch.zeros(experts.num_experts, dtype=torch.int32, device=x.device)
+            counts[trained.rows] = torch.tensor([b - a for a, b in spans], dtype=torch.int32, device=x.device)
+            picked_offsets = counts.cumsum(0, dtype=torch.int32)
+            ctx.save_for_backward(
+                gate_up[picked], weights[picked], token[picked], None, picked_offsets, x[picked], None
+            )
+        ctx.experts, ctx.trained, ctx.weights_shape = experts, trained, top_k_weights.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        gate_up, weights, token, perm, offsets, x_trained, picked = ctx.saved_tensors
+        experts, trained = ctx.experts, ctx.trained
+        grad_y = grad_out[token]
+        # out = weight · down(gated): d/d(gated) = weight · (grad_y · down), and
+        # d/d(weight) = <grad_y, down(gated)> = <grad_y · down, gated>, one grouped matmul for both.
+        grad_y_down = _grouped_mm(grad_y, experts.down_proj, offsets)
+        with torch.enable_grad():
+            pre = gate_up.detach().requires_grad_()
+            gated = experts._apply_gate(pre)
+            (grad_gate_up,) = torch.autograd.grad(gated, pre, grad_y_down * weights.unsqueeze(-1))
+        gated = gated.detach()
+        grad_hidden = grad_weights = None
+        if ctx.whole:
+            grad_x = _grouped_mm(grad_gate_up, experts.gate_up_proj, offsets)
+            grad_hidden = torch.zeros_like(grad_out).index_add_(0, token, grad_x.to(grad_out.dtype))
+            grad_weights = torch.empty_like(weights)
+            grad_weights[perm] = (grad_y_down * gated).sum(-1).to(weights.dtype)
+            grad_weights = grad_weights.view(ctx.weights_shape)
+            grad_gate_up, gated, grad_y, weights = (t[picked] for t in (grad_gate_up, gated, grad_y, weights))
+        if not trained.rows:
+            return grad_hidden, None, grad_weights, None, None, None, None
+        weighted_grad_y = grad_y * weights.unsqueeze(-1)
+        grads_gate_up, grads_down = [], []
+        for start, end in pairwise([0, *ctx.trained_ends]):
+            grads_gate_up.append(grad_gate_up[start:end].T @ x_trained[start:end])
+            grads_down.append(weighted_grad_y[start:end].T @ gated[start:end])
+        return (
+            grad_hidden,
+            None,
+            grad_weights,
+            None,
+            None,
+            torch.stack(grads_gate_up).float(),
+            torch.stack(grads_down).float(),
+        )
+
+
+def trained_rows_forward(
+    experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+) -> torch.Tensor:
+    trained: TrainedRows = experts.steermoe_trained_rows
+    return _TrainedRowsMlp.apply(hidden, top_k_index, top_k_weights, experts, trained, trained.gate_up, trained.down)
+
+
+ALL_EXPERTS_FUNCTIONS.register(IMPLEMENTATION, trained_rows_forward)
+
+
+@contextmanager
+def trained_rows(model: Any) -> Iterator[None]:
+    """The model's experts compute with this implementation inside the block, with whatever they
+    used before outside it (generation between steps, another kernel chosen at load)."""
+    before = model.config._experts_implementation
+    model.set_experts_implementation(IMPLEMENTATION)
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(before)
