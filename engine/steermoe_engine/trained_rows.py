@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _grouped_mm
 
 IMPLEMENTATION = "steermoe_trained_rows"
+PAIRS_PER_SLICE = 8192  # (token, expert) pairs per backward slice
 
 
 class TrainedRows:
@@ -74,29 +75,51 @@ class _TrainedRowsMlp(torch.autograd.Function):
         weights = top_k_weights.reshape(-1)[perm]
         offsets = _offsets(expert_ids, experts.num_experts)
         gate_up = _grouped_mm(x, experts.gate_up_proj.transpose(-2, -1), offsets)
-        out = _grouped_mm(experts._apply_gate(gate_up), experts.down_proj.transpose(-2, -1), offsets)
-        out = out * weights.unsqueeze(-1)
+        # The trained experts' pairs, expert after expert: their inputs are all the backward keeps of x.
+        ends = [0, *offsets.tolist()]
+        picked = torch.cat(
+            [perm.new_empty(0)] + [torch.arange(ends[r], ends[r + 1], device=x.device) for r in trained.rows]
+        )
+        x_trained = x[picked]
+        del x  # the temporaries go as soon as they are used: the forward's peak is every layer's
+        gated = experts._apply_gate(gate_up)
+        ctx.whole = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
+        if not ctx.whole:
+            gate_up = gate_up[picked]
+        pair_out = _grouped_mm(gated, experts.down_proj.transpose(-2, -1), offsets)
+        del gated
+        pair_out.mul_(weights.unsqueeze(-1))
+        # The sum over each token's k pairs in grouped_mm's order (0 + the first pair + the second
+        # + ...), one [tokens, hidden] gather at a time instead of a reordered copy of all pairs.
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.size(0), device=perm.device)
-        out = out[inverse].view(num_tokens, num_top_k, -1).sum(dim=1).to(hidden.dtype)
+        inverse = inverse.view(num_tokens, num_top_k)
+        out = torch.zeros(num_tokens, pair_out.shape[-1], dtype=pair_out.dtype, device=pair_out.device)
+        for slot in range(num_top_k):
+            out += pair_out[inverse[:, slot]]
+        del pair_out
+        out = out.to(hidden.dtype)
 
-        # The trained experts' pairs, expert after expert.
-        ends = [0, *offsets.tolist()]
-        spans = [(ends[r], ends[r + 1]) for r in trained.rows]
-        picked = torch.cat([perm.new_empty(0)] + [torch.arange(a, b, device=x.device) for a, b in spans])
-        ctx.trained_ends = torch.tensor([b - a for a, b in spans], dtype=torch.long).cumsum(0).tolist()
-        ctx.whole = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
+        ctx.trained_ends = list(accumulate(ends[r + 1] - ends[r] for r in trained.rows))
         if ctx.whole:
             # Every pair's gate/up output (the gated activation and its derivative come from it)
-            # and the trained pairs' inputs: grouped_mm would keep every pair's input and output.
-            ctx.save_for_backward(gate_up, weights, token, perm, offsets, x[picked], picked)
+            # and the trained pairs' inputs, where grouped_mm keeps every pair's input and output.
+            ctx.save_for_backward(gate_up, weights, token, perm, offsets, x_trained, picked)
         else:
             # Nothing below needs a gradient: the trained pairs are all the backward sees.
-            counts = torch.zeros(experts.num_experts, dtype=torch.int32, device=x.device)
-            counts[trained.rows] = torch.tensor([b - a for a, b in spans], dtype=torch.int32, device=x.device)
-            picked_offsets = counts.cumsum(0, dtype=torch.int32)
+            counts = torch.zeros(experts.num_experts, dtype=torch.int32, device=gate_up.device)
+            counts[trained.rows] = torch.tensor(
+                [ends[r + 1] - ends[r] for r in trained.rows], dtype=torch.int32, device=gate_up.device
+            )
+            kept = torch.arange(picked.numel(), device=picked.device)
             ctx.save_for_backward(
-                gate_up[picked], weights[picked], token[picked], None, picked_offsets, x[picked], None
+                gate_up,
+                weights[picked],
+                token[picked],
+                None,
+                counts.cumsum(0, dtype=torch.int32),
+                x_trained,
+                kept,
             )
         ctx.experts, ctx.trained, ctx.weights_shape = experts, trained, top_k_weights.shape
         return out
@@ -104,27 +127,39 @@ class _TrainedRowsMlp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         gate_up, weights, token, perm, offsets, x_trained, picked = ctx.saved_tensors
-        experts, trained = ctx.experts, ctx.trained
-        grad_y = grad_out[token]
-        # out = weight · down(gated): d/d(gated) = weight · (grad_y · down), and
-        # d/d(weight) = <grad_y, down(gated)> = <grad_y · down, gated>, one grouped matmul for both.
-        grad_y_down = _grouped_mm(grad_y, experts.down_proj, offsets)
-        with torch.enable_grad():
-            pre = gate_up.detach().requires_grad_()
-            gated = experts._apply_gate(pre)
-            (grad_gate_up,) = torch.autograd.grad(gated, pre, grad_y_down * weights.unsqueeze(-1))
-        gated = gated.detach()
-        grad_hidden = grad_weights = None
-        if ctx.whole:
-            grad_x = _grouped_mm(grad_gate_up, experts.gate_up_proj, offsets)
-            grad_hidden = torch.zeros_like(grad_out).index_add_(0, token, grad_x.to(grad_out.dtype))
-            grad_weights = torch.empty_like(weights)
-            grad_weights[perm] = (grad_y_down * gated).sum(-1).to(weights.dtype)
+        experts, trained, pairs = ctx.experts, ctx.trained, gate_up.shape[0]
+        grad_hidden = torch.zeros_like(grad_out) if ctx.whole else None
+        grad_pair = torch.empty_like(weights) if ctx.whole else None
+        trained_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # A slice of pairs at a time, each slice's experts with their own offsets: the backward's
+        # [pairs, ...] temporaries would otherwise outweigh everything the forward kept.
+        for start in range(0, pairs, PAIRS_PER_SLICE):
+            end = min(start + PAIRS_PER_SLICE, pairs)
+            offs = offsets.clamp(start, end) - start
+            grad_y = grad_out[token[start:end]]
+            w = weights[start:end].unsqueeze(-1)
+            # out = w · down(gated): d/d(gated) = w · (grad_y · down), and
+            # d/d(w) = <grad_y, down(gated)> = <grad_y · down, gated>, one grouped matmul for both.
+            grad_y_down = _grouped_mm(grad_y, experts.down_proj, offs)
+            with torch.enable_grad():
+                pre = gate_up[start:end].detach().requires_grad_()
+                gated = experts._apply_gate(pre)
+                (grad_gate_up,) = torch.autograd.grad(gated, pre, grad_y_down * w)
+            gated = gated.detach()
+            if grad_hidden is not None and grad_pair is not None:
+                grad_x = _grouped_mm(grad_gate_up, experts.gate_up_proj, offs).to(grad_out.dtype)
+                grad_hidden.index_add_(0, token[start:end], grad_x)
+                grad_pair[start:end] = (grad_y_down * gated).sum(-1).to(weights.dtype)
+            mine = picked[(picked >= start) & (picked < end)] - start
+            trained_parts.append((grad_gate_up[mine], gated[mine], (grad_y * w)[mine]))
+        grad_weights = None
+        if grad_pair is not None:
+            grad_weights = torch.empty_like(grad_pair)
+            grad_weights[perm] = grad_pair
             grad_weights = grad_weights.view(ctx.weights_shape)
-            grad_gate_up, gated, grad_y, weights = (t[picked] for t in (grad_gate_up, gated, grad_y, weights))
         if not trained.rows:
             return grad_hidden, None, grad_weights, None, None, None, None
-        weighted_grad_y = grad_y * weights.unsqueeze(-1)
+        grad_gate_up, gated, weighted_grad_y = (torch.cat(parts) for parts in zip(*trained_parts, strict=True))
         grads_gate_up, grads_down = [], []
         for start, end in pairwise([0, *ctx.trained_ends]):
             grads_gate_up.append(grad_gate_up[start:end].T @ x_trained[start:end])

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
 
 from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
@@ -161,6 +162,25 @@ def shard(model: nn.Module, device: torch.device) -> None:
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A sharded model's whole weights, gathered on rank 0 (empty elsewhere)."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+LOGITS_PER_SLICE = 2**24  # logits the LM head makes at once in training (64 MiB in fp32)
+
+
+def target_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the next tokens. The head runs on a slice of target positions at a
+    time and again in backward (activation checkpointing): whole, the [targets, vocab] logits,
+    their log-softmax and its gradient would be the largest tensors of the step."""
+    rows = max(1, LOGITS_PER_SLICE // head.weight.shape[0])
+    parts = [
+        checkpoint(_slice_loss, head, hidden[start : start + rows], target[start : start + rows], use_reentrant=False)
+        for start in range(0, target.numel(), rows)
+    ]
+    return torch.stack(parts).sum()
+
+
+def _slice_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -380,8 +400,7 @@ class Trainer:
                 # prompt token would be the largest activation of the step, for nothing.
                 next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
-                logits = model.get_output_embeddings()(picked)
-                token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
+                token_loss = target_loss(model.get_output_embeddings(), picked, next_tokens[next_tokens != -100])
                 loss = token_loss / targets
                 if with_router_loss:
                     sums = self._router_sums(probe, layers, chunk)

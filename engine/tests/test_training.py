@@ -244,6 +244,8 @@ def test_trained_rows_get_the_gradient_of_the_whole_model(arch: str, fresh, monk
     autograd through the whole model with the fused tensors learning. Layer 0 (nothing below it
     learns) and layer 2 (gradients flow through it into layer 0) take the two backward paths."""
     trained = {0: [1, 3], 2: [0, 5]}
+    monkeypatch.setattr("steermoe_engine.trained_rows.PAIRS_PER_SLICE", 7)  # slices that split experts
+    monkeypatch.setattr("steermoe_engine.training.LOGITS_PER_SLICE", 5 * 512)  # LM head slices of 5 targets
     model = fresh(arch)
     trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
     assert trainer.row_grads
