@@ -167,14 +167,18 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
 LOGITS_PER_SLICE = 2**24  # logits the LM head makes at once in training (64 MiB in fp32)
 
 
-def target_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of the next tokens. The head runs on a slice of target positions at a
-    time and again in backward (activation checkpointing): whole, the [targets, vocab] logits,
-    their log-softmax and its gradient would be the largest tensors of the step."""
-    rows = max(1, LOGITS_PER_SLICE // head.weight.shape[0])
+def target_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor, sliced: bool) -> torch.Tensor:
+    """Summed cross-entropy of the next tokens. Sliced, the head runs on a slice of target
+    positions at a time and again in backward (activation checkpointing): whole, the [targets,
+    vocab] logits, their log-softmax and its gradient would be the largest tensors of the step.
+    With FSDP2 every rank must call the head as often as the others: once per micro-batch."""
+    rows = max(1, LOGITS_PER_SLICE // head.weight.shape[0] if sliced else target.numel())
+    starts = range(0, max(1, target.numel()), rows)
+    if len(starts) == 1:
+        return _slice_loss(head, hidden, target)
     parts = [
         checkpoint(_slice_loss, head, hidden[start : start + rows], target[start : start + rows], use_reentrant=False)
-        for start in range(0, target.numel(), rows)
+        for start in starts
     ]
     return torch.stack(parts).sum()
 
@@ -400,7 +404,9 @@ class Trainer:
                 # prompt token would be the largest activation of the step, for nothing.
                 next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
-                token_loss = target_loss(model.get_output_embeddings(), picked, next_tokens[next_tokens != -100])
+                token_loss = target_loss(
+                    model.get_output_embeddings(), picked, next_tokens[next_tokens != -100], sliced=self.world == 1
+                )
                 loss = token_loss / targets
                 if with_router_loss:
                     sums = self._router_sums(probe, layers, chunk)
