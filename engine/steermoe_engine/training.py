@@ -222,7 +222,7 @@ class Trainer:
         self.params: list[nn.Parameter] = params
         self.optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=setup.weight_decay)
         if setup.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
         """Expert sets arrive checked against the model (the TypeScript side knows it from `load`).

@@ -238,16 +238,17 @@ def test_delta_rebuilds_the_trained_model(fresh) -> None:
         assert torch.equal(tensor, trained_model.model.state_dict()[name]), name
 
 
-@pytest.mark.parametrize("arch", ["olmoe", "qwen2_moe"])
-def test_trained_rows_get_the_gradient_of_the_whole_model(arch: str, fresh, monkeypatch) -> None:
+@pytest.mark.parametrize(("arch", "checkpointing"), [("olmoe", False), ("qwen2_moe", True)])
+def test_trained_rows_get_the_gradient_of_the_whole_model(arch: str, checkpointing: bool, fresh, monkeypatch) -> None:
     """Only the trained rows get a gradient, never the fused tensors, and it is the plain model's:
     autograd through the whole model with the fused tensors learning. Layer 0 (nothing below it
-    learns) and layer 2 (gradients flow through it into layer 0) take the two backward paths."""
+    learns) and layer 2 (gradients flow through it into layer 0) take the two backward paths; with
+    activation checkpointing the layers' forwards run again inside the backward."""
     trained = {0: [1, 3], 2: [0, 5]}
     monkeypatch.setattr("steermoe_engine.trained_rows.PAIRS_PER_SLICE", 7)  # slices that split experts
     monkeypatch.setattr("steermoe_engine.training.LOGITS_PER_SLICE", 5 * 512)  # LM head slices of 5 targets
     model = fresh(arch)
-    trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
+    trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
     assert trainer.row_grads
     layers = {layer.index: layer for layer in model.adapter.layers}
     experts = layers[0].experts
@@ -291,7 +292,7 @@ def test_trained_rows_get_the_gradient_of_the_whole_model(arch: str, fresh, monk
     trainer.step(batch, lr=1e-2)
     monkeypatch.setattr("steermoe_engine.training.supported", lambda _experts: False)
     other = fresh(arch)
-    fused_path = Trainer(other, TrainSetup(trainable="experts", experts=trained))
+    fused_path = Trainer(other, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
     assert not fused_path.row_grads
     fused_path.step(fused_path.batch(BATCH, LABELS, {}), lr=1e-2)
     for mine_param, their_param in zip(trainer.params, fused_path.params, strict=True):
