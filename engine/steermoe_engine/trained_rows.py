@@ -1,13 +1,14 @@
 """Expert-only training without the fused experts' gradient.
 
 transformers computes fused experts [num_experts, ...] with one grouped matmul per projection, and
-its backward makes the weight gradient of every expert and keeps every expert's input for it. When
-only a few experts learn, that is most of the step's memory for nothing: here a transformers
-experts implementation runs the same forward (the same kernels in the same order, so the same
-numbers), keeps only what the backward needs (the gate/up projections, recomputing the gated
-activation from them, and the inputs of the tokens routed to trained experts), and returns
+its backward makes the weight gradient of every expert and keeps every (token, expert) pair's
+input for it. When only a few experts learn, that is most of the step's memory for nothing: here
+a transformers experts implementation runs the same forward (the same kernels in the same order,
+so the same numbers), keeps only what the backward needs (the pairs' gate/up projections, from
+which it recomputes the gated activation, and the layer's input, one row per token), and returns
 gradients for the trained experts' fp32 master rows alone. Where no gradient flows below a layer
-(the lowest trained one), it keeps the trained experts' tokens only.
+(the lowest trained one), it keeps the trained experts' pairs only. The backward runs a slice of
+pairs at a time, so its temporaries stay small beside what the forward kept.
 """
 
 from __future__ import annotations
@@ -75,13 +76,12 @@ class _TrainedRowsMlp(torch.autograd.Function):
         weights = top_k_weights.reshape(-1)[perm]
         offsets = _offsets(expert_ids, experts.num_experts)
         gate_up = _grouped_mm(x, experts.gate_up_proj.transpose(-2, -1), offsets)
-        # The trained experts' pairs, expert after expert: their inputs are all the backward keeps of x.
+        del x  # the temporaries go as soon as they are used: the forward's peak is every layer's
+        # The trained experts' pairs, expert after expert.
         ends = [0, *offsets.tolist()]
         picked = torch.cat(
-            [perm.new_empty(0)] + [torch.arange(ends[r], ends[r + 1], device=x.device) for r in trained.rows]
+            [perm.new_empty(0)] + [torch.arange(ends[r], ends[r + 1], device=perm.device) for r in trained.rows]
         )
-        x_trained = x[picked]
-        del x  # the temporaries go as soon as they are used: the forward's peak is every layer's
         gated = experts._apply_gate(gate_up)
         ctx.whole = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
         if not ctx.whole:
@@ -103,8 +103,9 @@ class _TrainedRowsMlp(torch.autograd.Function):
         ctx.trained_ends = list(accumulate(ends[r + 1] - ends[r] for r in trained.rows))
         if ctx.whole:
             # Every pair's gate/up output (the gated activation and its derivative come from it)
-            # and the trained pairs' inputs, where grouped_mm keeps every pair's input and output.
-            ctx.save_for_backward(gate_up, weights, token, perm, offsets, x_trained, picked)
+            # and the tokens' inputs (one row per token, not per pair), where grouped_mm keeps
+            # every pair's input and output.
+            ctx.save_for_backward(gate_up, weights, token, perm, offsets, hidden, picked)
         else:
             # Nothing below needs a gradient: the trained pairs are all the backward sees.
             counts = torch.zeros(experts.num_experts, dtype=torch.int32, device=gate_up.device)
@@ -118,7 +119,7 @@ class _TrainedRowsMlp(torch.autograd.Function):
                 token[picked],
                 None,
                 counts.cumsum(0, dtype=torch.int32),
-                x_trained,
+                hidden,
                 kept,
             )
         ctx.experts, ctx.trained, ctx.weights_shape = experts, trained, top_k_weights.shape
@@ -126,11 +127,11 @@ class _TrainedRowsMlp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        gate_up, weights, token, perm, offsets, x_trained, picked = ctx.saved_tensors
+        gate_up, weights, token, perm, offsets, hidden, picked = ctx.saved_tensors
         experts, trained, pairs = ctx.experts, ctx.trained, gate_up.shape[0]
         grad_hidden = torch.zeros_like(grad_out) if ctx.whole else None
         grad_pair = torch.empty_like(weights) if ctx.whole else None
-        trained_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        trained_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # A slice of pairs at a time, each slice's experts with their own offsets: the backward's
         # [pairs, ...] temporaries would otherwise outweigh everything the forward kept.
         for start in range(0, pairs, PAIRS_PER_SLICE):
@@ -151,7 +152,7 @@ class _TrainedRowsMlp(torch.autograd.Function):
                 grad_hidden.index_add_(0, token[start:end], grad_x)
                 grad_pair[start:end] = (grad_y_down * gated).sum(-1).to(weights.dtype)
             mine = picked[(picked >= start) & (picked < end)] - start
-            trained_parts.append((grad_gate_up[mine], gated[mine], (grad_y * w)[mine]))
+            trained_parts.append((grad_gate_up[mine], gated[mine], (grad_y * w)[mine], hidden[token[start:end][mine]]))
         grad_weights = None
         if grad_pair is not None:
             grad_weights = torch.empty_like(grad_pair)
@@ -159,7 +160,9 @@ class _TrainedRowsMlp(torch.autograd.Function):
             grad_weights = grad_weights.view(ctx.weights_shape)
         if not trained.rows:
             return grad_hidden, None, grad_weights, None, None, None, None
-        grad_gate_up, gated, weighted_grad_y = (torch.cat(parts) for parts in zip(*trained_parts, strict=True))
+        grad_gate_up, gated, weighted_grad_y, x_trained = (
+            torch.cat(parts) for parts in zip(*trained_parts, strict=True)
+        )
         grads_gate_up, grads_down = [], []
         for start, end in pairwise([0, *ctx.trained_ends]):
             grads_gate_up.append(grad_gate_up[start:end].T @ x_trained[start:end])
