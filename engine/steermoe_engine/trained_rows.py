@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any
 
@@ -26,11 +27,13 @@ IMPLEMENTATION = "steermoe_trained_rows"
 PAIRS_PER_SLICE = 8192  # (token, expert) pairs per backward slice
 
 
+@dataclass(frozen=True)
 class TrainedRows:
     """One experts module's trained rows (sorted) and their fp32 masters, one per fused tensor."""
 
-    def __init__(self, rows: list[int], gate_up: nn.Parameter | None, down: nn.Parameter | None) -> None:
-        self.rows, self.gate_up, self.down = rows, gate_up, down
+    rows: list[int]
+    gate_up: nn.Parameter | None
+    down: nn.Parameter | None
 
 
 def supported(experts: nn.Module) -> bool:
