@@ -103,38 +103,31 @@ class _TrainedRowsMlp(torch.autograd.Function):
         del pair_out
         out = out.to(hidden.dtype)
 
-        ctx.trained_ends = list(accumulate(ends[r + 1] - ends[r] for r in trained.rows))
+        sizes = [ends[r + 1] - ends[r] for r in trained.rows]
         if ctx.whole:
             # Every pair's gate/up output (the gated activation and its derivative come from it)
             # and the tokens' inputs (one row per token, not per pair), where grouped_mm keeps
             # every pair's input and output.
-            ctx.save_for_backward(gate_up, weights, token, perm, offsets, hidden, picked)
+            ctx.spans = [(ends[r], ends[r + 1]) for r in trained.rows]
+            ctx.save_for_backward(gate_up, weights, token, perm, offsets, hidden)
         else:
             # Nothing below needs a gradient: the trained pairs are all the backward sees.
+            ctx.spans = list(pairwise([0, *accumulate(sizes)]))
             counts = torch.zeros(experts.num_experts, dtype=torch.int32, device=gate_up.device)
-            counts[trained.rows] = torch.tensor(
-                [ends[r + 1] - ends[r] for r in trained.rows], dtype=torch.int32, device=gate_up.device
-            )
-            kept = torch.arange(picked.numel(), device=picked.device)
-            ctx.save_for_backward(
-                gate_up,
-                weights[picked],
-                token[picked],
-                None,
-                counts.cumsum(0, dtype=torch.int32),
-                hidden,
-                kept,
-            )
+            counts[trained.rows] = torch.tensor(sizes, dtype=torch.int32, device=gate_up.device)
+            picked_offsets = counts.cumsum(0, dtype=torch.int32)
+            ctx.save_for_backward(gate_up, weights[picked], token[picked], None, picked_offsets, hidden)
         ctx.experts, ctx.trained, ctx.weights_shape = experts, trained, top_k_weights.shape
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        gate_up, weights, token, perm, offsets, hidden, picked = ctx.saved_tensors
+        gate_up, weights, token, perm, offsets, hidden = ctx.saved_tensors
         experts, trained, pairs = ctx.experts, ctx.trained, gate_up.shape[0]
         grad_hidden = torch.zeros_like(grad_out) if ctx.whole else None
         grad_pair = torch.empty_like(weights) if ctx.whole else None
-        trained_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        masters = (trained.gate_up, trained.down) if trained.rows else ()
+        grad_masters = [torch.zeros_like(master) for master in masters]
         # A slice of pairs at a time, each slice's experts with their own offsets: the backward's
         # [pairs, ...] temporaries would otherwise outweigh everything the forward kept.
         for start in range(0, pairs, PAIRS_PER_SLICE):
@@ -154,31 +147,18 @@ class _TrainedRowsMlp(torch.autograd.Function):
                 grad_x = _grouped_mm(grad_gate_up, experts.gate_up_proj, offs).to(grad_out.dtype)
                 grad_hidden.index_add_(0, token[start:end], grad_x)
                 grad_pair[start:end] = (grad_y_down * gated).sum(-1).to(weights.dtype)
-            mine = picked[(picked >= start) & (picked < end)] - start
-            trained_parts.append((grad_gate_up[mine], gated[mine], (grad_y * w)[mine], hidden[token[start:end][mine]]))
+            # The trained experts' share of this slice, added into their gradients as it goes.
+            for i, (first, last) in enumerate(ctx.spans):
+                a, b = max(first, start) - start, min(last, end) - start
+                if a < b:
+                    grad_masters[0][i] += (grad_gate_up[a:b].T @ hidden[token[start + a : start + b]]).float()
+                    grad_masters[1][i] += ((grad_y[a:b] * w[a:b]).T @ gated[a:b]).float()
         grad_weights = None
         if grad_pair is not None:
             grad_weights = torch.empty_like(grad_pair)
             grad_weights[perm] = grad_pair
             grad_weights = grad_weights.view(ctx.weights_shape)
-        if not trained.rows:
-            return grad_hidden, None, grad_weights, None, None, None, None
-        grad_gate_up, gated, weighted_grad_y, x_trained = (
-            torch.cat(parts) for parts in zip(*trained_parts, strict=True)
-        )
-        grads_gate_up, grads_down = [], []
-        for start, end in pairwise([0, *ctx.trained_ends]):
-            grads_gate_up.append(grad_gate_up[start:end].T @ x_trained[start:end])
-            grads_down.append(weighted_grad_y[start:end].T @ gated[start:end])
-        return (
-            grad_hidden,
-            None,
-            grad_weights,
-            None,
-            None,
-            torch.stack(grads_gate_up).float(),
-            torch.stack(grads_down).float(),
-        )
+        return (grad_hidden, None, grad_weights, None, None, *(grad_masters or (None, None)))
 
 
 def trained_rows_forward(
