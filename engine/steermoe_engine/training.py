@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
 
 from .adapters import MoeAdapter, decoder
 from .control import LayerControl, RouterControl, allowed_only
@@ -37,6 +39,7 @@ from .distributed import rank_and_world
 from .errors import EngineError
 from .generation import Messages, chat_ids, naming, sample_ids
 from .models import Loaded
+from .trained_rows import TrainedRows, supported, trained_rows
 
 Trainable = Literal["experts", "all", "router"]
 
@@ -161,6 +164,29 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+LOGITS_PER_SLICE = 2**24  # logits the LM head makes at once in training (64 MiB in fp32)
+
+
+def target_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor, sliced: bool) -> torch.Tensor:
+    """Summed cross-entropy of the next tokens. Sliced, the head runs on a slice of target
+    positions at a time and again in backward (activation checkpointing): whole, the [targets,
+    vocab] logits, their log-softmax and its gradient would be the largest tensors of the step.
+    With FSDP2 every rank must call the head as often as the others: once per micro-batch."""
+    rows = max(1, LOGITS_PER_SLICE // head.weight.shape[0] if sliced else target.numel())
+    starts = range(0, max(1, target.numel()), rows)
+    if len(starts) == 1:
+        return _slice_loss(head, hidden, target)
+    parts = [
+        checkpoint(_slice_loss, head, hidden[start : start + rows], target[start : start + rows], use_reentrant=False)
+        for start in starts
+    ]
+    return torch.stack(parts).sum()
+
+
+def _slice_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
+
+
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     eps = 1e-8
     return (p * ((p + eps).log() - (q + eps).log())).sum()
@@ -177,6 +203,7 @@ class Trainer:
                 raise EngineError("training on several ranks trains experts only (--trainable experts)")
             shard(model, loaded.device)
         self.slices: list[ExpertSlices] = []
+        self.row_grads = False
         if setup.trainable == "experts":
             params = self._expert_masters(setup.experts)
         elif setup.trainable == "router":
@@ -195,15 +222,25 @@ class Trainer:
         self.params: list[nn.Parameter] = params
         self.optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=setup.weight_decay)
         if setup.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def _expert_masters(self, experts: dict[int, list[int]]) -> list[nn.Parameter]:
-        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`)."""
-        by_index = {layer.index: layer for layer in self.loaded.adapter.layers}
+        """Expert sets arrive checked against the model (the TypeScript side knows it from `load`).
+
+        In one process, with experts that transformers computes as grouped_mm does, the backward
+        makes gradients for the master rows alone (trained_rows.py). Otherwise (FSDP2, other
+        expert layouts) the fused tensors get a gradient and hand the trained rows over."""
+        layers = self.loaded.adapter.layers
+        self.row_grads = self.world == 1 and all(supported(layer.experts) for layer in layers)
+        if self.row_grads:
+            for layer in layers:
+                layer.experts.steermoe_trained_rows = TrainedRows([], None, None)
+        by_index = {layer.index: layer for layer in layers}
         for index, chosen in sorted(experts.items()):
             if not chosen:
                 continue
             layer = by_index[index]
+            masters = {}
             for name in self.loaded.adapter.expert_params:
                 fused: nn.Parameter = getattr(layer.experts, name)
                 # This rank's block of rows: FSDP2 shards dim 0 as torch.chunk splits it.
@@ -214,10 +251,16 @@ class Trainer:
                 rows = torch.tensor([trained[i] - first for i in span], dtype=torch.long, device=self.loaded.device)
                 master = nn.Parameter(local(fused).detach()[rows].float().clone())
                 piece = ExpertSlices(fused, rows, master, slice(span[0], span[-1] + 1) if span else slice(0, 0))
-                fused.requires_grad_(True)
-                if self.world == 1:  # with FSDP2 the gradient arrives sharded, after backward
-                    fused.register_post_accumulate_grad_hook(piece.take_grad)
+                if not self.row_grads:
+                    fused.requires_grad_(True)
+                    if self.world == 1:  # with FSDP2 the gradient arrives sharded, after backward
+                        fused.register_post_accumulate_grad_hook(piece.take_grad)
+                masters[name] = master
                 self.slices.append(piece)
+            if self.row_grads:
+                layer.experts.steermoe_trained_rows = TrainedRows(
+                    sorted(set(chosen)), masters["gate_up_proj"], masters["down_proj"]
+                )
         return [piece.master for piece in self.slices]
 
     def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
@@ -331,7 +374,11 @@ class Trainer:
         chunks = self._chunks(batch)
         token_loss_total, router_loss = torch.zeros((), dtype=torch.float64), 0.0
         mean_grads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        with RouterControl(self.loaded.adapter, controls), RouterProbe(self.loaded.adapter, with_router_loss) as probe:
+        with (
+            RouterControl(self.loaded.adapter, controls),
+            RouterProbe(self.loaded.adapter, with_router_loss) as probe,
+            trained_rows(model) if self.row_grads else nullcontext(),
+        ):
             if with_router_loss and (len(chunks) > 1 or self.world > 1):
                 totals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
                 with torch.no_grad():
@@ -357,8 +404,9 @@ class Trainer:
                 # prompt token would be the largest activation of the step, for nothing.
                 next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
-                logits = model.get_output_embeddings()(picked)
-                token_loss = F.cross_entropy(logits.float(), next_tokens[next_tokens != -100], reduction="sum")
+                token_loss = target_loss(
+                    model.get_output_embeddings(), picked, next_tokens[next_tokens != -100], sliced=self.world == 1
+                )
                 loss = token_loss / targets
                 if with_router_loss:
                     sums = self._router_sums(probe, layers, chunk)

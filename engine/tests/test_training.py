@@ -13,6 +13,7 @@ from steermoe_engine.families import Bias
 from steermoe_engine.files import apply_delta, expert_delta
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
+from steermoe_engine.trained_rows import trained_rows
 from steermoe_engine.training import RouterLoss, Trainable, Trainer, TrainSetup
 
 from .conftest import ARCHS
@@ -235,3 +236,74 @@ def test_delta_rebuilds_the_trained_model(fresh) -> None:
     assert apply_delta(base, delta) == experts
     for name, tensor in snapshot(base.model).items():
         assert torch.equal(tensor, trained_model.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(("arch", "checkpointing"), [("olmoe", False), ("qwen2_moe", True)])
+def test_trained_rows_get_the_gradient_of_the_whole_model(arch: str, checkpointing: bool, fresh, monkeypatch) -> None:
+    """Only the trained rows get a gradient, never the fused tensors, and it is the plain model's:
+    autograd through the whole model with the fused tensors learning. Layer 0 (nothing below it
+    learns) and layer 2 (gradients flow through it into layer 0) take the two backward paths; with
+    activation checkpointing the layers' forwards run again inside the backward."""
+    trained = {0: [1, 3], 2: [0, 5]}
+    monkeypatch.setattr("steermoe_engine.trained_rows.PAIRS_PER_SLICE", 7)  # slices that split experts
+    monkeypatch.setattr("steermoe_engine.training.LOGITS_PER_SLICE", 5 * 512)  # LM head slices of 5 targets
+    model = fresh(arch)
+    trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
+    assert trainer.row_grads
+    layers = {layer.index: layer for layer in model.adapter.layers}
+    experts = layers[0].experts
+    hidden = torch.randn(10, experts.hidden_dim)
+    index = torch.stack([torch.randperm(experts.num_experts)[:2] for _ in range(10)])
+    weights = torch.rand(10, 2)
+    with trained_rows(model.model):
+        forward = experts(hidden, index, weights)
+    assert torch.equal(forward, experts(hidden, index, weights))  # grouped_mm's numbers, bit for bit
+    batch = trainer.batch(BATCH, LABELS, {})
+    trainer.accumulate(batch)
+    assert all(getattr(layers[i].experts, n).grad is None for i in trained for n in ("gate_up_proj", "down_proj"))
+
+    reference = fresh(arch)
+    fused = {
+        (i, n): getattr(r.experts, n)
+        for r in reference.adapter.layers
+        for i in trained
+        if r.index == i
+        for n in ("gate_up_proj", "down_proj")
+    }
+    for tensor in fused.values():
+        tensor.requires_grad_(True)
+    [chunk] = trainer._chunks(batch)
+    logits = reference.model(input_ids=chunk.input_ids, attention_mask=chunk.attention).logits[:, :-1]
+    target = chunk.target[:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[target != -100], target[target != -100], reduction="sum")
+    (loss / batch.targets).backward()
+    pieces = iter(trainer.slices)
+    for index in sorted(trained):
+        for name in ("gate_up_proj", "down_proj"):
+            piece = next(pieces)
+            expected = fused[(index, name)].grad[trained[index]]
+            assert expected.abs().max() > 0
+            torch.testing.assert_close(piece.master.grad, expected, rtol=1e-5, atol=1e-7)
+
+    # One step as the fused-gradient path (FSDP's, and other layouts') takes it: the same optimizer
+    # state, and nothing but the trained rows moved by a single bit. Adam's first update is about
+    # lr · sign(grad), ill-conditioned where a gradient is ~1e-8, so weights agree to lr / 10 there.
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.step(batch, lr=1e-2)
+    monkeypatch.setattr("steermoe_engine.training.supported", lambda _experts: False)
+    other = fresh(arch)
+    fused_path = Trainer(other, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
+    assert not fused_path.row_grads
+    fused_path.step(fused_path.batch(BATCH, LABELS, {}), lr=1e-2)
+    for mine_param, their_param in zip(trainer.params, fused_path.params, strict=True):
+        mine_state, their_state = trainer.optimizer.state[mine_param], fused_path.optimizer.state[their_param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(mine_state[key], their_state[key], rtol=1e-5, atol=1e-8)
+    before, mine, theirs = snapshot(reference.model), snapshot(model.model), snapshot(other.model)
+    for name, tensor in before.items():
+        torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-3)
+        moved = {e for e in range(tensor.shape[0]) if not torch.equal(tensor[e], mine[name][e])}
+        if ".mlp.experts." in name:
+            assert moved == set(trained.get(int(name.split(".")[2]), [])), name
+        else:
+            assert not moved, name
