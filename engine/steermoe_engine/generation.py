@@ -200,10 +200,14 @@ def generate_ids(
     def state() -> dict[str, Any]:
         return {"attention_mask": attention_mask, "position_ids": position_ids, "past_key_values": cache}
 
-    with RouterControl(loaded.adapter, steer or {}), RoutingRecorder(loaded.adapter, enabled=record) as recorder:
-        loaded.use_kernel("prefill")
+    with (
+        RouterControl(loaded.adapter, steer or {}),
+        RoutingRecorder(loaded.adapter, enabled=record) as recorder,
+        loaded.phases() as use,
+    ):
+        use("prefill")
         logits = forward(input_ids)
-        loaded.use_kernel("decode")
+        use("decode")
         for step in range(sampling.max_new_tokens):
             ended = done[rows]
             token = torch.where(ended, pad_id, _sample(logits, sampling, [generators[i] for i in rows.tolist()]))
@@ -305,8 +309,8 @@ def replay(
     input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    loaded.use_kernel("prefill")
-    with RoutingRecorder(loaded.adapter) as recorder:
+    with RoutingRecorder(loaded.adapter) as recorder, loaded.phases() as use:
+        use("prefill")
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
     ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
     weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,10 +41,22 @@ class Loaded:
     # The experts implementation per phase; None where the model's experts have only their own.
     kernels: dict[Phase, str] | None = None
 
-    def use_kernel(self, phase: Phase) -> None:
-        """Switches the experts implementation for the forwards of `phase` that follow."""
-        if self.kernels is not None and self.model.config._experts_implementation != self.kernels[phase]:
-            self.model.set_experts_implementation(self.kernels[phase])
+    @contextlib.contextmanager
+    def phases(self) -> Iterator[Callable[[Phase], None]]:
+        """Inside, `use(phase)` switches the experts implementation for the forwards that follow;
+        after, the model computes with the one it had (training's forward never depends on
+        which generation ran before it)."""
+
+        def use(implementation: str) -> None:
+            if self.model.config._experts_implementation != implementation:
+                self.model.set_experts_implementation(implementation)
+
+        kernels, before = self.kernels, self.model.config._experts_implementation
+        try:
+            yield (lambda phase: use(kernels[phase])) if kernels is not None else (lambda _phase: None)
+        finally:
+            if kernels is not None:
+                use(before)
 
 
 def _kernels(model: PreTrainedModel, device: torch.device) -> dict[Phase, str] | None:

@@ -177,3 +177,23 @@ def test_past_256_experts_the_shard_holds_uint16_ids(tmp_path: Path) -> None:
         ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
         np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
     assert (np.concatenate([r["prompt"] for r in read_shards(shards)]) >= 256).any()
+
+
+def test_prompts_and_steps_run_the_experts_kernel_of_their_phase(loaded: dict[str, Loaded]) -> None:
+    model = loaded["olmoe"]
+    assert model.kernels == {"prefill": "eager", "decode": "grouped_mm"}  # on CPU
+    experts = model.adapter.layers[0].experts
+    before = model.model.config._experts_implementation
+    seen: list[tuple[int, str]] = []
+    hook = experts.register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].shape[0], module.config._experts_implementation))
+    )
+    try:
+        generate(model, CONVERSATIONS[:2], seeds=[0, 1], sampling=Sampling(4, 1.0, 1.0), shards=[])
+    finally:
+        hook.remove()
+    (prompt_tokens, first), *steps = seen
+    assert prompt_tokens > 2 and first == "eager"
+    assert steps and all(tokens <= 2 and kernel == "grouped_mm" for tokens, kernel in steps)
+    # Training and anything else after generation compute with what the model had.
+    assert model.model.config._experts_implementation == before
