@@ -931,10 +931,13 @@ function render(r: any): string {
       `Expert-only / full fine-tuning: peak memory ${pct(ratio(x))} (${pct(x.peak_delta_bytes / f.peak_delta_bytes)} above the loaded model), step time ${time(x).toFixed(2)}; with activation checkpointing ${pct(ratio(c))} and ${time(c).toFixed(2)}.`,
       "",
     );
-    const best = ratio(c) < ratio(x) ? c : x;
+    // Judged as train runs by default (no checkpointing); the checkpointing trade is shown beside.
     targets.push([
       "Expert-only peak memory ≤ 50% of full fine-tuning (absolute peak RSS)",
-      verdict(ratio(best) <= 0.5, `${pct(ratio(best))}${best === c ? " (with checkpointing)" : ""}`),
+      verdict(
+        ratio(x) <= 0.5,
+        `${(ratio(x) * 100).toFixed(1)}% (${pct(ratio(c))} with checkpointing, step time ${time(c).toFixed(2)})`,
+      ),
     ]);
     targets.push([
       "Expert-only step time ≤ 0.5 × full fine-tuning",
