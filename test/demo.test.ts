@@ -1,4 +1,4 @@
-// The README's method, as commands, run exactly as printed (test/package.test.ts runs the demo
+// The README's method, as commands, run exactly as printed (test-packaged/package.test.ts runs the demo
 // from the installed npm package).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { assertRepaired, PACKAGE_ROOT, tempDir } from "./helpers.js";
+import { assertRepaired, PACKAGE_ROOT, tempDir } from "../test/helpers.js";
 
 /** Every DataFrame of load_run equals the file it comes from, read without steermoe. */
 const LOAD_RUN_CHECK = `
