@@ -22,8 +22,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 Phase = Literal["prefill", "decode"]
 # The transformers experts implementation each phase runs, by device type. On CPU the per-expert
 # loop ("eager") runs prompts ~30% faster than grouped_mm (no copy of every token per chosen
-# expert in one gathered tensor), and grouped_mm runs the one-token steps of a batch 10-35% faster
-# (docs/benchmarks.md, "Experts kernels"). On CUDA grouped_mm is one fused kernel for both.
+# expert in one gathered tensor), and grouped_mm runs the one-token steps of 4 to 64 rows 20-35%
+# faster (docs/benchmarks.md, Notes, "Issue 15"). On CUDA grouped_mm is one fused kernel for both.
 EXPERTS_KERNELS: dict[str, dict[Phase, str]] = {
     "cpu": {"prefill": "eager", "decode": "grouped_mm"},
     "cuda": {"prefill": "grouped_mm", "decode": "grouped_mm"},
@@ -43,20 +43,28 @@ class Loaded:
 
     @contextlib.contextmanager
     def phases(self) -> Iterator[Callable[[Phase], None]]:
-        """Inside, `use(phase)` switches the experts implementation for the forwards that follow;
-        after, the model computes with the one it had (training's forward never depends on
-        which generation ran before it)."""
-
-        def use(implementation: str) -> None:
-            if self.model.config._experts_implementation != implementation:
-                self.model.set_experts_implementation(implementation)
-
-        kernels, before = self.kernels, self.model.config._experts_implementation
-        try:
+        """Inside, `use(phase)` switches to the phase's experts implementation (if the model has
+        a choice); after, the model has the one it had."""
+        kernels = self.kernels
+        with experts_implementation(self.model) as use:
             yield (lambda phase: use(kernels[phase])) if kernels is not None else (lambda _phase: None)
-        finally:
-            if kernels is not None:
-                use(before)
+
+
+@contextlib.contextmanager
+def experts_implementation(model: PreTrainedModel) -> Iterator[Callable[[str], None]]:
+    """Inside, `use(name)` switches the model's transformers experts implementation for the
+    forwards that follow; after, it computes with the one it had, so what runs next (a training
+    step after a generation) never depends on what ran before."""
+    before = model.config._experts_implementation
+
+    def use(name: str) -> None:
+        if model.config._experts_implementation != name:
+            model.set_experts_implementation(name)
+
+    try:
+        yield use
+    finally:
+        use(before)
 
 
 def _kernels(model: PreTrainedModel, device: torch.device) -> dict[Phase, str] | None:

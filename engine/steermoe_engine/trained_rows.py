@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _grouped_mm
 
+from .models import experts_implementation
+
 IMPLEMENTATION = "steermoe_trained_rows"
 PAIRS_PER_SLICE = 8192  # (token, expert) pairs per backward slice
 
@@ -174,10 +176,7 @@ ALL_EXPERTS_FUNCTIONS.register(IMPLEMENTATION, trained_rows_forward)
 @contextmanager
 def trained_rows(model: Any) -> Iterator[None]:
     """The model's experts compute with this implementation inside the block, with whatever they
-    used before outside it (generation between steps, another kernel chosen at load)."""
-    before = model.config._experts_implementation
-    model.set_experts_implementation(IMPLEMENTATION)
-    try:
+    used before outside it."""
+    with experts_implementation(model) as use:
+        use(IMPLEMENTATION)
         yield
-    finally:
-        model.set_experts_implementation(before)
