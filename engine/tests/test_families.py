@@ -158,6 +158,7 @@ STEER_CASES = [
 ]
 
 
+@pytest.mark.cpu_paths
 @capability("steer")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_steering_follows_the_rule(arch: str, loaded: dict[str, Loaded]) -> None:
@@ -191,6 +192,46 @@ def test_steering_follows_the_rule(arch: str, loaded: dict[str, Loaded]) -> None
         assert not np.isin(used, [0, 3]).any() and (used == 6).any(-1).all()
 
 
+def router_call(model: Loaded, layer: int) -> tuple[Any, ...]:
+    """The positional arguments one MoE router is called with in a forward of the model (MiniMax-M2's
+    block hands its router the correction bias too)."""
+    calls: list[tuple[Any, ...]] = []
+    handle = model.adapter.layers[layer].router.register_forward_pre_hook(lambda _m, args: calls.append(args))
+    try:
+        with torch.no_grad():
+            model.model(torch.tensor([[1, 2, 3]]))
+    finally:
+        handle.remove()
+    return calls[0]
+
+
+@pytest.mark.cpu_paths
+@capability("steer")
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_zero_bias_reselection_is_the_router_bit_for_bit(arch: str, dtype: str, tiny_models: dict[str, Path]) -> None:
+    """The re-selection under bias 0 runs the router's own operations on the router's own shapes:
+    the same bits on every CPU, not only values that happen to agree on this one. Many tokens of a
+    wide logit range, so that a vector kernel's other rounding of one lane would show."""
+    model = load(str(tiny_models[arch]), dtype, "cpu", False)
+    generator = torch.Generator().manual_seed(0)
+    for m, layer in enumerate(model.adapter.layers):
+        args = router_call(model, m)
+        hidden = args[0]
+        for tokens in [*range(1, 49), 4099]:
+            x = torch.randn(tokens, hidden.shape[-1], generator=generator)
+            x = x.to(hidden.dtype).reshape(*([1] * (hidden.dim() - 2)), tokens, hidden.shape[-1])
+            with torch.no_grad():
+                # Logits of spread 4, whatever the router's scale: neither saturated nor flat.
+                x *= 4 / model.adapter.family.routing(layer.router, layer.router(x, *args[1:])).logits.float().std()
+                plain = layer.router(x, *args[1:])
+                with RouterControl(model.adapter, steering(model, np.zeros((3, 8), dtype=np.float32))):
+                    zero = layer.router(x, *args[1:])
+            assert len(plain) == len(zero)
+            for got, want in zip(zero, plain, strict=True):
+                assert got.dtype == want.dtype and torch.equal(got, want), (m, tokens)
+
+
 def expert_tensor_names(model: Loaded) -> dict[str, int]:
     """state_dict name of each fused expert tensor -> its decoder layer."""
     ids = {
@@ -201,6 +242,7 @@ def expert_tensor_names(model: Loaded) -> dict[str, int]:
     return {name: ids[id(p)] for name, p in model.model.named_parameters() if id(p) in ids}
 
 
+@pytest.mark.cpu_paths
 @capability("train")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_training_moves_only_the_chosen_expert_slices(arch: str, tiny_models: dict[str, Path], tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ def bias_map(model: Loaded, fill: float = 0.0) -> np.ndarray:
     return np.full((model.adapter.num_layers, model.adapter.num_experts), fill, dtype=np.float32)
 
 
+@pytest.mark.cpu_paths
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bias_zero_is_bit_identical_to_no_steering(arch: str, loaded: dict[str, Loaded]) -> None:
     model = loaded[arch]

@@ -37,6 +37,7 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.cpu_paths
 @pytest.mark.parametrize("arch", ARCHS)
 def test_reselect_without_control_is_the_routers_own_choice(arch: str, loaded: dict[str, Loaded]) -> None:
     model = loaded[arch]
@@ -85,6 +86,7 @@ def test_forcing_experts_puts_them_in_every_top_k(loaded: dict[str, Loaded]) -> 
     torch.testing.assert_close(rec.weights[0][:, 2].sum(-1), torch.ones(32))  # Mixtral renormalises
 
 
+@pytest.mark.cpu_paths
 @pytest.mark.parametrize("arch", ["olmoe", "qwen2_moe"])
 def test_only_the_trained_expert_slices_change(arch: str, fresh) -> None:
     model = fresh(arch)

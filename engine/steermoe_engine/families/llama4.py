@@ -36,7 +36,11 @@ class Llama4(Family):
         top = logits.gather(1, indices)
         if b.removed is not None:  # a removed expert that had to fill a slot gets score 0
             top = top.masked_fill(b.removed[indices], float("-inf"))
-        return torch.sigmoid(top.float()).to(logits.dtype), indices
+        # The router's own operations on its own [tokens, experts] shape: a sigmoid of the picked
+        # logits alone runs other vector lanes, and another CPU gives other last bits.
+        scores = torch.full_like(logits, float("-inf")).scatter_(1, indices, top)
+        scores = torch.nn.functional.sigmoid(scores.float()).to(scores.dtype)
+        return scores.gather(1, indices), indices
 
     def pack(self, output: RouterOutput, weights: torch.Tensor, indices: torch.Tensor) -> RouterOutput:
         _, logits = output

@@ -39,8 +39,8 @@ export function defaultPython(): string {
   );
 }
 
-function run(command: string, args: string[], what: string): void {
-  const result = spawnSync(command, args, { stdio: ["ignore", "inherit", "inherit"] });
+function run(command: string, args: string[], what: string, env: NodeJS.ProcessEnv = process.env): void {
+  const result = spawnSync(command, args, { stdio: ["ignore", "inherit", "inherit"], env });
   if (result.error) throw new UserError(`${what}: ${result.error.message}`);
   if (result.status !== 0) throw new UserError(`${what} failed (exit ${result.status ?? result.signal})`);
 }
@@ -77,7 +77,9 @@ export function setupEnvironment(options: SetupOptions): SetupResult {
     log(`creating ${join(dir, "venv")}`);
     run(options.python, ["-m", "venv", join(dir, "venv")], "setup: creating the virtual environment");
   }
-  const pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"];
+  // --no-compile: bytecode for all of torch and transformers (hundreds of models never loaded) is
+  // most of pip's time; what the engine imports is compiled at the end.
+  const pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-compile"];
   log("installing the engine's pinned packages (engine/requirements.txt)");
   run(pip[0]!, [...pip.slice(1), "-r", REQUIREMENTS], "setup: pip install -r engine/requirements.txt");
   // Built from a copy: a build writes build/ and *.egg-info beside the sources.
@@ -91,6 +93,11 @@ export function setupEnvironment(options: SetupOptions): SetupResult {
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
+  // Written even where the environment says not to: without it every engine start compiles them
+  // again (twice the start-up time).
+  const compile = { ...process.env };
+  delete compile.PYTHONDONTWRITEBYTECODE;
+  run(python, ["-c", "import steermoe, steermoe_engine.server"], "setup: compiling the engine's imports", compile);
   writeFileSync(join(dir, READY), `${new Date().toISOString()}\n`);
   return { python, created: true };
 }
