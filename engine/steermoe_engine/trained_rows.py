@@ -26,7 +26,7 @@ from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _grouped_mm
 from .models import experts_implementation
 
 IMPLEMENTATION = "steermoe_trained_rows"
-PAIRS_PER_SLICE = 8192  # (token, expert) pairs per backward slice
+PAIRS_PER_SLICE = 8192  # (token, expert) pairs per slice of the weighted sum and of the backward
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,21 @@ class _TrainedRowsMlp(torch.autograd.Function):
             gate_up = gate_up[picked]
         pair_out = _grouped_mm(gated, experts.down_proj.transpose(-2, -1), offsets)
         del gated
-        pair_out.mul_(weights.unsqueeze(-1))
-        # The sum over each token's k pairs in grouped_mm's order (0 + the first pair + the second
-        # + ...), one [tokens, hidden] gather at a time instead of a reordered copy of all pairs.
+        # Weighted and summed as grouped_mm does: each pair times its routing weight in the promoted
+        # dtype (fp32 where a router keeps its weights in fp32 in a bf16 model: Mixtral, DeepSeek,
+        # GLM, MiniMax-M2, Hunyuan), each token's k pairs in one reduction in that dtype (no rounding
+        # between the adds, and the reduction's own order), cast to the model's dtype once. A slice
+        # of tokens at a time, where grouped_mm makes weighted and reordered copies of all pairs: a
+        # token's reduction does not depend on how many tokens are reduced beside it.
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.size(0), device=perm.device)
         inverse = inverse.view(num_tokens, num_top_k)
-        out = torch.zeros(num_tokens, pair_out.shape[-1], dtype=pair_out.dtype, device=pair_out.device)
-        for slot in range(num_top_k):
-            out += pair_out[inverse[:, slot]]
+        summed = torch.result_type(pair_out, weights)
+        out = torch.empty(num_tokens, pair_out.shape[-1], dtype=summed, device=pair_out.device)
+        step = max(1, PAIRS_PER_SLICE // num_top_k)
+        for start in range(0, num_tokens, step):
+            pairs = inverse[start : start + step]
+            torch.sum(pair_out[pairs] * weights[pairs].unsqueeze(-1), dim=1, out=out[start : start + step])
         del pair_out
         out = out.to(hidden.dtype)
 
@@ -139,22 +145,26 @@ class _TrainedRowsMlp(torch.autograd.Function):
             w = weights[start:end].unsqueeze(-1)
             # out = w · down(gated): d/d(gated) = w · (grad_y · down), and
             # d/d(w) = <grad_y, down(gated)> = <grad_y · down, gated>, one grouped matmul for both.
+            # Products with w, and w's gradient, are taken in the promoted dtype, as autograd takes
+            # them through grouped_mm's weighting; what goes on into the experts' gradients is
+            # rounded to the experts' dtype first, as there.
             grad_y_down = _grouped_mm(grad_y, experts.down_proj, offs)
             with torch.enable_grad():
                 pre = gate_up[start:end].detach().requires_grad_()
                 gated = experts._apply_gate(pre)
-                (grad_gate_up,) = torch.autograd.grad(gated, pre, grad_y_down * w)
+                (grad_gate_up,) = torch.autograd.grad(gated, pre, (grad_y_down * w).to(gated.dtype))
             gated = gated.detach()
             if grad_hidden is not None and grad_pair is not None:
                 grad_x = _grouped_mm(grad_gate_up, experts.gate_up_proj, offs).to(grad_out.dtype)
                 grad_hidden.index_add_(0, token[start:end], grad_x)
-                grad_pair[start:end] = (grad_y_down * gated).sum(-1).to(weights.dtype)
+                grad_pair[start:end] = (grad_y_down.to(weights.dtype) * gated).sum(-1)
             # The trained experts' share of this slice, added into their gradients as it goes.
             for i, (first, last) in enumerate(ctx.spans):
                 a, b = max(first, start) - start, min(last, end) - start
                 if a < b:
+                    grad_pair_out = (grad_y[a:b] * w[a:b]).to(gated.dtype)
                     grad_masters[0][i] += (grad_gate_up[a:b].T @ hidden[token[start + a : start + b]]).float()
-                    grad_masters[1][i] += ((grad_y[a:b] * w[a:b]).T @ gated[a:b]).float()
+                    grad_masters[1][i] += (grad_pair_out.T @ gated[a:b]).float()
         grad_weights = None
         if grad_pair is not None:
             grad_weights = torch.empty_like(grad_pair)

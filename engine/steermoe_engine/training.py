@@ -167,24 +167,40 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
 LOGITS_PER_SLICE = 2**24  # logits the LM head makes at once in training (64 MiB in fp32)
 
 
-def target_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor, sliced: bool) -> torch.Tensor:
-    """Summed cross-entropy of the next tokens. Sliced, the head runs on a slice of target
-    positions at a time and again in backward (activation checkpointing): whole, the [targets,
-    vocab] logits, their log-softmax and its gradient would be the largest tensors of the step.
-    With FSDP2 every rank must call the head as often as the others: once per micro-batch."""
+def logits_scaling(model: nn.Module) -> float:
+    """What the model's causal-LM forward divides the LM head's logits by before its loss: Granite's
+    config.logits_scaling (6.0 in the released granite-3.x MoE models), 1 for every other family.
+    Of the supported families' *ForCausalLM.forward (transformers 5.23) only Granite's change the
+    logits after the head; none soft-caps them."""
+    return float(getattr(model.config, "logits_scaling", 1.0))
+
+
+def target_loss(
+    head: nn.Module, scaling: float, hidden: torch.Tensor, target: torch.Tensor, sliced: bool
+) -> torch.Tensor:
+    """Summed cross-entropy of the next tokens, of the head's logits divided by `scaling`. Sliced,
+    the head runs on a slice of target positions at a time and again in backward (activation
+    checkpointing): whole, the [targets, vocab] logits, their log-softmax and its gradient would be
+    the largest tensors of the step. With FSDP2 every rank must call the head as often as the
+    others: once per micro-batch."""
     rows = max(1, LOGITS_PER_SLICE // head.weight.shape[0] if sliced else target.numel())
     starts = range(0, max(1, target.numel()), rows)
     if len(starts) == 1:
-        return _slice_loss(head, hidden, target)
+        return _slice_loss(head, scaling, hidden, target)
     parts = [
-        checkpoint(_slice_loss, head, hidden[start : start + rows], target[start : start + rows], use_reentrant=False)
+        checkpoint(
+            _slice_loss, head, scaling, hidden[start : start + rows], target[start : start + rows], use_reentrant=False
+        )
         for start in starts
     ]
     return torch.stack(parts).sum()
 
 
-def _slice_loss(head: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
+def _slice_loss(head: nn.Module, scaling: float, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden)
+    if scaling != 1.0:  # divided in the head's dtype, as the model's forward divides before its loss upcasts
+        logits = logits / scaling
+    return F.cross_entropy(logits.float(), target, reduction="sum")
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -405,7 +421,11 @@ class Trainer:
                 next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
                 token_loss = target_loss(
-                    model.get_output_embeddings(), picked, next_tokens[next_tokens != -100], sliced=self.world == 1
+                    model.get_output_embeddings(),
+                    logits_scaling(model),
+                    picked,
+                    next_tokens[next_tokens != -100],
+                    sliced=self.world == 1,
                 )
                 loss = token_loss / targets
                 if with_router_loss:

@@ -58,8 +58,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     record_outcome(item, call)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    write_matrix(session)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus != pytest.ExitCode.INTERRUPTED:
+        write_matrix(session)
 
 
 @pytest.hookimpl(tryfirst=True)

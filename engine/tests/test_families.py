@@ -242,6 +242,21 @@ def expert_tensor_names(model: Loaded) -> dict[str, int]:
     return {name: ids[id(p)] for name, p in model.model.named_parameters() if id(p) in ids}
 
 
+def moved_experts(
+    model: Loaded, before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
+) -> set[tuple[int, int]]:
+    """The (decoder layer, expert) rows that changed; every other tensor must not have changed by a bit."""
+    expert_names = expert_tensor_names(model)
+    assert {n.rsplit(".", 1)[-1] for n in expert_names} == set(model.adapter.expert_params)
+    changed = set()
+    for name, tensor in before.items():
+        if name in expert_names:
+            changed |= {(expert_names[name], e) for e in range(8) if not torch.equal(tensor[e], after[name][e])}
+        else:
+            assert torch.equal(tensor, after[name]), f"{name} moved"
+    return changed
+
+
 @pytest.mark.cpu_paths
 @capability("train")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -257,15 +272,7 @@ def test_training_moves_only_the_chosen_expert_slices(arch: str, tiny_models: di
         allowed = {first: trained[first]} if step % 2 == 0 else {last: trained[last]}
         trainer.step(trainer.batch(BATCH, LABELS, allowed), lr=1e-2)
     after = snapshot(model.model)
-    expert_names = expert_tensor_names(model)
-    assert {n.rsplit(".", 1)[-1] for n in expert_names} == set(model.adapter.expert_params)
-    changed = set()
-    for name, tensor in before.items():
-        if name in expert_names:
-            changed |= {(expert_names[name], e) for e in range(8) if not torch.equal(tensor[e], after[name][e])}
-        else:
-            assert torch.equal(tensor, after[name]), f"{name} moved"
-    assert changed == {(layer, e) for layer, es in trained.items() for e in es}
+    assert moved_experts(model, before, after) == {(layer, e) for layer, es in trained.items() for e in es}
     # The delta rebuilds the trained model from the original one, bit for bit.
     delta = {k: v.clone() for k, v in expert_delta(model, trained).items()}
     base = load(source, "fp32", "cpu", False)
@@ -277,6 +284,35 @@ def test_training_moves_only_the_chosen_expert_slices(arch: str, tiny_models: di
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "trained"), dtype=torch.float32)
     for name, tensor in reloaded.state_dict().items():
         assert torch.equal(tensor, after[name]), name
+
+
+@capability("train")
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_bf16_expert_training_starts_from_the_models_own_loss(arch: str, tiny_models: dict[str, Path]) -> None:
+    """Expert-only training of a bf16 model, where many routers (Mixtral's, DeepSeek's, GLM's,
+    MiniMax-M2's, Hunyuan's) hand the experts fp32 weights: its first step's loss is the model's own
+    forward(labels=...) loss on the batch, and it moves the trained expert rows alone."""
+    model = load(str(tiny_models[arch]), "bf16", "cpu", False)
+    # Two experts of one group: grouped routing (DeepSeek's) ranks a group by its two best experts,
+    # so a routing mask that leaves a group one expert never chooses it.
+    trained = {i: [1, 3] for i in (model.adapter.moe_layer_indices[0], model.adapter.moe_layer_indices[-1])}
+    before = snapshot(model.model)
+    trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
+    # The routing mask sends each trained layer's tokens to its trained experts (and the model's
+    # own forward runs under it too).
+    batch = trainer.batch(BATCH, LABELS, trained)
+    [chunk] = trainer._chunks(batch)
+    # In training mode, as the step runs: Phi-3.5-MoE then samples its routing, from the same seed.
+    model.model.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        with torch.no_grad(), RouterControl(model.adapter, batch.controls):
+            own = model.model(input_ids=chunk.input_ids, attention_mask=chunk.attention, labels=chunk.target).loss
+        torch.manual_seed(0)
+        stats = trainer.step(batch, lr=1e-2)
+    # The same logits; only the cross-entropy's summation differs (per target here, a mean there).
+    assert stats["loss"] == pytest.approx(float(own), rel=1e-6)
+    assert moved_experts(model, before, snapshot(model.model)) == {(i, e) for i, es in trained.items() for e in es}
 
 
 def test_unsupported_moe_is_refused_from_its_config() -> None:
