@@ -380,6 +380,12 @@ class Trainer:
         <g, its share of the means>, whose gradient is exactly its part of the batch KL's."""
         model = self.loaded.model
         model.train()
+        # The MoE blocks compute as at inference, so training trains the routes generation recorded:
+        # in train mode Phi-3.5-MoE's router samples its experts (Gumbel) with another multiplier,
+        # and Mixtral's, Phi's and MiniMax-M2's blocks jitter their input where the config says so.
+        # The decoder layers stay in train mode, which activation checkpointing needs.
+        for layer in self.loaded.adapter.layers:
+            layer.block.eval()
         encoded, safe, controls, targets = batch.encoded, batch.safe, batch.controls, batch.targets
         rl = self.setup.router_loss
         layers = [la.index for la in self.loaded.adapter.layers if rl.layers == "all" or la.index in controls]

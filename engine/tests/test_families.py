@@ -302,14 +302,11 @@ def test_bf16_expert_training_starts_from_the_models_own_loss(arch: str, tiny_mo
     # own forward runs under it too).
     batch = trainer.batch(BATCH, LABELS, trained)
     [chunk] = trainer._chunks(batch)
-    # In training mode, as the step runs: Phi-3.5-MoE then samples its routing, from the same seed.
-    model.model.train()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        with torch.no_grad(), RouterControl(model.adapter, batch.controls):
-            own = model.model(input_ids=chunk.input_ids, attention_mask=chunk.attention, labels=chunk.target).loss
-        torch.manual_seed(0)
-        stats = trainer.step(batch, lr=1e-2)
+    # The model's own forward as at inference: training routes as generation does (Phi-3.5-MoE's
+    # router would sample its experts in train mode).
+    with torch.no_grad(), RouterControl(model.adapter, batch.controls):
+        own = model.model(input_ids=chunk.input_ids, attention_mask=chunk.attention, labels=chunk.target).loss
+    stats = trainer.step(batch, lr=1e-2)
     # The same logits; only the cross-entropy's summation differs (per target here, a mean there).
     assert stats["loss"] == pytest.approx(float(own), rel=1e-6)
     assert moved_experts(model, before, snapshot(model.model)) == {(i, e) for i, es in trained.items() for e in es}

@@ -2,9 +2,9 @@
 
 Top-2 in two rounds: each round picks the best remaining expert, keeps in its softmax only the
 experts whose logit is within a relative 2·jitter_eps of the picked one, and weights the pick with
-its probability there; the second round runs with the first pick removed. At training time
-transformers samples the picks (Gumbel) instead: steermoe's routing mask and steering always use
-the inference rule, so training sees the routing that generation records.
+its probability there; the second round runs with the first pick removed. In train mode
+transformers samples the picks (Gumbel) instead; steermoe's training runs the MoE blocks in eval
+mode (training.py), so it trains the routing that generation records, with or without a mask.
 """
 
 from __future__ import annotations
