@@ -70,8 +70,9 @@ def write_matrix(session: pytest.Session) -> None:
         "README's table): ✓ only where every test of that capability ran on the architecture's tiny model and "
         "passed. Columns: inspect (layout, MoE layers, shared experts not counted as routed), record (recorded "
         "ids equal a teacher-forced recomputation with the architecture's rule, batch 1 and 8), steer (bias "
-        "0 bit-identical, -inf never selected, +inf always, the rest by the rule), train (expert slices only, "
-        "bit-identical elsewhere, delta, reload).\n\n"
+        "0 bit-identical, the re-selection equal to the router bit for bit in fp32 and bf16, -inf never "
+        "selected, +inf always, the rest by the rule), train (expert slices only, bit-identical elsewhere, "
+        "delta, reload; in bf16 the first step's loss is the model's own forward loss).\n\n"
     )
     # Formatted by this writer, not by prettier: a later test run must reproduce it byte for byte.
     ignore = ("<!-- prettier-ignore-start -->\n", "<!-- prettier-ignore-end -->\n")

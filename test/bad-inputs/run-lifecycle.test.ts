@@ -8,7 +8,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BIN, buildTiny, flipattackRecords, run, tempDir } from "../helpers.js";
+import { BIN, flipattackRecords, run, tempDir } from "../helpers.js";
+import { withEngine } from "../../src/components/engine/client.js";
 import { tinyModel } from "../../src/recipes/tiny-model.js";
 import { badInputs } from "./harness.js";
 
@@ -20,10 +21,18 @@ let weightsB: string;
 const holders: number[] = [];
 
 before(async () => {
-  modelA = await buildTiny(shared);
-  const b = join(shared, "seed-1");
-  await tinyModel({ arch: "olmoe", out: b, seed: 1, size: { layers: 2 } });
-  weightsB = join(b, "model.safetensors");
+  // One engine builds both (starting one is most of the time of a build).
+  await withEngine({}, async (engine) => {
+    modelA = (
+      await tinyModel(
+        { arch: "olmoe", out: join(shared, "seed-0"), seed: 0, size: { layers: 2 } },
+        { engine },
+      )
+    ).path;
+    const b = join(shared, "seed-1");
+    await tinyModel({ arch: "olmoe", out: b, seed: 1, size: { layers: 2 } }, { engine });
+    weightsB = join(b, "model.safetensors");
+  });
 });
 after(() => {
   for (const pid of holders) process.kill(pid, "SIGKILL");
