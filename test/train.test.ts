@@ -4,7 +4,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { BIN, buildTiny, flipattackRecords, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
+import { BIN, buildTiny, differingTensors, flipattackRecords, PYTHON, run, tempDir } from "./helpers.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -26,14 +26,6 @@ const jsonl = (path: string) =>
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l));
-
-function compare(a: string, b: string): { differ: string[] } {
-  const result = spawnSync(PYTHON, [join(PACKAGE_ROOT, "test", "fixtures", "compare_models.py"), a, b], {
-    encoding: "utf8",
-  });
-  assert.equal(result.status, 0, result.stderr);
-  return JSON.parse(result.stdout);
-}
 
 const trainArgs = (out: string, ...extra: string[]) => [
   "train",
@@ -70,15 +62,18 @@ test("expert-only training replays the analysis batches and moves only the train
   assert.ok(log.every((r) => r.tokens > 0 && Number.isFinite(r.loss)));
   assert.equal(log[0].lr, 1e-3 / 2); // warmup: ceil(0.1 * 18) = 2 steps
 
-  // Frozen weights: loaded back by transformers, only trained experts differ from the base.
+  // Frozen weights: only trained experts differ from the base, byte for byte.
   const metadata = JSON.parse(readFileSync(join(out, "training_metadata.json"), "utf8"));
   const trained = new Set(
     metadata.trained_experts.map((e: { layer: number; expert: number }) => `${e.layer}:${e.expert}`),
   );
-  const { differ } = compare(model, join(out, "final_model"));
+  const differ = differingTensors(model, join(out, "final_model"));
   assert.ok(differ.length > 0);
   for (const name of differ) {
-    const m = /^model\.layers\.(\d+)\.mlp\.experts\.(?:gate_up_proj|down_proj)\[(\d+)\]$/.exec(name);
+    const m =
+      /^model\.layers\.(\d+)\.mlp\.experts\.(?:gate_up_proj|gate_proj|up_proj|down_proj)\[(\d+)\]$/.exec(
+        name,
+      );
     assert.ok(m, `${name} changed but is not an expert`);
     assert.ok(trained.has(`${m[1]}:${m[2]}`), `${name} changed but was not trained`);
   }
@@ -97,7 +92,7 @@ test("expert-only training replays the analysis batches and moves only the train
     rebuilt,
   ]);
   assert.equal(apply.status, 0, apply.stderr);
-  assert.deepEqual(compare(join(out, "final_model"), rebuilt).differ, []);
+  assert.deepEqual(differingTensors(join(out, "final_model"), rebuilt), []);
 
   // The delta is checked against the model before the engine touches it.
   const fewer = join(tempDir(t), "fewer");
@@ -160,7 +155,7 @@ test("a run stopped by Ctrl-C or killed resumes to the same weights as an uninte
     const resumed = run(args);
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stdout, /resumed and finished: 18 steps/);
-    assert.deepEqual(compare(join(straight, "final_model"), join(out, "final_model")).differ, [], how);
+    assert.deepEqual(differingTensors(join(straight, "final_model"), join(out, "final_model")), [], how);
     assert.deepEqual(
       jsonl(join(out, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
       jsonl(join(straight, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
@@ -181,7 +176,7 @@ test("ablations and baselines: random experts, no routing mask, full fine-tune, 
     const metadata = JSON.parse(readFileSync(join(out, "training_metadata.json"), "utf8"));
     if (extra[0] === "--trainable") {
       assert.equal(existsSync(join(out, "expert_delta.safetensors")), false);
-      assert.ok(compare(model, join(out, "final_model")).differ.includes("model.embed_tokens.weight"));
+      assert.ok(differingTensors(model, join(out, "final_model")).includes("model.embed_tokens.weight"));
     } else assert.ok(metadata.unique_trained_experts > 0);
     const maskCounts = metadata.per_batch_mask_counts.map((b: { experts: number }) => b.experts);
     if (extra[1] === "on") {
@@ -311,12 +306,12 @@ test("--nproc 2: a rank killed with -9 stops the run naming it; the rerun ends a
   const resumed = run(args(out), { env });
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stdout, /resumed and finished: 18 steps/);
-  assert.deepEqual(compare(join(straight, "final_model"), join(out, "final_model")).differ, []);
+  assert.deepEqual(differingTensors(join(straight, "final_model"), join(out, "final_model")), []);
   // The delta, gathered from the ranks' shards, rebuilds the model.
   const rebuilt = join(tmp, "rebuilt");
   const delta = join(out, "expert_delta.safetensors");
   assert.equal(run(["apply-delta", "--base", model, "--delta", delta, "--out", rebuilt]).status, 0);
-  assert.deepEqual(compare(join(straight, "final_model"), rebuilt).differ, []);
+  assert.deepEqual(differingTensors(join(straight, "final_model"), rebuilt), []);
   assert.deepEqual(
     jsonl(join(out, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
     jsonl(join(straight, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
