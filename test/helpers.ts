@@ -1,12 +1,13 @@
 // Shared by the end-to-end tests: the real CLI, the real engine, tiny models built on the spot.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../src/components/engine/client.js";
+import { readSafetensorsBytes } from "../src/components/io/safetensors.js";
 
 export { PACKAGE_ROOT };
 import { tinyModel } from "../src/recipes/tiny-model.js";
@@ -92,23 +93,6 @@ export function assertRepaired(stdout: string): void {
   assert.ok(benignAfter! - benignBefore! <= 10, `benign refusal ${benignBefore}% → ${benignAfter}%`);
 }
 
-/** A model folder's model.safetensors as raw bytes per tensor, with the tensor's first dimension. */
-function rawTensors(folder: string): Map<string, { rows: number; bytes: Buffer }> {
-  const file = readFileSync(join(folder, "model.safetensors"));
-  const size = Number(file.readBigUInt64LE(0));
-  const header = JSON.parse(file.subarray(8, 8 + size).toString("utf8")) as Record<
-    string,
-    { shape: number[]; data_offsets: [number, number] }
-  >;
-  const tensors = new Map<string, { rows: number; bytes: Buffer }>();
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    const [start, end] = entry.data_offsets.map((o) => 8 + size + o) as [number, number];
-    tensors.set(name, { rows: entry.shape[0] ?? 1, bytes: file.subarray(start, end) });
-  }
-  return tensors;
-}
-
 /**
  * The tensors that differ, byte for byte, between two model folders of the same architecture (no
  * Python: each start would import transformers); an expert tensor is reported per expert as
@@ -116,11 +100,12 @@ function rawTensors(folder: string): Map<string, { rows: number; bytes: Buffer }
  * tensor each (`<...>.experts.<e>.<param>.weight`, as transformers saves OLMoE).
  */
 export function differingTensors(a: string, b: string): string[] {
-  const [left, right] = [rawTensors(a), rawTensors(b)];
-  assert.deepEqual([...left.keys()].sort(), [...right.keys()].sort(), `${a} and ${b} hold other tensors`);
+  const [left, right] = [a, b].map((dir) => readSafetensorsBytes(join(dir, "model.safetensors")).tensors);
+  assert.deepEqual(Object.keys(left!).sort(), Object.keys(right!).sort(), `${a} and ${b} hold other tensors`);
   const differ: string[] = [];
-  for (const [name, { rows, bytes }] of left) {
-    const other = right.get(name)!.bytes;
+  for (const [name, { shape, bytes }] of Object.entries(left!)) {
+    const other = right![name]!.bytes;
+    const rows = shape[0] ?? 1;
     const perExpert = /^(.*\.experts)\.(\d+)\.(\w+)\.weight$/.exec(name);
     if (perExpert) {
       if (!bytes.equals(other)) differ.push(`${perExpert[1]}.${perExpert[3]}[${perExpert[2]}]`);

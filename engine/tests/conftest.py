@@ -59,8 +59,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if exitstatus != pytest.ExitCode.INTERRUPTED:
-        write_matrix(session)
+    write_matrix(session, exitstatus)
 
 
 @pytest.hookimpl(tryfirst=True)

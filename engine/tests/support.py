@@ -51,12 +51,12 @@ def _table() -> str:
     return "\n".join(rows)
 
 
-def write_matrix(session: pytest.Session) -> None:
+def write_matrix(session: pytest.Session, exitstatus: int) -> None:
     items = [i for i in session.items if i.module is not None and i.module.__name__.endswith("test_families")]
     all_collected = getattr(session.config, "_families_total", None)
     if not items or all_collected is None or len(items) != all_collected:
         return
-    if session.shouldstop or session.shouldfail:
+    if session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED:
         return  # stopped early (-x, --maxfail, Ctrl-C): the tests that did not run are not failures
     for item in items:
         key = _key(item)

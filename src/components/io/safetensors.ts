@@ -21,12 +21,19 @@ const Entry = z.object({
   data_offsets: z.tuple([z.number().int(), z.number().int()]),
 });
 
-/** The tensors whose names `wanted` accepts (all by default), and the metadata. */
-export function readSafetensors(
+/** One tensor as stored: its dtype code (F32, BF16, ...), shape and raw little-endian bytes. */
+export interface StoredTensor {
+  dtype: string;
+  shape: number[];
+  bytes: Buffer;
+}
+
+/** The stored tensors whose names `wanted` accepts (all by default), any dtype, and the metadata. */
+export function readSafetensorsBytes(
   path: string,
   wanted: (name: string) => boolean = () => true,
 ): {
-  tensors: Record<string, NDArray>;
+  tensors: Record<string, StoredTensor>;
   metadata: Record<string, string>;
 } {
   if (!existsSync(path)) throw new UserError(`${path} is missing`);
@@ -42,7 +49,7 @@ export function readSafetensors(
     throw bad("the header is not JSON");
   }
   if (typeof header !== "object" || header === null) throw bad("the header is not a JSON object");
-  const tensors: Record<string, NDArray> = {};
+  const tensors: Record<string, StoredTensor> = {};
   let metadata: Record<string, string> = {};
   for (const [name, value] of Object.entries(header)) {
     if (name === "__metadata__") {
@@ -54,14 +61,35 @@ export function readSafetensors(
     if (!wanted(name)) continue;
     const parsed = Entry.safeParse(value);
     if (!parsed.success) throw bad(`tensor ${name}: ${zodProblem(parsed.error)}`);
-    const entry = parsed.data;
-    const dtype = BY_CODE[entry.dtype];
-    if (!dtype) throw bad(`tensor ${name} has unsupported dtype ${entry.dtype}`);
-    const [begin, end] = entry.data_offsets;
+    const {
+      dtype,
+      shape,
+      data_offsets: [begin, end],
+    } = parsed.data;
     const start = 8 + headerSize + begin;
     if (start + (end - begin) > file.length) throw bad(`tensor ${name} runs past the end`);
-    const copy = new Uint8Array(file.subarray(start, 8 + headerSize + end)).buffer;
-    tensors[name] = ndarray(new DTYPES[dtype](copy), entry.shape, dtype);
+    tensors[name] = { dtype, shape, bytes: file.subarray(start, 8 + headerSize + end) };
   }
   return { tensors, metadata };
+}
+
+/** The tensors whose names `wanted` accepts (all by default) as arrays, and the metadata. */
+export function readSafetensors(
+  path: string,
+  wanted: (name: string) => boolean = () => true,
+): {
+  tensors: Record<string, NDArray>;
+  metadata: Record<string, string>;
+} {
+  const stored = readSafetensorsBytes(path, wanted);
+  const tensors: Record<string, NDArray> = {};
+  for (const [name, { dtype: code, shape, bytes }] of Object.entries(stored.tensors)) {
+    const dtype = BY_CODE[code];
+    if (!dtype)
+      throw new UserError(
+        `${path} is not a readable safetensors file: tensor ${name} has unsupported dtype ${code}`,
+      );
+    tensors[name] = ndarray(new DTYPES[dtype](new Uint8Array(bytes).buffer), shape, dtype);
+  }
+  return { tensors, metadata: stored.metadata };
 }
