@@ -122,7 +122,7 @@ async function main(): Promise<void> {
     const size = cuda ? CUDA_MODEL : CPU_MODEL;
     const model = join(work, "model");
     log(`building the bench model (${cuda ? "OLMoE-1B-7B shape" : "CPU-scaled OLMoE"}, random weights)`);
-    const built = await engine.buildTiny("olmoe", model, 0, size);
+    const built = await engine.buildTiny("olmoe", model, 0, { size });
     const info = await engine.load({ source: model, dtype: cuda ? "bf16" : "auto" });
     results.model = { size, parameters: built.parameters, info };
     const promptsFile = join(work, "prompts.json");

@@ -123,7 +123,9 @@ class Server:
 
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))
-        return build_tiny(params["arch"], params["out"], params["seed"], size, params.get("corpus"))
+        return build_tiny(
+            params["arch"], params["out"], params["seed"], size, params.get("corpus"), params.get("released", False)
+        )
 
     def _trainer(self) -> Trainer:
         if self.trainer is None:

@@ -289,6 +289,123 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
     return build()
 
 
+_DEEPSEEK_V3: dict[str, Any] = {
+    **{"n_routed_experts": 256, "num_experts_per_tok": 8, "n_shared_experts": 1, "n_group": 8, "topk_group": 4},
+    **{"routed_scaling_factor": 2.5, "norm_topk_prob": True},
+}
+_ONE_GROUP: dict[str, Any] = {"n_group": 1, "topk_group": 1, "routed_scaling_factor": 1.0, "norm_topk_prob": True}
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A released checkpoint whose routing a tiny model of its type can keep: the routing fields of
+    its config.json, verbatim (experts, top-k, groups, normalisation, scaling, shared experts,
+    scoring, jitter, logit scaling). Widths and depth stay tiny; so does the pattern of dense and
+    sparse layers, scaled down to the tiny model's few layers."""
+
+    checkpoint: str
+    routing: dict[str, Any]
+
+
+# One released checkpoint per model type, the one users most likely run (or the only one). None
+# for Granite-MoE-Shared and Granite-MoE-SWA: no released config of theirs could be checked.
+RELEASED: dict[str, Mirror] = {
+    "olmoe": Mirror(
+        "allenai/OLMoE-1B-7B-0125-Instruct", {"num_experts": 64, "num_experts_per_tok": 8, "norm_topk_prob": False}
+    ),
+    "flex_olmo": Mirror(
+        "allenai/FlexOlmo-7x7B-1T", {"num_experts": 7, "num_experts_per_tok": 5, "norm_topk_prob": False}
+    ),
+    "mixtral": Mirror(
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        {"num_local_experts": 8, "num_experts_per_tok": 2, "router_jitter_noise": 0.0},
+    ),
+    "qwen2_moe": Mirror(
+        "Qwen/Qwen1.5-MoE-A2.7B-Chat", {"num_experts": 60, "num_experts_per_tok": 4, "norm_topk_prob": False}
+    ),
+    "qwen3_moe": Mirror("Qwen/Qwen3-30B-A3B", {"num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": True}),
+    "qwen3_next": Mirror(
+        "Qwen/Qwen3-Next-80B-A3B-Instruct", {"num_experts": 512, "num_experts_per_tok": 10, "norm_topk_prob": True}
+    ),
+    "qwen3_5_moe_text": Mirror("Qwen/Qwen3.5-35B-A3B", {"num_experts": 256, "num_experts_per_tok": 8}),
+    "gpt_oss": Mirror("openai/gpt-oss-20b", {"num_local_experts": 32, "num_experts_per_tok": 4}),
+    "granitemoe": Mirror(
+        "ibm-granite/granite-3.1-3b-a800m-instruct",
+        {"num_local_experts": 40, "num_experts_per_tok": 8, "logits_scaling": 6.0},
+    ),
+    "jamba": Mirror("ai21labs/AI21-Jamba-Mini-1.5", {"num_experts": 16, "num_experts_per_tok": 2}),
+    # Hunyuan-A13B and K-EXAONE: their technical reports' routing (no config.json was at hand).
+    "hunyuan_v1_moe": Mirror("tencent/Hunyuan-A13B-Instruct", {"num_experts": 64, "moe_topk": 8}),
+    "phimoe": Mirror(
+        "microsoft/Phi-3.5-MoE-instruct",
+        {"num_local_experts": 16, "num_experts_per_tok": 2, "router_jitter_noise": 0.01, "input_jitter_noise": 0.01},
+    ),
+    "ernie4_5_moe": Mirror(
+        "baidu/ERNIE-4.5-21B-A3B-PT", {"moe_num_experts": 64, "moe_k": 6, "moe_num_shared_experts": 2}
+    ),
+    "deepseek_v2": Mirror(
+        "deepseek-ai/DeepSeek-V2-Lite-Chat",
+        {
+            **{"n_routed_experts": 64, "num_experts_per_tok": 6, "n_shared_experts": 2, "n_group": 1, "topk_group": 1},
+            **{"topk_method": "greedy", "routed_scaling_factor": 1.0, "norm_topk_prob": False},
+        },
+    ),
+    "deepseek_v3": Mirror("deepseek-ai/DeepSeek-V3", _DEEPSEEK_V3),
+    "glm4_moe": Mirror(
+        "zai-org/GLM-4.5-Air",
+        {**_ONE_GROUP, "n_routed_experts": 128, "num_experts_per_tok": 8, "n_shared_experts": 1},
+    ),
+    "dots1": Mirror(
+        "rednote-hilab/dots.llm1.inst",
+        {
+            **_ONE_GROUP,
+            "n_routed_experts": 128,
+            "num_experts_per_tok": 6,
+            "n_shared_experts": 2,
+            "routed_scaling_factor": 2.5,
+        },
+    ),
+    "glm4_moe_lite": Mirror(
+        "zai-org/GLM-4.7-Flash",
+        {**_ONE_GROUP, "n_routed_experts": 64, "num_experts_per_tok": 4, "n_shared_experts": 1},
+    ),
+    "solar_open": Mirror(
+        "upstage/Solar-Open-100B",
+        {**_ONE_GROUP, "n_routed_experts": 128, "num_experts_per_tok": 8, "n_shared_experts": 1},
+    ),
+    "exaone_moe": Mirror(
+        "LGAI-EXAONE/K-EXAONE-236B-A23B",
+        {
+            **_ONE_GROUP,
+            "num_experts": 128,
+            "num_experts_per_tok": 8,
+            "num_shared_experts": 1,
+            "routed_scaling_factor": 2.5,
+        },
+    ),
+    "axk1": Mirror("skt/A.X-K1", {**_DEEPSEEK_V3, "n_routed_experts": 192}),
+    "deepseek_v32": Mirror("deepseek-ai/DeepSeek-V3.2-Exp", _DEEPSEEK_V3),
+    "glm_moe_dsa": Mirror(
+        "zai-org/GLM-5",
+        {
+            **_ONE_GROUP,
+            "n_routed_experts": 256,
+            "num_experts_per_tok": 8,
+            "n_shared_experts": 1,
+            "routed_scaling_factor": 2.5,
+        },
+    ),
+    "mellum": Mirror(
+        "JetBrains/Mellum2-12B-A2.5B-Base", {"num_local_experts": 64, "num_experts_per_tok": 8, "norm_topk_prob": True}
+    ),
+    "minimax_m2": Mirror("MiniMaxAI/MiniMax-M2", {"num_local_experts": 256, "num_experts_per_tok": 8}),
+    # Maverick rather than Scout: MoE and dense layers interleaved, as the tiny layout has them.
+    "llama4_text": Mirror(
+        "meta-llama/Llama-4-Maverick-17B-128E-Instruct", {"num_local_experts": 128, "num_experts_per_tok": 1}
+    ),
+}
+
+
 def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -310,9 +427,15 @@ def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
 
 
 def build_tiny(
-    arch: str, out: str, seed: int, size: TinySize | None = None, corpus: list[str] | None = None
+    arch: str,
+    out: str,
+    seed: int,
+    size: TinySize | None = None,
+    corpus: list[str] | None = None,
+    released: bool = False,
 ) -> dict[str, Any]:
-    """Write a tiny random model of `arch` into `out`; same arguments, same bytes."""
+    """Write a tiny random model of `arch` into `out`; same arguments, same bytes. `released`: the
+    routing of the checkpoint RELEASED names for `arch` instead of the tiny default (top-2 of 8)."""
     size = size or TinySize()
     tokenizer = _tokenizer(corpus or BUILTIN_CORPUS.strip().splitlines(), size.vocab)
     vocab = max(size.vocab, len(tokenizer))
@@ -322,6 +445,14 @@ def build_tiny(
         "bos_token_id": tokenizer.eos_token_id,
     }
     config = _config(arch, size, vocab, special)
+    if released:
+        if arch not in RELEASED:
+            raise EngineError(f"no released {arch} config is known to mirror; build it without --released")
+        # As from_pretrained reads a config.json: the released routing fields over the tiny ones
+        # (under the names the config class stores, where it renamed a config.json field).
+        names = type(config).attribute_map
+        routing = {names.get(k, k): v for k, v in RELEASED[arch].routing.items()}
+        config = type(config).from_dict({**config.to_dict(), **routing})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
@@ -341,4 +472,5 @@ def build_tiny(
         "path": str(path),
         "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
         "parameters": sum(p.numel() for p in model.parameters()),
+        "mirrors": RELEASED[arch].checkpoint if released else None,
     }

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from steermoe_engine.models import Loaded, load
-from steermoe_engine.tiny import TinySize, build_tiny
+from steermoe_engine.tiny import RELEASED, TinySize, build_tiny
 
 from .support import record_outcome, write_matrix
 
@@ -40,18 +41,52 @@ ALL_ARCHS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    # Three layers so Qwen2-MoE gets a dense layer in the middle (mlp_only_layers=[1]), DeepSeek
-    # and GLM a dense first layer, Llama 4 a dense layer on each side of its MoE layer.
-    size = TinySize(layers=3)
-    return {arch: Path(build_tiny(arch, str(root / arch), seed=0, size=size)["path"]) for arch in [*ALL_ARCHS, "llama"]}
+# Three layers so Qwen2-MoE gets a dense layer in the middle (mlp_only_layers=[1]), DeepSeek
+# and GLM a dense first layer, Llama 4 a dense layer on each side of its MoE layer.
+SIZE = TinySize(layers=3)
+
+
+class TinyModels(dict[str, Path]):
+    """Architecture -> its tiny model folder, built on first use. `released`: the released
+    checkpoint's routing (tiny.RELEASED) where one is known; else the tiny default (top-2 of 8),
+    small and fast, for the mechanisms' tests."""
+
+    def __init__(self, root: Path, released: bool) -> None:
+        super().__init__()
+        self.root, self.released = root, released
+
+    def __missing__(self, arch: str) -> Path:
+        built = build_tiny(arch, str(self.root / arch), seed=0, size=SIZE, released=self.released and arch in RELEASED)
+        self[arch] = Path(built["path"])
+        return self[arch]
 
 
 @pytest.fixture(scope="session")
-def loaded(tiny_models: dict[str, Path]) -> dict[str, Loaded]:
-    return {arch: load(str(tiny_models[arch]), "fp32", "cpu", False) for arch in ALL_ARCHS}
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    return TinyModels(tmp_path_factory.mktemp("tiny"), released=False)
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_models: TinyModels) -> dict[str, Loaded]:
+    return {arch: load(str(tiny_models[arch]), "fp32", "cpu", False) for arch in ARCHS}
+
+
+Family = Callable[[str, str], Loaded]
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Family:
+    """(architecture, dtype) -> its tiny model with the released checkpoint's routing, loaded once
+    (tests that change weights load their own copy from its `source`)."""
+    models = TinyModels(tmp_path_factory.mktemp("released"), released=True)
+    cache: dict[tuple[str, str], Loaded] = {}
+
+    def get(arch: str, dtype: str) -> Loaded:
+        if (arch, dtype) not in cache:
+            cache[(arch, dtype)] = load(str(models[arch]), dtype, "cpu", False)
+        return cache[(arch, dtype)]
+
+    return get
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:

@@ -110,12 +110,15 @@ def reference(
         return _as_dicts(idx, torch.cat(weights, -1), ~removed[idx])
     if kind in SIGMOID_GROUPED:
         # sigmoid scores; the choice ranks them plus e_score_correction_bias: groups by the sum of
-        # their two best, then top-k inside the chosen groups. Weights: the plain sigmoid scores,
-        # renormalised (norm_topk_prob), times routed_scaling_factor.
+        # their two best (a removed one counting 0), then top-k inside the chosen groups. Weights:
+        # the plain sigmoid scores, renormalised (norm_topk_prob), times routed_scaling_factor.
         scores = logits.sigmoid()
         choice = _ranked(scores + params["e_score_correction_bias"], bias)
         per = logits.shape[-1] // config.n_group
-        group_score = choice.view(len(choice), config.n_group, per).topk(2, dim=-1).values.sum(-1)
+        two = choice.view(len(choice), config.n_group, per).topk(2, dim=-1).values
+        # A removed expert counts for nothing in its group's score (one kept expert: itself).
+        two[..., 1] = torch.where(two[..., 1].isneginf() & ~two[..., 0].isneginf(), 0.0, two[..., 1])
+        group_score = two.sum(-1)
         inside = _groups_chosen(config, group_score, logits.shape[-1])
         idx = choice.masked_fill(~inside, -INF).topk(k, dim=-1).indices
         keep = (inside & ~removed).gather(-1, idx)

@@ -9,7 +9,7 @@ from steermoe_engine.errors import EngineError
 from steermoe_engine.models import Loaded, describe, load
 from steermoe_engine.tiny import build_tiny
 
-from .conftest import ARCHS
+from .conftest import ARCHS, TinyModels
 
 
 def test_tiny_build_is_deterministic(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_expert_parameters_are_views_of_the_fused_tensors(arch: str, loaded: dic
     assert params["down_proj"].data_ptr() == layer.experts.down_proj[5].data_ptr()
 
 
-def test_dense_model_is_refused(tiny_models: dict[str, Path]) -> None:
+def test_dense_model_is_refused(tiny_models: TinyModels) -> None:
     with pytest.raises(EngineError, match="'llama' is a dense model"):
         load(str(tiny_models["llama"]), "auto", "cpu", False)
 
@@ -79,14 +79,14 @@ def test_bad_model_folders(tmp_path: Path, setup, message: str) -> None:
         load(str(path), "auto", "cpu", False)
 
 
-def test_cuda_request_without_cuda(tiny_models: dict[str, Path]) -> None:
+def test_cuda_request_without_cuda(tiny_models: TinyModels) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(EngineError, match="no CUDA device"):
         load(str(tiny_models["olmoe"]), "auto", "cuda", False)
 
 
-def test_device_map_auto_records_the_same_routing_bytes(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_device_map_auto_records_the_same_routing_bytes(tiny_models: TinyModels, tmp_path: Path) -> None:
     """On CPU, accelerate's placement puts everything on cpu: the device-map path (from_pretrained
     placing the model, inputs sent to the embeddings' device) must record what the plain path does,
     byte for byte (the shard writer sorts its metadata, so bytes do not depend on the process)."""
@@ -104,6 +104,6 @@ def test_device_map_auto_records_the_same_routing_bytes(tiny_models: dict[str, P
     assert outputs["mapped"] == outputs["plain"]
 
 
-def test_device_map_leaves_the_device_to_itself(tiny_models: dict[str, Path]) -> None:
+def test_device_map_leaves_the_device_to_itself(tiny_models: TinyModels) -> None:
     with pytest.raises(EngineError, match="leave --device at auto"):
         load(str(tiny_models["olmoe"]), "fp32", "cpu", False, "balanced")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.trained_rows import trained_rows
 from steermoe_engine.training import RouterLoss, Trainable, Trainer, TrainSetup
 
-from .conftest import ARCHS
+from .conftest import ARCHS, TinyModels
 
 SAFE = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -29,7 +28,7 @@ LABELS = ["safe", "safe", "unsafe", "unsafe"]
 
 
 @pytest.fixture
-def fresh(tiny_models: dict[str, Path]):
+def fresh(tiny_models: TinyModels):
     return lambda arch, dtype="fp32": load(str(tiny_models[arch]), dtype, "cpu", False)
 
 

@@ -26,6 +26,10 @@ export function tinyModelCommand(cli: Command): void {
   ] as const) {
     command.addOption(fromSchema(new Option(flags, help), Count, ""));
   }
+  command.option(
+    "--released",
+    "the routing of the released checkpoint of this model type (experts, top-k, groups, scaling; docs/support.md names it), tiny widths",
+  );
   command.action(
     async (flags: {
       arch: string;
@@ -35,6 +39,7 @@ export function tinyModelCommand(cli: Command): void {
       experts?: number;
       topK?: number;
       hidden?: number;
+      released?: boolean;
     }) => {
       const result = await tinyModel(
         {
@@ -42,10 +47,12 @@ export function tinyModelCommand(cli: Command): void {
           out: flags.out,
           seed: flags.seed,
           size: { layers: flags.layers, experts: flags.experts, topK: flags.topK, hidden: flags.hidden },
+          released: flags.released,
         },
         { engine: { verbose: verbose(command) } },
       );
-      console.log(`built ${flags.arch} with ${result.parameters} parameters → ${result.path}`);
+      const routing = result.mirrors ? ` and ${result.mirrors}'s routing` : "";
+      console.log(`built ${flags.arch} with ${result.parameters} parameters${routing} → ${result.path}`);
     },
   );
 }

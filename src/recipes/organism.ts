@@ -50,7 +50,7 @@ export async function buildOrganism(
     const corpus = conversations.flatMap((c) => c.messages.map((m) => m.content));
     return await withEngine(options.engine ?? {}, async (engine) => {
       const base = join(work, "base");
-      await engine.buildTiny("olmoe", base, ORGANISM.seed, ORGANISM.size, corpus);
+      await engine.buildTiny("olmoe", base, ORGANISM.seed, { size: ORGANISM.size, corpus });
       const settings: TrainSettings = { data: convPath, model: { source: base }, ...ORGANISM.train };
       const summary = await train(settings, { out: join(work, "train"), engine });
       const model = join(out, "model");

@@ -9,6 +9,8 @@ export interface TinyModelConfig {
   size?: TinySize;
   /** Texts to train the tokenizer on; the engine has a small built-in corpus. */
   corpus?: string[];
+  /** The routing of the released checkpoint of this model type (docs/support.md names it). */
+  released?: boolean;
 }
 
 export function tinyModel(
@@ -17,6 +19,10 @@ export function tinyModel(
 ): Promise<TinyModelResult> {
   const size = Object.fromEntries(Object.entries(config.size ?? {}).filter(([, v]) => v !== undefined));
   return withEngine(options.engine ?? {}, (e) =>
-    e.buildTiny(config.arch, config.out, config.seed, size, config.corpus),
+    e.buildTiny(config.arch, config.out, config.seed, {
+      size,
+      corpus: config.corpus,
+      released: config.released,
+    }),
   );
 }

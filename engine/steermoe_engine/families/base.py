@@ -57,7 +57,9 @@ class Bias:
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` (higher = preferred) under the bias: shifted, removed at -inf, forced at +inf."""
         if self.finite is not None:
-            scores = scores + self.finite.to(scores.dtype)
+            # In float32: a bias rounded to bf16 and added in bf16 would reorder experts whose
+            # biased scores differ by less than bf16 resolves.
+            scores = scores.float() + self.finite.float()
         if self.removed is not None:
             scores = scores.masked_fill(self.removed, float("-inf"))
         if self.forced is not None:

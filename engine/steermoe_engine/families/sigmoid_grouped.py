@@ -5,7 +5,8 @@ scores = sigmoid(logits); the choice ranks scores + e_score_correction_bias: gro
 their two best, then the top-k experts inside the chosen groups. The weights are the UNcorrected
 sigmoid scores of the chosen experts, renormalised when norm_topk_prob, times
 routed_scaling_factor. Shared experts run on every token beside the router and are not routed.
-Steering adds its bias to the corrected scores, so it moves both the group and the expert choice.
+Steering adds its bias to the corrected scores, so it moves both the group and the expert choice;
+a removed expert counts for nothing in its group's score.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class SigmoidGrouped(Family):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits.sigmoid()
         choice = b.rank(scores + router.e_score_correction_bias)
-        allowed = group_mask(router, grouped(router, choice).topk(2, dim=-1)[0].sum(dim=-1))
+        best, second = grouped(router, choice).topk(2, dim=-1)[0].unbind(-1)
+        if b.removed is not None:
+            # A removed expert adds nothing to its group's score, rather than -inf: a group that
+            # keeps one expert (a routing mask of one expert there) can still be chosen.
+            second = torch.where(torch.isneginf(second) & ~torch.isneginf(best), 0.0, second)
+        allowed = group_mask(router, best + second)
         choice = choice.masked_fill(~allowed, float("-inf"))
         indices = torch.topk(choice, k=self.top_k(router), dim=-1, sorted=False)[1]
         weights = scores.gather(1, indices)

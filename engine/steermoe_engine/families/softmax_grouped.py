@@ -37,6 +37,7 @@ class SoftmaxGrouped(Family):
         weights = scores.gather(-1, indices) * router.routed_scaling_factor
         valid = None
         if b.removed is not None or allowed is not None:
-            ok = ~b.removed if b.removed is not None else torch.ones_like(logits, dtype=torch.bool)
+            # [tokens, experts] whichever is set: DeepSeek-V2-Lite's greedy top-k has no group mask.
+            ok = torch.ones_like(logits, dtype=torch.bool) if b.removed is None else ~b.removed.expand_as(logits)
             valid = (ok if allowed is None else ok & allowed).gather(-1, indices)
         return keep_valid(indices, weights, valid)

@@ -291,10 +291,14 @@ export class Engine {
     arch: string,
     out: string,
     seed: number,
-    size: TinySize = {},
-    corpus?: string[],
+    options: { size?: TinySize; corpus?: string[]; released?: boolean } = {},
   ): Promise<TinyModelResult> {
-    return this.call("build_tiny", { arch, out, seed, size: z.encode(TinySize, size), corpus }, TinyModelResult);
+    const { size = {}, corpus, released = false } = options;
+    return this.call(
+      "build_tiny",
+      { arch, out, seed, size: z.encode(TinySize, size), corpus, released },
+      TinyModelResult,
+    );
   }
 
   trainSetup(setup: TrainSetupRequest): Promise<{ trainableParameters: number }> {

@@ -113,6 +113,8 @@ export const TinyModelResult = z.object({
   path: z.string(),
   files: z.record(z.string(), z.string()),
   parameters: z.number(),
+  /** The released checkpoint whose routing the model keeps (built with `released`), else null. */
+  mirrors: z.string().nullable(),
 });
 export type TinyModelResult = z.infer<typeof TinyModelResult>;
 
