@@ -63,6 +63,9 @@ LAYOUT: dict[str, tuple[list[int], int, int, list[str]]] = {
     "llama4_text": ([1], 128, 1, ["shared_expert"]),
 }
 DTYPES = ["fp32", "bf16"]
+# The second CPU kernel path (other_cpu_path.py) reruns the claims that hold on fp32 kernels; the
+# bf16 re-selection claim runs there too (test_zero_bias_reselection_is_the_router_bit_for_bit).
+DTYPES_CPU_PATHS = [pytest.param("fp32", marks=pytest.mark.cpu_paths), "bf16"]
 
 
 def zeros(model: Loaded) -> np.ndarray:
@@ -197,16 +200,16 @@ def test_recorded_ids_are_the_rule(arch: str, batch: int, dtype: str, family: Fa
 
 STEER_CASES = [
     ("finite", [], []),
+    ("wide", [], []),  # ±1e4: no underflow may tie the experts it ranks down
     ("off", [0, 1], []),
     ("on", [], [5]),
     ("off+on", [0, 2], [6]),  # FlexOlmo: 7 experts, top-5
 ]
 
 
-@pytest.mark.cpu_paths
 @capability("steer")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES_CPU_PATHS)
 def test_steering_follows_the_rule(arch: str, dtype: str, family: Family) -> None:
     model = family(arch, dtype)
     ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -215,7 +218,7 @@ def test_steering_follows_the_rule(arch: str, dtype: str, family: Family) -> Non
         zero, _ = router_inputs(model, ids)
     assert torch.equal(plain, zero), "bias 0 must be bit-identical to no steering"
     for name, off, on in STEER_CASES:
-        spread = 2.0 if name == "finite" else 0.3
+        spread = {"finite": 2.0, "wide": 1e4}.get(name, 0.3)
         bias = (np.random.default_rng(len(name)).normal(size=zeros(model).shape) * spread).astype(np.float32)
         bias[:, off] = -np.inf
         bias[:, on] = np.inf
@@ -302,10 +305,9 @@ def moved_experts(
     return changed
 
 
-@pytest.mark.cpu_paths
 @capability("train")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES_CPU_PATHS)
 def test_training_moves_only_the_chosen_expert_slices(arch: str, dtype: str, family: Family, tmp_path: Path) -> None:
     source = family(arch, dtype).source
     model = load(source, dtype, "cpu", False)
@@ -313,9 +315,9 @@ def test_training_moves_only_the_chosen_expert_slices(arch: str, dtype: str, fam
     trained = {first: [1, 3], last: [5]} if first != last else {first: [1, 3, 5]}
     before = snapshot(model.model)
     trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
-    for step in range(3):
+    for step in range(2):
         # The routing mask of each batch keeps its layer's tokens inside the trained experts.
-        allowed = {first: trained[first]} if step % 2 == 0 else {last: trained[last]}
+        allowed = {first: trained[first]} if step == 0 else {last: trained[last]}
         trainer.step(trainer.batch(BATCH, LABELS, allowed), lr=1e-2)
     after = snapshot(model.model)
     assert moved_experts(model, before, after) == {(layer, e) for layer, es in trained.items() for e in es}

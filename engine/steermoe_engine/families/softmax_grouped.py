@@ -26,13 +26,12 @@ class SoftmaxGrouped(Family):
         # Removed experts leave the softmax's denominator too, as in softmax_topk.
         logits = b.without_removed(logits)
         scores = logits.softmax(dim=-1, dtype=torch.float32)
-        ranking = scores if b.finite is None else (logits + b.finite).softmax(dim=-1, dtype=torch.float32)
-        if b.forced is not None:
-            ranking = ranking.masked_fill(b.forced, 2.0)
+        # Biased, by the biased logits: softmax(logits + bias)'s order without its underflow.
+        ranking = scores if b.finite is None and b.forced is None else b.rank(logits.float())
         allowed = None
         if router.topk_method == "group_limited_greedy":
             allowed = group_mask(router, grouped(router, ranking).max(dim=-1).values)
-            ranking = ranking.masked_fill(~allowed, 0.0)
+            ranking = ranking.masked_fill(~allowed, float("-inf"))
         indices = torch.topk(ranking, k=self.top_k(router), dim=-1, sorted=False)[1]
         weights = scores.gather(-1, indices) * router.routed_scaling_factor
         valid = None

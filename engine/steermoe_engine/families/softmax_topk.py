@@ -36,9 +36,9 @@ class SoftmaxTopK(Family):
         # Removed experts leave the softmax's denominator too: as if their logit were -inf.
         logits = b.without_removed(logits.float())
         probs = torch.softmax(logits, dim=-1)
-        ranking = probs if b.finite is None else torch.softmax(logits + b.finite, dim=-1)
-        if b.forced is not None:
-            ranking = ranking.masked_fill(b.forced, 2.0)
+        # Biased, the experts rank by their biased logits: the same order as softmax(logits + bias)
+        # without its underflow, which turns a wide bias's losers into tied zeros.
+        ranking = probs if b.finite is None and b.forced is None else b.rank(logits)
         k = top_k if b.removed is None else min(top_k, b.kept)
         _, indices = torch.topk(ranking, k, dim=-1)
         weights = probs.gather(-1, indices)
