@@ -114,8 +114,15 @@ test("analyze without QC: every file loads, and numpy recomputes the risk differ
   const ci = await steerFromRun(runDir, { top: "ci", scale: 1 });
   assert.ok(excluding.length > 0 && excluding.length < csv.length);
   assert.deepEqual(
-    ci.biases.map((b) => [b.layer, b.expert]),
-    excluding.map((r) => [cell(r, "layer"), cell(r, "expert")]),
+    ci.biases.map((b) => [b.layer, b.expert, Math.sign(b.bias as number)]),
+    excluding.map((r) => [cell(r, "layer"), cell(r, "expert"), -Math.sign(cell(r, "risk_diff"))]),
+  );
+  // Switched off, only the experts whose interval lies above 0: not those safe tokens favour.
+  const above = excluding.filter((r) => cell(r, "ci_low") > 0);
+  assert.ok(above.length > 0 && above.length < excluding.length);
+  assert.deepEqual(
+    (await steerFromRun(runDir, { top: "ci" })).biases,
+    above.map((r) => ({ layer: cell(r, "layer"), expert: cell(r, "expert"), bias: "-inf" })),
   );
   // export-steering: the same map as a JSON list and as an .npy matrix numpy reads.
   const mapJson = join(runDir, "map.json");

@@ -39,6 +39,14 @@ test("bad maps get one line: fewer than top-k left is allowed, none is not", () 
   for (const [biases, expected] of cases)
     assert.throws(() => steerRequest({ biases }, model, "steer"), expected);
   assert.throws(() => steerRequest({ biases: [] }, model, "steer", 0), /intensity 0 must be > 0/);
+  // A router that picks 2 of 4 groups of 2 experts (DeepSeek-V3's rule) before its experts: forced
+  // experts in 2 groups are used; in 3 they could not all be.
+  const grouped = { ...model, topK: 4, expertGroups: [4, 2] } as ModelInfo;
+  assert.doesNotThrow(() => steerRequest({ biases: at(0, [0, 1, 6], "inf") }, grouped, "steer"));
+  assert.throws(
+    () => steerRequest({ biases: at(0, [0, 3, 6], "inf") }, grouped, "steer"),
+    /steer: layer 0 activates experts 0, 3, 6 in 3 expert groups, but the router uses 2 of its 4 groups per token$/,
+  );
 });
 
 test("steering files: .npy matrices, exported maps and on/off lists read as one map", (t) => {

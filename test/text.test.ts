@@ -157,6 +157,7 @@ test("openRun: config.json stores URLs without credentials and says so; the same
     topK: 1,
     normalizeTopk: false,
     routingFamily: "softmax_topk",
+    expertGroups: null,
     sharedExperts: {},
     hiddenSize: 8,
     vocabSize: 16,

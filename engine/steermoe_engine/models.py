@@ -207,6 +207,7 @@ def describe(loaded: Loaded) -> dict[str, Any]:
         "top_k": adapter.top_k,
         "normalize_topk": adapter.normalize_topk,
         "routing_family": adapter.family.name,
+        "expert_groups": adapter.family.expert_groups(adapter.layers[0].router),
         "shared_experts": {str(k): v for k, v in adapter.shared_experts().items()},
         "hidden_size": int(model.config.hidden_size),
         "vocab_size": int(model.config.vocab_size),

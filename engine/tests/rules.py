@@ -1,7 +1,8 @@
 """Each architecture's routing rule, written out here from transformers 5.23's router code and
-independent of steermoe_engine/families/, with steering's bias: finite entries shift the scores the
-architecture ranks with, -inf removes an expert (never selected, out of any softmax over experts),
-+inf forces it. Weights always come from the unbiased scores.
+independent of steermoe_engine/families/, with steering's bias: finite entries shift the router
+logits (in every architecture: where the choice ranks sigmoid or softmax scores, those of the
+shifted logits), -inf removes an expert (never selected, out of any softmax over experts), +inf
+forces it. Weights always come from the unbiased scores.
 
 `reference(config, logits, bias, router tensors)` -> per token, {expert: weight} of the experts
 that carry the token (slots padded with weight 0 are not part of the choice)."""
@@ -35,9 +36,18 @@ def _split(bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return torch.where(torch.isinf(bias), 0.0, bias), torch.isneginf(bias), torch.isposinf(bias)
 
 
-def _ranked(scores: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    finite, removed, forced = _split(bias)
-    return (scores + finite).masked_fill(removed, -INF).masked_fill(forced, INF)
+def _shifted(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The finite bias on the logits: its unit in every architecture."""
+    return logits.float() + _split(bias)[0]
+
+
+def _masked(scores: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    _, removed, forced = _split(bias)
+    return scores.masked_fill(removed, -INF).masked_fill(forced, INF)
+
+
+def _ranked(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return _masked(_shifted(logits, bias), bias)
 
 
 def _groups_chosen(config: Any, group_score: torch.Tensor, experts: int) -> torch.Tensor:
@@ -109,11 +119,11 @@ def reference(
         idx = torch.cat(picks, -1)
         return _as_dicts(idx, torch.cat(weights, -1), ~removed[idx])
     if kind in SIGMOID_GROUPED:
-        # sigmoid scores; the choice ranks them plus e_score_correction_bias: groups by the sum of
+        # sigmoid scores; the choice ranks those of the biased logits plus e_score_correction_bias: groups by the sum of
         # their two best (a removed one counting 0), then top-k inside the chosen groups. Weights:
         # the plain sigmoid scores, renormalised (norm_topk_prob), times routed_scaling_factor.
         scores = logits.sigmoid()
-        choice = _ranked(scores + params["e_score_correction_bias"], bias)
+        choice = _masked(_shifted(logits, bias).sigmoid() + params["e_score_correction_bias"], bias)
         per = logits.shape[-1] // config.n_group
         two = choice.view(len(choice), config.n_group, per).topk(2, dim=-1).values
         # A removed expert counts for nothing in its group's score (one kept expert: itself).
@@ -130,7 +140,8 @@ def reference(
         # sigmoid; the choice ranks the scores plus the block's correction bias (no groups);
         # weights: the plain scores of the chosen, renormalised over them.
         scores = logits.float().sigmoid()
-        idx = _ranked(scores + params["e_score_correction_bias"], bias).topk(k, dim=-1).indices
+        choice = _masked(_shifted(logits, bias).sigmoid() + params["e_score_correction_bias"], bias)
+        idx = choice.topk(k, dim=-1).indices
         keep = ~removed[idx]
         w = scores.gather(-1, idx) * keep
         return _as_dicts(idx, w / w.sum(-1, keepdim=True), keep)
@@ -140,7 +151,7 @@ def reference(
         live = logits.float().masked_fill(removed, -INF)
         probs = live.softmax(-1)
         correction = params["moe_statics.e_score_correction_bias"].squeeze(0)
-        idx = _ranked(probs + correction, bias).topk(k, dim=-1).indices
+        idx = _masked(_shifted(live, bias).softmax(-1) + correction, bias).topk(k, dim=-1).indices
         keep = ~removed[idx]
         w = probs.gather(-1, idx) * keep
         return _as_dicts(idx, w / w.sum(-1, keepdim=True).clamp(min=config.moe_norm_min), keep)

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from steermoe_engine.adapters import check_supported
 from steermoe_engine.control import RouterControl
 from steermoe_engine.errors import EngineError
+from steermoe_engine.families.base import Bias
 from steermoe_engine.files import apply_delta, expert_delta, save_model
 from steermoe_engine.generation import Sampling, generate
 from steermoe_engine.models import Loaded, describe, load
@@ -23,7 +24,7 @@ from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.server import steering
 from steermoe_engine.training import Trainer, TrainSetup
 
-from .conftest import ALL_ARCHS, Family
+from .conftest import ALL_ARCHS, Family, TinyModels
 from .rules import logits_of, reference
 from .test_routing import CONVERSATIONS, read_shards, shards_for
 from .test_training import BATCH, LABELS, snapshot
@@ -131,6 +132,8 @@ def test_layout(arch: str, family: Family) -> None:
     moe_layers, experts, top_k, shared = LAYOUT[arch]
     assert (info["model_type"], info["num_layers"], info["moe_layers"]) == (arch, 3, moe_layers)
     assert (info["num_experts"], info["top_k"]) == (experts, top_k)
+    # DeepSeek-V3's routing (and A.X K1's, V3.2's): 4 of 8 groups; the released others keep one group.
+    assert info["expert_groups"] == ([8, 4] if arch in ("deepseek_v3", "axk1", "deepseek_v32") else None)
     assert info["shared_experts"] == ({str(i): shared for i in moe_layers} if shared else {})
     counts = info["parameters"]
     routed = sum(p.numel() for layer in model.adapter.layers for p in layer.experts.parameters())
@@ -238,6 +241,56 @@ def test_steering_follows_the_rule(arch: str, dtype: str, family: Family) -> Non
     for routing in read_shards(shards):
         used = np.concatenate([routing["prompt"], routing["generation"]])
         assert not np.isin(used, [0, 3]).any() and (used == 6).any(-1).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forced_experts_in_as_many_groups_as_the_router_chooses_are_always_used(dtype: str, family: Family) -> None:
+    """DeepSeek-V3 picks 4 of its 8 groups before its experts: an expert forced in each of 4 groups
+    is used by every token (steerRequest refuses forced experts in more groups than that)."""
+    model = family("deepseek_v3", dtype)
+    groups, chosen = describe(model)["expert_groups"]
+    per_group = model.adapter.num_experts // groups
+    forced = [g * per_group + 3 for g in range(1, 2 * chosen, 2)]
+    bias = zeros(model)
+    bias[:, forced] = np.inf
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(2))
+    with RouterControl(model.adapter, steering(model, bias)), RoutingRecorder(model.adapter) as rec:
+        router_inputs(model, ids)
+    used = rec.ids[0].numpy()
+    for expert in forced:
+        assert (used == expert).any(-1).all(), expert
+
+
+# Families whose choice is the top-k of the router logits once their extras are neutral: no score
+# correction, every group eligible. SparseMixer's rounds pick the same experts.
+SAME_CHOICE = [
+    *("olmoe", "mixtral", "gpt_oss", "granitemoe", "llama4_text", "phimoe"),
+    *("minimax_m2", "deepseek_v3", "glm4_moe", "ernie4_5_moe", "deepseek_v2"),
+]
+
+
+def test_one_map_is_one_strength_in_every_family(tiny_models: TinyModels) -> None:
+    """The bias is in logit units in every family (sigmoid and corrected-softmax routers rank the
+    scores of the biased logits): under one map, the same router logits select the same experts
+    wherever the selection rules coincide, and a map times S is the same steering whatever the model."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 8, generator=generator) * 2
+    bias = torch.randn(8, generator=generator) * 3
+    for arch in SAME_CHOICE:
+        model = load(str(tiny_models[arch]), "fp32", "cpu", False)
+        layer = model.adapter.layers[-1]
+        router, family = layer.router, model.adapter.family
+        with torch.no_grad():
+            for name, tensor in [*layer.block.named_buffers(), *layer.block.named_parameters()]:
+                if name.endswith("e_score_correction_bias"):
+                    tensor.zero_()
+        if family.expert_groups(router):
+            router.topk_group = router.num_group
+        weights, indices = family.select(router, logits, Bias.of(bias, torch.device("cpu")), (None, torch.zeros(8)))
+        k = family.top_k(router)
+        got = [{int(e) for e, w in zip(i, ws, strict=True) if w > 0} for i, ws in zip(indices, weights, strict=True)]
+        want = [set(row.tolist()) for row in (logits + bias).topk(k, dim=-1).indices]
+        assert got == want, arch
 
 
 def router_call(model: Loaded, layer: int) -> tuple[Any, ...]:
@@ -371,7 +424,7 @@ def test_first_step_is_the_models_own_loss_and_gradient(arch: str, dtype: str, f
         loss = own.model(input_ids=chunk.input_ids, attention_mask=chunk.attention, labels=chunk.target).loss
     loss.backward()
     # The same logits; only the cross-entropy's summation differs (per target here, a mean there).
-    assert stats["loss"] == pytest.approx(float(loss), rel=1e-6)
+    assert stats["loss"] == pytest.approx(loss.item(), rel=1e-6)
     pieces = iter(trainer.slices)
     for index in sorted(trained):
         for name in own.adapter.expert_params:

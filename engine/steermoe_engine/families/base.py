@@ -54,12 +54,20 @@ class Bias:
             int((~removed).sum()),
         )
 
-    def rank(self, scores: torch.Tensor) -> torch.Tensor:
-        """`scores` (higher = preferred) under the bias: shifted, removed at -inf, forced at +inf."""
-        if self.finite is not None:
-            # In float32: a bias rounded to bf16 and added in bf16 would reorder experts whose
-            # biased scores differ by less than bf16 resolves.
-            scores = scores.float() + self.finite.float()
+    def shifted(self, logits: torch.Tensor) -> torch.Tensor:
+        """The router logits plus the finite bias: the bias is in logit units in every family."""
+        if self.finite is None:
+            return logits
+        # In float32: a bias rounded to bf16 and added in bf16 would reorder experts whose biased
+        # logits differ by less than bf16 resolves.
+        return logits.float() + self.finite.float()
+
+    def rank(self, logits: torch.Tensor) -> torch.Tensor:
+        """For routers that rank experts by their logits: shifted, removed at -inf, forced at +inf."""
+        return self.masked(self.shifted(logits))
+
+    def masked(self, scores: torch.Tensor) -> torch.Tensor:
+        """Ranking scores with the removed experts at -inf and the forced ones at +inf."""
         if self.removed is not None:
             scores = scores.masked_fill(self.removed, float("-inf"))
         if self.forced is not None:
@@ -125,5 +133,6 @@ class Family:
     def num_experts(self, router: nn.Module) -> int:
         return int(router.num_experts)
 
-    def describe(self, router: nn.Module) -> dict[str, Any]:
-        return {}
+    def expert_groups(self, router: nn.Module) -> list[int] | None:
+        """[groups, groups chosen per token] where the router chooses groups before experts."""
+        return None

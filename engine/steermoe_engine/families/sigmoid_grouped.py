@@ -5,8 +5,9 @@ scores = sigmoid(logits); the choice ranks scores + e_score_correction_bias: gro
 their two best, then the top-k experts inside the chosen groups. The weights are the UNcorrected
 sigmoid scores of the chosen experts, renormalised when norm_topk_prob, times
 routed_scaling_factor. Shared experts run on every token beside the router and are not routed.
-Steering adds its bias to the corrected scores, so it moves both the group and the expert choice;
-a removed expert counts for nothing in its group's score.
+Steering adds its bias to the logits the choice's sigmoid scores come from (the same logit units as
+every family), so it moves both the group and the expert choice; a removed expert counts for
+nothing in its group's score.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ class SigmoidGrouped(Family):
     name = "sigmoid_grouped"
     scores = "sigmoid"
 
+    def expert_groups(self, router: nn.Module) -> list[int] | None:
+        groups = int(router.num_group)
+        return [groups, int(router.topk_group)] if groups > 1 else None
+
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits.sigmoid()
-        choice = b.rank(scores + router.e_score_correction_bias)
+        choice = b.masked(b.shifted(logits).sigmoid() + router.e_score_correction_bias)
         best, second = grouped(router, choice).topk(2, dim=-1)[0].unbind(-1)
         if b.removed is not None:
             # A removed expert adds nothing to its group's score, rather than -inf: a group that

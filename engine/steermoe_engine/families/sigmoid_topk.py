@@ -3,7 +3,7 @@
 scores = sigmoid(logits) in float32; the choice ranks scores + e_score_correction_bias, which the
 MoE block owns and hands to its router as a forward argument (so the steering hook reads it from
 the router's inputs); the weights are the uncorrected scores of the chosen experts, renormalised
-over them. Steering adds its bias to the corrected scores.
+over them. Steering adds its bias to the logits the choice's scores come from (logit units).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class SigmoidTopK(Family):
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = nn.functional.sigmoid(logits.float())
-        _, indices = torch.topk(b.rank(scores + args[1]), self.top_k(router), dim=-1, sorted=False)
+        choice = b.masked(nn.functional.sigmoid(b.shifted(logits.float())) + args[1])
+        _, indices = torch.topk(choice, self.top_k(router), dim=-1, sorted=False)
         weights = scores.gather(1, indices)
         valid = None if b.removed is None else ~b.removed[indices]
         if valid is not None:

@@ -3,8 +3,9 @@
 scores = softmax(logits) in float32; the choice ranks scores + e_score_correction_bias (the
 router's `moe_statics`); the weights are the uncorrected probabilities of the chosen experts,
 renormalised over them (the sum clamped below at moe_norm_min). The shared experts run beside the
-router and are not routed. Steering adds its bias to the corrected scores; a removed expert also
-leaves the softmax's denominator, as in softmax_topk.
+router and are not routed. Steering adds its bias to the logits the choice's probabilities come from
+(logit units: the choice ranks softmax(logits + bias) + correction); a removed expert also leaves
+the softmax's denominator, as in softmax_topk.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class SoftmaxCorrected(Family):
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(b.without_removed(logits), dim=1, dtype=torch.float)
-        _, indices = torch.topk(b.rank(router.moe_statics(probs)), self.top_k(router), dim=-1)
+        live = b.without_removed(logits)
+        probs = torch.softmax(live, dim=1, dtype=torch.float)
+        choice = probs if b.finite is None else torch.softmax(b.shifted(live), dim=1, dtype=torch.float)
+        _, indices = torch.topk(b.masked(router.moe_statics(choice)), self.top_k(router), dim=-1)
         weights = torch.gather(probs, dim=-1, index=indices)
         valid = None if b.removed is None else ~b.removed[indices]
         if valid is not None:

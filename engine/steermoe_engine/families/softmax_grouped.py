@@ -20,6 +20,11 @@ class SoftmaxGrouped(Family):
     def normalizes(self, router: nn.Module) -> bool:
         return False
 
+    def expert_groups(self, router: nn.Module) -> list[int] | None:
+        groups = int(router.num_group)
+        limited = router.topk_method == "group_limited_greedy" and groups > 1
+        return [groups, int(router.topk_group)] if limited else None
+
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:

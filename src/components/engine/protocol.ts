@@ -43,6 +43,8 @@ export const ModelInfo = snakeCase(
     topK: z.number().int(),
     normalizeTopk: z.boolean(),
     routingFamily: z.string(),
+    /** [groups, groups chosen per token] where the router chooses groups before experts (DeepSeek-V3). */
+    expertGroups: z.tuple([z.number().int(), z.number().int()]).nullable(),
     /** Per MoE layer (decoder-layer index as key), the block's always-on experts: not routed, never counted as experts. */
     sharedExperts: z.record(z.string(), z.array(z.string())),
     hiddenSize: z.number().int(),

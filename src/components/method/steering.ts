@@ -43,8 +43,10 @@ export const LAYER_INDEXING =
   "layer: decoder-layer index, 0-based (model.model.layers[layer]; dense layers never appear); " +
   "expert: the expert's index in that layer's router logits, 0-based";
 export const BIAS_RULE =
-  "bias is added to the router logits before top-k and changes only which experts are selected; " +
-  "the selected experts' weights follow the architecture's rule on the unbiased logits; " +
+  "bias is in router-logit units in every architecture: it is added to the expert's router logit " +
+  "before the architecture's own selection (where that ranks sigmoid or softmax scores, with or " +
+  "without a score correction, those of the biased logits) and changes only which experts are " +
+  "selected; the selected experts' weights follow the architecture's rule on the unbiased logits; " +
   "-inf removes the expert from the router, +inf always selects it";
 
 /** The file `export-steering --format json` writes; `biases` is all a reader needs. */
@@ -121,17 +123,27 @@ export async function steerFromRun(run: string, input: SteerFrom = {}): Promise<
   const { top, mode, scale } = SteerFrom.parse(input);
   readJson(join(run, "experts.json"), ExpertsFile, "give a finished analysis run to --steer-from");
   const rows = await readRiskDiffTable(join(run, "risk_diff.parquet"));
+  // Graded, an expert on either side of 0 takes the bias its sign gives; switched fully off (or
+  // on), only the experts the jailbreak favours are: an expert more active on safe tokens is not
+  // one to switch off.
   const chosen =
     top === "ci"
-      ? rows.filter((r) => (r.ci_low ?? 0) > 0 || (r.ci_high ?? 0) < 0)
+      ? rows.filter((r) => (r.ci_low ?? 0) > 0 || (scale !== undefined && (r.ci_high ?? 0) < 0))
       : rows.filter((r) => r.risk_diff !== null).slice(0, top);
+  const which =
+    top !== "ci"
+      ? `top ${top} by mean risk difference`
+      : scale === undefined
+        ? "every expert whose 95% CI lies above 0"
+        : "every expert whose 95% CI excludes 0";
+  if (chosen.length === 0)
+    throw new UserError(`${run}: no expert qualifies (${which}); there is nothing to steer`);
   const sign = mode === "deactivate" ? -1 : 1;
   const biases = chosen.map(({ layer, expert, risk_diff }) => ({
     layer,
     expert,
     bias: scale === undefined ? biasJson(sign * Infinity) : sign * scale * risk_diff!,
   }));
-  const which = top === "ci" ? "every expert whose 95% CI excludes 0" : `top ${top} by mean risk difference`;
   const how =
     scale === undefined
       ? `switched ${mode === "deactivate" ? "off" : "on"}`
@@ -172,6 +184,18 @@ export function steerRequest(
       throw new UserError(
         `${what}: layer ${layer} activates ${forced} experts, but only top-${model.topK} are used`,
       );
+    }
+    if (model.expertGroups && forced > 0) {
+      // The router picks groups first: forced experts spread over more groups than it picks
+      // could not all be used, whatever their bias.
+      const [groups, chosen] = model.expertGroups;
+      const experts = [...row.keys()].filter((e) => row[e] === Infinity);
+      const hit = new Set(experts.map((e) => Math.floor(e / (E / groups))));
+      if (hit.size > chosen) {
+        throw new UserError(
+          `${what}: layer ${layer} activates experts ${experts.join(", ")} in ${hit.size} expert groups, but the router uses ${chosen} of its ${groups} groups per token`,
+        );
+      }
     }
     // Fewer than top-k remaining is allowed (the spare slots repeat the best remaining expert at
     // weight 0, as training's routing mask does); none remaining leaves the layer nothing to run.
