@@ -1,6 +1,7 @@
-"""Graded steering: a bias on the router logits. Bias 0 must be no steering at all, ±inf must be
-the on/off steering that came before it, and a finite bias must select exactly what the router's
-own rule selects from the biased logits, recomputed here from the logits alone."""
+"""Graded steering: a bias on the router logits. Bias 0 must be no steering at all, ±inf switches
+experts off and on by the independent rules of tests/rules.py, and a finite bias must select
+exactly what the router's own rule selects from the biased logits, recomputed here from the logits
+alone."""
 
 from __future__ import annotations
 
@@ -16,29 +17,9 @@ from steermoe_engine.models import Loaded
 from steermoe_engine.server import steering
 
 from .conftest import ARCHS
+from .rules import reference
+from .test_families import compare
 from .test_routing import CONVERSATIONS
-
-
-def on_off_before_bias(
-    logits: torch.Tensor, allowed: torch.Tensor | None, forced: torch.Tensor | None, top_k: int, normalize: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The on/off re-selection as it was before graded steering (allowed/forced masks), kept
-    verbatim as the reference for the ±inf limit."""
-    logits = logits.float()
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    ranking = probs if forced is None else probs.masked_fill(forced, 2.0)
-    k = top_k if allowed is None else min(top_k, int(allowed.sum()))
-    _, indices = torch.topk(ranking, k, dim=-1)
-    scores = probs.gather(-1, indices)
-    if normalize:
-        scores = scores / scores.sum(dim=-1, keepdim=True)
-    if k < top_k:
-        pad = top_k - k
-        indices = torch.cat([indices, indices[:, :1].expand(-1, pad)], dim=-1)
-        scores = torch.cat([scores, torch.zeros_like(scores[:, :1]).expand(-1, pad)], dim=-1)
-    return scores, indices
 
 
 def routed(model: Loaded, ids: torch.Tensor, controls: dict[int, LayerControl]) -> tuple[Any, list[tuple]]:
@@ -78,9 +59,11 @@ def test_bias_zero_is_bit_identical_to_no_steering(arch: str, loaded: dict[str, 
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_infinite_bias_is_the_on_off_steering(arch: str, loaded: dict[str, Loaded]) -> None:
+def test_infinite_bias_switches_experts_off_and_on_by_the_rule(arch: str, loaded: dict[str, Loaded]) -> None:
+    """±inf against the rules written out independently (tests/rules.py): -inf never selected and
+    out of the softmax, +inf always selected, the other slots by the architecture's own rule."""
     model = loaded[arch]
-    n, top_k, normalize = model.adapter.num_experts, model.adapter.top_k, model.adapter.normalize_topk
+    n = model.adapter.num_experts
     ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(2))
     cases = [([0, 1, 2], []), ([], [5]), ([0, 2, 4, 6], [7]), (list(range(n - 1)), [])]
     for off, on in cases:
@@ -88,16 +71,11 @@ def test_infinite_bias_is_the_on_off_steering(arch: str, loaded: dict[str, Loade
         bias[:, off] = -np.inf
         bias[:, on] = np.inf
         _, seen = routed(model, ids, steering(model, bias))
-        allowed = torch.ones(n, dtype=torch.bool)
-        allowed[off] = False
-        forced = torch.zeros(n, dtype=torch.bool)
-        forced[on] = True
-        for logits, scores, indices in seen:
-            ref_scores, ref_indices = on_off_before_bias(
-                logits, allowed if off else None, forced if on else None, top_k, normalize
-            )
-            assert torch.equal(indices, ref_indices), (off, on)
-            assert torch.equal(scores, ref_scores.to(scores.dtype)), (off, on)
+        for layer, (logits, scores, indices) in zip(model.adapter.layers, seen, strict=True):
+            want = reference(model.model.config, logits, torch.from_numpy(bias[layer.index]), {})
+            assert compare(indices.numpy(), scores.float().numpy(), want) == 0, (off, on)
+            used = indices[scores > 0]
+            assert not np.isin(used.numpy(), off).any() and all((indices == e).any(-1).all() for e in on)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
