@@ -27,11 +27,11 @@ test("the README's method, as commands, run as printed, reproduces the demo's ef
   assertRepaired(outputs[2]!);
   assert.ok(existsSync(join(cwd, "runs", "x", "report.html")));
 
-  // The README's sweep, on the run just made, kept small: 10 items per set, three intensities.
+  // The README's sweep, on the run just made, kept small: 10 items per set, intensities 0 and 4.
   const sweepBlock = /A sweep on the method's run above[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1]!;
   const [sweep, sweepReport] = sweepBlock.split("\n").filter((l) => l.startsWith("bin/steermoe "));
   assert.match(sweep!, /^bin\/steermoe eval .*--steer-sweep /);
-  for (const command of [`${sweep} --limit 10 --steer-sweep 0,1,4`, sweepReport!]) {
+  for (const command of [`${sweep} --limit 10 --steer-sweep 0,4`, sweepReport!]) {
     const result = spawnSync("sh", ["-c", command], { cwd, encoding: "utf8", timeout: 600_000 });
     assert.equal(result.status, 0, `${command}\n${result.stderr}`);
   }
@@ -48,10 +48,8 @@ test("the README's method, as commands, run as printed, reproduces the demo's ef
     results.map((r) => [r.name, r.steer?.intensity ?? 0]),
     [
       ["before", 0],
-      ["before+steer×1", 1],
       ["before+steer×4", 4],
       ["after", 0],
-      ["after+steer×1", 1],
       ["after+steer×4", 4],
     ],
   );
@@ -65,7 +63,7 @@ test("the README's method, as commands, run as printed, reproduces the demo's ef
   // Measured, not asserted: whether the fine-tuned model's attack success rises or falls with
   // the intensity, and whether the steps exceed their intervals.
   const after = results.filter((r) => r.name.startsWith("after")).map((r) => r.metrics.attack_success!);
-  t.diagnostic(`after, attack success at 0, 1, 4: ${after.map((a) => `${a.k}/${a.n}`).join(", ")}`);
+  t.diagnostic(`after, attack success at 0 and 4: ${after.map((a) => `${a.k}/${a.n}`).join(", ")}`);
   const html = readFileSync(join(cwd, "runs", "x", "sweep", "report.html"), "utf8");
   assert.ok(html.includes('"steer":{"model":"after","intensity":4}'));
 });

@@ -1,7 +1,17 @@
 // Shared by the end-to-end tests: the real CLI, the real engine, tiny models built on the spot.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -37,9 +47,43 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+// Tiny models built by this engine's code, shared by the test files (each engine start is seconds
+// of CPU): keyed by a hash of the engine's sources and pins, so a changed engine builds anew.
+const TINY_CACHE = join(
+  tmpdir(),
+  `steermoe-test-tiny-${createHash("sha256")
+    .update(
+      [
+        ...readdirSync(join(PACKAGE_ROOT, "engine", "steermoe_engine"), { recursive: true, encoding: "utf8" })
+          .filter((f) => f.endsWith(".py"))
+          .sort()
+          .map((f) => readFileSync(join(PACKAGE_ROOT, "engine", "steermoe_engine", f), "utf8")),
+        readFileSync(join(PACKAGE_ROOT, "engine", "requirements.txt"), "utf8"),
+      ].join("\0"),
+    )
+    .digest("hex")
+    .slice(0, 16)}`,
+);
+
+/** A tiny model (seed 0) of its own in `dir`: a copy of the one the test files share. */
 export async function buildTiny(dir: string, arch = "olmoe", layers = 2): Promise<string> {
   const out = join(dir, `${arch}-${layers}`);
-  await tinyModel({ arch, out, seed: 0, size: { layers } });
+  const shared = join(TINY_CACHE, `${arch}-${layers}`);
+  if (!existsSync(shared)) {
+    const building = mkdtempSync(join(tmpdir(), "steermoe-tiny-"));
+    try {
+      await tinyModel({ arch, out: join(building, "model"), seed: 0, size: { layers } });
+      mkdirSync(TINY_CACHE, { recursive: true });
+      try {
+        renameSync(join(building, "model"), shared); // whole or not at all
+      } catch (err) {
+        if (!existsSync(shared)) throw err; // else another test file got there first: the same bytes
+      }
+    } finally {
+      rmSync(building, { recursive: true, force: true });
+    }
+  }
+  cpSync(shared, out, { recursive: true });
   return out;
 }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,14 +57,25 @@ class TinyModels(dict[str, Path]):
         self.root, self.released = root, released
 
     def __missing__(self, arch: str) -> Path:
-        built = build_tiny(arch, str(self.root / arch), seed=0, size=SIZE, released=self.released and arch in RELEASED)
-        self[arch] = Path(built["path"])
-        return self[arch]
+        path = self.root / arch
+        if not path.exists():  # built by an earlier pass (cpu_paths.py)
+            build_tiny(arch, str(path), seed=0, size=SIZE, released=self.released and arch in RELEASED)
+        self[arch] = path
+        return path
+
+
+def models_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """Where the tiny models go: shared by both passes of cpu_paths.py, else this session's."""
+    shared = os.environ.get("STEERMOE_TEST_MODELS")
+    if not shared:
+        return tmp_path_factory.mktemp(name)
+    (Path(shared) / name).mkdir(exist_ok=True)
+    return Path(shared) / name
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return TinyModels(tmp_path_factory.mktemp("tiny"), released=False)
+    return TinyModels(models_root(tmp_path_factory, "tiny"), released=False)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +90,7 @@ Family = Callable[[str, str], Loaded]
 def family(tmp_path_factory: pytest.TempPathFactory) -> Family:
     """(architecture, dtype) -> its tiny model with the released checkpoint's routing, loaded once
     (tests that change weights load their own copy from its `source`)."""
-    models = TinyModels(tmp_path_factory.mktemp("released"), released=True)
+    models = TinyModels(models_root(tmp_path_factory, "released"), released=True)
     cache: dict[tuple[str, str], Loaded] = {}
 
     def get(arch: str, dtype: str) -> Loaded:

@@ -64,7 +64,7 @@ LAYOUT: dict[str, tuple[list[int], int, int, list[str]]] = {
     "llama4_text": ([1], 128, 1, ["shared_expert"]),
 }
 DTYPES = ["fp32", "bf16"]
-# The second CPU kernel path (other_cpu_path.py) reruns the claims that hold on fp32 kernels; the
+# The second CPU kernel path (cpu_paths.py) reruns the claims that hold on fp32 kernels; the
 # bf16 re-selection claim runs there too (test_zero_bias_reselection_is_the_router_bit_for_bit).
 DTYPES_CPU_PATHS = [pytest.param("fp32", marks=pytest.mark.cpu_paths), "bf16"]
 
@@ -358,35 +358,6 @@ def moved_experts(
     return changed
 
 
-@capability("train")
-@pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("dtype", DTYPES_CPU_PATHS)
-def test_training_moves_only_the_chosen_expert_slices(arch: str, dtype: str, family: Family, tmp_path: Path) -> None:
-    source = family(arch, dtype).source
-    model = load(source, dtype, "cpu", False)
-    first, last = model.adapter.moe_layer_indices[0], model.adapter.moe_layer_indices[-1]
-    trained = {first: [1, 3], last: [5]} if first != last else {first: [1, 3, 5]}
-    before = snapshot(model.model)
-    trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
-    for step in range(2):
-        # The routing mask of each batch keeps its layer's tokens inside the trained experts.
-        allowed = {first: trained[first]} if step == 0 else {last: trained[last]}
-        trainer.step(trainer.batch(BATCH, LABELS, allowed), lr=1e-2)
-    after = snapshot(model.model)
-    assert moved_experts(model, before, after) == {(layer, e) for layer, es in trained.items() for e in es}
-    # The delta rebuilds the trained model from the original one, bit for bit.
-    delta = {k: v.clone() for k, v in expert_delta(model, trained).items()}
-    base = load(source, dtype, "cpu", False)
-    assert apply_delta(base, delta) == trained
-    for name, tensor in snapshot(base.model).items():
-        assert torch.equal(tensor, after[name]), name
-    # The saved folder reloads with transformers alone.
-    save_model(model.model, model.tokenizer, str(tmp_path / "trained"))
-    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "trained"), dtype=model.model.dtype)
-    for name, tensor in reloaded.state_dict().items():
-        assert torch.equal(tensor, after[name]), name
-
-
 # The trained rows' gradient against autograd's through the model's own forward: element by element
 # in fp32; in bf16 in norm, as the two round along different paths (test_training.agree).
 GRAD_RTOL, GRAD_ATOL, GRAD_NORM = 1e-4, 1e-6, 2e-2
@@ -394,17 +365,21 @@ GRAD_RTOL, GRAD_ATOL, GRAD_NORM = 1e-4, 1e-6, 2e-2
 
 @capability("train")
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_first_step_is_the_models_own_loss_and_gradient(arch: str, dtype: str, family: Family) -> None:
+@pytest.mark.parametrize("dtype", DTYPES_CPU_PATHS)
+def test_expert_training_is_the_models_own_and_moves_only_the_trained_rows(
+    arch: str, dtype: str, family: Family, tmp_path: Path
+) -> None:
     """Expert-only training (in bf16, many routers (Mixtral's, DeepSeek's, GLM's, MiniMax-M2's,
     Hunyuan's) hand the experts fp32 weights): the first step's loss is the model's own
     forward(labels=...) loss on the batch, the trained rows' gradient is plain autograd's through
-    that forward with the expert tensors learning, and the step moves the trained rows alone."""
+    that forward with the expert tensors learning; the steps move the trained rows alone, bit for
+    bit elsewhere; the delta rebuilds the trained model, and its folder reloads with transformers."""
     source = family(arch, dtype).source
     model = load(source, dtype, "cpu", False)
-    # Two experts of one group: grouped routing (DeepSeek's) ranks a group by its two best experts,
-    # so a routing mask that leaves a group one expert never chooses it.
-    trained = {i: [1, 3] for i in (model.adapter.moe_layer_indices[0], model.adapter.moe_layer_indices[-1])}
+    first, last = model.adapter.moe_layer_indices[0], model.adapter.moe_layer_indices[-1]
+    # One expert alone in the last layer: a routing mask that leaves a group (DeepSeek-V3's) one
+    # expert still reaches it.
+    trained = {first: [1, 3], last: [5]} if first != last else {first: [1, 3, 5]}
     before = snapshot(model.model)
     trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained))
     # The routing mask sends each trained layer's tokens to its trained experts (and the model's
@@ -437,7 +412,22 @@ def test_first_step_is_the_models_own_loss_and_gradient(arch: str, dtype: str, f
 
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.step(batch, lr=1e-2)
-    assert moved_experts(model, before, snapshot(model.model)) == {(i, e) for i, es in trained.items() for e in es}
+    # A second step with the mask on one layer only.
+    trainer.step(trainer.batch(BATCH, LABELS, {last: trained[last]}), lr=1e-2)
+    after = snapshot(model.model)
+    assert moved_experts(model, before, after) == {(i, e) for i, es in trained.items() for e in es}
+    # The delta rebuilds the trained model from the original one, bit for bit.
+    delta = {k: v.clone() for k, v in expert_delta(model, trained).items()}
+    for tensor in fused.values():
+        tensor.requires_grad_(False)
+    assert apply_delta(own, delta) == trained
+    for name, tensor in snapshot(own.model).items():
+        assert torch.equal(tensor, after[name]), name
+    # The saved folder reloads with transformers alone.
+    save_model(model.model, model.tokenizer, str(tmp_path / "trained"))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "trained"), dtype=model.model.dtype)
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, after[name]), name
 
 
 def test_unsupported_moe_is_refused_from_its_config() -> None:
