@@ -18,8 +18,8 @@ def numpy2base64(array):  # vllm/utils/serial_utils.py, verbatim but for pybase6
         np.save(buffer, array, allow_pickle=False)
         return base64.b64encode(buffer.getbuffer()).decode("ascii")
 
-def sglang_b64(array):  # detokenizer_manager.py: raw int32 bytes, flattened
-    return base64.b64encode(array.astype(np.int32).tobytes()).decode("utf-8")
+def sglang_b64(array, dtype=np.int32):  # detokenizer_manager.py: raw bytes, flattened
+    return base64.b64encode(array.astype(dtype).tobytes()).decode("utf-8")
 
 rng = np.random.default_rng(0)
 def routing(rows, layers, top_k, experts, dense=()):
@@ -34,6 +34,8 @@ out["u16"] = {"ids": a.tolist(), "vllm": numpy2base64(a.astype(np.uint16)), "sgl
 # 8 experts: uint8; positions 4.. only (routed_experts_prompt_start = 4).
 b = routing(7, 3, 2, 8, dense=[0])
 out["start"] = {"ids": b[4:].tolist(), "vllm": numpy2base64(b[4:].astype(np.uint8)), "sglang": sglang_b64(b[4:])}
+# Newer SGLang servers: the wire dtype SGLANG_ROUTED_EXPERTS_DTYPE chose.
+out["narrow"] = {"ids": a.tolist(), "uint16": sglang_b64(a, np.uint16), "uint8": sglang_b64(b, np.uint8), "ids8": b.tolist()}
 # -1 rows: int32 with a row the server did not record.
 c = routing(4, 3, 2, 8, dense=[0]); c[2, 1:] = -1
 out["minus"] = {"vllm": numpy2base64(c.astype(np.int32)), "sglang": sglang_b64(c)}
@@ -71,14 +73,25 @@ const vllmReply = (routed: string | null, tokenIds = [7, 8, 9]) => ({
     },
   ],
 });
-const sglangReply = (routed?: string) => ({
+const sglangReply = (routed?: string, dtype?: string) => ({
   text: "…",
   output_ids: [7, 8, 9],
   meta_info: {
     id: "x",
     finishReason: { type: "length", length: 3 },
     ...(routed && { routed_experts: routed }),
+    ...(dtype && { routed_experts_dtype: dtype }),
   },
+});
+
+test("SGLang's narrower wire dtypes, as meta_info.routed_experts_dtype names them", () => {
+  const narrow = fx.narrow as unknown as Record<string, string> & { ids: number[][][]; ids8: number[][][] };
+  const u16 = sglang.parse(sglangReply(narrow.uint16, "uint16"), layout)[0]!;
+  assert.deepEqual(Array.from(expertRows(u16.routing!, 7, model(300))), moeOnly(narrow.ids));
+  const u8 = sglang.parse(sglangReply(narrow.uint8, "uint8"), layout)[0]!;
+  assert.deepEqual(Array.from(expertRows(u8.routing!, 7, model(8))), moeOnly(narrow.ids8));
+  // Read as the int32 the field's absence means, the same bytes are not whole rows.
+  assert.throws(() => sglang.parse(sglangReply(narrow.uint8), layout), /not a whole number of int32/);
 });
 
 test("uint16 ids (more than 256 experts) and a dense first layer, from both servers", () => {

@@ -36,7 +36,7 @@ const trainArgs = (out: string, ...extra: string[]) => [
   "--lr",
   "1e-3",
   "--epochs",
-  "3",
+  "2",
   ...extra,
 ];
 
@@ -44,7 +44,7 @@ test("expert-only training replays the analysis batches and moves only the train
   const out = join(tempDir(t), "train");
   const result = run(trainArgs(out));
   assert.equal(result.status, 0, result.stderr);
-  assert.match(result.stdout, /done: 18 steps/);
+  assert.match(result.stdout, /done: 12 steps/);
 
   // Batch preservation: every step names an analysis batch and exactly its samples, in order;
   // each epoch visits every batch once, in a shuffled order.
@@ -54,13 +54,13 @@ test("expert-only training replays the analysis batches and moves only the train
     ),
   );
   const log = jsonl(join(out, "train_log.jsonl"));
-  assert.equal(log.length, 18);
+  assert.equal(log.length, 12);
   for (const row of log) assert.deepEqual(row.sample_ids, batches.get(row.batch_idx));
-  const orders = [0, 1, 2].map((e) => log.filter((r) => r.epoch === e).map((r) => r.batch_idx));
+  const orders = [0, 1].map((e) => log.filter((r) => r.epoch === e).map((r) => r.batch_idx));
   for (const order of orders) assert.deepEqual([...order].sort(), [0, 1, 2, 3, 4, 5]);
   assert.notDeepEqual(orders[0], orders[1]);
   assert.ok(log.every((r) => r.tokens > 0 && Number.isFinite(r.loss)));
-  assert.equal(log[0].lr, 1e-3 / 2); // warmup: ceil(0.1 * 18) = 2 steps
+  assert.equal(log[0].lr, 1e-3 / 2); // warmup: ceil(0.1 * 12) = 2 steps
 
   // Frozen weights: only trained experts differ from the base, byte for byte.
   const metadata = JSON.parse(readFileSync(join(out, "training_metadata.json"), "utf8"));
@@ -146,7 +146,7 @@ test("a run stopped by Ctrl-C or killed resumes to the same weights as an uninte
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
     if (how === "SIGINT") {
       assert.equal(code, 130);
-      assert.match(stdout, /stopped at step \d+\/18 \(checkpoint saved\)/);
+      assert.match(stdout, /stopped at step \d+\/12 \(checkpoint saved\)/);
     } else assert.equal(code, 1);
     // One file per checkpoint, the engine's, with no sidecar; the newest two are kept.
     const files = readdirSync(join(out, "checkpoints")).filter((f) => !f.includes(".tmp-"));
@@ -154,7 +154,7 @@ test("a run stopped by Ctrl-C or killed resumes to the same weights as an uninte
     for (const f of files) assert.match(f, /^step-\d{6}\.safetensors$/);
     const resumed = run(args);
     assert.equal(resumed.status, 0, resumed.stderr);
-    assert.match(resumed.stdout, /resumed and finished: 18 steps/);
+    assert.match(resumed.stdout, /resumed and finished: 12 steps/);
     assert.deepEqual(differingTensors(join(straight, "final_model"), join(out, "final_model")), [], how);
     assert.deepEqual(
       jsonl(join(out, "train_log.jsonl")).map((r) => [r.step, r.batch_idx, r.loss]),
@@ -283,7 +283,7 @@ test("--nproc 2: a rank killed with -9 stops the run naming it; the rerun ends a
   const straight = join(tmp, "straight");
   const done = run(args(straight), { env });
   assert.equal(done.status, 0, done.stderr);
-  assert.match(done.stdout, /done: 18 steps/);
+  assert.match(done.stdout, /done: 12 steps/);
 
   const out = join(tmp, "killed");
   const child = spawn(BIN, args(out), { env, stdio: ["ignore", "pipe", "pipe"] });
@@ -297,7 +297,7 @@ test("--nproc 2: a rank killed with -9 stops the run naming it; the rerun ends a
   const children = (pid: number, pattern: string) =>
     Number(spawnSync("pgrep", ["-P", String(pid), "-f", pattern], { encoding: "utf8" }).stdout.trim());
   const rank1 = children(children(child.pid!, "steermoe_engine"), "spawn_main");
-  assert.ok(rank1 > 0 && jsonl(logPath).length < 18);
+  assert.ok(rank1 > 0 && jsonl(logPath).length < 12);
   process.kill(rank1, "SIGKILL");
   child.kill("SIGCONT");
   assert.equal(await exited, 1);
@@ -305,7 +305,7 @@ test("--nproc 2: a rank killed with -9 stops the run naming it; the rerun ends a
 
   const resumed = run(args(out), { env });
   assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stdout, /resumed and finished: 18 steps/);
+  assert.match(resumed.stdout, /resumed and finished: 12 steps/);
   assert.deepEqual(differingTensors(join(straight, "final_model"), join(out, "final_model")), []);
   // The delta, gathered from the ranks' shards, rebuilds the model.
   const rebuilt = join(tmp, "rebuilt");

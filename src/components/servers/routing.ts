@@ -52,7 +52,7 @@ export interface Flavour {
  * The routing of `expected` consecutive tokens, cut to the MoE layers: [tokens, moeLayers, topK]
  * in the shard's dtype. Every count is checked; dense layers must be all zero (the servers' buffers
  * start at zero and only MoE layers write them), and every MoE id must be an expert of the model
- * (−1 marks rows a server did not record, e.g. prefix-cached ones). Throws Error naming the problem.
+ * (−1 marks rows a server no longer held, evicted from its routed-experts store). Throws Error naming the problem.
  */
 export function expertRows(
   routing: ServerRouting,
@@ -76,7 +76,7 @@ export function expertRows(
           if (id !== 0) throw new Error(`dense layer ${layer} has expert id ${id} at token row ${row}`);
         } else if (id === -1) {
           throw new Error(
-            `token row ${row} has no routing (−1), as for prefix-cached tokens: turn prefix caching off`,
+            `token row ${row} has no routing (−1): the server's routed-experts store no longer held it (vLLM keys it by KV block hash and evicts past the max_bytes of --aux-output-config); raise that limit or send fewer requests at once`,
           );
         } else if (id < 0 || id >= model.numExperts) {
           throw new Error(

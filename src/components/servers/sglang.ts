@@ -2,14 +2,19 @@
 // POST /generate with input_ids and return_routed_experts; `output_ids` are the generated ids and
 // `meta_info.routed_experts` is base64 of the raw little-endian int32 bytes of the flattened
 // [rows, num_hidden_layers, top_k] array (detokenizer_manager.py), rows covering positions
-// routed_experts_start_len … prompt + generated − 2.
+// routed_experts_start_len … prompt + generated − 2. Newer servers choose the wire dtype
+// (SGLANG_ROUTED_EXPERTS_DTYPE: int32, uint16 or uint8) and name it in
+// `meta_info.routed_experts_dtype`; without that field it is int32.
 import { z } from "zod";
 import { zodProblem } from "../errors.js";
 import type { Completion, Flavour, ServerRouting } from "./routing.js";
 
 const Output = z.object({
   output_ids: z.array(z.number().int().min(0)),
-  meta_info: z.object({ routed_experts: z.string().nullish() }),
+  meta_info: z.object({
+    routed_experts: z.string().nullish(),
+    routed_experts_dtype: z.enum(["int32", "uint16", "uint8"]).nullish(),
+  }),
 });
 const Reply = z.union([Output.transform((o) => [o]), z.array(Output).min(1)]);
 
@@ -46,19 +51,32 @@ export const sglang: Flavour = {
     if (!parsed.success) throw new Error(`not an SGLang /generate reply (${zodProblem(parsed.error)})`);
     return parsed.data.map((o): Completion => ({
       generated: o.output_ids,
-      routing: o.meta_info.routed_experts ? decodeInt32(o.meta_info.routed_experts, layout) : null,
+      routing: o.meta_info.routed_experts
+        ? decodeRouting(o.meta_info.routed_experts, layout, o.meta_info.routed_experts_dtype ?? "int32")
+        : null,
     }));
   },
 };
 
-/** base64 of raw little-endian int32 bytes, flattened [rows, layers, topK] → routing. */
-export function decodeInt32(base64: string, layout: { layers: number; topK: number }): ServerRouting {
+const WIRE = {
+  int32: { size: 4, read: (b: Buffer, at: number) => b.readInt32LE(at) },
+  uint16: { size: 2, read: (b: Buffer, at: number) => b.readUInt16LE(at) },
+  uint8: { size: 1, read: (b: Buffer, at: number) => b.readUInt8(at) },
+};
+
+/** base64 of raw little-endian ids of `dtype`, flattened [rows, layers, topK] → routing. */
+export function decodeRouting(
+  base64: string,
+  layout: { layers: number; topK: number },
+  dtype: keyof typeof WIRE,
+): ServerRouting {
   const bytes = Buffer.from(base64, "base64");
+  const { size, read } = WIRE[dtype];
   const width = layout.layers * layout.topK;
-  if (bytes.length % (4 * width) !== 0)
+  if (bytes.length % (size * width) !== 0)
     throw new Error(
-      `routed_experts holds ${bytes.length} bytes, not a whole number of int32 [${layout.layers}, ${layout.topK}] rows`,
+      `routed_experts holds ${bytes.length} bytes, not a whole number of ${dtype} [${layout.layers}, ${layout.topK}] rows`,
     );
-  const ids = Int32Array.from({ length: bytes.length / 4 }, (_, i) => bytes.readInt32LE(4 * i));
+  const ids = Int32Array.from({ length: bytes.length / size }, (_, i) => read(bytes, size * i));
   return { rows: ids.length / width, ...layout, ids };
 }
