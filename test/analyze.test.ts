@@ -111,11 +111,11 @@ test("analyze without QC: every file loads, and numpy recomputes the risk differ
       .map((r) => ({ layer: cell(r, "layer"), expert: cell(r, "expert"), bias: -2 * cell(r, "risk_diff") })),
   );
   const excluding = csv.filter((r) => cell(r, "ci_low") > 0 || cell(r, "ci_high") < 0);
-  const ci = await steerFromRun(runDir, { top: "ci", scale: 1 });
+  const ci = await steerFromRun(runDir, { top: "ci", scale: 2 });
   assert.ok(excluding.length > 0 && excluding.length < csv.length);
   assert.deepEqual(
-    ci.biases.map((b) => [b.layer, b.expert, Math.sign(b.bias as number)]),
-    excluding.map((r) => [cell(r, "layer"), cell(r, "expert"), -Math.sign(cell(r, "risk_diff"))]),
+    ci.biases.map((b) => [b.layer, b.expert, b.bias]),
+    excluding.map((r) => [cell(r, "layer"), cell(r, "expert"), -2 * cell(r, "risk_diff")]),
   );
   // Switched off, only the experts whose interval lies above 0: not those safe tokens favour.
   const above = excluding.filter((r) => cell(r, "ci_low") > 0);
