@@ -22,6 +22,7 @@ from steermoe_engine.generation import Sampling, generate
 from steermoe_engine.models import Loaded, describe, load
 from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.server import steering
+from steermoe_engine.tiny import RELEASED, Mirror, TinySize, build_tiny
 from steermoe_engine.training import Trainer, TrainSetup
 
 from .conftest import ALL_ARCHS, Family, TinyModels
@@ -243,11 +244,30 @@ def test_steering_follows_the_rule(arch: str, dtype: str, family: Family) -> Non
         assert not np.isin(used, [0, 3]).any() and (used == 6).any(-1).all()
 
 
+# DeepSeek-V2 (not -Lite, whose greedy routing has no groups): 160 experts in 8 groups, 3 chosen.
+DEEPSEEK_V2 = Mirror(
+    "deepseek-ai/DeepSeek-V2-Chat",
+    {
+        **{"n_routed_experts": 160, "num_experts_per_tok": 6, "n_shared_experts": 2, "n_group": 8, "topk_group": 3},
+        **{"topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0, "norm_topk_prob": False},
+    },
+)
+
+
+@pytest.mark.parametrize("arch", ["deepseek_v2", "deepseek_v3"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forced_experts_in_as_many_groups_as_the_router_chooses_are_always_used(dtype: str, family: Family) -> None:
-    """DeepSeek-V3 picks 4 of its 8 groups before its experts: an expert forced in each of 4 groups
-    is used by every token (steerRequest refuses forced experts in more groups than that)."""
-    model = family("deepseek_v3", dtype)
+def test_forced_experts_in_as_many_groups_as_the_router_chooses_are_always_used(
+    arch: str, dtype: str, family: Family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeepSeek-V3 picks 4 of its 8 groups before its experts, DeepSeek-V2 3 of 8: an expert forced
+    in each of that many groups is used by every token (steerRequest refuses forced experts in
+    more groups than that)."""
+    if arch == "deepseek_v2":
+        monkeypatch.setitem(RELEASED, "deepseek_v2", DEEPSEEK_V2)
+        path = build_tiny(arch, str(tmp_path / arch), seed=0, size=TinySize(layers=3), released=True)["path"]
+        model = load(path, dtype, "cpu", False)
+    else:
+        model = family(arch, dtype)
     groups, chosen = describe(model)["expert_groups"]
     per_group = model.adapter.num_experts // groups
     forced = [g * per_group + 3 for g in range(1, 2 * chosen, 2)]
