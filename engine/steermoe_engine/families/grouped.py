@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 
+def expert_groups(router: nn.Module) -> list[int] | None:
+    """[groups, groups chosen per token], where there is more than one group."""
+    groups = int(router.num_group)
+    return [groups, int(router.topk_group)] if groups > 1 else None
+
+
 def group_mask(router: nn.Module, group_scores: torch.Tensor) -> torch.Tensor:
     """bool [tokens, experts]: the experts of each token's chosen groups."""
     n, per_group = int(router.num_group), int(router.num_experts) // int(router.num_group)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .base import Bias, Family, keep_valid
-from .grouped import group_mask, grouped
+from .grouped import expert_groups, group_mask, grouped
 
 
 class SigmoidGrouped(Family):
@@ -26,8 +26,7 @@ class SigmoidGrouped(Family):
     scores = "sigmoid"
 
     def expert_groups(self, router: nn.Module) -> list[int] | None:
-        groups = int(router.num_group)
-        return [groups, int(router.topk_group)] if groups > 1 else None
+        return expert_groups(router)
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .base import Bias, Family, keep_valid
-from .grouped import group_mask, grouped
+from .grouped import expert_groups, group_mask, grouped
 
 
 class SoftmaxGrouped(Family):
@@ -21,9 +21,8 @@ class SoftmaxGrouped(Family):
         return False
 
     def expert_groups(self, router: nn.Module) -> list[int] | None:
-        groups = int(router.num_group)
-        limited = router.topk_method == "group_limited_greedy" and groups > 1
-        return [groups, int(router.topk_group)] if limited else None
+        # DeepSeek-V2-Lite's "greedy" top-k ignores its groups.
+        return expert_groups(router) if router.topk_method == "group_limited_greedy" else None
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
