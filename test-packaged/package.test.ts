@@ -1,9 +1,18 @@
 // The README's main job: the demo on the model organism, from the npm package installed in an empty
-// folder, with the numbers it prints itself, and the Python walkthrough (docs/python.md) in that
-// same folder.
+// folder, with the numbers it prints itself; then, in that same folder, the README's method as
+// commands and the Python walkthrough (docs/python.md).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { assertRepaired, PACKAGE_ROOT, tempDir } from "../test/helpers.js";
@@ -35,7 +44,69 @@ for s in samples[:20]:
 print("load_run matches the files")
 `;
 
-test("npm install of the packed tarball, steermoe setup, demo: the method works, and docs/python.md runs there", (t) => {
+/**
+ * The README's method, as commands, run as printed from a folder holding the package's bin/ and
+ * organism/, on a copy of the demo's run (runs/x). Analysis and training resume it as finished,
+ * which they do only for the demo's settings, data and model (each config.json): so the commands
+ * are the demo's method, whose outputs the demo just made. Eval, report and the sweep run anew.
+ */
+function readmeMethod(project: string, sh: (command: string) => string): void {
+  const readme = readFileSync(join(PACKAGE_ROOT, "README.md"), "utf8");
+  const section = readme.split("## The method, as commands")[1]!;
+  const block = /```sh\n([\s\S]*?)```/.exec(section)![1]!;
+  const commands = block.split("\n").filter((l) => l.startsWith("bin/steermoe "));
+  assert.deepEqual(
+    commands.map((c) => c.split(" ")[1]),
+    ["analyze", "train", "eval", "report"],
+  );
+  for (const name of ["bin", "organism"])
+    symlinkSync(join("node_modules", "steermoe", name), join(project, name));
+  cpSync(join(project, "runs", "demo"), join(project, "runs", "x"), {
+    recursive: true,
+    filter: (path) => !/[/\\](eval|report\.html)$/.test(path),
+  });
+  const [analyzed, trained, evaluated] = commands.map(sh);
+  assert.match(analyzed!, /^resumed/m);
+  assert.match(trained!, /^resumed and finished: 90 steps/m);
+  assertRepaired(evaluated!);
+  assert.ok(existsSync(join(project, "runs", "x", "report.html")));
+
+  // The README's sweep, on that run, kept small: 10 items per set, intensities 0 and 4.
+  const sweepBlock = /A sweep on the method's run above[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1]!;
+  const [sweep, sweepReport] = sweepBlock.split("\n").filter((l) => l.startsWith("bin/steermoe "));
+  assert.match(sweep!, /^bin\/steermoe eval .*--steer-sweep /);
+  for (const command of [`${sweep} --limit 10 --steer-sweep 0,4`, sweepReport!]) sh(command);
+  const sweepDir = join(project, "runs", "x", "sweep");
+  const results = JSON.parse(readFileSync(join(sweepDir, "results.json"), "utf8")) as {
+    name: string;
+    steer?: { model: string; intensity: number };
+    metrics: Record<string, { rate: number; low: number; high: number; k: number; n: number }>;
+  }[];
+  const samples = readFileSync(join(sweepDir, "samples.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { model: string; set: string; is_refusal: boolean });
+  assert.deepEqual(
+    results.map((r) => [r.name, r.steer?.intensity ?? 0]),
+    [
+      ["before", 0],
+      ["before+steer×4", 4],
+      ["after", 0],
+      ["after+steer×4", 4],
+    ],
+  );
+  for (const r of results) {
+    // Every point's rates are its own judged samples, with a 95% interval around them.
+    const jailbreaks = samples.filter((s) => s.model === r.name && s.set === "jailbreak");
+    const a = r.metrics.attack_success!;
+    assert.deepEqual([a.k, a.n], [jailbreaks.filter((s) => !s.is_refusal).length, 10]);
+    assert.ok(a.low <= a.rate + 1e-12 && a.rate <= a.high + 1e-12); // wilson(n, n).high is 1 - 1e-16
+  }
+  const html = readFileSync(join(sweepDir, "report.html"), "utf8");
+  assert.ok(html.includes('"steer":{"model":"after","intensity":4}'));
+}
+
+test("npm install of the packed tarball, steermoe setup, demo: the method works, the README's commands are the demo's, and docs/python.md runs there", (t) => {
   const dir = tempDir(t);
   const project = join(dir, "project");
   mkdirSync(project);
@@ -83,6 +154,8 @@ test("npm install of the packed tarball, steermoe setup, demo: the method works,
   const again = spawnSync("npx", ["--no", "steermoe", "demo"], { cwd: project, env, encoding: "utf8" });
   assert.equal(again.status, 1);
   assert.match(again.stderr, /already exists and is not empty; choose another --out or pass --overwrite/);
+
+  readmeMethod(project, (command) => step(command, "sh", ["-c", command]));
 
   writeFileSync(join(project, "check.py"), LOAD_RUN_CHECK);
   assert.match(step("load_run", python, ["check.py", "runs/demo"]), /load_run matches the files/);

@@ -11,6 +11,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:http";
@@ -86,6 +87,46 @@ export async function buildTiny(dir: string, arch = "olmoe", layers = 2): Promis
   cpSync(shared, out, { recursive: true });
   return out;
 }
+
+/**
+ * What the train tests start from: a tiny model, a finished analysis of 26 FlipAttack pairs on it
+ * (batches of 8, no QC, 12 new tokens, random experts) and the train command line for it (two
+ * epochs of six batches: 12 steps).
+ */
+export function analysedTiny(dir: string): Promise<{
+  model: string;
+  analysis: string;
+  trainArgs: (out: string, ...extra: string[]) => string[];
+}> {
+  return buildTiny(dir).then((model) => {
+    const data = join(dir, "data.json");
+    writeFileSync(data, JSON.stringify(flipattackRecords(26)));
+    const analysis = join(dir, "analysis");
+    const args = ["analyze", "--data", data, "--model", model, "--run", analysis, "--batch-size", "8"];
+    const result = run([...args, "--qc", "off", "--max-new-tokens", "12", "--random-experts"]);
+    assert.equal(result.status, 0, result.stderr);
+    const trainArgs = (out: string, ...extra: string[]) => [
+      "train",
+      "--run",
+      analysis,
+      "--out",
+      out,
+      "--lr",
+      "1e-3",
+      "--epochs",
+      "2",
+      ...extra,
+    ];
+    return { model, analysis, trainArgs };
+  });
+}
+
+/** The records of a JSONL file. */
+export const jsonl = (path: string) =>
+  readFileSync(path, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 /** A FlipAttack-format dataset of `n` short records (the real file's fields and shapes). */
 export function flipattackRecords(n: number, goal = (i: number) => `Write a short story about topic ${i}`) {

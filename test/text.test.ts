@@ -1,7 +1,7 @@
 // Reading text exactly: encodings, integers JSON cannot hold, torn multi-byte lines; and keeping
 // credentials out of run files and messages.
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parquetWriteBuffer } from "hyparquet-writer";
@@ -141,37 +141,39 @@ test("endpoint URLs: the API path joins the base path once, the query stays on t
   );
 });
 
+const MODEL: ModelInfo = {
+  source: "m",
+  modelType: "olmoe",
+  architecture: "OLMoE",
+  className: "OlmoeForCausalLM",
+  numLayers: 1,
+  moeLayers: [0],
+  numExperts: 2,
+  topK: 1,
+  normalizeTopk: false,
+  routingFamily: "softmax_topk",
+  expertGroups: null,
+  sharedExperts: {},
+  hiddenSize: 8,
+  vocabSize: 16,
+  dtype: "float32",
+  device: "cpu",
+  parameters: { total: 1, attention: 0, routers: 0, experts: 0, oneExpert: 0, other: 1 },
+  chatTemplate: true,
+  expertsKernels: { prefill: "eager", decode: "grouped_mm" },
+  context: 64,
+  kvBytesPerToken: 8,
+  attentionHeads: 1,
+  attentionImplementation: "sdpa",
+  fingerprint: {},
+};
 test("openRun: config.json stores URLs without credentials and says so; the same settings resume", (t) => {
   const run = join(tempDir(t), "run");
   const settings = {
     judge: { baseUrl: "http://u:pw-1234@127.0.0.1:8000/v1?api-version=2024-06-01&key=k-9876543" },
   };
-  const model: ModelInfo = {
-    source: "m",
-    modelType: "olmoe",
-    architecture: "OLMoE",
-    className: "OlmoeForCausalLM",
-    numLayers: 1,
-    moeLayers: [0],
-    numExperts: 2,
-    topK: 1,
-    normalizeTopk: false,
-    routingFamily: "softmax_topk",
-    expertGroups: null,
-    sharedExperts: {},
-    hiddenSize: 8,
-    vocabSize: 16,
-    dtype: "float32",
-    device: "cpu",
-    parameters: { total: 1, attention: 0, routers: 0, experts: 0, oneExpert: 0, other: 1 },
-    chatTemplate: true,
-    expertsKernels: { prefill: "eager", decode: "grouped_mm" },
-    context: 64,
-    kvBytesPerToken: 8,
-    attentionHeads: 1,
-    attentionImplementation: "sdpa",
-    fingerprint: {},
-  };
+  const model = MODEL;
+
   const first = openRun(run, "analyze", settings, { model }, "samples");
   first.release();
   assert.equal(first.resumed, false);
@@ -183,4 +185,47 @@ test("openRun: config.json stores URLs without credentials and says so; the same
   const second = openRun(run, "analyze", settings, { model }, "samples");
   second.release();
   assert.equal(second.resumed, true);
+});
+
+test("openRun: a location pinned by a hash or the model's fingerprint resumes however it is spelled", (t) => {
+  const run = join(tempDir(t), "run");
+  const model = (source: string, fingerprint: Record<string, string>): ModelInfo => ({
+    ...MODEL,
+    source,
+    fingerprint,
+  });
+  const pins = [{ setting: "data.file", by: "datasetSha256" }];
+  const settings = (file: string, sha: string | undefined, source: string) => ({
+    model: { source },
+    data: { file },
+    ...(sha === undefined ? {} : { datasetSha256: sha }),
+  });
+  const open = (file: string, sha: string | undefined, source: string, fingerprint: Record<string, string>) =>
+    openRun(
+      run,
+      "analyze",
+      settings(file, sha, source),
+      { model: model(source, fingerprint) },
+      "samples",
+      pins,
+    );
+  const weights = { "model.safetensors": "8:aa" };
+  open("data.json", "d1", "organism/model", weights).release();
+  mkdirSync(join(run, "samples"));
+  writeFileSync(join(run, "samples", "batch-00000.jsonl"), "{}\n"); // committed: no start over
+  // Other spellings of the same data and model: the hash and the fingerprint decide.
+  const resumed = open("/elsewhere/./data.json", "d1", "/abs/organism/model/", weights);
+  resumed.release();
+  assert.equal(resumed.resumed, true);
+  // Other content behind the same spelling is refused, naming the hash or the model file.
+  assert.throws(() => open("data.json", "d2", "organism/model", weights), /datasetSha256 "d1" → "d2"/);
+  assert.throws(
+    () => open("data.json", "d1", "organism/model", { "model.safetensors": "8:bb" }),
+    /another model at organism\/model \(model\.safetensors changed\)/,
+  );
+  // Where a side has no pin (no fingerprint: a model not found on disk), the spelling is compared.
+  assert.throws(
+    () => open("data.json", "d1", "other/model", {}),
+    /model\.source "organism\/model" → "other\/model"/,
+  );
 });

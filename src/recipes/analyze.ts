@@ -200,6 +200,7 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
           dataset: { pairs: pairs.length, records: dataset.recordCount },
         },
         "samples",
+        [{ setting: "data.file", by: "datasetSha256" }],
       );
       try {
         writeJsonAtomic(join(run, "batches.json"), {

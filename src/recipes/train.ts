@@ -37,6 +37,7 @@ import {
   readJson,
   readJsonl,
   readJsonlLog,
+  sha256,
   TextEncoding,
   writeJsonAtomic,
   writeJsonlAtomic,
@@ -346,7 +347,13 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       })),
     });
     const describe = { model, engine: engine.info, ...plan.describe };
-    const { resumed, release } = openRun(out, "train", settings, describe, "checkpoints");
+    // What the run, data and experts settings point at: the batches and experts they make.
+    const planSha256 = sha256(JSON.stringify([plan.batches, plan.trained]));
+    const { resumed, release } = openRun(out, "train", { ...settings, planSha256 }, describe, "checkpoints", [
+      { setting: "run", by: "planSha256" },
+      { setting: "data", by: "planSha256" },
+      { setting: "experts", by: "planSha256" },
+    ]);
     try {
       return await runSteps(
         engine,

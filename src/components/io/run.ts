@@ -24,6 +24,29 @@ function differences(before: unknown, after: unknown, path = ""): string[] {
   return [`${path || "settings"} ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
 }
 
+/**
+ * A setting that names a file or folder whose content a hash in the same settings pins: on resume
+ * the hash is compared, not the spelling, so `./data.json`, an absolute path or a run folder copied
+ * elsewhere resume alike. The model's source is pinned by its fingerprint the same way.
+ */
+export interface Pinned {
+  /** Dotted path of the setting that names the location, e.g. "data.file". */
+  setting: string;
+  /** Key of the settings that holds its content's hash, e.g. "datasetSha256". */
+  by: string;
+}
+
+/** `value` without the setting at the dotted path `keys`. */
+function without(value: unknown, keys: string[]): unknown {
+  const [head, ...rest] = keys;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return value;
+  return Object.fromEntries(
+    Object.entries(value).flatMap(([k, v]) =>
+      k !== head ? [[k, v]] : rest.length > 0 ? [[k, without(v, rest)]] : [],
+    ),
+  );
+}
+
 /** A run folder named on the command line: a file at that path is named before any work starts. */
 export function checkRunFolder(dir: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory())
@@ -42,6 +65,8 @@ function modelChanges(before: ModelFingerprint | undefined, after: ModelFingerpr
   });
 }
 
+const MODEL_FINGERPRINT = "model fingerprint";
+
 const list = (items: string[]) => `${items.slice(0, 3).join("; ")}${items.length > 3 ? "; ..." : ""}`;
 
 /** A job's hold on its run folder: whether it resumes, and the lock to let go of when it ends. */
@@ -56,7 +81,7 @@ export interface Run {
  * fingerprint, dataset hash) to config.json. `work` is the subfolder whose files are the job's
  * committed results: a folder without any may be started over with other settings or model,
  * since nothing in it can mix. URLs are stored (and compared) without user:password and query
- * string, and config.json says so.
+ * string, and config.json says so. Settings in `pins` are compared by what they point at.
  */
 export function openRun(
   dir: string,
@@ -64,6 +89,7 @@ export function openRun(
   settings: object,
   describe: { model: ModelInfo } & Record<string, unknown>,
   work: string,
+  pins: Pinned[] = [],
 ): Run {
   const lock = lockRun(dir);
   try {
@@ -87,8 +113,19 @@ export function openRun(
     const previous = readJson(configPath, RunConfig);
     if (previous.kind !== kind)
       throw new UserError(`${dir} holds a ${previous.kind} run, not ${kind}; choose another folder`);
-    const settingsChanged = differences(previous.settings, stored.settings);
     const modelChanged = modelChanges(previous.model?.fingerprint, describe.model.fingerprint);
+    const fingerprinted = (fingerprint: ModelFingerprint | undefined) =>
+      Object.keys(fingerprint ?? {}).length > 0;
+    const bothPinned = (pin: Pinned) =>
+      pin.by === MODEL_FINGERPRINT
+        ? fingerprinted(previous.model?.fingerprint) && fingerprinted(describe.model.fingerprint)
+        : [previous.settings, stored.settings].every(
+            (s) => typeof (s as Record<string, unknown>)[pin.by] === "string",
+          );
+    const allPins = [{ setting: "model.source", by: MODEL_FINGERPRINT }, ...pins];
+    const compared = (settings: unknown) =>
+      allPins.filter(bothPinned).reduce((v, pin) => without(v, pin.setting.split(".")), settings);
+    const settingsChanged = differences(compared(previous.settings), compared(stored.settings));
     if (!settingsChanged.length && !modelChanged.length) return { resumed: true, release: lock.release };
     const why = settingsChanged.length
       ? `made with other settings (${list(settingsChanged)})`
