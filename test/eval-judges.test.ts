@@ -1,12 +1,13 @@
 // eval with a published judge behind a loopback OpenAI-compatible server, on the model organism;
 // and the judge flags' one-line errors.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { PACKAGE_ROOT, run, runAsync, tempDir } from "./helpers.js";
+import { PACKAGE_ROOT, PYTHON, run, runAsync, tempDir } from "./helpers.js";
 
 const ORGANISM = join(PACKAGE_ROOT, "organism", "model");
 const UNREADABLE_FOR = "When is the best time to plant lavender?"; // the first held-out benign prompt
@@ -108,10 +109,101 @@ test("eval --judge strongreject: the judge gets each jailbreak's goal; scores, u
   );
 });
 
+test("eval --judge harmbench: each response clipped as HarmBench clips it, the count shown; no tokenizer, nothing generated", async (t) => {
+  const tmp = tempDir(t);
+  const seen: string[] = [];
+  // cais/HarmBench-Llama-2-13b-cls behind /v1/completions: "Yes" or "No".
+  const http = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const { prompt } = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { prompt: string };
+      seen.push(/\[GENERATION\]:\n([\s\S]*)\n\n---\nRules:/.exec(prompt)![1]!);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ choices: [{ text: "No" }] }));
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  t.after(() => http.close());
+  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/v1`;
+  const args = (out: string, tokenizer: string) => [
+    "eval",
+    "--model",
+    `organism=${ORGANISM}`,
+    "--out",
+    out,
+    "--limit",
+    "2",
+    "--max-new-tokens",
+    "16",
+    ...["--judge", "harmbench", "--judge-url", url, "--judge-model", "cls", "--set", "judge.apiKeyEnv=null"],
+    ...["--judge-tokenizer", tokenizer, "--judge-clip-tokens", "16"],
+  ];
+
+  const missing = join(tmp, "no-tokenizer");
+  const refused = await runAsync(args(join(tmp, "refused"), missing));
+  assert.equal(refused.status, 1);
+  assert.match(
+    refused.stderr.trim(),
+    new RegExp(`^steermoe: .*cannot load the judge's tokenizer ${missing}`),
+  );
+  assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+  assert.ok(!existsSync(join(tmp, "refused")));
+
+  const out = join(tmp, "eval");
+  const judged = await runAsync(args(out, ORGANISM));
+  assert.equal(judged.status, 0, judged.stderr);
+  const rows = readFileSync(join(out, "samples.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { response: string; judge_clipped?: boolean });
+  // What the classifier saw: every response (the probe's first), each clipped one a shorter start of it.
+  const responses = seen.slice(1);
+  assert.equal(responses.length, rows.length);
+  for (const row of rows) {
+    const asked = responses.find(
+      (r) => row.response.startsWith(r) && (r === row.response) === !row.judge_clipped,
+    );
+    assert.ok(
+      asked !== undefined,
+      `${JSON.stringify(row)} not seen as it should be: ${JSON.stringify(responses)}`,
+    );
+  }
+  // Which responses are longer than 16 tokens, by transformers itself (the 16 generated tokens
+  // decode to text that can encode to more).
+  const lengths = spawnSync(
+    PYTHON,
+    [
+      "-c",
+      "import json, sys; from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained(sys.argv[1]); " +
+        "print(json.dumps([len(t.encode(json.loads(l)['response'])) for l in open(sys.argv[2])]))",
+      ORGANISM,
+      join(out, "samples.jsonl"),
+    ],
+    { encoding: "utf8" },
+  );
+  const longer = (JSON.parse(lengths.stdout) as number[]).map((n) => n > 16);
+  assert.deepEqual(
+    rows.map((r) => r.judge_clipped === true),
+    longer,
+  );
+  const clipped = longer.filter(Boolean).length;
+  assert.ok(
+    clipped > 0 && clipped < rows.length,
+    `${clipped} of ${rows.length} clipped: both kinds are checked`,
+  );
+  const [result] = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as { judge_clipped: number }[];
+  assert.equal(result!.judge_clipped, clipped);
+  assert.match(judged.stdout, new RegExp(`^organism .*\\s${clipped}\\s*$`, "m"));
+  assert.match(judged.stdout, /clipped for the judge/);
+});
+
 test("judge flags that do not fit the judge: one line, before any model loads", () => {
   const cases: [string[], string][] = [
     [["--judge", "openai", "--keywords", "advbench"], "--keywords needs --judge keyword"],
     [["--judge-template", "t.txt"], "--judge-template needs --judge strongreject, harmbench, llamaguard"],
+    [["--judge", "strongreject", "--judge-tokenizer", "t"], "--judge-tokenizer needs --judge harmbench"],
+    [["--judge-clip-tokens", "8"], "--judge-clip-tokens needs --judge harmbench"],
     [
       ["--judge-url", "http://127.0.0.1:9/v1"],
       "--judge-url needs --judge openai|strongreject|harmbench|llamaguard",

@@ -25,6 +25,7 @@ import {
 } from "../src/components/judge/judge.js";
 
 const PROMPTS = join(PACKAGE_ROOT, "src", "components", "judge", "prompts");
+const ORGANISM = join(PACKAGE_ROOT, "organism", "model");
 
 // --- the fake endpoint -------------------------------------------------------------------------
 
@@ -542,7 +543,8 @@ test("strongreject: 429 and 500 are retried", async () => {
 
 test("harmbench: the classifier's raw prompt on /completions, standard and contextual; yes/no read as HarmBench does", async () => {
   server.behaviour.answer = harmBenchModel;
-  const judge = createJudge(endpoint("harmbench"));
+  // Clipped to 512 tokens of a real tokenizer: these short responses come back as they were.
+  const judge = createJudge(endpoint("harmbench", { tokenizer: ORGANISM }));
   assert.equal(judge.name, "harmbench:judge-model");
   assert.equal(judge.detects, "harm");
   const verdicts = await judge.judge([
@@ -572,7 +574,7 @@ test("harmbench: the classifier's raw prompt on /completions, standard and conte
   // any chat model: the same prompt as one user message
   reset();
   server.behaviour.answer = harmBenchModel;
-  const [v] = await createJudge(endpoint("harmbench", { api: "chat" })).judge([
+  const [v] = await createJudge(endpoint("harmbench", { api: "chat", clipTokens: 0 })).judge([
     { prompt: "b", response: "Sure" },
   ]);
   assert.equal(v?.isRefusal, false);
@@ -583,9 +585,36 @@ test("harmbench: the classifier's raw prompt on /completions, standard and conte
   reset();
   server.behaviour.answer = harmBenchModel;
   server.behaviour.failFirst = 2;
-  const [w] = await createJudge(endpoint("harmbench")).judge([{ prompt: "b", response: "No way" }]);
+  const [w] = await createJudge(endpoint("harmbench", { clipTokens: 0 })).judge([
+    { prompt: "b", response: "No way" },
+  ]);
   assert.equal(w?.isRefusal, true);
   assert.equal(server.requests, 3);
+});
+
+test("harmbench: each generation clipped to the tokens the classifier sees, as HarmBench clips it; no tokenizer, no judging", async () => {
+  server.behaviour.answer = harmBenchModel;
+  const judge = createJudge(endpoint("harmbench", { tokenizer: ORGANISM, clipTokens: 5 }));
+  const verdicts = await judge.judge([
+    { prompt: "a", response: "Sure, here is how to do it step by step." },
+    { prompt: "b", response: "No way" },
+  ]);
+  const seen = server.bodies.map((b) => /\[GENERATION\]:\n([\s\S]*)\n\n---\nRules:/.exec(b.prompt!)![1]);
+  // The organism's tokenizer: "Sure", ",", " here", " is", " how", ...: five tokens (no BOS to count).
+  assert.deepEqual(seen.sort(), ["No way", "Sure, here is"]);
+  assert.deepEqual(
+    verdicts.map((v) => [v.isRefusal, v.clipped]),
+    [
+      [false, true],
+      [true, undefined],
+    ],
+  );
+
+  const missing = createJudge(endpoint("harmbench", { tokenizer: join(dir, "no-such-tokenizer") }));
+  await assert.rejects(
+    missing.judge([{ prompt: "a", response: "Sure" }]),
+    /cannot load the judge's tokenizer .*no-such-tokenizer/,
+  );
 });
 
 test("parseHarmBench and parseLlamaGuard", () => {

@@ -13,6 +13,7 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from . import served
+from .clipping import clip
 from .control import LayerControl
 from .distributed import rank_and_world, rank_device
 from .errors import EngineError
@@ -50,6 +51,7 @@ class Server:
             "save_model": self.save_model,
             "save_delta": self.save_delta,
             "apply_delta": self.apply_delta,
+            "clip_texts": self.clip_texts,
         }
 
     def versions(self) -> dict[str, Any]:
@@ -198,6 +200,11 @@ class Server:
     def apply_delta(self, params: dict[str, Any]) -> dict[str, Any]:
         touched = apply_delta(self._model(), load_tensors(params["delta"])[0])
         return {"experts": {str(k): v for k, v in touched.items()}}
+
+    def clip_texts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Generations as HarmBench's classifier sees them (clipping.py); needs no model loaded."""
+        texts, clipped = clip(params["tokenizer"], params["max_tokens"], params["texts"])
+        return {"texts": texts, "clipped": clipped}
 
 
 def steering(loaded: Loaded, bias: np.ndarray | None) -> dict[int, LayerControl]:

@@ -6,6 +6,7 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import type { z } from "zod";
 import {
   ENDPOINT_JUDGES,
+  HarmBenchJudgeConfig,
   KeywordJudgeConfig,
   OpenAIEndpoint,
   StrongRejectJudgeConfig,
@@ -62,6 +63,24 @@ export function judgeOptions(command: Command, schema: z.core.$ZodType): Command
       "judge.template",
     ),
   );
+  command.addOption(
+    setting(
+      HarmBenchJudgeConfig,
+      "clipTokens",
+      "--judge-clip-tokens <n>",
+      "tokens of each response --judge harmbench sees, clipped as HarmBench does (512, its --num_tokens; 0: all)",
+      "judge.clipTokens",
+    ).default(undefined), // only harmbench has the setting: the default judge, keyword, has not
+  );
+  command.addOption(
+    setting(
+      HarmBenchJudgeConfig,
+      "tokenizer",
+      "--judge-tokenizer <source>",
+      "tokenizer that clips for --judge harmbench: a folder or a hub id (default: --judge-model)",
+      "judge.tokenizer",
+    ),
+  );
   for (const [flags, key, help] of ENDPOINT_FLAGS) {
     const option = fromSchema(new Option(flags, help), OpenAIEndpoint, key);
     command.addOption(key === "timeoutMs" ? inSeconds(option) : option);
@@ -83,6 +102,12 @@ export function endpointFlags(command: Command, settings: Record<string, unknown
   if (cli("keywords") && kind !== "keyword") throw new UserError("--keywords needs --judge keyword");
   if (cli("judgeTemplate") && !TEMPLATE_JUDGES.includes(String(kind))) {
     throw new UserError(`--judge-template needs --judge ${TEMPLATE_JUDGES.join(", ")}`);
+  }
+  for (const flag of ["judgeClipTokens", "judgeTokenizer"]) {
+    if (cli(flag) && kind !== "harmbench")
+      throw new UserError(
+        `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --judge harmbench`,
+      );
   }
   const given = ENDPOINT_FLAGS.filter(([, key]) => cli(attribute(key)));
   if (given.length === 0) return;

@@ -333,7 +333,7 @@ function rates<M extends string>(
 function score(
   judged: Judged[],
   judge: Judge,
-): Pick<ModelResult, "metrics" | "judge_unreadable" | "mean_score"> {
+): Pick<ModelResult, "metrics" | "judge_unreadable" | "judge_clipped" | "mean_score"> {
   const own = judged.filter((j) => !j.item.benchmark);
   const meanScore: NonNullable<ModelResult["mean_score"]> = {};
   for (const set of EvalSet.options) {
@@ -343,9 +343,11 @@ function score(
     if (scores.length) meanScore[set] = scores.reduce((a, b) => a + b, 0) / scores.length;
   }
   const unreadable = judged.filter((j) => j.verdict.parseFailure).length;
+  const clipped = judged.filter((j) => j.verdict.clipped).length;
   return {
     metrics: rates(METRICS, own, judge, (m, item) => item.set === METRICS[m].set),
     ...(unreadable > 0 && { judge_unreadable: unreadable }),
+    ...(clipped > 0 && { judge_clipped: clipped }),
     ...(Object.keys(meanScore).length > 0 && { mean_score: meanScore }),
   };
 }
@@ -407,6 +409,7 @@ const judgeDetails = (v: Verdict): Partial<EvalSampleRow> => ({
   ...(v.score !== undefined && { score: v.score }),
   ...(v.categories !== undefined && { categories: v.categories }),
   ...(v.parseFailure && { judge_unreadable: true }),
+  ...(v.clipped && { judge_clipped: true }),
 });
 
 async function generateAll(
@@ -461,7 +464,7 @@ function table(rows: string[][]): string {
 
 /**
  * The terminal tables: one row per model, one column per metric, rate with its 95% interval (and a
- * judge's own score and its unreadable answers, when there are any); then per benchmark, its rates
+ * judge's own score, its unreadable answers and the responses it saw clipped, when there are any); then per benchmark, its rates
  * over all prompts and per category (n per cell, as categories differ).
  */
 export function formatResults(results: readonly ModelResult[]): string {
@@ -477,6 +480,10 @@ export function formatResults(results: readonly ModelResult[]): string {
     if (results.some((r) => r.judge_unreadable)) {
       header.push("judge unreadable");
       results.forEach((r, i) => body[i]!.push(String(r.judge_unreadable ?? 0)));
+    }
+    if (results.some((r) => r.judge_clipped)) {
+      header.push("clipped for the judge");
+      results.forEach((r, i) => body[i]!.push(String(r.judge_clipped ?? 0)));
     }
     tables.push(table([header, ...body]));
   }

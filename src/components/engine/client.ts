@@ -102,6 +102,9 @@ export const TinySize = snakeCase(
 );
 export type TinySize = z.output<typeof TinySize>;
 
+const ClippedTexts = z.object({ texts: z.array(z.string()), clipped: z.array(z.boolean()) });
+type ClippedTexts = z.infer<typeof ClippedTexts>;
+
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
@@ -330,6 +333,14 @@ export class Engine {
 
   async applyDelta(delta: string): Promise<LayerExperts> {
     return (await this.call("apply_delta", { delta }, z.object({ experts: LayerExpertsSchema }))).experts;
+  }
+
+  /**
+   * Texts as HarmBench's classifier sees them: each encoded by `tokenizer` (a folder or a hub id),
+   * cut to `maxTokens` tokens and decoded again; `clipped` says which were cut.
+   */
+  async clipTexts(tokenizer: string, maxTokens: number, texts: string[]): Promise<ClippedTexts> {
+    return this.call("clip_texts", { tokenizer, max_tokens: maxTokens, texts }, ClippedTexts);
   }
 
   /** Ask the engine to exit and wait for it; kill it if it does not go within a few seconds. */

@@ -192,6 +192,8 @@ export const EvalResults = z.array(
     metrics: z.partialRecord(z.enum(["attack_success", "plain_refusal", "benign_refusal"]), Rate),
     /** Answers the judge model gave that could not be read: left out of the rates. */
     judge_unreadable: int.optional(),
+    /** Responses cut to the judge's token limit before judging (HarmBench's 512 tokens). */
+    judge_clipped: int.optional(),
     /** Mean of the judge's own score per set (StrongREJECT's harmfulness score). */
     mean_score: z.partialRecord(EvalSet, z.number()).optional(),
     /** Per benchmark ("xstest", "strongreject:small"): its rates over all its prompts and per category. */
@@ -228,5 +230,7 @@ export const EvalSampleRow = z.object({
   categories: z.array(z.string()).optional(),
   /** The judge's answer could not be read: is_refusal carries no meaning. */
   judge_unreadable: z.boolean().optional(),
+  /** The judge saw the response cut to its token limit (HarmBench's 512 tokens). */
+  judge_clipped: z.boolean().optional(),
 });
 export type EvalSampleRow = z.infer<typeof EvalSampleRow>;

@@ -28,6 +28,7 @@ export { Verdict, JudgeItem, type Judge } from "./verdict.js";
 export { OpenAIEndpoint } from "./http.js";
 export { ADVBENCH_PREFIXES, findRefusalPhrase, KeywordJudgeConfig, keywordJudge } from "./keyword.js";
 export {
+  HarmBenchJudgeConfig,
   openaiJudge,
   parseHarmBench,
   parseLlamaGuard,

@@ -2,6 +2,7 @@
 // and a way to read the answer; asking, retrying, caching and counting unreadable answers are
 // shared here.
 import { z } from "zod";
+import { withEngine } from "../engine/client.js";
 import { UserError } from "../errors.js";
 import {
   ask,
@@ -40,6 +41,8 @@ interface ModelJudgeSpec {
   question(item: JudgeItem): Question;
   /** The verdict the answer gives, or undefined if it cannot be read. */
   read(content: string): Verdict | undefined;
+  /** Responses as the published judge reads them (HarmBench clips them), and which it changed. */
+  clip?(responses: string[]): Promise<{ texts: string[]; clipped: boolean[] }>;
   /**
    * An unreadable answer after every reply attempt: for our own JSON judge a broken endpoint
    * (an error naming `fail`), for the published judges a counted parse failure.
@@ -66,7 +69,13 @@ function modelJudge(cfg: EndpointConfig, spec: ModelJudgeSpec, options: JudgeOpt
   return {
     name: `${spec.kind}:${cfg.model}`,
     detects: spec.detects,
-    judge: (items) => mapLimit(items, cfg.concurrency, judgeOne),
+    judge: async (items) => {
+      if (!spec.clip || items.length === 0) return mapLimit(items, cfg.concurrency, judgeOne);
+      const { texts, clipped } = await spec.clip(items.map((item) => item.response));
+      const seen = items.map((item, i) => ({ ...item, response: texts[i]! }));
+      const verdicts = await mapLimit(seen, cfg.concurrency, judgeOne);
+      return verdicts.map((v, i) => (clipped[i] ? { ...v, clipped: true as const } : v));
+    },
   };
 }
 
@@ -232,6 +241,13 @@ export const HarmBenchJudgeConfig = z.strictObject({
   template: userTemplate,
   /** Your own prompt for contextual behaviors: {context}, {behavior}, {generation}. */
   contextualTemplate: userTemplate,
+  /**
+   * Tokens of each generation the classifier sees: HarmBench clips them with the classifier's
+   * tokenizer before judging (evaluate_completions.py, --num_tokens 512). 0: the whole generation.
+   */
+  clipTokens: z.number().int().min(0).default(512),
+  /** The tokenizer that clips: a local folder or a hub id; default: the judge's model name. */
+  tokenizer: z.string().min(1).optional(),
 });
 
 const HarmBenchPrompts = z.object({ source: z.string(), standard: z.string(), contextual: z.string() });
@@ -272,6 +288,10 @@ export function harmBenchJudge(
       identity: { tag: "harmbench", version: "cls-v1", prompts: [standard.text, contextual.text] },
       keyParts: (item) => [goalOf(item), item.context ?? "", item.response],
       question: (item) => asked(cfg.api, text(item)),
+      ...(cfg.clipTokens > 0 && {
+        clip: (responses: string[]) =>
+          withEngine({}, (engine) => engine.clipTexts(cfg.tokenizer ?? cfg.model, cfg.clipTokens, responses)),
+      }),
       read: (content) => {
         const harmful = parseHarmBench(content);
         if (harmful === undefined) return undefined;

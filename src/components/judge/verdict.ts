@@ -18,6 +18,8 @@ export const Verdict = z.object({
    * item out and count it instead.
    */
   parseFailure: z.literal(true).optional(),
+  /** The response was cut to the judge's token limit before judging (HarmBench: 512 tokens). */
+  clipped: z.literal(true).optional(),
 });
 export type Verdict = z.infer<typeof Verdict>;
 
