@@ -48,7 +48,8 @@ print("load_run matches the files")
  * The README's method, as commands, run as printed from a folder holding the package's bin/ and
  * organism/, on a copy of the demo's run (runs/x). Analysis and training resume it as finished,
  * which they do only for the demo's settings, data and model (each config.json): so the commands
- * are the demo's method, whose outputs the demo just made. Eval, report and the sweep run anew.
+ * are the demo's method, whose outputs the demo just made. Eval, report and docs/steering.md's sweep
+ * run anew.
  */
 function readmeMethod(project: string, sh: (command: string) => string): void {
   const readme = readFileSync(join(PACKAGE_ROOT, "README.md"), "utf8");
@@ -71,8 +72,11 @@ function readmeMethod(project: string, sh: (command: string) => string): void {
   assertRepaired(evaluated!);
   assert.ok(existsSync(join(project, "runs", "x", "report.html")));
 
-  // The README's sweep, on that run, kept small: 10 items per set, intensities 0 and 4.
-  const sweepBlock = /A sweep on the method's run above[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1]!;
+  // docs/steering.md's sweep, on that run, kept small: 10 items per set, intensities 0 and 4.
+  const steering = readFileSync(join(PACKAGE_ROOT, "docs", "steering.md"), "utf8");
+  const sweepBlock = /A sweep on the run of the README's method[\s\S]*?```sh\n([\s\S]*?)```/.exec(
+    steering,
+  )![1]!;
   const [sweep, sweepReport] = sweepBlock.split("\n").filter((l) => l.startsWith("bin/steermoe "));
   assert.match(sweep!, /^bin\/steermoe eval .*--steer-sweep /);
   for (const command of [`${sweep} --limit 10 --steer-sweep 0,4`, sweepReport!]) sh(command);

@@ -9,6 +9,7 @@ import { buildTiny, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 import { program } from "../src/cli/index.js";
 import { SettingOption, settingAt } from "../src/cli/flags.js";
 import { RECIPE_SETTINGS, runFileJsonSchemas, settingsJsonSchemas } from "../src/cli/schemas.js";
+import { commandReference } from "../src/cli/reference.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -355,4 +356,12 @@ test("the Python package's run-file schemas are the ones run-files.ts generates 
     assert.equal(readFileSync(path, "utf8"), text, `${file} is stale: run npm run schemas`);
   }
   assert.deepEqual(JSON.parse(files["samples.schema.json"]!).properties.label.enum, ["safe", "unsafe"]);
+});
+
+test("docs/commands.md is every command's --help as the CLI writes it (npm run schemas)", () => {
+  const written = readFileSync(join(PACKAGE_ROOT, "docs", "commands.md"), "utf8");
+  assert.equal(written, commandReference(), "docs/commands.md is stale: run npm run schemas");
+  for (const command of program().commands)
+    assert.ok(written.includes(`## ${command.name()}\n`), command.name());
+  assert.match(written, /--judge-tokenizer <source>/);
 });

@@ -64,7 +64,7 @@ class Recording:
 
     def write_shard(self, path: str | Path, sample_ids: Sequence[str] | None = None) -> None:
         """Writes every recorded sequence to one routing shard, the format the CLI writes
-        (README: "Files a researcher reads without steermoe"); ids default to "0", "1", ..."""
+        (docs/run-folder.md); ids default to "0", "1", ..."""
         samples = self.samples
         ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(samples))]
         write_shards(self.adapter, [Shard(str(path), ids)], [s._tensors() for s in samples])

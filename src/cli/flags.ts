@@ -4,7 +4,6 @@
 //
 // A command's settings are built in one order: the --config file, then each --set key.path=value,
 // then the individual flags (only those given on the command line), then the schema's parse.
-import { availableParallelism } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { z } from "zod";
 import { readConfigFile } from "../components/io/run.js";
@@ -172,10 +171,7 @@ export function poolOptions(command: Command): Command {
   return command
     .addOption(
       fromSchema(
-        new Option(
-          "--workers <n>",
-          `engines on the CPU, its cores split between them (${availableParallelism()} here)`,
-        ),
+        new Option("--workers <n>", "engines on the CPU, its cores split between them (docs/scale.md)"),
         PoolOptions,
         "workers",
       ),

@@ -43,7 +43,7 @@ const TEMPLATE_JUDGES = ["strongreject", "harmbench", "llamaguard"];
 
 export function judgeOptions(command: Command, schema: z.core.$ZodType): Command {
   command.addOption(
-    setting(schema, "judge.kind", "--judge <kind>", "judge of each response (README: Judges)"),
+    setting(schema, "judge.kind", "--judge <kind>", "judge of each response (docs/judges.md)"),
   );
   command.addOption(
     setting(
@@ -59,7 +59,7 @@ export function judgeOptions(command: Command, schema: z.core.$ZodType): Command
       StrongRejectJudgeConfig,
       "template",
       "--judge-template <file>",
-      `your own prompt for --judge ${TEMPLATE_JUDGES.join("|")} (placeholders: README, Judges)`,
+      `your own prompt for --judge ${TEMPLATE_JUDGES.join("|")} (placeholders: docs/judges.md)`,
       "judge.template",
     ),
   );

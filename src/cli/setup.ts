@@ -11,11 +11,10 @@ export function setupCommand(cli: Command): void {
     .option(
       "--python <path>",
       "the Python >= 3.10 to create it with (default $STEERMOE_SETUP_PYTHON or python3)",
-      process.env.STEERMOE_SETUP_PYTHON || "python3",
     )
-    .action((flags: { python: string }) => {
+    .action((flags: { python?: string }) => {
       const result = setupEnvironment({
-        python: flags.python,
+        python: flags.python ?? (process.env.STEERMOE_SETUP_PYTHON || "python3"),
         log: (line) => console.error(`setup: ${line}`),
       });
       console.log(`${result.created ? "ready" : "already set up"}: ${environmentDir()}`);

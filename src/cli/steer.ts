@@ -39,7 +39,7 @@ export function steerFromOptions(command: Command, flag = "--steer-from"): Comma
 
 export function steerOptions(command: Command, what: string): Command {
   command
-    .option("--steer <file>", `${what}: a bias map (.npy [layers, experts], or JSON; README)`)
+    .option("--steer <file>", `${what}: a bias map (.npy [layers, experts], or JSON; docs/steering.md)`)
     .option("--steer-from <run>", `${what}: the top experts of an analysis run`);
   return steerFromOptions(command);
 }

@@ -12,9 +12,10 @@ export function tinyModelCommand(cli: Command): void {
     .description("build a tiny random MoE model folder (for tests and examples; no network)")
     .addOption(
       // The engine knows which model types it can build; it names them when given another.
-      new Option("--arch <arch>", "model type: any of the support table (README), e.g. deepseek_v3").default(
-        "olmoe",
-      ),
+      new Option(
+        "--arch <arch>",
+        "model type: any of the support table (README, docs/support.md), e.g. deepseek_v3",
+      ).default("olmoe"),
     )
     .requiredOption("--out <dir>", "model folder to create")
     .addOption(seedOption());

@@ -61,7 +61,7 @@ export const AnalyzeSettings = z.strictObject({
     mapping: DatasetMappingSchema.optional(),
     /** Keep records the mapping's filter would drop (for flipattack: failed jailbreaks). */
     keepFiltered: z.boolean().default(false),
-    /** How the file's bytes are text (README: Data files): invalid UTF-8 is refused unless asked. */
+    /** How the file's bytes are text (docs/method.md: data files): invalid UTF-8 is refused unless asked. */
     encoding: TextEncoding.default("utf8"),
     /** Leave out pairs whose prompts are over the length limit (listed in batches.json) instead of refusing. */
     skipLong: z.boolean().default(false),

@@ -65,7 +65,7 @@ export const EvalSettings = z.strictObject({
   /** Harmless requests: {id?, prompt} or {id?, messages}; `benignSplit` keeps one split only. */
   benign: z.string().min(1).optional(),
   benignSplit: z.string().optional(),
-  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  /** How the data files' bytes are text (docs/method.md: data files): invalid UTF-8 is refused unless asked. */
   encoding: TextEncoding.default("utf8"),
   /** Standard benchmarks, each scored on its own and per category. */
   benchmarks: z.array(BenchmarkSpec).optional(),

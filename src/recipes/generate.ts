@@ -4,7 +4,7 @@
 // out/
 //   meta.json                      settings, model, engine versions, counts, complete or not
 //   samples.jsonl                  id, messages, token ids, text, finish reason, routing location
-//   routing/shard-NNNNN.safetensors  one per compute batch, written by the engine (README)
+//   routing/shard-NNNNN.safetensors  one per compute batch, written by the engine (docs/run-folder.md)
 import { join } from "node:path";
 import { z } from "zod";
 import {
@@ -38,7 +38,7 @@ export const GenerateConfig = z.strictObject({
   skipLong: z.boolean().default(false),
   /** Conversations end with the assistant response: record its routing without generating. */
   replay: z.boolean().default(false),
-  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  /** How the data files' bytes are text (docs/method.md: data files): invalid UTF-8 is refused unless asked. */
   encoding: TextEncoding.default("utf8"),
   /** Router-logit biases while generating (experts switched off, forced on, or graded). */
   steer: Steering.optional(),

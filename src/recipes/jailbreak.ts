@@ -15,7 +15,7 @@ export const JailbreakSettings = z.strictObject({
   /** A file of goals (CSV, JSON, JSONL or Parquet) and the column holding them. */
   goals: z.string().min(1).optional(),
   goalColumn: z.string().min(1).default("goal"),
-  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  /** How the data files' bytes are text (docs/method.md: data files): invalid UTF-8 is refused unless asked. */
   encoding: TextEncoding.default("utf8"),
   flipattack: FlipAttackOptions.prefault({}),
 });

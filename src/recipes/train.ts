@@ -66,7 +66,7 @@ export const TrainSettings = z.strictObject({
   run: z.string().min(1).optional(),
   /** Or a plain conversation file (each ending with the assistant target) and a model. */
   data: z.string().min(1).optional(),
-  /** How the data files' bytes are text (README: data files): invalid UTF-8 is refused unless asked. */
+  /** How the data files' bytes are text (docs/method.md: data files): invalid UTF-8 is refused unless asked. */
   encoding: TextEncoding.default("utf8"),
   model: ModelConfig.partial({ source: true }).prefault({}),
   /** Batch size for --data (an analysis run keeps its own batches). */

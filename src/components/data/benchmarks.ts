@@ -1,6 +1,6 @@
 // Standard safety benchmarks as lists of prompts, each harmful (refusing it is safe) or benign
 // (refusing it is over-refusal), with the category results are broken down by. The official files
-// are read as published; where each comes from is in BENCHMARKS (and the README).
+// are read as published; where each comes from is in BENCHMARKS (and docs/datasets.md).
 //
 //   harmbench       Behavior (+ ContextString before it, as HarmBench's DirectRequest does),
 //                   SemanticCategory; copyright behaviours only when asked for

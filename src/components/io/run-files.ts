@@ -1,5 +1,5 @@
 // The files of run folders, one schema each: writers build values of these types, every reader
-// parses with them (README: "Files a researcher reads without steermoe").
+// parses with them (docs/run-folder.md).
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
 import { Messages, ModelFingerprint, ModelInfo } from "../engine/protocol.js";

@@ -181,7 +181,7 @@ export function writeTable(base: string, table: Table): void {
   writeParquet(`${base}.parquet`, table);
 }
 
-// ---- RiskDiff row tables (README: files a researcher reads)
+// ---- RiskDiff row tables (docs/run-folder.md)
 
 /** One row per batch × MoE layer × expert, in that order. */
 export function riskDiffBatchesTable(r: RiskDiffResult): Table {

@@ -1,5 +1,5 @@
 // RiskDiff: how much more often each expert is routed to on unsafe tokens than on safe ones.
-// Every count is over the tokens of the chosen part only (README: `--tokens generation|prompt|all`).
+// Every count is over the tokens of the chosen part only (docs/method.md: `--tokens generation|prompt|all`).
 //
 // Layout: per-batch arrays are flat [batches, moeLayers, experts], index (b*Lm + li)*E + e, where li
 // is the position in `moeLayers`; aggregate arrays are flat [moeLayers, experts]. Expert ids come in
