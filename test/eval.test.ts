@@ -5,6 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { freePort, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
+import { writeNpy } from "../src/components/io/tables.js";
 
 const ORGANISM = join(PACKAGE_ROOT, "organism", "model");
 const BENCHMARKS = join(PACKAGE_ROOT, "test", "fixtures", "benchmarks");
@@ -157,6 +158,13 @@ test("eval and steering: bad input gives one line and writes nothing", async (t)
     writeFileSync(path, text);
     return path;
   };
+  const npy = (name: string, shape: number[]) => {
+    const path = join(tmp, name);
+    const cells = new Float32Array(shape[0]! * shape[1]!);
+    cells[1] = -1; // expert 1 of layer 0 exists in the organism too: only the shape tells
+    writeNpy(path, cells, shape);
+    return path;
+  };
   const base = ["eval", "--model", ORGANISM, "--limit", "2"];
   const cases: [string, string[], RegExp][] = [
     [
@@ -208,6 +216,11 @@ test("eval and steering: bad input gives one line and writes nothing", async (t)
       "steer bias",
       [...base, "--steer", file("n.json", '{"biases": [{"layer": 0, "expert": 1, "bias": "-Infinity"}]}')],
       /n\.json field biases\.0\.bias/,
+    ],
+    [
+      "steer map of another shape",
+      [...base, "--steer", npy("s48.npy", [4, 8])],
+      /^steermoe: steer: the map \(\S*s48\.npy\) is for 4 layers × 8 experts, but \S+ has 4 × 16$/,
     ],
     ["sweep alone", [...base, "--steer-sweep", "0,1"], /--steer-sweep needs a steering map/],
     [

@@ -76,3 +76,48 @@ test("steering files: .npy matrices, exported maps and on/off lists read as one 
   );
   assert.throws(() => readSteerFile(bad), /bad\.json field biases\.0\.bias/);
 });
+
+test("a map made for another layout is refused, never read cell by cell; a bias entry has no other keys", (t) => {
+  const dir = tempDir(t);
+  // The model is 3 layers × 8 experts: .npy maps of other shapes, whatever their cells.
+  for (const shape of [
+    [3, 4],
+    [6, 8],
+    [2, 8],
+    [3, 16],
+  ]) {
+    const npy = join(dir, `map-${shape.join("x")}.npy`);
+    const cells = new Float32Array(shape[0]! * shape[1]!);
+    cells[1] = -1;
+    writeNpy(npy, cells, shape);
+    assert.throws(
+      () => steerRequest(readSteerFile(npy), model, "--steer"),
+      new RegExp(
+        `^UserError: --steer: the map \\(.*${shape.join("x")}\\.npy\\) is for ${shape[0]} layers × ${shape[1]} experts, but m has 3 × 8$`,
+      ),
+    );
+  }
+  // An exported map's header says what it was made for: another model's is refused, even where
+  // each of its experts would exist here.
+  const exported = join(dir, "exported.json");
+  const header = { format: "steermoe steering map", model: "allenai/OLMoE", num_layers: 16, num_experts: 64 };
+  writeFileSync(
+    exported,
+    JSON.stringify({ ...header, moe_layers: [0], biases: [{ layer: 0, expert: 1, bias: -2 }] }),
+  );
+  assert.throws(
+    () => steerRequest(readSteerFile(exported), model, "steer"),
+    /is for 16 layers × 64 experts, but m has 3 × 8/,
+  );
+  writeFileSync(
+    exported,
+    JSON.stringify({ ...header, num_layers: 3, num_experts: 8, biases: [{ layer: 0, expert: 1, bias: -2 }] }),
+  );
+  assert.doesNotThrow(() => steerRequest(readSteerFile(exported), model, "steer"));
+  const extra = join(dir, "extra.json");
+  writeFileSync(extra, JSON.stringify({ biases: [{ layer: 0, expert: 1, bias: -2, scale: 10 }] }));
+  assert.throws(
+    () => readSteerFile(extra),
+    /extra\.json field biases\.0: unrecognized key "scale"|extra\.json.*scale/,
+  );
+});

@@ -241,6 +241,11 @@ function setPath(settings: Settings, path: string, value: unknown, what: string)
   const [key, ...rest] = path.split(".");
   if (!key || rest.some((k) => k === ""))
     throw new UserError(`${what}: "${path}" is not a key path like batch.size`);
+  // Object.prototype's own names would reach past the settings object, never into a setting.
+  const foreign = [key, ...rest].find((k) =>
+    ["__proto__", "constructor", "prototype"].includes(k.replace(/\[\]$/, "")),
+  );
+  if (foreign !== undefined) throw new UserError(`${what}: ${foreign} is not a setting`);
   if (key.endsWith("[]")) {
     const list = settings[key.slice(0, -2)];
     if (!Array.isArray(list))

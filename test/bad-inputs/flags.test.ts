@@ -224,6 +224,16 @@ badInputs("flags", [
     expect: /Unrecognized key: "foo"/,
   },
   {
+    name: "--set through __proto__",
+    setup: (dir) => [...analyze(dir), "--set", "__proto__.x=1"],
+    expect: /^steermoe: --set __proto__\.x: __proto__ is not a setting$/,
+  },
+  {
+    name: "--set through a nested __proto__",
+    setup: (dir) => [...analyze(dir), "--set", "batch.__proto__.size=4"],
+    expect: /^steermoe: --set batch\.__proto__\.size: __proto__ is not a setting$/,
+  },
+  {
     name: "--lr below zero",
     setup: () => ["train", "--run", "run", "--lr", "-1"],
     expect: /--lr <x>.*expected a number > 0/,

@@ -16,14 +16,19 @@ import { ExpertRef } from "./riskdiff.js";
 /** JSON has no infinity: a bias is a number, or "inf" (switched on) / "-inf" (switched off). */
 export const Bias = z.union([z.number(), z.enum(["inf", "-inf"])]);
 export type Bias = z.infer<typeof Bias>;
-export const SteerBias = ExpertRef.extend({ bias: Bias });
+export const SteerBias = z.strictObject({ ...ExpertRef.shape, bias: Bias });
 export type SteerBias = z.infer<typeof SteerBias>;
+
+/** The model layout a map was made for: decoder layers × experts (a .npy's shape, a file's header). */
+const MapLayout = z.strictObject({ numLayers: z.number().int(), numExperts: z.number().int() });
 
 /** A steering map: the experts with a non-zero bias; every other expert has bias 0. */
 export const Steering = z.strictObject({
   biases: z.array(SteerBias),
   /** Where the map came from, in words (recorded with the results). */
   from: z.string().optional(),
+  /** The layout it was made for, where its source states one: a model of another is refused. */
+  layout: MapLayout.optional(),
 });
 export type Steering = z.infer<typeof Steering>;
 
@@ -80,7 +85,7 @@ export function readSteerFile(file: string): Steering {
       if (v !== 0)
         biases.push({ layer: Math.floor(i / shape[1]!), expert: i % shape[1]!, bias: biasJson(v) });
     });
-    return { biases, from: file };
+    return { biases, from: file, layout: { numLayers: shape[0]!, numExperts: shape[1]! } };
   }
   let value: unknown;
   try {
@@ -89,13 +94,16 @@ export function readSteerFile(file: string): Steering {
     throw new UserError(`${file}: not valid JSON (${(err as Error).message})`);
   }
   if (typeof value === "object" && value !== null && "biases" in value) {
-    // The exported file's other fields describe the map; hand-written maps need only `biases`.
-    const parsed = z
-      .looseObject({ biases: SteeringFile.shape.biases, from: z.string().optional() })
-      .safeParse(value);
+    // The exported file's other fields describe the map, its layout checked against the model;
+    // hand-written maps need only `biases`.
+    const parsed = SteeringFile.partial().required({ biases: true }).safeParse(value);
     if (!parsed.success) throw new UserError(`${file} ${zodProblem(parsed.error)}`);
-    const { biases, from } = parsed.data;
-    return { biases, from: from ? `${file} (${from})` : file };
+    const { biases, from, num_layers, num_experts } = parsed.data;
+    const layout =
+      num_layers !== undefined && num_experts !== undefined
+        ? { numLayers: num_layers, numExperts: num_experts }
+        : undefined;
+    return { biases, from: from ? `${file} (${from})` : file, ...(layout && { layout }) };
   }
   const parsed = OnOffFile.safeParse(value);
   if (!parsed.success) throw new UserError(`${file} ${zodProblem(parsed.error)}`);
@@ -121,7 +129,11 @@ export type SteerFrom = z.input<typeof SteerFrom>;
 /** The map an analysis run suggests: its top experts by mean risk difference, off/on or graded. */
 export async function steerFromRun(run: string, input: SteerFrom = {}): Promise<Steering> {
   const { top, mode, scale } = SteerFrom.parse(input);
-  readJson(join(run, "experts.json"), ExpertsFile, "give a finished analysis run to --steer-from");
+  const experts = readJson(
+    join(run, "experts.json"),
+    ExpertsFile,
+    "give a finished analysis run to --steer-from",
+  );
   const rows = await readRiskDiffTable(join(run, "risk_diff.parquet"));
   // Graded, an expert on either side of 0 takes the bias its sign gives; switched fully off (or
   // on), only the experts the jailbreak favours are: an expert more active on safe tokens is not
@@ -148,7 +160,8 @@ export async function steerFromRun(run: string, input: SteerFrom = {}): Promise<
     scale === undefined
       ? `switched ${mode === "deactivate" ? "off" : "on"}`
       : `bias = ${sign * scale} × mean`;
-  return { biases, from: `${run}: ${which}, ${how}` };
+  const layout = { numLayers: experts.num_layers, numExperts: experts.num_experts };
+  return { biases, from: `${run}: ${which}, ${how}`, layout };
 }
 
 /**
@@ -163,6 +176,12 @@ export function steerRequest(
 ): SteerRequest {
   if (!(intensity > 0)) throw new UserError(`${what}: intensity ${intensity} must be > 0 (0 is no steering)`);
   const E = model.numExperts;
+  const made = steering.layout;
+  if (made && (made.numLayers !== model.numLayers || made.numExperts !== E)) {
+    throw new UserError(
+      `${what}: the map${steering.from ? ` (${steering.from})` : ""} is for ${made.numLayers} layers × ${made.numExperts} experts, but ${model.source} has ${model.numLayers} × ${E}`,
+    );
+  }
   const given = new Set<number>();
   for (const { layer, expert } of steering.biases) {
     if (!model.moeLayers.includes(layer)) {
