@@ -74,14 +74,55 @@ test("expert-only training replays the analysis batches and moves only the train
   assert.equal(run(["tiny-model", "--out", fewer, "--experts", "4"]).status, 0);
   const checkpoint = join(tempDir(t), "checkpoint.safetensors");
   copyFileSync(join(out, "checkpoints", readdirSync(join(out, "checkpoints"))[0]!), checkpoint);
+  // The delta made wrong three ways: a NaN, another model type's metadata, integer weights.
+  const broken = tempDir(t);
+  const made = spawnSync(
+    PYTHON,
+    [
+      "-c",
+      `import sys
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+src, out = sys.argv[1], sys.argv[2]
+tensors = load_file(src)
+with safe_open(src, "np") as f:
+    meta = f.metadata()
+first = sorted(tensors)[0]
+nan = dict(tensors); nan[first] = nan[first].copy(); nan[first][0, 0] = float("nan")
+save_file(nan, out + "/nan.safetensors", meta)
+save_file(tensors, out + "/mixtral.safetensors", {**meta, "model_type": "mixtral"})
+save_file({k: v.astype("int32") for k, v in tensors.items()}, out + "/int.safetensors", meta)`,
+      join(out, "expert_delta.safetensors"),
+      broken,
+    ],
+    { encoding: "utf8" },
+  );
+  assert.equal(made.status, 0, made.stderr);
   for (const [base, delta, expected] of [
     [fewer, join(out, "expert_delta.safetensors"), /names layer \d expert [4-7], which .* does not have/],
     [model, checkpoint, /checkpoint\.safetensors: not a steermoe expert delta/],
+    [
+      model,
+      join(broken, "nan.safetensors"),
+      /the delta's layers\.\d+\.experts\.\d+\.\w+ holds NaN or infinite values/,
+    ],
+    [
+      model,
+      join(broken, "mixtral.safetensors"),
+      /mixtral\.safetensors: a delta of a mixtral model, but .* is olmoe/,
+    ],
+    [
+      model,
+      join(broken, "int.safetensors"),
+      /int\.safetensors: tensor 'layers\.\d+\.experts\.\d+\.\w+' is I32/,
+    ],
   ] as const) {
-    const refused = run(["apply-delta", "--base", base, "--delta", delta, "--out", join(tempDir(t), "x")]);
+    const x = join(tempDir(t), "x");
+    const refused = run(["apply-delta", "--base", base, "--delta", delta, "--out", x]);
     assert.equal(refused.status, 1);
     assert.match(refused.stderr.trim(), expected);
     assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+    assert.ok(!existsSync(x), `${delta}: ${x} was written`);
   }
 
   const masks = spawnSync(

@@ -72,7 +72,8 @@ def apply_delta(loaded: Loaded, tensors: dict[str, torch.Tensor]) -> dict[int, l
     """Write a delta's expert weights into the loaded model; returns the experts it touched. Its
     names are checked against the model on the TypeScript side; shapes only the engine knows."""
     by_index = {layer.index: layer for layer in loaded.adapter.layers}
-    touched: dict[int, list[int]] = {}
+    writes = []
+    # Every tensor is checked before the first is written: a refused delta leaves the model as it was.
     for key, value in tensors.items():
         _, layer, _, expert, name = key.split(".")
         index, e = int(layer), int(expert)
@@ -81,6 +82,11 @@ def apply_delta(loaded: Loaded, tensors: dict[str, torch.Tensor]) -> dict[int, l
             raise EngineError(
                 f"the delta's {key} has shape {list(value.shape)}, the model's is {list(target[e].shape)}"
             )
+        if not bool(torch.isfinite(value).all()):
+            raise EngineError(f"the delta's {key} holds NaN or infinite values: not weights to apply")
+        writes.append((index, e, target, value))
+    touched: dict[int, list[int]] = {}
+    for index, e, target, value in writes:
         target[e].copy_(value.to(target.dtype))
         touched.setdefault(index, []).append(e)
     return {k: sorted(set(v)) for k, v in touched.items()}

@@ -10,6 +10,7 @@ export const DELTA_FORMAT = "steermoe.expert_delta.v1";
 const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)$/;
 
 const Header = z.record(z.string(), z.unknown());
+const FLOAT_DTYPES = ["F64", "F32", "F16", "BF16"];
 
 /** A safetensors file's JSON header: u64 little-endian length, then that many bytes of JSON. */
 function readHeader(path: string): Record<string, unknown> {
@@ -37,9 +38,22 @@ export function checkDelta(path: string, model: ModelInfo): void {
       `${path}: not a steermoe expert delta (format ${String(format)}, expected ${DELTA_FORMAT})`,
     );
   }
-  for (const name of Object.keys(tensors)) {
+  const madeFor = (metadata as { model_type?: unknown }).model_type;
+  if (madeFor !== undefined && madeFor !== model.modelType) {
+    throw new UserError(
+      `${path}: a delta of a ${String(madeFor)} model, but ${model.source} is ${model.modelType}; apply it to the model it was trained from`,
+    );
+  }
+  for (const [name, tensor] of Object.entries(tensors)) {
     const [, layer, expert] = TENSOR.exec(name) ?? [];
     if (layer === undefined) throw new UserError(`${path}: unexpected tensor '${name}'`);
+    // Weights are floating point: integers would be cast into weights without a word.
+    const dtype = (tensor as { dtype?: unknown }).dtype;
+    if (!FLOAT_DTYPES.includes(String(dtype))) {
+      throw new UserError(
+        `${path}: tensor '${name}' is ${String(dtype)}; a delta holds floating-point weights`,
+      );
+    }
     if (!model.moeLayers.includes(Number(layer)) || Number(expert) >= model.numExperts) {
       throw new UserError(
         `${path}: tensor '${name}' names layer ${layer} expert ${expert}, which ${model.source} does not have ` +
