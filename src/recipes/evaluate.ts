@@ -11,7 +11,7 @@
 //
 // Several models side by side: a model folder, a train output (its final_model), or a base
 // model with an expert delta applied in memory.
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
@@ -213,6 +213,27 @@ function variants(settings: z.infer<typeof EvalSettings>, name: string, info: Mo
   return [{ name }, ...steered];
 }
 
+/** What eval writes into its folder (and `report --out` beside them); a rerun may replace them. */
+const EVAL_FILES = new Set([
+  "results.json",
+  "samples.jsonl",
+  "eval_config.json",
+  "judge_cache.jsonl",
+  "report.html",
+]);
+
+/** --out is new, empty, or an earlier eval's folder: never an analysis run or a model folder. */
+function checkEvalOut(out: string): void {
+  if (!existsSync(out)) return;
+  if (!statSync(out).isDirectory()) throw new UserError(`${out} is a file; give a folder for --out`);
+  const foreign = readdirSync(out).filter((name) => !EVAL_FILES.has(name) && !name.startsWith("."));
+  if (foreign.length > 0) {
+    throw new UserError(
+      `${out} holds files eval does not write (${foreign.slice(0, 3).join(", ")}${foreign.length > 3 ? ", ..." : ""}); choose another --out`,
+    );
+  }
+}
+
 /** A train output folder stands for its final model. */
 function resolveModel(source: string): string {
   return existsSync(join(source, "final_model", "config.json")) ? join(source, "final_model") : source;
@@ -230,6 +251,7 @@ export async function evaluate(
   },
 ): Promise<ModelResult[]> {
   const settings = parseEvalSettings(input);
+  checkEvalOut(options.out);
   const { items, skipped } = await readItems(settings);
   for (const m of settings.models) {
     if (m.delta && !existsSync(m.delta))

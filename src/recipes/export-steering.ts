@@ -4,7 +4,9 @@
 //          biases: [{layer, expert, bias}]}  (bias "inf"/"-inf" where infinite: JSON has none)
 //   npy   float32 [num_layers, num_experts], row = decoder layer, ±inf as IEEE infinities; .npy
 //         has no room for text, so FILE.json next to it states the model and the indexing.
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { checkOutputFile } from "../components/io/run.js";
 import { z } from "zod";
 import { AnalysisConfig } from "../components/io/run-files.js";
 import { readJson, writeJsonAtomic } from "../components/io/store.js";
@@ -23,6 +25,13 @@ export async function exportSteering(
   input: ExportSteeringSettings,
 ): Promise<{ files: string[]; experts: number }> {
   const { run, format, out, ...from } = ExportSteeringSettings.parse(input);
+  // Only a map this command wrote is replaced: never the run's experts.json or any other file.
+  const isMap = (text: string) => text.includes('"format": "steermoe steering map"');
+  if (format === "json") checkOutputFile(out, "steering map", isMap);
+  else {
+    checkOutputFile(`${out}.json`, "steering map", isMap);
+    checkOutputFile(out, "steering map", () => existsSync(`${out}.json`));
+  }
   const config = readJson(join(run, "config.json"), AnalysisConfig, "give a finished analysis run to --run");
   const steering = await steerFromRun(run, from);
   const file = steeringFile(steering, config.model, config.settings.model.source);

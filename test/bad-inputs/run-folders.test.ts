@@ -90,6 +90,42 @@ badInputs("run folders", [
     absent: ["steer.json"],
   },
   {
+    name: "report --run on a model folder",
+    setup: async () => {
+      const { model } = await analysedRun();
+      return ["report", "--run", model];
+    },
+    expect: /is not a steermoe analysis run \(its config\.json is not analyze's\)/,
+    after: async () => assert.ok(!existsSync(join((await analysedRun()).model, "report.html"))),
+  },
+  {
+    name: "report --out over the run's config.json",
+    setup: damaged(
+      () => undefined,
+      () => ["report", "--run", "run", "--out", "run/config.json"],
+    ),
+    expect: /run\/config\.json exists and is not a steermoe report; choose another --out/,
+    after: (dir) => assert.match(readFileSync(join(dir, "run", "config.json"), "utf8"), /"kind": "analyze"/),
+  },
+  {
+    name: "export-steering --out over the run's experts.json",
+    setup: damaged(
+      () => undefined,
+      () => ["export-steering", "--run", "run", "--out", "run/experts.json"],
+    ),
+    expect: /run\/experts\.json exists and is not a steering map; choose another --out/,
+    after: (dir) => assert.match(readFileSync(join(dir, "run", "experts.json"), "utf8"), /"ranking"/),
+  },
+  {
+    name: "eval --out on an analysis run",
+    setup: damaged(
+      () => undefined,
+      () => ["eval", "--model", "m", "--out", "run", "--limit", "1"],
+    ),
+    expect: /run holds files eval does not write \(.*\); choose another --out/,
+    after: (dir) => assert.match(readFileSync(join(dir, "run", "samples.jsonl"), "utf8"), /"batch_idx"/),
+  },
+  {
     name: "export-steering --out given a folder",
     setup: damaged(
       (r) => mkdirSync(join(r, "..", "od")),

@@ -3,7 +3,7 @@
 // resumes it, one with different settings or a changed model is refused with the difference
 // named, so results from two settings or two models never mix. One command at a time (lock.ts).
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
 import { readJson, writeJsonAtomic } from "./store.js";
@@ -198,4 +198,34 @@ export function prepareOutDir(out: string, overwrite: boolean, marker: string): 
     );
   }
   rmSync(out, { recursive: true, force: true });
+}
+
+/**
+ * An output file may replace only what the same command wrote before (`ours` says whether the
+ * existing file is that), never another file: a run's config.json, an analysis' experts.json, a
+ * model's weights. Nor may it land in a model folder, whose fingerprint every run made with the
+ * model checks.
+ */
+export function checkOutputFile(out: string, what: string, ours: (text: string) => boolean): void {
+  if (existsSync(out)) {
+    if (statSync(out).isDirectory()) throw new UserError(`${out} is a folder; give a file name for the output`);
+    if (!ours(readFileSync(out, "utf8").slice(0, 4096)))
+      throw new UserError(`${out} exists and is not a ${what}; choose another --out`);
+  }
+  checkNotModelFolder(dirname(out));
+}
+
+/** A folder holding a Hugging Face model (config.json with a model_type) takes no output of ours. */
+export function checkNotModelFolder(dir: string): void {
+  const config = join(dir, "config.json");
+  if (!existsSync(config)) return;
+  try {
+    const value = JSON.parse(readFileSync(config, "utf8")) as { model_type?: unknown; kind?: unknown };
+    if (typeof value.model_type === "string" && value.kind === undefined)
+      throw new UserError(
+        `${dir} is a model folder; write outputs elsewhere (its files are the model's fingerprint)`,
+      );
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+  }
 }

@@ -225,7 +225,7 @@ function renderHtml(data: ReportData): string {
     '<meta charset="utf-8">',
     `<meta http-equiv="Content-Security-Policy" content="${csp}">`,
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    "<title>steermoe report</title>",
+    REPORT_TITLE,
     `<style>${lib.css}</style>`,
     `<style>${page.css}</style>`,
     "</head>",
@@ -240,6 +240,9 @@ function renderHtml(data: ReportData): string {
 }
 
 /** Writes the run's report; sections whose files are missing say so on the page. */
+/** In every report's head: how an existing file is known to be a report (report --out replaces only one). */
+export const REPORT_TITLE = "<title>steermoe report</title>";
+
 export async function writeReport(
   runDir: string,
   outPath = join(runDir, "report.html"),
