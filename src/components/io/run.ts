@@ -208,7 +208,8 @@ export function prepareOutDir(out: string, overwrite: boolean, marker: string): 
  */
 export function checkOutputFile(out: string, what: string, ours: (text: string) => boolean): void {
   if (existsSync(out)) {
-    if (statSync(out).isDirectory()) throw new UserError(`${out} is a folder; give a file name for the output`);
+    if (statSync(out).isDirectory())
+      throw new UserError(`${out} is a folder; give a file name for the output`);
     if (!ours(readFileSync(out, "utf8").slice(0, 4096)))
       throw new UserError(`${out} exists and is not a ${what}; choose another --out`);
   }
