@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { withPool } from "../src/components/engine/pool.js";
+import { cpuWorkers, ENGINE_BYTES, withPool } from "../src/components/engine/pool.js";
 import { BIN, buildTiny, flipattackRecords, run, tempDir } from "./helpers.js";
 
 const dir = tempDir({ after });
@@ -151,4 +151,22 @@ test("when every worker dies, the batches running and those waiting for a worker
   for (const message of errors) {
     assert.match(message, /^worker [12] \(cpu, pid \d+\) died: the engine was killed \(SIGKILL\); rerun/);
   }
+});
+
+test("--workers is held to the cores and the available memory, with a line saying why", () => {
+  const GiB = 2 ** 30;
+  assert.deepEqual(cpuWorkers(2, 2, 20 * GiB), { count: 2 });
+  assert.deepEqual(cpuWorkers(99, 2, 20 * GiB), {
+    count: 2,
+    note: "--workers 99: this machine has 2 cores; starting 2",
+  });
+  assert.deepEqual(cpuWorkers(8, 16, 3 * ENGINE_BYTES + 1), {
+    count: 3,
+    note: `--workers 8: ${((3 * ENGINE_BYTES + 1) / GiB).toFixed(1)} GiB of memory is available, 0.75 GiB per engine before its model; starting 3`,
+  });
+  assert.deepEqual(cpuWorkers(4, 8, 0), {
+    count: 1,
+    note: "--workers 4: 0.0 GiB of memory is available, 0.75 GiB per engine before its model; starting 1",
+  });
+  assert.deepEqual(cpuWorkers(4, 8, null), { count: 4 });
 });

@@ -1,6 +1,7 @@
 // Data parallel: one engine per device (--devices) or CPU worker (--workers), each with the whole
 // model, taking compute batches as it frees up. The recipes commit results in input order, so the
 // run folder is the same whatever the number of engines; the engines are not part of it.
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { UserError } from "../errors.js";
@@ -33,6 +34,38 @@ interface Worker {
 export const threadsPerWorker = (workers: number): number =>
   Math.max(1, Math.floor(availableParallelism() / workers));
 
+/** What one CPU engine holds before its model: Python, torch and transformers, measured at ~0.5 GiB. */
+export const ENGINE_BYTES = 768 * 2 ** 20;
+
+/**
+ * How many CPU workers to start for `requested`: no more than the cores (each needs one thread)
+ * nor than the available memory holds engines, and a line saying so when that is fewer.
+ */
+export function cpuWorkers(
+  requested: number,
+  cores: number,
+  availableBytes: number | null,
+): { count: number; note?: string } {
+  const fit = availableBytes === null ? requested : Math.max(1, Math.floor(availableBytes / ENGINE_BYTES));
+  const count = Math.min(requested, cores, fit);
+  if (count === requested) return { count };
+  const why =
+    count === cores && cores <= fit
+      ? `this machine has ${cores} cores`
+      : `${(availableBytes! / 2 ** 30).toFixed(1)} GiB of memory is available, ${(ENGINE_BYTES / 2 ** 30).toFixed(2)} GiB per engine before its model`;
+  return { count, note: `--workers ${requested}: ${why}; starting ${count}` };
+}
+
+/** Memory the system could give now (MemAvailable), or null where /proc/meminfo is not there. */
+function availableMemory(): number | null {
+  try {
+    const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1];
+    return kib === undefined ? null : Number(kib) * 1024;
+  } catch {
+    return null;
+  }
+}
+
 /** Starts the pool's engines at once, runs `work`, and closes them whatever happens. */
 export async function withPool<T>(
   engineOptions: EngineOptions,
@@ -42,7 +75,12 @@ export async function withPool<T>(
 ): Promise<T> {
   const { workers, devices } = PoolOptions.parse(options);
   if (workers !== undefined && devices !== undefined) throw new UserError("give --workers or --devices, not both");
-  const count = devices?.length ?? workers ?? 1;
+  let count = devices?.length ?? workers ?? 1;
+  if (devices === undefined) {
+    const { count: fits, note } = cpuWorkers(count, availableParallelism(), availableMemory());
+    if (note) log(note);
+    count = fits;
+  }
   const threads = threadsPerWorker(count);
   const started = await Promise.allSettled(
     Array.from({ length: count }, () => Engine.start({ ...engineOptions, threads })),
