@@ -303,3 +303,55 @@ test("500s are retried until the server recovers; hangs, garbage, no routing, an
     "steermoe: steering needs the local engine (--backend local): a vllm server runs its own weights and routing unchanged\n",
   );
 });
+
+test("a --server URL with a path, a token in its query and user:password: each request goes to path + API path + query, with Basic auth; no message holds them", async (t) => {
+  const token = "tk-Abc%2Fdef%3D%3D";
+  const basic = `Basic ${Buffer.from("u:pw-Secret-77").toString("base64")}`;
+  // A gateway in front of the server: /base/<API path>?token=..., Basic auth, else a 403 that
+  // repeats the request as some gateways do.
+  const gate = createServer((req: IncomingMessage, res: ServerResponse) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", async () => {
+      const url = new URL(req.url!, "http://gate");
+      if (
+        url.search !== `?token=${token}` ||
+        req.headers.authorization !== basic ||
+        !url.pathname.startsWith("/base/")
+      ) {
+        res.writeHead(403, { "content-type": "text/plain" });
+        return res.end(`forbidden: ${req.url} with ${req.headers.authorization}`);
+      }
+      const upstream = await fetch(vllmA.url + url.pathname.slice("/base".length), {
+        method: req.method,
+        headers: { "content-type": "application/json" },
+        body: req.method === "POST" ? body : undefined,
+      });
+      res.writeHead(upstream.status, { "content-type": "application/json" });
+      res.end(await upstream.text());
+    });
+  });
+  await new Promise<void>((resolve) => gate.listen(0, "127.0.0.1", resolve));
+  t.after(() => gate.close());
+  const port = (gate.address() as AddressInfo).port;
+  const input = join(dir, "gated.jsonl");
+  writeFileSync(input, JSON.stringify({ messages: [{ role: "user", content: "hello" }] }) + "\n");
+  const gen = (out: string, server: string) =>
+    generate(
+      { model: { source: model }, input, out: join(dir, out), sampling: { maxNewTokens: 4 } },
+      { engine: servers("vllm", [server]) },
+    );
+  assert.equal(
+    (await gen("gated", `http://u:pw-Secret-77@127.0.0.1:${port}/base?token=${token}`)).samples,
+    1,
+  );
+  await assert.rejects(
+    gen("gated-wrong", `http://u:pw-Secret-77@127.0.0.1:${port}/base?token=${token}x`),
+    (err: Error) => {
+      assert.match(err.message, /answered HTTP 403/);
+      for (const secret of [token, decodeURIComponent(token), "pw-Secret-77", basic.slice(6)])
+        assert.ok(!err.message.includes(secret), `${secret} in: ${err.message}`);
+      return true;
+    },
+  );
+});

@@ -15,9 +15,11 @@ const KEY_ENV = "STEERMOE_TEST_JUDGE_KEY";
 const KEY = "kq-7Zq8v3N1x7TtKQ2";
 const UNSET_ENV = "STEERMOE_TEST_UNSET_KEY";
 const PASSWORD = "pw-s3cret-9";
-const QUERY_KEY = "qk-Secret-123456";
+// A signature as URLs carry them: percent-encoded on the wire, so a server echoing its request
+// path repeats that form, and a decoded one anywhere else.
+const QUERY_KEY = "qk-Secret%2F123456%3D%3D";
 const BASIC = Buffer.from(`judge:${PASSWORD}`).toString("base64");
-const URL_SECRETS = [PASSWORD, QUERY_KEY, BASIC];
+const URL_SECRETS = [PASSWORD, QUERY_KEY, decodeURIComponent(QUERY_KEY), QUERY_KEY.toLowerCase(), BASIC];
 
 let server: ChildProcess | undefined;
 let port = 0;

@@ -1,6 +1,7 @@
 // Credentials never leave the process: not in run files, not in messages. A URL may carry them in
 // its user:password and its query string (Azure's ?api-key=, a proxy's user:pass@), so URLs are
 // stored and shown without both; server replies may repeat a key, so they are redacted.
+import { UserError } from "../errors.js";
 
 const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi;
 
@@ -37,6 +38,38 @@ export function storableSettings(settings: object): { settings: unknown; left_ou
 /** Every URL in a message made public: for messages that may quote a flag's value. */
 export function hideUrlCredentials(text: string): string {
   return text.replace(URL_IN_TEXT, publicUrl);
+}
+
+/**
+ * What a URL carries that is a credential, taken out of `url` (which keeps its query for the
+ * request): user:password become a Basic authorization (fetch refuses URLs that carry them), and
+ * every form a reply or message could repeat is a secret: query values (of 8 characters or more:
+ * `?stream=true` is no key) and the password, each as
+ * written (percent-encoded, in either hex case) and decoded, and the Basic value. `where` names the
+ * URL in the error for undecodable user:password.
+ */
+export function takeUrlCredentials(url: URL, where: string): { basic?: string; secrets: string[] } {
+  const raw = url.search
+    .slice(1)
+    .split("&")
+    .map((pair) => pair.slice(pair.indexOf("=") + 1))
+    .filter((v) => v.length >= 8);
+  const secrets = [...raw, ...raw.map((v) => v.replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase()))];
+  secrets.push(...[...url.searchParams.values()].filter((v) => v.length >= 8));
+  if (!url.username && !url.password) return { secrets };
+  const decode = (part: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      throw new UserError(`${where} has user:password that is not valid %-encoding`);
+    }
+  };
+  const [user, password] = [decode(url.username), decode(url.password)];
+  const basic = Buffer.from(`${user}:${password}`).toString("base64");
+  secrets.push(url.password, password, basic);
+  url.username = "";
+  url.password = "";
+  return { basic, secrets };
 }
 
 const REDACTED = "[redacted]";

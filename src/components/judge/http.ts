@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import { appendJsonl, readJsonlLog, sha256 } from "../io/store.js";
-import { publicUrl, redact, redactSecrets } from "../io/secrets.js";
+import { publicUrl, redact, redactSecrets, takeUrlCredentials } from "../io/secrets.js";
 import { excerpt, requestText } from "../http.js";
 
 /** Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, ... */
@@ -55,7 +55,8 @@ export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"):
   const base = new URL(cfg.baseUrl);
   const shown = publicUrl(cfg.baseUrl);
   const headers: Record<string, string> = { "content-type": "application/json" };
-  const secrets = [...base.searchParams.values()].filter((v) => v.length >= 8);
+  const hasUserPassword = Boolean(base.username || base.password);
+  const { basic, secrets } = takeUrlCredentials(base, `the ${role} URL ${shown}`);
   // Whitespace around a key (a file read with its newline) is no part of it.
   const key = cfg.apiKeyEnv === null ? undefined : process.env[cfg.apiKeyEnv]?.trim();
   if (key && /[^\x21-\x7e]/.test(key)) {
@@ -64,27 +65,14 @@ export function resolveEndpoint(cfg: EndpointConfig, role: "judge" | "refusal"):
         "(a space, line break or non-ASCII letter inside the key): check its value",
     );
   }
-  if (base.username || base.password) {
+  if (hasUserPassword) {
     if (key) {
       throw new UserError(
         `the ${role} URL ${shown} carries user:password and ${cfg.apiKeyEnv} holds an API key: ` +
           `give one of them (set apiKeyEnv to null to use the URL's)`,
       );
     }
-    // fetch refuses URLs with credentials: they travel as the header they stand for.
-    const decode = (part: string) => {
-      try {
-        return decodeURIComponent(part);
-      } catch {
-        throw new UserError(`the ${role} URL ${shown} has user:password that is not valid %-encoding`);
-      }
-    };
-    const [user, password] = [decode(base.username), decode(base.password)];
-    const basic = Buffer.from(`${user}:${password}`).toString("base64");
     headers.authorization = `Basic ${basic}`;
-    secrets.push(base.password, password, basic);
-    base.username = "";
-    base.password = "";
   } else if (cfg.apiKeyEnv !== null) {
     if (!key) {
       throw new UserError(

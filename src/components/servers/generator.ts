@@ -12,7 +12,7 @@ import type { GeneratedSample, Messages, ModelInfo, ServedSample } from "../engi
 import type { RoutingShardRequest } from "../engine/protocol.js";
 import { UserError } from "../errors.js";
 import { requestText, type RetryPolicy } from "../http.js";
-import { publicUrl } from "../io/secrets.js";
+import { publicUrl, takeUrlCredentials } from "../io/secrets.js";
 import { sglang } from "./sglang.js";
 import { vllm } from "./vllm.js";
 import { expertRows, type Completion, type CompletionRequest, type Flavour } from "./routing.js";
@@ -72,19 +72,27 @@ class Replica {
   private async call(path: string, body?: object): Promise<unknown> {
     const where = `${this.flavour.name} server ${this.name}`;
     const key = this.backend.apiKey;
+    // The path goes after the server's own path, its query (a token, say) after both.
+    const url = new URL(this.url);
+    const { basic, secrets } = takeUrlCredentials(url, `--server ${this.name}`);
+    url.pathname = url.pathname.replace(/\/+$/, "") + path;
+    url.hash = "";
+    const authorization = key ? `Bearer ${key}` : basic && `Basic ${basic}`;
     const text = await requestText(
       {
-        url: this.url.replace(/\/+$/, "") + path,
+        url: url.href,
         method: body ? "POST" : "GET",
-        headers: { "content-type": "application/json", ...(key && { authorization: `Bearer ${key}` }) },
+        headers: { "content-type": "application/json", ...(authorization && { authorization }) },
         body: body && JSON.stringify(body),
         where: `${where} ${path}`,
         hints: {
           unreachable: "start the server or fix --server",
-          auth: "set --api-key-env to the variable holding its key",
+          auth: key
+            ? "check the key in the variable --api-key-env names"
+            : "set --api-key-env to the variable holding its key",
           notFound: `is it a ${this.flavour.name} ${this.flavour.pinned} server? check --backend and --server`,
         },
-        secrets: key ? [key] : [],
+        secrets: key ? [key, ...secrets] : secrets,
       },
       policy(this.backend.requestTimeout),
     );
