@@ -212,6 +212,7 @@ function writeTrainingAndEval(run: string): void {
     })),
   );
   writeFileSync(join(run, "eval", "samples.jsonl"), rows.map((r) => JSON.stringify(r) + "\n").join(""));
+  writeFileSync(join(run, "eval", "eval_config.json"), JSON.stringify({ finished: true }));
 }
 
 test("with training and evaluation files: curves, trained experts, eval table and filtered examples", async () => {
@@ -238,10 +239,25 @@ test("with training and evaluation files: curves, trained experts, eval table an
     /not available: the evaluation ran no benchmark/,
   );
 
+  assert.doesNotMatch(await o.page.locator("#eval").innerText(), /did not finish/);
+
   await assertNothingInjected(o);
   await o.page.screenshot({ path: screenshotPath("report-full.png"), fullPage: true });
   assert.deepEqual(o.problems, []);
   await o.page.close();
+
+  // An eval stopped part-way (its config still says unfinished): the page and the command say so.
+  writeFileSync(join(runDir, "eval", "eval_config.json"), JSON.stringify({ finished: false }));
+  const stopped = run(["report", "--run", runDir, "--out", join(dir, "stopped-report.html")]);
+  assert.equal(stopped.status, 0, stopped.stderr);
+  assert.match(
+    stopped.stderr,
+    /^steermoe: warning: the evaluation in \S+ did not finish \(stopped or killed\)/m,
+  );
+  const s = await open(join(dir, "stopped-report.html"));
+  assert.match(await s.page.locator("#eval").innerText(), /warning: the evaluation in \S+ did not finish/);
+  await s.page.close();
+  writeFileSync(join(runDir, "eval", "eval_config.json"), JSON.stringify({ finished: true }));
 });
 
 test("an empty folder still gives a page, with a note for every section", async (t) => {

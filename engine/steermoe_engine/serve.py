@@ -46,6 +46,15 @@ LOCAL_LABEL = "+steermoe"
 
 Json = dict[str, Any]
 
+# Limits that keep a flood or a malformed request from taking the server down: connections the
+# kernel queues before accept, requests held at once (beyond: 503 with Retry-After), request body
+# size (beyond: 413), JSON nesting (beyond: 400), seconds a client may take to send its request.
+LISTEN_BACKLOG = 1024
+MAX_REQUESTS = 512
+MAX_BODY_BYTES = 32 << 20
+MAX_JSON_DEPTH = 64
+READ_TIMEOUT_S = 60
+
 
 class RequestError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
@@ -266,6 +275,7 @@ class RoutingServer:
             ("POST", "/generate"): self.generate,
         }
         self.routes = vllm if flavor == "vllm" else sglang
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
 
     # Shared ---------------------------------------------------------------------------------
 
@@ -461,6 +471,37 @@ class RoutingServer:
 
     # HTTP ------------------------------------------------------------------------------------
 
+    def read_body(self, headers: Any, rfile: Any) -> bytes:
+        """The request's body, its Content-Length taken strictly: digits only, at most
+        MAX_BODY_BYTES, and every byte of it there."""
+        declared = headers.get("Content-Length")
+        if declared is None:
+            return b""
+        if not declared.strip().isdigit():
+            raise RequestError(400, f"Content-Length {declared!r} is not a byte count")
+        length = int(declared)
+        if length > MAX_BODY_BYTES:
+            raise RequestError(413, f"the body is {length} bytes; at most {MAX_BODY_BYTES} are read")
+        raw = rfile.read(length) if length else b""
+        if len(raw) < length:
+            raise RequestError(400, f"the body ended after {len(raw)} of its {length} bytes")
+        return raw
+
+    @staticmethod
+    def parse_body(raw: bytes) -> Json:
+        """The body's JSON object, its nesting bounded before the parser recurses into it."""
+        if not raw:
+            return {}
+        if _nesting(raw) > MAX_JSON_DEPTH:
+            raise RequestError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RequestError(400, f"the request body is not JSON: {err}") from err
+        if not isinstance(body, dict):
+            raise RequestError(400, "the request body must be a JSON object")
+        return body
+
     def error_body(self, err: RequestError) -> Json:
         if self.flavor == "vllm":
             kind = {400: "BadRequestError", 401: "Unauthorized", 404: "NotFoundError"}.get(
@@ -474,22 +515,47 @@ class RoutingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = READ_TIMEOUT_S  # a client that stops sending mid-request is let go
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # no access log: stdout carries only the listening line
 
-            def _send(self, status: int, body: Any) -> None:
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                if status >= 400:  # every error is one line on stderr (stdout has the listening line)
+                    error = body.get("error", body.get("detail")) if isinstance(body, dict) else None
+                    said = error.get("message") if isinstance(error, dict) else error
+                    path = self.path.split("?", 1)[0]
+                    print(f"steermoe serve: {status} {self.command} {path}: {said}", file=sys.stderr, flush=True)
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
 
             def _serve(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                if not server.slots.acquire(blocking=False):
+                    # Held requests are at the bound: the client is told to come back, not cut off.
+                    return self._refuse(RequestError(503, "the server is busy; retry"))
+                try:
+                    self._answer(method, path)
+                finally:
+                    server.slots.release()
+
+            def _refuse(self, err: RequestError) -> None:
+                self.close_connection = True  # what is left of a refused request is not read
+                self._send(err.status, server.error_body(err), {"Retry-After": "1"} if err.status == 503 else {})
+
+            def _answer(self, method: str, path: str) -> None:
+                try:
+                    raw = server.read_body(self.headers, self.rfile)
+                except RequestError as err:
+                    return self._refuse(err)
+                except TimeoutError:
+                    return self._refuse(RequestError(408, f"the body took over {READ_TIMEOUT_S} s"))
                 if path == "/health":
                     return self._send(200, None)
                 # Both servers answer a missing or wrong key this way (their auth middlewares).
@@ -499,12 +565,7 @@ class RoutingServer:
                 if route is None:
                     return self._send(404, {"detail": "Not Found"})
                 try:
-                    body = json.loads(raw) if raw else {}
-                    if not isinstance(body, dict):
-                        raise RequestError(400, "the request body must be a JSON object")
-                    status, reply = 200, route(body)
-                except json.JSONDecodeError as err:
-                    status, reply = 400, server.error_body(RequestError(400, f"the request body is not JSON: {err}"))
+                    status, reply = 200, route(server.parse_body(raw))
                 except RequestError as err:
                     status, reply = err.status, server.error_body(err)
                 except Exception as err:
@@ -519,6 +580,39 @@ class RoutingServer:
                 self._serve("POST")
 
         return Handler
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG  # socketserver's 5 resets a burst of connections
+    daemon_threads = True
+
+
+def http_server(routing: RoutingServer, host: str, port: int) -> ThreadingHTTPServer:
+    """The listening server: a thread per connection, LISTEN_BACKLOG connections queued."""
+    return _HTTPServer((host, port), routing.handler())
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the JSON text's arrays and objects nest (brackets inside strings not counted):
+    checked before parsing, which would otherwise recurse once per level."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -556,10 +650,9 @@ def main(argv: list[str] | None = None) -> None:
         api_key,
     )
     try:
-        httpd = ThreadingHTTPServer((args.host, args.port), routing.handler())
+        httpd = http_server(routing, args.host, args.port)
     except OSError as err:
         sys.exit(f"steermoe serve: cannot listen on {args.host}:{args.port}: {err.strerror}")
-    httpd.daemon_threads = True
     print(f"listening on http://{args.host}:{httpd.server_address[1]}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
         httpd.serve_forever()

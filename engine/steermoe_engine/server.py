@@ -3,7 +3,9 @@ each handler takes the request's params and returns a JSON-able dict (numpy arra
 
 from __future__ import annotations
 
+import errno
 import platform
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ from . import served
 from .clipping import clip
 from .control import LayerControl
 from .distributed import rank_and_world, rank_device
-from .errors import EngineError
+from .errors import EngineError, first_line
 from .files import apply_delta, expert_delta, load_tensors, save_model, save_tensors
 from .fingerprint import free_memory, model_fingerprint, model_limits
 from .generation import Sampling, chat_ids, generate, naming, replay, sample_ids
@@ -26,6 +28,8 @@ from .tiny import TinySize, build_tiny
 from .training import Batch, RouterLoss, Trainer, TrainSetup, full_state
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+DISK_FAULTS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+DISK_WORDS = ("Read-only file system", "No space left on device", "Permission denied", "Disk quota exceeded")
 
 
 class Server:
@@ -66,6 +70,14 @@ class Server:
     def describe_error(self, err: BaseException, trace: str) -> dict[str, str]:
         if isinstance(err, EngineError):
             return {"type": "EngineError", "message": str(err)}
+        # The disk refusing a write (read-only, no permission, full) is the user's to mend: one line
+        # naming the file. safetensors reports it in its own error type, with the OS's words.
+        if (isinstance(err, OSError) and err.errno in DISK_FAULTS) or any(w in str(err) for w in DISK_WORDS):
+            where = getattr(err, "filename", None)
+            if isinstance(where, str):  # the file meant, not the temporary name it is written under
+                where = re.sub(r"/\.([^/]+)\.tmp-\d+$", r"/\1", where)
+            why = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+            return {"type": "EngineError", "message": f"{where}: {why}" if where else f"cannot write: {why}"}
         if isinstance(err, torch.OutOfMemoryError):
             return {"type": "OutOfMemory", "message": str(err).splitlines()[0], "traceback": trace}
         return {"type": type(err).__name__, "message": str(err), "traceback": trace}

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 import torch
 
+from steermoe_engine import serve
 from steermoe_engine.generation import Sampling, generate_ids
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
-from steermoe_engine.serve import RoutingServer
+from steermoe_engine.serve import RoutingServer, http_server
 from steermoe_engine.tiny import TinySize, build_tiny
 
 PROMPT = [5, 17, 42, 99, 7, 250]
@@ -45,7 +46,7 @@ def deepseek(tmp_path_factory: pytest.TempPathFactory) -> Loaded:
 @contextmanager
 def running(loaded: Loaded, flavor: str, routed_experts: bool = True, api_key: str | None = None) -> Iterator[str]:
     server = RoutingServer(loaded, "tiny", flavor, routed_experts, max_batch=8, api_key=api_key)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
+    httpd = http_server(server, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -224,6 +225,67 @@ def test_bad_requests_are_refused_naming_the_field(deepseek: Loaded) -> None:
             status, reply = call(completions, body, key="k3y")
             assert status == 400 and reply["error"]["param"] == param, reply
         assert call(f"{url}/generate", {"input_ids": PROMPT}, key="k3y")[0] == 404  # not a vLLM route
+
+
+def raw_request(url: str, head: str, body: bytes = b"", half_close: bool = False) -> tuple[int, dict[str, str]]:
+    """Sends bytes as written (headers a client library would not send) and reads the status line
+    and headers of the reply."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while b"\r\n\r\n" not in reply and (chunk := sock.recv(65536)):
+            reply += chunk
+    lines = reply.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers
+
+
+def test_malformed_requests_get_a_status_and_one_logged_line(
+    deepseek: Loaded, capfd: pytest.CaptureFixture[str]
+) -> None:
+    post = "POST /v1/completions HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with running(deepseek, "vllm") as url:
+        cases = [
+            (raw_request(url, post + "Content-Length: abc\n"), 400),
+            (raw_request(url, post + "Content-Length: -1\n"), 400),
+            (raw_request(url, post + "Content-Length: 99999999999999\n"), 413),
+            # A body cut short: the client sent 10 bytes of 500 and closed its side.
+            (raw_request(url, post + "Content-Length: 500\n", b'{"prompt":', half_close=True), 400),
+            (raw_request(url, post + f"Content-Length: {len(deep)}\n", deep), 400),
+        ]
+        for (status, _), expected in cases:
+            assert status == expected
+    logged = [line for line in capfd.readouterr().err.splitlines() if line.startswith("steermoe serve:")]
+    assert len(logged) == len(cases), logged
+    assert "Content-Length 'abc' is not a byte count" in logged[0]
+    assert "nests deeper than 64 levels" in logged[-1]
+
+
+def test_a_thousand_connections_at_once_are_each_answered_or_told_to_retry(
+    deepseek: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bound of 100 held requests, so that some of the thousand are over it.
+    monkeypatch.setattr(serve, "MAX_REQUESTS", 100)
+    with running(deepseek, "vllm") as url:
+        host, port = url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((host, int(port)), timeout=60) for _ in range(1000)]
+        for sock in socks:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        statuses = []
+        for sock in socks:
+            reply = b""
+            while chunk := sock.recv(65536):  # a reset would raise here
+                reply += chunk
+            sock.close()
+            head = reply.split(b"\r\n\r\n")[0].decode()
+            statuses.append(int(head.split()[1]))
+            if statuses[-1] == 503:
+                assert "Retry-After: 1" in head
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 100, sorted(set(statuses))
 
 
 def test_more_than_256_experts_come_as_uint16(tmp_path: Path) -> None:

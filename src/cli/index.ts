@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { z } from "zod";
 import { EngineDiedError, EngineError } from "../components/engine/client.js";
-import { UserError, zodProblem } from "../components/errors.js";
+import { diskFault, UserError, zodProblem } from "../components/errors.js";
 import { hideUrlCredentials } from "../components/io/secrets.js";
 import { analyzeCommand } from "./analyze.js";
 import { applyDeltaCommand } from "./apply-delta.js";
@@ -95,6 +95,8 @@ export async function main(argv: string[]): Promise<void> {
       const log = engineLog(`${err.message}\n${err.output}`);
       console.error(`steermoe: ${line(err.message)} (log: ${log})`);
       if (verbose) console.error(err.output);
+    } else if (diskFault(err)) {
+      console.error(`steermoe: ${line(diskFault(err)!)}`);
     } else if (err instanceof z.ZodError) {
       console.error(`steermoe: ${zodProblem(err)}`);
       if (verbose) console.error(err.stack);

@@ -23,3 +23,21 @@ export function zodProblem(err: {
 export function recordError(file: string, where: string, err: Parameters<typeof zodProblem>[0]): UserError {
   return new UserError(`${file} ${where} ${zodProblem(err)}`);
 }
+
+/** The disk's refusals: the user's to mend, not bugs. */
+const DISK_FAULTS: Record<string, string> = {
+  EROFS: "read-only file system",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+};
+
+/** "PATH: read-only file system" for a disk's refusal, naming the file meant (not its temporary
+ * name, io/store.ts's `.NAME.tmp-PID`); undefined for any other error. */
+export function diskFault(err: unknown): string | undefined {
+  const { code, path } = (err ?? {}) as { code?: unknown; path?: unknown };
+  if (typeof code !== "string" || !(code in DISK_FAULTS)) return undefined;
+  const target = typeof path === "string" ? path.replace(/\/\.([^/]+)\.tmp-\d+$/, "/$1") : "a file";
+  return `${target}: ${DISK_FAULTS[code]}`;
+}

@@ -47,6 +47,7 @@ import { readRecords } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { storableSettings } from "../components/io/secrets.js";
+import { checkWritable } from "../components/io/run.js";
 import { checkDelta } from "../components/method/delta.js";
 import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
@@ -224,6 +225,7 @@ const EVAL_FILES = new Set([
 
 /** --out is new, empty, or an earlier eval's folder: never an analysis run or a model folder. */
 function checkEvalOut(out: string): void {
+  checkWritable(join(out, "results.json"));
   if (!existsSync(out)) return;
   if (!statSync(out).isDirectory()) throw new UserError(`${out} is a file; give a folder for --out`);
   const foreign = readdirSync(out).filter((name) => !EVAL_FILES.has(name) && !name.startsWith("."));
@@ -262,6 +264,15 @@ export async function evaluate(
   return withGenerator(
     options.engine ?? {},
     async (generator) => {
+      // Written first, marked unfinished until the last model is in: a folder whose eval was
+      // stopped says so (report warns) instead of passing for a complete comparison.
+      const writeConfig = (finished: boolean) =>
+        writeJsonAtomic(join(options.out, "eval_config.json"), {
+          ...storableSettings(settings),
+          ...generator.description,
+          finished,
+        });
+      writeConfig(false);
       const results: ModelResult[] = [];
       const rows: EvalSampleRow[] = [];
       for (const spec of settings.models) {
@@ -315,10 +326,7 @@ export async function evaluate(
           writeJsonAtomic(join(options.out, "results.json"), results);
         }
       }
-      writeJsonAtomic(join(options.out, "eval_config.json"), {
-        ...storableSettings(settings),
-        ...generator.description,
-      });
+      writeConfig(true);
       return results;
     },
     options.pool,

@@ -189,7 +189,7 @@ badInputs("flags", [
     name: "report --out given a folder",
     setup: (dir) => {
       mkdirSync(join(dir, "run"));
-      file(join(dir, "run"), "config.json", "{}");
+      file(join(dir, "run"), "config.json", '{"kind": "analyze"}');
       mkdirSync(join(dir, "od"));
       return ["report", "--run", "run", "--out", "od"];
     },

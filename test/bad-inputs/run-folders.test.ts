@@ -125,6 +125,33 @@ badInputs("run folders", [
     expect: /run holds files eval does not write \(.*\); choose another --out/,
     after: (dir) => assert.match(readFileSync(join(dir, "run", "samples.jsonl"), "utf8"), /"batch_idx"/),
   },
+  // An output folder the process cannot write: /sys refuses every process, root's too.
+  {
+    name: "disk: eval --out in a folder that cannot be written, before anything is generated",
+    setup: () => ["eval", "--model", "m", "--out", "/sys/steermoe-eval", "--limit", "1"],
+    expect: /^steermoe: cannot write \/sys\/steermoe-eval\/results\.json: \/sys is not writable$/,
+  },
+  {
+    name: "disk: report --out in a folder that cannot be written",
+    setup: damaged(
+      () => undefined,
+      () => ["report", "--run", "run", "--out", "/sys/steermoe-report.html"],
+    ),
+    expect: /^steermoe: cannot write \/sys\/steermoe-report\.html: \/sys is not writable$/,
+  },
+  {
+    name: "disk: export-steering --out in a folder that cannot be written",
+    setup: damaged(
+      () => undefined,
+      () => ["export-steering", "--run", "run", "--out", "/sys/steermoe-steer.json"],
+    ),
+    expect: /^steermoe: cannot write \/sys\/steermoe-steer\.json: \/sys is not writable$/,
+  },
+  {
+    name: "disk: tiny-model --out in a folder the engine cannot write",
+    setup: () => ["tiny-model", "--out", "/sys/steermoe-tiny"],
+    expect: /^steermoe: \/sys\/steermoe-tiny: (Permission denied|Operation not permitted)$/,
+  },
   {
     name: "export-steering --out given a folder",
     setup: damaged(

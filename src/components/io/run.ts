@@ -2,8 +2,8 @@
 // the settings and the model's fingerprint; a later invocation with the same settings and model
 // resumes it, one with different settings or a changed model is refused with the difference
 // named, so results from two settings or two models never mix. One command at a time (lock.ts).
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
 import { readJson, writeJsonAtomic } from "./store.js";
@@ -189,6 +189,7 @@ export function overlay(
 export function prepareOutDir(out: string, overwrite: boolean, marker: string): void {
   if (existsSync(out) && !statSync(out).isDirectory())
     throw new UserError(`${out} is a file; give a folder for the output`);
+  checkWritable(join(out, marker));
   if (!existsSync(out) || readdirSync(out).length === 0) return;
   if (!overwrite)
     throw new UserError(`${out} already exists and is not empty; choose another --out or pass --overwrite`);
@@ -214,6 +215,7 @@ export function checkOutputFile(out: string, what: string, ours: (text: string) 
       throw new UserError(`${out} exists and is not a ${what}; choose another --out`);
   }
   checkNotModelFolder(dirname(out));
+  checkWritable(out);
 }
 
 /** A folder holding a Hugging Face model (config.json with a model_type) takes no output of ours. */
@@ -229,4 +231,21 @@ export function checkNotModelFolder(dir: string): void {
   } catch (err) {
     if (err instanceof UserError) throw err;
   }
+}
+
+/**
+ * An output path in a folder this process can write, checked before the work that fills it: a
+ * read-only or foreign folder is named at once, not after every sample has been generated.
+ */
+export function checkWritable(out: string): void {
+  let folder = resolve(out);
+  while (!existsSync(folder) && dirname(folder) !== folder) folder = dirname(folder);
+  // Writing is the one test that holds for root too, and on read-only mounts.
+  let probe: string;
+  try {
+    probe = mkdtempSync(join(folder, ".steermoe-write-check-"));
+  } catch {
+    throw new UserError(`cannot write ${out}: ${folder} is not writable`);
+  }
+  rmSync(probe, { recursive: true, force: true });
 }

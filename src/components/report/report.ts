@@ -136,6 +136,18 @@ function byBenchmark(models: z.infer<typeof BenchmarkModels>) {
   }));
 }
 
+/** Why an eval folder with results is not a finished comparison, or null when it is one. */
+function unfinishedEval(dir: string): string | null {
+  if (!existsSync(join(dir, "results.json"))) return null;
+  const config = join(dir, "eval_config.json");
+  const { finished } = existsSync(config)
+    ? readJson(config, z.looseObject({ finished: z.boolean().optional() }))
+    : { finished: false };
+  return finished === false
+    ? `the evaluation in ${dir} did not finish (stopped or killed): its results hold only the models it completed`
+    : null;
+}
+
 async function collect(runDir: string, evalFolder?: string) {
   const files = runFiles(runDir);
   const evalDir = evalFolder ? relative(runDir, evalFolder) : files.locate("eval", join("train", "eval"));
@@ -151,6 +163,7 @@ async function collect(runDir: string, evalFolder?: string) {
     trained: await part(files.json(join("train", "training_metadata.json"), Trained)),
     trainLog: await part(files.jsonl(join("train", "train_log.jsonl"), TrainRow)),
     evalResults: await part(files.json(join(evalDir, "results.json"), EvalModels)),
+    evalUnfinished: unfinishedEval(join(runDir, evalDir)),
     benchmarks: await part(files.json(join(evalDir, "results.json"), BenchmarkModels), byBenchmark),
     steering: await part(files.json(join(evalDir, "results.json"), EvalModels), steeringCurves),
     evalSamples: await part(files.jsonl(join(evalDir, "samples.jsonl"), EvalSample), (rows) =>
@@ -249,6 +262,7 @@ export async function writeReport(
   evalDir?: string,
 ): Promise<ReportResult> {
   const { data, missing } = await collect(runDir, evalDir);
+  if (data.evalUnfinished) process.stderr.write(`steermoe: warning: ${data.evalUnfinished}\n`);
   writeFileAtomic(outPath, renderHtml(data));
   return { path: outPath, missing };
 }

@@ -627,6 +627,7 @@ function renderEval(el: HTMLElement): void {
       "Rates with 95% confidence intervals. Lower attack success is better; plain refusal should stay high and benign refusal low.",
     ),
   );
+  if (DATA.evalUnfinished) el.appendChild(note("warning: " + DATA.evalUnfinished));
   if (!("value" in DATA.evalResults)) missing(el, DATA.evalResults);
   else {
     const results = DATA.evalResults.value;
