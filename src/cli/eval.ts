@@ -36,7 +36,8 @@ function evalModel(spec: string) {
 function intensities(list: string): number[] {
   return list.split(",").map((item) => {
     const t = Number(item);
-    if (item.trim() === "" || !Number.isFinite(t) || t < 0)
+    // Decimal only: Number() would read 0x10 as 16 and 1e1 as 10 without a word.
+    if (!/^\s*\d+(\.\d+)?\s*$/.test(item) || !Number.isFinite(t) || t < 0)
       throw new InvalidArgumentError(`expected intensities >= 0 separated by commas, got '${item}'`);
     return t;
   });

@@ -54,6 +54,10 @@ export function steerFromFlags(command: Command, run: string): Promise<Steering>
 export async function steering(command: Command): Promise<Steering | undefined> {
   const f = command.opts<{ steer?: string; steerFrom?: string }>();
   if (f.steer && f.steerFrom) throw new UserError("give --steer or --steer-from, not both");
+  // They only say which experts of a run: without one they would be ignored without a word.
+  const given = ["top", "steerMode", "steerScale"].find((k) => command.getOptionValueSource(k) === "cli");
+  if (given && !f.steerFrom)
+    throw new UserError(`--${given.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --steer-from`);
   if (f.steer) return readSteerFile(f.steer);
   if (f.steerFrom) return steerFromFlags(command, f.steerFrom);
   return undefined;

@@ -189,6 +189,11 @@ export function parseEvalSettings(input: unknown): z.infer<typeof EvalSettings> 
   if (!parsed.success) throw new UserError(`eval settings ${zodProblem(parsed.error)}`);
   if (parsed.data.steerSweep && !parsed.data.steer)
     throw new UserError("--steer-sweep needs a steering map: --steer FILE or --steer-from RUN");
+  // Results and samples are keyed by name: two models of one name would pass for one.
+  const names = parsed.data.models.map((m) => m.name);
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice !== undefined)
+    throw new UserError(`--model: two models are named ${twice}; name each (--model NAME=PATH)`);
   return parsed.data;
 }
 
@@ -264,15 +269,14 @@ export async function evaluate(
   return withGenerator(
     options.engine ?? {},
     async (generator) => {
-      // Written first, marked unfinished until the last model is in: a folder whose eval was
-      // stopped says so (report warns) instead of passing for a complete comparison.
+      // Written with the first results, marked unfinished until the last model is in: a folder
+      // whose eval was stopped says so (report warns) instead of passing for a complete comparison.
       const writeConfig = (finished: boolean) =>
         writeJsonAtomic(join(options.out, "eval_config.json"), {
           ...storableSettings(settings),
           ...generator.description,
           finished,
         });
-      writeConfig(false);
       const results: ModelResult[] = [];
       const rows: EvalSampleRow[] = [];
       for (const spec of settings.models) {
@@ -322,6 +326,7 @@ export async function evaluate(
               ...judgeDetails(verdicts[i]!),
             }),
           );
+          if (results.length === 1) writeConfig(false);
           writeJsonlAtomic(join(options.out, "samples.jsonl"), rows);
           writeJsonAtomic(join(options.out, "results.json"), results);
         }

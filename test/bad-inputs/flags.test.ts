@@ -234,6 +234,33 @@ badInputs("flags", [
     expect: /^steermoe: --set batch\.__proto__\.size: __proto__ is not a setting$/,
   },
   {
+    name: "--steer-sweep with a hexadecimal intensity",
+    setup: (dir) => [
+      ...["eval", "--model", "m", "--out", "o", "--steer", file(dir, "s.json", '{"biases": []}')],
+      ...["--steer-sweep", "0,0x10"],
+    ],
+    expect: /--steer-sweep.*expected intensities >= 0 separated by commas, got '0x10'/,
+    absent: ["o"],
+  },
+  {
+    name: "--top without --steer-from",
+    setup: () => ["eval", "--model", "m", "--out", "o", "--top", "5"],
+    expect: /^steermoe: --top needs --steer-from$/,
+    absent: ["o"],
+  },
+  {
+    name: "--steer-scale without --steer-from",
+    setup: () => ["generate", "--model", "m", "--input", "i.jsonl", "--out", "o", "--steer-scale", "2"],
+    expect: /^steermoe: --steer-scale needs --steer-from$/,
+    absent: ["o"],
+  },
+  {
+    name: "two eval models of one name",
+    setup: () => ["eval", "--model", "a=m1", "--model", "a=m2", "--out", "o"],
+    expect: /^steermoe: --model: two models are named a; name each \(--model NAME=PATH\)$/,
+    absent: ["o"],
+  },
+  {
     name: "--lr below zero",
     setup: () => ["train", "--run", "run", "--lr", "-1"],
     expect: /--lr <x>.*expected a number > 0/,

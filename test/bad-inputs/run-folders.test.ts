@@ -125,6 +125,16 @@ badInputs("run folders", [
     expect: /run holds files eval does not write \(.*\); choose another --out/,
     after: (dir) => assert.match(readFileSync(join(dir, "run", "samples.jsonl"), "utf8"), /"batch_idx"/),
   },
+  {
+    name: "export-steering --top past every expert of a layer",
+    setup: damaged(
+      () => undefined,
+      () => ["export-steering", "--run", "run", "--top", "10000", "--out", "steer.json"],
+    ),
+    expect:
+      /run: top 10000 by mean risk difference switches off every expert of layer \d+; choose a smaller --top$/,
+    absent: ["steer.json"],
+  },
   // An output folder the process cannot write: /sys refuses every process, root's too.
   {
     name: "disk: eval --out in a folder that cannot be written, before anything is generated",

@@ -238,7 +238,7 @@ export function checkNotModelFolder(dir: string): void {
  * read-only or foreign folder is named at once, not after every sample has been generated.
  */
 export function checkWritable(out: string): void {
-  let folder = resolve(out);
+  let folder = dirname(resolve(out)); // the folder the file goes in, or its nearest existing parent
   while (!existsSync(folder) && dirname(folder) !== folder) folder = dirname(folder);
   // Writing is the one test that holds for root too, and on read-only mounts.
   let probe: string;

@@ -150,6 +150,16 @@ export async function steerFromRun(run: string, input: SteerFrom = {}): Promise<
         : "every expert whose 95% CI excludes 0";
   if (chosen.length === 0)
     throw new UserError(`${run}: no expert qualifies (${which}); there is nothing to steer`);
+  if (scale === undefined && mode === "deactivate") {
+    // Every expert of a layer switched off leaves it nothing to run: refused here, where the
+    // map is made (export-steering writes it), not only when a model is steered with it.
+    for (const layer of experts.moe_layers) {
+      if (chosen.filter((r) => r.layer === layer).length >= experts.num_experts)
+        throw new UserError(
+          `${run}: ${which} switches off every expert of layer ${layer}; choose a smaller --top`,
+        );
+    }
+  }
   const sign = mode === "deactivate" ? -1 : 1;
   const biases = chosen.map(({ layer, expert, risk_diff }) => ({
     layer,
