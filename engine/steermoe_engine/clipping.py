@@ -6,6 +6,7 @@ replaced by that decoding, clipped or not, as there."""
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -15,6 +16,9 @@ from .errors import EngineError, first_line
 
 @cache
 def _tokenizer(source: str) -> PreTrainedTokenizerBase:
+    # A path that is not there would otherwise be read as a malformed hub id.
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
+        raise EngineError(f"cannot load the judge's tokenizer {source}: no such folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as err:  # a missing folder, no hub access, broken files: each its own type
