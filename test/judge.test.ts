@@ -35,6 +35,7 @@ interface Behaviour {
   garbage: boolean; // 200 with content that is not the expected JSON
   badRefusal: boolean; // refusal writer answers without "I'm sorry"
   hang: boolean; // never answer
+  resetFirst: number; // reset the connection of this many requests first, unanswered
   delayMs: number;
   answer?: (body: Body) => string; // answer as this judge model does (else: the openai judge rule)
 }
@@ -66,6 +67,7 @@ function reset(): void {
     garbage: false,
     badRefusal: false,
     hang: false,
+    resetFirst: 0,
     delayMs: 0,
   };
 }
@@ -94,6 +96,11 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     server.urls.push(req.url!);
     server.auth.push(req.headers.authorization);
     const b = server.behaviour;
+    if (b.resetFirst > 0) {
+      b.resetFirst--;
+      req.socket.resetAndDestroy();
+      return;
+    }
     if (b.hang) return; // leave the socket open; the client must time out
     if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
     if (b.failFirst > 0) {
@@ -290,8 +297,10 @@ test("openai judge: persistent 5xx fails with the URL and last status", async ()
   const message = await userError(() =>
     createJudge(openai({ maxAttempts: 3 })).judge([{ prompt: "p", response: "r" }]),
   );
-  assert.match(message, /^judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions answered HTTP 500/);
-  assert.match(message, /on all 3 attempts/);
+  assert.match(
+    message,
+    /^judge endpoint http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions failed 3 attempts in \d+ s: 3× HTTP 500; last answer: /,
+  );
   assert.equal(server.requests, 3);
 });
 
@@ -321,7 +330,19 @@ test("openai judge: a hung server times out", async () => {
   const message = await userError(() =>
     createJudge(openai({ timeoutMs: 100, maxAttempts: 2 })).judge([{ prompt: "p", response: "r" }]),
   );
-  assert.match(message, /failed all 2 attempts, last: no answer within 0.1 s/);
+  assert.match(message, /failed 2 attempts in \d+ s: 2× no answer within 0.1 s$/);
+});
+
+test("openai judge: the final error tells every failed attempt, in words", async () => {
+  server.behaviour.resetFirst = 2;
+  server.behaviour.hang = true;
+  const message = await userError(() =>
+    createJudge(openai({ timeoutMs: 100, maxAttempts: 3 })).judge([{ prompt: "p", response: "r" }]),
+  );
+  assert.match(
+    message,
+    /failed 3 attempts in \d+ s: 2× connection reset by the server, no answer within 0.1 s$/,
+  );
 });
 
 test("openai judge: unreachable endpoint is one line naming the URL", async () => {
@@ -335,7 +356,7 @@ test("openai judge: unreachable endpoint is one line naming the URL", async () =
   assert.equal(
     message,
     `judge endpoint http://127.0.0.1:${port}/v1/chat/completions is unreachable (ECONNREFUSED): ` +
-      "start the server or fix baseUrl",
+      "start the server or fix --judge-url",
   );
 });
 

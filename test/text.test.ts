@@ -182,9 +182,35 @@ test("openRun: config.json stores URLs without credentials and says so; the same
   const stored = JSON.parse(text) as { settings: typeof settings; left_out: string };
   assert.equal(stored.settings.judge.baseUrl, "http://127.0.0.1:8000/v1");
   assert.match(stored.left_out, /user:password and query strings/);
+  mkdirSync(join(run, "samples"));
+  writeFileSync(join(run, "samples", "batch-00000.jsonl"), "{}\n");
   const second = openRun(run, "analyze", settings, { model }, "samples");
   second.release();
   assert.equal(second.resumed, true);
+});
+
+test("openRun: a run with no result yet starts afresh; a resume on another backend is recorded", (t) => {
+  const run = join(tempDir(t), "run");
+  const engine = { torch: "2.13.0" };
+  const served = { model: MODEL, engine, servers: [{ url: "http://127.0.0.1:8000", server: "vllm" }] };
+  const config = () => JSON.parse(readFileSync(join(run, "config.json"), "utf8")) as Record<string, unknown>;
+  openRun(run, "analyze", {}, served, "samples").release();
+  // The server never answered: nothing committed. Rerun locally: a fresh start, config.json names the engine alone.
+  const local = openRun(run, "analyze", {}, { model: MODEL, engine }, "samples");
+  local.release();
+  assert.equal(local.resumed, false);
+  assert.equal(config().servers, undefined);
+  mkdirSync(join(run, "samples"));
+  writeFileSync(join(run, "samples", "batch-00000.jsonl"), "{}\n");
+  const resumes = () => openRun(run, "analyze", {}, served, "samples");
+  const resumed = resumes();
+  resumed.release();
+  assert.equal(resumed.resumed, true);
+  assert.equal(config().servers, undefined);
+  const recorded = [{ engine, servers: served.servers }];
+  assert.deepEqual(config().resumed_on, recorded);
+  resumes().release(); // a backend already named is not added again
+  assert.deepEqual(config().resumed_on, recorded);
 });
 
 test("openRun: a location pinned by a hash or the model's fingerprint resumes however it is spelled", (t) => {

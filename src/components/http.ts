@@ -41,6 +41,11 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
   const { where, secrets } = request;
   const fail = (message: string) => new UserError(redact(message, secrets));
   const quote = (text: string) => excerpt(redact(text, secrets));
+  const started = Date.now();
+  // Every failed attempt's problem: the final message tells them all, not only the last one.
+  const problems: string[] = [];
+  const gaveUp = (attempts: number) =>
+    `${where} failed ${attempts} attempt${attempts > 1 ? "s" : ""} in ${Math.round((Date.now() - started) / 1000)} s: ${tally(problems)}`;
   for (let attempt = 1; ; attempt++) {
     let status: number;
     let text: string;
@@ -62,11 +67,8 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
       if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
         throw fail(`${where} is unreachable (${code}): ${request.hints.unreachable}`);
       }
-      const problem = isTimeout(err)
-        ? `no answer within ${policy.timeoutMs / 1000} s`
-        : `network error ${code}`;
-      if (attempt >= policy.maxAttempts)
-        throw fail(`${where} failed all ${attempt} attempts, last: ${problem}`);
+      problems.push(isTimeout(err) ? `no answer within ${policy.timeoutMs / 1000} s` : networkProblem(code));
+      if (attempt >= policy.maxAttempts) throw fail(gaveUp(attempt));
       await sleep(backoffMs(policy, attempt));
       continue;
     } finally {
@@ -75,7 +77,8 @@ export async function requestText(request: HttpRequest, policy: RetryPolicy): Pr
     if (status >= 200 && status < 300) return text;
     const answered = `${where} answered HTTP ${status}`;
     if (status === 429 || status >= 500) {
-      if (attempt >= policy.maxAttempts) throw fail(`${answered} on all ${attempt} attempts: ${quote(text)}`);
+      problems.push(`HTTP ${status}`);
+      if (attempt >= policy.maxAttempts) throw fail(`${gaveUp(attempt)}; last answer: ${quote(text)}`);
       await sleep(Math.min(retryAfterMs ?? backoffMs(policy, attempt), policy.maxDelayMs));
       continue;
     }
@@ -116,6 +119,27 @@ function errorCode(err: unknown): string {
     cause?.message ??
     (err instanceof Error ? err.message : String(err))
   );
+}
+
+/** What a socket error code means, in words a user can act on. */
+function networkProblem(code: string): string {
+  const known: Record<string, string> = {
+    ECONNRESET: "connection reset by the server",
+    UND_ERR_SOCKET: "the server closed the connection before answering",
+    EPIPE: "the server closed the connection while the request was sent",
+    ETIMEDOUT: "the connection timed out",
+    EHOSTUNREACH: "no route to the host",
+    ENETUNREACH: "no route to the network",
+    EAI_AGAIN: "the host name could not be resolved (try again)",
+  };
+  return known[code] ?? `network error ${code}`;
+}
+
+/** "2× connection reset, 1× no answer within 10 s", in order of first appearance. */
+function tally(problems: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const p of problems) counts.set(p, (counts.get(p) ?? 0) + 1);
+  return [...counts].map(([p, n]) => (n > 1 ? `${n}× ${p}` : p)).join(", ");
 }
 
 function isTimeout(err: unknown): boolean {

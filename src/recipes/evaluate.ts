@@ -43,7 +43,7 @@ import {
 import { progress } from "../components/progress.js";
 import type { Messages, ModelInfo } from "../components/engine/protocol.js";
 import { Messages as MessagesSchema } from "../components/engine/protocol.js";
-import { readRecords } from "../components/data/records.js";
+import { readRecords, uniqueIds } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { storableSettings } from "../components/io/secrets.js";
@@ -146,13 +146,16 @@ async function readItems(
   }
   if (settings.benign) {
     const file = settings.benign;
+    const unique = uniqueIds(file);
     const records = readRecords(file, settings.encoding).records.flatMap(({ value, where }, i) => {
       const parsed = BenignRecord.safeParse(value);
       if (!parsed.success) throw recordError(file, where, parsed.error);
       const r = parsed.data;
       if (settings.benignSplit && r.split !== settings.benignSplit) return [];
       const messages: Messages = r.messages ?? [{ role: "user", content: r.prompt! }];
-      return [{ set: "benign" as const, id: String(r.id ?? i), messages }];
+      const id = String(r.id ?? i);
+      unique(id, where, "field id");
+      return [{ set: "benign" as const, id, messages }];
     });
     if (records.length === 0)
       throw inputError(file, undefined, `no records in split '${settings.benignSplit}'`);

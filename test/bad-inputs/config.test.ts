@@ -19,7 +19,7 @@ badInputs("config", [
   {
     name: "a config file that is not there",
     setup: () => ["analyze", "--run", "run", "--config", "nofile.json"],
-    expect: /nofile\.json: cannot read the config file \(ENOENT\)/,
+    expect: /nofile\.json: no such config file/,
     absent: ["run"],
   },
   {
@@ -28,7 +28,7 @@ badInputs("config", [
       mkdirSync(join(dir, "conf"));
       return ["analyze", "--run", "run", "--config", "conf"];
     },
-    expect: /conf: cannot read the config file \(EISDIR\)/,
+    expect: /conf: a folder, not a config file/,
   },
   {
     name: "JSON that does not parse",

@@ -1,6 +1,7 @@
 // Data files that are not what their command reads: named by file, record and field, before any
 // engine starts and before the run folder exists.
-import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { flipattackRecords } from "../helpers.js";
 import { badInputs } from "./harness.js";
@@ -42,7 +43,33 @@ badInputs("data", [
       mkdirSync(join(dir, "dd"));
       return ["analyze", "--run", "run", "--model", "m", "--data", "dd"];
     },
-    expect: /dd: cannot read the file \(EISDIR\)/,
+    expect: /dd: a folder, not a file/,
+  },
+  {
+    name: "a device that never ends (/dev/zero)",
+    setup: () => ["analyze", "--run", "run", "--model", "m", "--data", "/dev/zero"],
+    expect: /^steermoe: \/dev\/zero: not a regular file \(a pipe or a device\); write it to a file first$/,
+    absent: ["run"],
+  },
+  {
+    name: "a FIFO no one writes to",
+    setup: (dir) => {
+      execFileSync("mkfifo", [join(dir, "fifo.json")]);
+      return ["analyze", "--run", "run", "--model", "m", "--data", "fifo.json"];
+    },
+    expect: /fifo\.json: not a regular file \(a pipe or a device\)/,
+    absent: ["run"],
+  },
+  {
+    name: "a data file over the size limit (sparse: no disk used)",
+    setup: (dir) => {
+      const big = join(dir, "big.jsonl");
+      writeFileSync(big, "");
+      truncateSync(big, 2 ** 30 + 1);
+      return ["analyze", "--run", "run", "--model", "m", "--data", "big.jsonl"];
+    },
+    expect: /big\.jsonl: 1\.0 GiB, over the 1 GiB limit for a file; split it/,
+    absent: ["run"],
   },
   {
     name: "JSON cut short",
@@ -66,6 +93,31 @@ badInputs("data", [
       )(dir),
     expect: /d\.jsonl line 9: not valid JSON/,
     absent: ["run"],
+  },
+  {
+    name: "eval: two --benign prompts with one id",
+    setup: (dir) => [
+      ...["eval", "--model", "m", "--out", "o", "--benign"],
+      file(
+        dir,
+        "b.json",
+        JSON.stringify([
+          { id: 1, prompt: "hello" },
+          { id: 1, prompt: "hi" },
+        ]),
+      ),
+    ],
+    expect: /b\.json record 1 field id: duplicate id 1 \(also record 0\); ids must be unique/,
+    absent: ["o"],
+  },
+  {
+    name: "eval: a benchmark file of one's own with one id twice",
+    setup: (dir) => [
+      ...["eval", "--model", "m", "--out", "o", "--benchmark"],
+      `mine=${file(dir, "b.csv", "id,prompt\n7,a\n7,b\n")},prompt=prompt,id=id`,
+    ],
+    expect: /b\.csv row 2 \(line 3\) column id: duplicate id 7 \(also row 1\); ids must be unique/,
+    absent: ["o"],
   },
   {
     name: "a record without its goal",

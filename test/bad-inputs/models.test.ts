@@ -68,6 +68,19 @@ badInputs("models", [
     expect:
       /sample 0:safe field messages: the model's chat template or tokenizer rejects it \(.*no system role\)/,
   },
+  {
+    name: "eval: a jailbreak prompt over --max-prompt-tokens, with advice eval can take",
+    setup: async (dir) => {
+      const records = flipattackRecords(2);
+      records[1]!.all_prompt = "many words ".repeat(200);
+      const data = file(dir, "jb.json", JSON.stringify(records));
+      const model = await modelCopy(dir, () => {});
+      return ["eval", "--model", model, "--out", "o", "--jailbreaks", data, "--max-prompt-tokens", "100"];
+    },
+    expect:
+      /^steermoe: jb\.json record id 1 \(jailbreak prompt\): the prompt is \d+ tokens, over the limit of 100 \(--max-prompt-tokens 100\); shorten it or raise --max-prompt-tokens$/,
+    absent: ["o"],
+  },
 ]);
 
 test("models: an engine that dies says how in one line, its last output kept in a log", (t) => {

@@ -217,7 +217,9 @@ badInputs("judge", [
     name: "a 500 on every attempt, its body repeating the key",
     setup: (dir) => judged(dir, judgeUrl("fail500", "c"), ["--set", "judge.maxAttempts=1"]),
     env: keyEnv,
-    expect: new RegExp(`${endpoint("fail500", "c")} answered HTTP 500 on all 1 attempts: server error`),
+    expect: new RegExp(
+      `${endpoint("fail500", "c")} failed 1 attempt in \\d+ s: HTTP 500; last answer: server error`,
+    ),
     secrets: [KEY],
     absent: RUN,
   },
@@ -236,7 +238,7 @@ badInputs("judge", [
     setup: (dir) =>
       judged(dir, judgeUrl("hang", "e"), ["--judge-timeout", "0.5", "--set", "judge.maxAttempts=1"]),
     env: keyEnv,
-    expect: new RegExp(`${endpoint("hang", "e")} failed all 1 attempts, last: no answer within 0\\.5 s`),
+    expect: new RegExp(`${endpoint("hang", "e")} failed 1 attempt in \\d+ s: no answer within 0\\.5 s`),
     secrets: [KEY],
     absent: RUN,
   },
@@ -348,7 +350,8 @@ function filesUnder(dir: string): string[] {
     .filter((path) => statSync(path).isFile());
 }
 
-const portless = (text: string) => text.replaceAll(`127.0.0.1:${port}/`, "127.0.0.1:PORT/");
+const portless = (text: string) =>
+  text.replaceAll(`127.0.0.1:${port}/`, "127.0.0.1:PORT/").replace(/ in \d+ s:/, " in N s:");
 
 test("judge: a server that hangs is retried, a waiting line per retry, then one error line", (t) => {
   const dir = tempDir(t);
@@ -357,8 +360,8 @@ test("judge: a server that hangs is retried, a waiting line per retry, then one 
   assert.equal(result.status, 1, result.stderr);
   assert.deepEqual(portless(result.stderr).trim().split("\n"), [
     "waiting for judge endpoint http://127.0.0.1:PORT/hang/j/v1 (attempt 2/2, 0.5 s timeout)",
-    "steermoe: judge endpoint http://127.0.0.1:PORT/hang/j/v1/chat/completions failed all 2 attempts, " +
-      "last: no answer within 0.5 s",
+    "steermoe: judge endpoint http://127.0.0.1:PORT/hang/j/v1/chat/completions failed 2 attempts in N s: " +
+      "2× no answer within 0.5 s",
   ]);
 });
 

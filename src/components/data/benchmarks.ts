@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { inputError, UserError } from "../errors.js";
-import { readTableRecords } from "./records.js";
+import { readTableRecords, uniqueIds } from "./records.js";
 import type { TextEncoding } from "../io/store.js";
 
 export const PromptKind = z.enum(["harmful", "benign"]);
@@ -227,6 +227,7 @@ export async function loadBenchmark(
 
   const { records } = await readTableRecords(file, encoding);
   const items: BenchmarkItem[] = [];
+  const unique = uniqueIds(file);
   let skipped = 0;
   records.forEach(({ value, where }, index) => {
     if (typeof value !== "object" || value === null || Array.isArray(value))
@@ -251,7 +252,9 @@ export async function loadBenchmark(
       return;
     }
     const item = split.item(column, index);
-    if (item) items.push({ benchmark: label, ...item });
+    if (!item) return;
+    unique(item.id, where, spec.id ? `column ${spec.id}` : "id");
+    items.push({ benchmark: label, ...item });
   });
   if (items.length === 0) throw inputError(file, undefined, `no prompts in ${label}`);
   return { items, skipped };

@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { inputError, recordError } from "../errors.js";
 import { Messages } from "../engine/protocol.js";
-import { readRecords } from "./records.js";
+import { readRecords, uniqueIds } from "./records.js";
 import type { TextEncoding } from "../io/store.js";
 
 export const ConversationRecord = z.strictObject({
@@ -17,13 +17,12 @@ export interface Conversation {
 
 /** `replay`: every conversation must end with the assistant response to replay. */
 export function readConversations(file: string, replay: boolean, encoding: TextEncoding): Conversation[] {
-  const seen = new Set<string>();
+  const unique = uniqueIds(file);
   return readRecords(file, encoding).records.map(({ value, where }, i) => {
     const parsed = ConversationRecord.safeParse(value);
     if (!parsed.success) throw recordError(file, where, parsed.error);
     const id = String(parsed.data.id ?? i);
-    if (seen.has(id)) throw inputError(file, `${where} field id`, `duplicate id '${id}'`);
-    seen.add(id);
+    unique(id, where, "field id");
     const last = parsed.data.messages.at(-1)!;
     if (replay && last.role !== "assistant") {
       throw inputError(

@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { inputError, UserError } from "../errors.js";
 import { Messages, Role, type Message } from "../engine/protocol.js";
-import { readRecords } from "./records.js";
+import { readRecords, uniqueIds } from "./records.js";
 import type { TextEncoding } from "../io/store.js";
 
 export interface Pair {
@@ -86,7 +86,7 @@ export function loadPairs(
   options: LoadPairsOptions = {},
 ): LoadedDataset {
   const { records, sha256: datasetSha256 } = readRecords(file, options.encoding);
-  const firstIndexOfId = new Map<string, number>();
+  const unique = uniqueIds(file);
   const pairs: Pair[] = [];
   records.forEach((raw, index) => {
     const { where } = raw;
@@ -97,14 +97,7 @@ export function loadPairs(
     const record = raw.value as Record<string, unknown>;
 
     const pairId = readId(record, index, mapping.idField, fail);
-    const earlier = firstIndexOfId.get(pairId);
-    if (earlier !== undefined) {
-      throw fail(
-        mapping.idField ?? "id",
-        `duplicate id ${pairId} (also record ${earlier}); ids must be unique`,
-      );
-    }
-    firstIndexOfId.set(pairId, index);
+    unique(pairId, where, `field ${mapping.idField ?? "id"}`);
 
     const safe = readPrompt(record, mapping.safe, fail);
     const unsafe = readPrompt(record, mapping.unsafe, fail);

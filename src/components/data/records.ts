@@ -3,12 +3,11 @@
 // where it came from, so errors can name the file and the record (and line). Text must be what it
 // claims: bytes that are not UTF-8 (unless another encoding is asked for) and strings holding a
 // lone UTF-16 surrogate are refused, and integers too large for a JSON number are read exactly.
-import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse } from "csv-parse/sync";
 import { parquetReadObjects } from "hyparquet";
 import { inputError } from "../errors.js";
-import { decodeText, sha256, type TextEncoding } from "../io/store.js";
+import { decodeText, readInputFile, sha256, type TextEncoding } from "../io/store.js";
 
 export interface SourcedRecord {
   value: unknown;
@@ -20,15 +19,6 @@ export interface RecordFile {
   records: SourcedRecord[];
   /** sha256 of the file's bytes, recorded with runs so a changed dataset is noticed. */
   sha256: string;
-}
-
-function readBytes(file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw inputError(file, undefined, code === "ENOENT" ? "no such file" : `cannot read the file (${code})`);
-  }
 }
 
 const ENCODING_FIX = "save the file as UTF-8, or read it with --encoding latin1 or utf8-replace";
@@ -88,7 +78,7 @@ function checked(file: string, records: SourcedRecord[]): SourcedRecord[] {
 }
 
 export function readRecords(file: string, encoding: TextEncoding = "utf8"): RecordFile {
-  const bytes = readBytes(file);
+  const bytes = readInputFile(file);
 
   const text = decodeText(bytes, file, encoding, ENCODING_FIX).replace(/^\uFEFF/, "");
   let records: SourcedRecord[];
@@ -143,7 +133,7 @@ class InvalidCell {
 /** readRecords, plus Parquet files (by their .parquet extension), one record per row. */
 export async function readTableRecords(file: string, encoding: TextEncoding = "utf8"): Promise<RecordFile> {
   if (extname(file).toLowerCase() !== ".parquet") return readRecords(file, encoding);
-  const bytes = readBytes(file);
+  const bytes = readInputFile(file);
   const stringFromBytes = (cell: Uint8Array | undefined) => {
     if (!cell) return cell;
     try {
@@ -169,4 +159,19 @@ export async function readTableRecords(file: string, encoding: TextEncoding = "u
     return { value, where };
   });
   return { records: checked(file, records), sha256: sha256(bytes) };
+}
+
+/**
+ * A check that refuses an id seen before in `file` (results, caches and joins are keyed by id),
+ * naming both records.
+ */
+export function uniqueIds(file: string): (id: string, where: string, field: string) => void {
+  const first = new Map<string, string>();
+  // `field` is where in the record the id is: "field id", "column BehaviorID".
+  return (id, where, field) => {
+    const earlier = first.get(id);
+    if (earlier !== undefined)
+      throw inputError(file, `${where} ${field}`, `duplicate id ${id} (also ${earlier}); ids must be unique`);
+    first.set(id, where.replace(/ \(.*\)$/, ""));
+  };
 }

@@ -19,8 +19,9 @@ export interface PromptLimits {
   /** Tokens generated after the prompt; 0 for training sequences, which are measured whole. */
   maxNewTokens: number;
   maxPromptTokens?: number | undefined;
-  /** Leave over-long prompts out instead of refusing the whole input. */
-  skipLong?: boolean;
+  /** Leave over-long prompts out instead of refusing the whole input; undefined where the command
+   * has no --skip-long (its error does not advise it). */
+  skipLong?: boolean | undefined;
 }
 
 export interface MeasuredPrompts {
@@ -68,7 +69,12 @@ export async function measurePrompts(
     }
     if (limits.skipLong) return false;
     const what = whole ? "sequence" : "prompt";
-    const fix = whole ? "shorten it" : "shorten it, lower --max-new-tokens, or pass --skip-long to leave such records out";
+    const fixes = [
+      "shorten it",
+      ...(limit === limits.maxPromptTokens ? ["raise --max-prompt-tokens"] : whole ? [] : ["lower --max-new-tokens"]),
+      ...(limits.skipLong === undefined ? [] : ["pass --skip-long to leave such records out"]),
+    ];
+    const fix = fixes.length > 2 ? `${fixes.slice(0, -1).join(", ")}, or ${fixes.at(-1)}` : fixes.join(" or ");
     throw new UserError(`${prompt.where}: the ${what} is ${length} tokens, over the limit of ${limit} (${reason}); ${fix}`);
   });
   return { keep, longest };

@@ -124,7 +124,10 @@ export const RunConfig = z.looseObject({
   kind: z.string(),
   settings: z.unknown(),
   model: z.looseObject({ fingerprint: ModelFingerprint.optional() }).optional(),
+  /** Backends (engine, servers) a resume ran on that the run did not start on. */
+  resumed_on: z.array(z.record(z.string(), z.unknown())).optional(),
 });
+export type RunConfig = z.infer<typeof RunConfig>;
 
 /** RUN/config.json of an analysis, as far as training reads it. */
 export const AnalysisConfig = z.looseObject({

@@ -2,11 +2,12 @@
 // the settings and the model's fingerprint; a later invocation with the same settings and model
 // resumes it, one with different settings or a changed model is refused with the difference
 // named, so results from two settings or two models never mix. One command at a time (lock.ts).
+import { isDeepStrictEqual } from "node:util";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { UserError } from "../errors.js";
-import { readJson, writeJsonAtomic } from "./store.js";
+import { readInputFile, readJson, writeJsonAtomic } from "./store.js";
 import { RunConfig } from "./run-files.js";
 import { z } from "zod";
 import { storableSettings } from "./secrets.js";
@@ -67,6 +68,21 @@ function modelChanges(before: ModelFingerprint | undefined, after: ModelFingerpr
 
 const MODEL_FINGERPRINT = "model fingerprint";
 
+/**
+ * A resume on another backend (a local engine after a server, other servers, other versions)
+ * is added to config.json's `resumed_on`: its top-level fields still say what the run started on.
+ */
+const BACKEND_FIELDS = ["engine", "servers"];
+
+function recordResume(path: string, previous: RunConfig, describe: Record<string, unknown>): void {
+  const backend = (config: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(config).filter(([key]) => BACKEND_FIELDS.includes(key)));
+  const now = backend(describe);
+  const sessions = [backend(previous), ...(previous.resumed_on ?? [])];
+  if (sessions.some((s) => isDeepStrictEqual(s, now))) return;
+  writeJsonAtomic(path, { ...previous, resumed_on: [...(previous.resumed_on ?? []), now] });
+}
+
 const list = (items: string[]) => `${items.slice(0, 3).join("; ")}${items.length > 3 ? "; ..." : ""}`;
 
 /** A job's hold on its run folder: whether it resumes, and the lock to let go of when it ends. */
@@ -105,6 +121,10 @@ export function openRun(
       });
       return { resumed: false, release: lock.release };
     };
+    const startOver = () => {
+      for (const name of entries) rmSync(join(dir, name), { recursive: true, force: true });
+      return fresh();
+    };
     if (!existsSync(configPath)) {
       if (entries.length > 0)
         throw new UserError(`${dir} exists and is not a steermoe run; choose a new folder`);
@@ -126,20 +146,25 @@ export function openRun(
     const compared = (settings: unknown) =>
       allPins.filter(bothPinned).reduce((v, pin) => without(v, pin.setting.split(".")), settings);
     const settingsChanged = differences(compared(previous.settings), compared(stored.settings));
-    if (!settingsChanged.length && !modelChanged.length) return { resumed: true, release: lock.release };
+    const committed =
+      existsSync(join(dir, work)) && readdirSync(join(dir, work)).some((f) => !f.startsWith("."));
+    if (!settingsChanged.length && !modelChanged.length) {
+      // A run stopped before its first result (a server that never started, say) is started
+      // afresh: its config.json then names what this session runs on, not what failed.
+      if (!committed) return startOver();
+      recordResume(configPath, previous, describe);
+      return { resumed: true, release: lock.release };
+    }
     const why = settingsChanged.length
       ? `made with other settings (${list(settingsChanged)})`
       : `made with another model at ${describe.model.source} (${list(modelChanged)})`;
-    const committed =
-      existsSync(join(dir, work)) && readdirSync(join(dir, work)).some((f) => !f.startsWith("."));
     if (committed) {
       throw new UserError(
         `${dir} was ${why}; ${settingsChanged.length ? "rerun with the same settings" : "rerun with the model it was made with"} to resume, or choose a new folder`,
       );
     }
     process.stderr.write(`steermoe: ${dir} was ${why} but holds no finished ${work} yet; starting it over\n`);
-    for (const name of entries) rmSync(join(dir, name), { recursive: true, force: true });
-    return fresh();
+    return startOver();
   } catch (err) {
     lock.release();
     throw err;
@@ -148,12 +173,7 @@ export function openRun(
 
 /** A config file (JSON or YAML) holding settings; flags given on the command line override it. */
 export function readConfigFile(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new UserError(`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code})`);
-  }
+  const text = readInputFile(file, "config file").toString("utf8");
   let value: unknown;
   try {
     value = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);

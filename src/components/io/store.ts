@@ -21,6 +21,37 @@ import { isUtf8 } from "node:buffer";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 
+/** The most a file given as input (data, config, template, steering map) may hold. */
+export const INPUT_LIMIT_BYTES = 2 ** 30;
+
+/**
+ * The bytes of a file the user named: a regular file (a FIFO or a device such as /dev/zero would
+ * block or never end) of at most INPUT_LIMIT_BYTES, or a one-line error naming it.
+ */
+export function readInputFile(file: string, what = "file"): Buffer {
+  const fail = (problem: string) => new UserError(`${file}: ${problem}`);
+  let size: number;
+  try {
+    const stat = statSync(file);
+    if (stat.isDirectory()) throw fail(`a folder, not a ${what}`);
+    if (!stat.isFile()) throw fail("not a regular file (a pipe or a device); write it to a file first");
+    size = stat.size;
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw fail(code === "ENOENT" ? `no such ${what}` : `cannot read the ${what} (${code})`);
+  }
+  if (size > INPUT_LIMIT_BYTES)
+    throw fail(
+      `${(size / 2 ** 30).toFixed(1)} GiB, over the ${INPUT_LIMIT_BYTES / 2 ** 30} GiB limit for a ${what}; split it`,
+    );
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw fail(`cannot read the ${what} (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
 /** Hex sha256, as sha256sum prints it. */
 export function sha256(data: string | Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");

@@ -1,12 +1,12 @@
 // Open file formats for results: .npy for arrays, CSV and Parquet for row tables. Everything here
 // loads in numpy/pandas without this project, and every file is written atomically.
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parquetReadObjects } from "hyparquet";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { UserError, zodProblem } from "../errors.js";
 import { RiskDiffRow } from "./run-files.js";
-import { writeFileAtomic } from "./store.js";
+import { readInputFile, writeFileAtomic } from "./store.js";
 import { expertLabel, type ExpertRef, type RiskDiffResult } from "../method/riskdiff.js";
 
 // ---- .npy (format v1.0, little-endian, C order)
@@ -64,10 +64,10 @@ export function parseNpy(bytes: Buffer): { descr: string; shape: number[]; body:
 }
 
 export function readNpy(path: string): { data: Float64Array; shape: number[] } {
-  if (!existsSync(path)) throw new UserError(`${path}: no such file`);
+  const bytes = readInputFile(path);
   let npy;
   try {
-    npy = parseNpy(readFileSync(path));
+    npy = parseNpy(bytes);
   } catch (err) {
     throw new UserError(`${path}: ${(err as Error).message}`);
   }

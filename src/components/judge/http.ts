@@ -197,9 +197,9 @@ function post(endpoint: Endpoint, url: string, body: string): Promise<string> {
       body,
       where: `${endpoint.role} ${publicUrl(url)}`,
       hints: {
-        unreachable: "start the server or fix baseUrl",
+        unreachable: "start the server or fix --judge-url",
         auth: `check ${basic ? "user:password in the URL" : `the key in ${cfg.apiKeyEnv ?? "apiKeyEnv"}`}`,
-        notFound: "check baseUrl and model",
+        notFound: "check --judge-url and --judge-model",
       },
       secrets: endpoint.secrets,
       waiting: (attempt) => noticeWaiting(endpoint, attempt),

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { inputError } from "../errors.js";
-import { decodeText } from "../io/store.js";
+import { decodeText, readInputFile } from "../io/store.js";
 
 const PLACEHOLDER = /\{\{|\}\}|\{(\w*)\}/g;
 
@@ -45,13 +45,7 @@ export function checkTemplate(text: string, fields: readonly string[], where: st
 
 /** A user's template file, checked. */
 export function readTemplate(file: string, fields: readonly string[]): Template {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(file);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    throw inputError(file, undefined, code === "ENOENT" ? "no such judge template file" : String(err));
-  }
+  const bytes = readInputFile(file, "judge template file");
   return checkTemplate(decodeText(bytes, file, "utf8", "save the template as UTF-8"), fields, file);
 }
 

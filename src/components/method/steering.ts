@@ -2,14 +2,14 @@
 // changed. A finite bias moves an expert up or down the ranking; -inf switches it off (never
 // chosen), +inf forces it on (always in the top-k). How the bias enters the router, weights
 // included, is engine/steermoe_engine/control.py's docstring.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { extname, join } from "node:path";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import type { ModelInfo } from "../engine/protocol.js";
 import { ndarray, type NDArray } from "../engine/frames.js";
 import { ExpertsFile, type EvalResults } from "../io/run-files.js";
-import { readJson } from "../io/store.js";
+import { readInputFile, readJson } from "../io/store.js";
 import { readNpy, readRiskDiffTable } from "../io/tables.js";
 import { ExpertRef } from "./riskdiff.js";
 
@@ -89,7 +89,7 @@ export function readSteerFile(file: string): Steering {
   }
   let value: unknown;
   try {
-    value = JSON.parse(readFileSync(file, "utf8"));
+    value = JSON.parse(readInputFile(file, "steering map").toString("utf8"));
   } catch (err) {
     throw new UserError(`${file}: not valid JSON (${(err as Error).message})`);
   }
