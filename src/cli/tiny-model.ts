@@ -1,7 +1,8 @@
 // steermoe tiny-model: a tiny random MoE model folder, for tests and examples.
 import { Option, type Command } from "commander";
 import { z } from "zod";
-import { tinyModel } from "../recipes/tiny-model.js";
+import { UserError } from "../components/errors.js";
+import { DENSE_TEST_ARCH, tinyModel } from "../recipes/tiny-model.js";
 import { fromSchema, seedOption, verbose } from "./flags.js";
 
 const Count = z.number().int().min(1).optional();
@@ -42,6 +43,10 @@ export function tinyModelCommand(cli: Command): void {
       hidden?: number;
       released?: boolean;
     }) => {
+      if (flags.arch === DENSE_TEST_ARCH)
+        throw new UserError(
+          `--arch ${DENSE_TEST_ARCH}: a dense model (no experts), which steermoe cannot analyse; choose an MoE type of docs/support.md, e.g. olmoe or llama4_text`,
+        );
       const result = await tinyModel(
         {
           arch: flags.arch,

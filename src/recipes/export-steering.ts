@@ -5,7 +5,8 @@
 //   npy   float32 [num_layers, num_experts], row = decoder layer, ±inf as IEEE infinities; .npy
 //         has no room for text, so FILE.json next to it states the model and the indexing.
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { extname, join } from "node:path";
+import { UserError } from "../components/errors.js";
 import { checkOutputFile } from "../components/io/run.js";
 import { z } from "zod";
 import { AnalysisConfig } from "../components/io/run-files.js";
@@ -25,6 +26,13 @@ export async function exportSteering(
   input: ExportSteeringSettings,
 ): Promise<{ files: string[]; experts: number }> {
   const { run, format, out, ...from } = ExportSteeringSettings.parse(input);
+  // Readers (--steer among them) tell the format by the extension.
+  if ((extname(out).toLowerCase() === ".npy") !== (format === "npy"))
+    throw new UserError(
+      format === "npy"
+        ? `--out ${out}: --format npy writes a .npy file; name it ${out.slice(0, out.length - extname(out).length)}.npy`
+        : `--out ${out}: a .npy name for a JSON map; give --format npy, or name it ${out.slice(0, out.length - extname(out).length)}.json`,
+    );
   // Only a map this command wrote is replaced: never the run's experts.json or any other file.
   const isMap = (text: string) => text.includes('"format": "steermoe steering map"');
   if (format === "json") checkOutputFile(out, "steering map", isMap);

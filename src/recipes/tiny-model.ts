@@ -2,6 +2,10 @@
 import { withEngine, type EngineHandle, type TinySize } from "../components/engine/client.js";
 import type { TinyModelResult } from "../components/engine/protocol.js";
 
+/** The one dense type the engine builds: tests use it to check that models without experts are
+ * refused. The CLI does not offer it. */
+export const DENSE_TEST_ARCH = "llama";
+
 export interface TinyModelConfig {
   arch: string;
   out: string;

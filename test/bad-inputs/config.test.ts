@@ -1,5 +1,5 @@
 // --config files that cannot be read, parsed or used: named, before any engine starts.
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { flipattackRecords } from "../helpers.js";
 import { badInputs } from "./harness.js";
@@ -45,6 +45,22 @@ badInputs("config", [
     name: "YAML that does not parse",
     setup: withConfig("c.yaml", "a: [\n"),
     expect: /c\.yaml: not valid YAML/,
+  },
+  {
+    name: "YAML with a !!python tag",
+    setup: withConfig("c.yaml", 'model:\n  source: !!python/object/apply:os.system ["echo hi"]\n'),
+    expect:
+      /^steermoe: c\.yaml: not valid YAML \(Unresolved tag: tag:yaml\.org,2002:python\/object\/apply:os\.system at line 2, column 11\)$/,
+    absent: ["run"],
+  },
+  {
+    name: "a config file that is not UTF-8",
+    setup: (dir) => {
+      writeFileSync(join(dir, "c.yaml"), Buffer.from([0x6d, 0x3a, 0x20, 0xff, 0x0a]));
+      return ["analyze", "--run", "run", "--config", "c.yaml"];
+    },
+    expect: /^steermoe: c\.yaml: .*UTF-8/,
+    absent: ["run"],
   },
   {
     name: "a list instead of an object",

@@ -120,6 +120,12 @@ badInputs("data", [
     absent: ["o"],
   },
   {
+    name: "jailbreak: a goals CSV naming its goal column twice",
+    setup: (dir) => ["jailbreak", "--goals", file(dir, "g.csv", "goal,goal\na b,c d\n"), "--out", "p.json"],
+    expect: /^steermoe: g\.csv line 1: column goal appears twice in the header$/,
+    absent: ["p.json"],
+  },
+  {
     name: "a record without its goal",
     setup: analyzeOn((records) => records.map((r, i) => (i === 1 ? { ...r, goal: undefined } : r))),
     expect: /d\.json record 1 field goal: missing/,

@@ -254,6 +254,29 @@ badInputs("flags", [
     expect: /^steermoe: --steer-scale needs --steer-from$/,
     absent: ["o"],
   },
+  ...[
+    ['"NaN"', 'got "NaN"$'],
+    ["null", "got null$"],
+    ['"-5"', 'got "-5" \\(a number in quotes: write it without them\\)$'],
+    ["1e400", "got Infinity \\(too large for a JSON number\\)$"],
+  ].map(([bias, got]) => ({
+    name: `a steering map whose bias is ${bias}`,
+    setup: (dir: string) => [
+      ...["generate", "--model", "m", "--input", "i.jsonl", "--out", "o", "--steer"],
+      file(dir, "s.json", `{"biases": [{"layer": 0, "expert": 1, "bias": ${bias}}]}`),
+    ],
+    expect: new RegExp(
+      `^steermoe: s\\.json field biases\\.0\\.bias: expected a number, "inf" \\(always selected\\) or "-inf" \\(never selected\\), ${got}`,
+    ),
+    absent: ["o"],
+  })),
+  {
+    name: "tiny-model --arch llama (dense)",
+    setup: () => ["tiny-model", "--arch", "llama", "--out", "t"],
+    expect:
+      /^steermoe: --arch llama: a dense model \(no experts\), which steermoe cannot analyse; choose an MoE type/,
+    absent: ["t"],
+  },
   {
     name: "two eval models of one name",
     setup: () => ["eval", "--model", "a=m1", "--model", "a=m2", "--out", "o"],

@@ -6,6 +6,7 @@ import { chmodSync, cpSync, readFileSync, rmSync, truncateSync, writeFileSync } 
 import { join } from "node:path";
 import { test } from "node:test";
 import { flipattackRecords, run, tempDir } from "../helpers.js";
+import { writeNpy } from "../../src/components/io/tables.js";
 import { badInputs } from "./harness.js";
 import { file, tinyModel } from "./fixtures.js";
 
@@ -68,11 +69,38 @@ badInputs("models", [
     expect:
       /sample 0:safe field messages: the model's chat template or tokenizer rejects it \(.*no system role\)/,
   },
+  ...[
+    [
+      "a JSON steering map",
+      "s.json",
+      (path: string) => writeFileSync(path, '{"biases": [{"layer": 1, "expert": 2, "bias": -1e300}]}'),
+    ],
+    [
+      "a float64 .npy steering map",
+      "s.npy",
+      (path: string) => {
+        const map = new Float64Array(2 * 8);
+        map[8 + 2] = -1e300;
+        writeNpy(path, map, [2, 8]);
+      },
+    ],
+  ].map(([what, name, write]) => ({
+    name: `${what as string} with a bias past float32's range`,
+    setup: async (dir: string) => {
+      (write as (path: string) => void)(join(dir, name as string));
+      writeFileSync(join(dir, "i.jsonl"), '{"messages": [{"role": "user", "content": "hi"}]}\n');
+      const model = await modelCopy(dir, () => {});
+      return ["generate", "--model", model, "--input", "i.jsonl", "--out", "o", "--steer", name as string];
+    },
+    expect:
+      /^steermoe: --steer: layer 1 expert 2: bias -1e\+300 is beyond float32's range \(±3\.4e38\), in which the router adds it; write "inf" or "-inf"/,
+    absent: ["o"],
+  })),
   {
     name: "eval: a jailbreak prompt over --max-prompt-tokens, with advice eval can take",
     setup: async (dir) => {
       const records = flipattackRecords(2);
-      records[1]!.all_prompt = "many words ".repeat(200);
+      records[1]!.all_prompt = [{ role: "user", content: "many words ".repeat(200) }];
       const data = file(dir, "jb.json", JSON.stringify(records));
       const model = await modelCopy(dir, () => {});
       return ["eval", "--model", model, "--out", "o", "--jailbreaks", data, "--max-prompt-tokens", "100"];

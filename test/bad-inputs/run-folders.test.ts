@@ -117,6 +117,19 @@ badInputs("run folders", [
     after: (dir) => assert.match(readFileSync(join(dir, "run", "experts.json"), "utf8"), /"ranking"/),
   },
   {
+    name: "export-steering --format npy to a .json name",
+    setup: () => ["export-steering", "--run", "run", "--format", "npy", "--out", "out/map.json"],
+    expect: /^steermoe: --out out\/map\.json: --format npy writes a \.npy file; name it out\/map\.npy$/,
+    absent: ["out"],
+  },
+  {
+    name: "export-steering JSON to a .npy name",
+    setup: () => ["export-steering", "--run", "run", "--out", "map.npy"],
+    expect:
+      /^steermoe: --out map\.npy: a \.npy name for a JSON map; give --format npy, or name it map\.json$/,
+    absent: ["map.npy"],
+  },
+  {
     name: "eval --out on an analysis run",
     setup: damaged(
       () => undefined,

@@ -246,7 +246,7 @@ badInputs("judge", [
     name: "a 404: wrong path or model",
     setup: (dir) => judged(dir, judgeUrl("nowhere", "f")),
     env: keyEnv,
-    expect: /answered HTTP 404 \(check baseUrl and model\)/,
+    expect: /answered HTTP 404 \(check --judge-url and --judge-model\)/,
     absent: RUN,
   },
   {

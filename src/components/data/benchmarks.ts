@@ -271,7 +271,8 @@ function custom(
     item: (column, index) => {
       const goal = required(column, prompt);
       return {
-        id: id ? required(column, id) : String(index),
+        // Without id=COLUMN, a file's own "id" column is kept where it has one.
+        id: id ? required(column, id) : (column("id", { optional: true }) ?? String(index)),
         kind,
         prompt: goal,
         goal,

@@ -6,7 +6,7 @@
 import { extname } from "node:path";
 import { parse } from "csv-parse/sync";
 import { parquetReadObjects } from "hyparquet";
-import { inputError } from "../errors.js";
+import { inputError, UserError } from "../errors.js";
 import { decodeText, readInputFile, sha256, type TextEncoding } from "../io/store.js";
 
 export interface SourcedRecord {
@@ -117,9 +117,16 @@ export function readRecords(file: string, encoding: TextEncoding = "utf8"): Reco
 // line is where the row ends, since quoted fields may span lines.
 function readCsv(file: string, text: string): SourcedRecord[] {
   let rows: { record: Record<string, string>; info: { lines: number } }[];
+  // Two columns of one name would leave only the last one's values, unnoticed.
+  const header = (names: string[]) => {
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
+    if (twice !== undefined) throw inputError(file, "line 1", `column ${twice} appears twice in the header`);
+    return names;
+  };
   try {
-    rows = parse(text, { columns: true, info: true, skip_empty_lines: true, relax_column_count: false });
+    rows = parse(text, { columns: header, info: true, skip_empty_lines: true, relax_column_count: false });
   } catch (err) {
+    if (err instanceof UserError) throw err;
     throw inputError(file, undefined, `not valid CSV (${(err as Error).message}); fix the file`);
   }
   return rows.map(({ record, info }, i) => ({ value: record, where: `row ${i + 1} (line ${info.lines})` }));

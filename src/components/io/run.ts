@@ -5,9 +5,9 @@
 import { isDeepStrictEqual } from "node:util";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parseDocument } from "yaml";
 import { UserError } from "../errors.js";
-import { readInputFile, readJson, writeJsonAtomic } from "./store.js";
+import { decodeText, readInputFile, readJson, writeJsonAtomic } from "./store.js";
 import { RunConfig } from "./run-files.js";
 import { z } from "zod";
 import { storableSettings } from "./secrets.js";
@@ -171,15 +171,24 @@ export function openRun(
   }
 }
 
+/** YAML's data only: a tag the core schema does not know (!!python/...) is an error, not a
+ * warning printed on stderr and a value taken as a string. */
+function plainYaml(text: string): unknown {
+  const doc = parseDocument(text, { logLevel: "silent" });
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) throw problem;
+  return doc.toJS();
+}
+
 /** A config file (JSON or YAML) holding settings; flags given on the command line override it. */
 export function readConfigFile(file: string): Record<string, unknown> {
-  const text = readInputFile(file, "config file").toString("utf8");
+  const text = decodeText(readInputFile(file, "config file"), file, "utf8", "save it as UTF-8");
   let value: unknown;
   try {
-    value = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
+    value = /\.json$/i.test(file) ? JSON.parse(text) : plainYaml(text);
   } catch (err) {
     throw new UserError(
-      `${file}: not valid ${/\.json$/i.test(file) ? "JSON" : "YAML"} (${(err as Error).message.split("\n")[0]})`,
+      `${file}: not valid ${/\.json$/i.test(file) ? "JSON" : "YAML"} (${(err as Error).message.split("\n")[0]!.replace(/:$/, "")})`,
     );
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {

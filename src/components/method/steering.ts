@@ -14,7 +14,18 @@ import { readNpy, readRiskDiffTable } from "../io/tables.js";
 import { ExpertRef } from "./riskdiff.js";
 
 /** JSON has no infinity: a bias is a number, or "inf" (switched on) / "-inf" (switched off). */
-export const Bias = z.union([z.number(), z.enum(["inf", "-inf"])]);
+export const Bias = z.union([z.number(), z.enum(["inf", "-inf"])], {
+  error: ({ input }) => {
+    const got = typeof input === "number" ? String(input) : JSON.stringify(input);
+    const why =
+      typeof input === "number"
+        ? " (too large for a JSON number)"
+        : typeof input === "string" && input.trim() !== "" && !Number.isNaN(Number(input))
+          ? " (a number in quotes: write it without them)"
+          : "";
+    return `expected a number, "inf" (always selected) or "-inf" (never selected), got ${got}${why}`;
+  },
+});
 export type Bias = z.infer<typeof Bias>;
 export const SteerBias = z.strictObject({ ...ExpertRef.shape, bias: Bias });
 export type SteerBias = z.infer<typeof SteerBias>;
@@ -204,6 +215,15 @@ export function steerRequest(
     if (given.has(layer * E + expert))
       throw new UserError(`${what}: layer ${layer} expert ${expert} is given twice`);
     given.add(layer * E + expert);
+  }
+  for (const { layer, expert, bias } of steering.biases) {
+    // The router adds the bias in float32: a finite bias past its range would become ±inf, and
+    // silently switch the expert fully on or off.
+    const value = intensity * biasValue(bias);
+    if (Number.isFinite(value) && !Number.isFinite(Math.fround(value)))
+      throw new UserError(
+        `${what}: layer ${layer} expert ${expert}: bias ${value} is beyond float32's range (±3.4e38), in which the router adds it; write "inf" or "-inf" to select an expert always or never`,
+      );
   }
   const matrix = steeringMatrix(steering, model).map((v) => intensity * v);
   for (const layer of model.moeLayers) {
