@@ -6,6 +6,7 @@
 //   /fail500/ID/v1   500 whose body repeats the key, every time
 //   /garbage/ID/v1   200 with HTML that repeats the key
 //   /hang/ID/v1      never answers
+//   /reset/ID/v1     resets the connection on the first request, closes it on the second, then hangs
 //   /notfound/ID/v1  404
 //   /strict/ID/v1    500 on the first request, then answers only when the query has
 //                    api-version=2024-06-01 and the request carries Basic auth for
@@ -46,6 +47,10 @@ function handle(req: IncomingMessage, res: ServerResponse, body: string): void {
       res.writeHead(200, { "content-type": "text/html" });
       return void res.end(`<html><body>Welcome!\n${echo}</body></html>`);
     case "hang":
+      return;
+    case "reset":
+      if (seen === 1) return void req.socket.resetAndDestroy();
+      if (seen === 2) return void req.socket.destroy();
       return;
     case "strict": {
       if (seen === 1) {

@@ -3,7 +3,7 @@
 // 500s, garbage, a server that hangs, URLs carrying credentials), through the real CLI.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
@@ -363,6 +363,24 @@ test("judge: a server that hangs is retried, a waiting line per retry, then one 
     "steermoe: judge endpoint http://127.0.0.1:PORT/hang/j/v1/chat/completions failed 2 attempts in N s: " +
       "2× no answer within 0.5 s",
   ]);
+});
+
+test("judge: a reset, a dropped connection, then silence: the one error line tells every attempt in words", (t) => {
+  const dir = tempDir(t);
+  const args = judged(dir, judgeUrl("reset", "r"), [
+    "--judge-timeout",
+    "0.5",
+    "--set",
+    "judge.maxAttempts=3",
+  ]);
+  const result = run(args, { env: { ...process.env, ...keyEnv } });
+  assert.equal(result.status, 1, result.stderr);
+  assert.equal(
+    portless(result.stderr).trim().split("\n").at(-1),
+    "steermoe: judge endpoint http://127.0.0.1:PORT/reset/r/v1/chat/completions failed 3 attempts in N s: " +
+      "connection reset by the server, the server closed the connection before answering, no answer within 0.5 s",
+  );
+  assert.ok(!existsSync(join(dir, "run")));
 });
 
 test("judge: a URL with user:password and a query is asked with both, recovers from a 500, and no file or line holds them", (t) => {
