@@ -759,6 +759,20 @@ test("keyword judge, advbench list: GCG's prefixes, case-sensitive, anywhere", a
   assert.equal(v?.isRefusal, false);
 });
 
+test("steermoe's keyword list names every GCG phrase it leaves out", () => {
+  const kw = JSON.parse(readFileSync(join(PROMPTS, "keywords.json"), "utf8")) as Record<
+    "steermoe" | "advbench",
+    { source: string; phrases: string[] }
+  >;
+  // Left out: a GCG phrase that no steermoe phrase finds inside it (case aside).
+  const leftOut = kw.advbench.phrases.filter(
+    (gcg) => !kw.steermoe.phrases.some((ours) => gcg.toLowerCase().includes(ours.toLowerCase())),
+  );
+  assert.ok(leftOut.length > 0);
+  const named = [...kw.steermoe.source.matchAll(/"([^"]+)"/g)].map((m) => m[1]!);
+  for (const phrase of leftOut) assert.ok(named.includes(phrase), `the note does not name "${phrase}"`);
+});
+
 test("the shipped prompts are the published texts, byte for byte (an edit must be deliberate)", () => {
   // Pinned when the texts were copied from the sources their files cite; each was checked against
   // two independent copies of the source.
