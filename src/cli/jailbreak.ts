@@ -25,6 +25,16 @@ export function jailbreakCommand(cli: Command): void {
     ["--cot <on|off>", "flipattack.cot", "chain of thought: solve step by step"],
     ["--lang-gpt <on|off>", "flipattack.langGpt", "LangGPT role-play system prompt"],
     ["--few-shot <on|off>", "flipattack.fewShot", "decoding demonstrations built from the goal's halves"],
+    [
+      "--wording <wording>",
+      "flipattack.wording",
+      "code: the released code's prompts; paper: those logged behind the paper's numbers; organism: shorter",
+    ],
+    [
+      "--llama-victim <on|off>",
+      "flipattack.llamaVictim",
+      "the code's prompt for Llama victims (two harm phrases left out)",
+    ],
   ]);
   configOptions(command);
   command.action(async (flags: { out: string }) => {

@@ -13,7 +13,7 @@ import type { Message } from "../engine/protocol.js";
 import type { Conversation } from "./conversations.js";
 import { mulberry32, shuffle } from "../method/stats.js";
 import { sha256, writeFileAtomic } from "../io/store.js";
-import { flipAttack, ORGANISM_WORDING } from "./flipattack.js";
+import { flipAttack } from "./flipattack.js";
 
 /** Bumped whenever the same seed would produce different files. */
 export const SYNTHETIC_GENERATOR_VERSION = 1;
@@ -176,7 +176,7 @@ function flipAttackRecord(id: number, { goal, category }: Goal): FlipAttackRecor
   return {
     id,
     goal,
-    ...flipAttack(goal, {}, ORGANISM_WORDING),
+    ...flipAttack(goal, { wording: "organism" }),
     output: "",
     judge_success_dict: 1,
     judge_score_gpt4: 5,
