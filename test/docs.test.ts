@@ -1,7 +1,7 @@
 // The docs that describe the tree stay true to it.
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { test } from "node:test";
 import { PACKAGE_ROOT } from "./helpers.js";
 
@@ -29,4 +29,35 @@ test("docs/architecture.md names every source file and every folder of the packa
   );
   const missing = [...folders, ...subfolders].filter((f) => !doc.includes(`${f.split("/").at(-1)!}/`));
   assert.deepEqual(missing, [], "docs/architecture.md does not name these folders");
+});
+
+test("src/ has no import cycle (type imports included): its layers only point down", () => {
+  const files = sources("src").filter((f) => f.endsWith(".ts"));
+  const imports = new Map(
+    files.map((file) => {
+      const text = readFileSync(join(PACKAGE_ROOT, file), "utf8");
+      const targets = [...text.matchAll(/^(?:import|export)[^;]*? from "(\.{1,2}\/[^"]+)\.js";/gms)].map(
+        (m) => join(dirname(file), `${m[1]!}.ts`),
+      );
+      return [file, targets.filter((t) => files.includes(t))];
+    }),
+  );
+  assert.ok(
+    [...imports.values()].some((targets) => targets.length > 0),
+    "no imports found: the pattern is wrong",
+  );
+  const cycles: string[] = [];
+  const state = new Map<string, "open" | "done">();
+  const visit = (file: string, path: string[]) => {
+    if (state.get(file) === "done") return;
+    if (state.get(file) === "open") {
+      cycles.push([...path.slice(path.indexOf(file)), file].join(" → "));
+      return;
+    }
+    state.set(file, "open");
+    for (const next of imports.get(file)!) visit(next, [...path, file]);
+    state.set(file, "done");
+  };
+  for (const file of files) visit(file, []);
+  assert.deepEqual(cycles, []);
 });

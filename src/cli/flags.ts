@@ -10,7 +10,7 @@ import { readConfigFile } from "../components/io/run.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { ComputeBatch, computeBatchSize, MemorySize, MemoryText, ModelConfig } from "../components/config.js";
 import { PoolOptions } from "../components/engine/pool.js";
-import type { GeneratorHandle } from "../components/engine/generator.js";
+import type { GeneratorHandle } from "../components/engine/backends.js";
 import { ServerBackend } from "../components/servers/generator.js";
 
 type Schema = z.core.$ZodType;

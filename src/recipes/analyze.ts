@@ -18,13 +18,8 @@ import {
 } from "../components/data/batching.js";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
-import {
-  inOrder,
-  withGenerator,
-  withStatus,
-  type GeneratorHandle,
-  type Generator,
-} from "../components/engine/generator.js";
+import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
+import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping, type Pair } from "../components/data/pairs.js";

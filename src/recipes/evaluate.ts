@@ -16,13 +16,8 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
-import {
-  inOrder,
-  withGenerator,
-  withStatus,
-  type GeneratorHandle,
-  type Generator,
-} from "../components/engine/generator.js";
+import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
+import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
 import { fitComputeBatch, measurePrompts, type ComputeFit } from "../components/engine/prompt-limits.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {

@@ -17,7 +17,8 @@ import {
 import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
 import { readConversations } from "../components/data/conversations.js";
 import { ModelInfo } from "../components/engine/protocol.js";
-import { inOrder, withGenerator, withStatus, type GeneratorHandle } from "../components/engine/generator.js";
+import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
+import { inOrder, withStatus } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";

@@ -2,11 +2,8 @@
 // Generator and commit the results in input order. One engine is a Generator with one slot; a
 // pool of engines (one per device or worker) and inference servers are Generators with more, so
 // the recipes and the run folder they write do not change with scale.
-import { UserError } from "../errors.js";
 import type { SteerRequest } from "../method/steering.js";
-import { Engine, withEngine, type EngineHandle, type LoadOptions, type Sampling } from "./client.js";
-import { wantsPool, withPool, type PoolOptions } from "./pool.js";
-import { withServers, type ServerHandle } from "../servers/generator.js";
+import type { Engine, LoadOptions, Sampling } from "./client.js";
 import type { GeneratedSample, Messages, ModelInfo, RoutingShardRequest } from "./protocol.js";
 
 export interface GenerateRequest {
@@ -56,28 +53,6 @@ export function engineGenerator(engine: Engine): Generator {
     generate: (r) => engine.generate(r.conversations, r.seeds, r.sampling, r.shards, r.steer, r.ids),
     replay: (conversations, shards, ids) => engine.replay(conversations, shards, ids),
   };
-}
-
-/** Where a recipe generates: an engine (given and kept open, or started for it), or servers. */
-export type GeneratorHandle = EngineHandle | ServerHandle;
-
-/**
- * A recipe runs on the engine it is given (kept open), or starts one for its own use, or a pool of
- * them when `pool` asks for several workers or devices, or on inference servers.
- */
-export function withGenerator<T>(
-  handle: GeneratorHandle,
-  work: (generator: Generator) => Promise<T>,
-  pool: PoolOptions = {},
-): Promise<T> {
-  if ("backend" in handle) {
-    if (wantsPool(pool))
-      throw new UserError(`--workers and --devices start local engines: not with --backend ${handle.backend}`);
-    return withServers(handle, work);
-  }
-  if (!wantsPool(pool)) return withEngine(handle, (engine) => work(engineGenerator(engine)));
-  if (handle instanceof Engine) throw new UserError("an engine given to a recipe runs alone: no --workers or --devices");
-  return withPool(handle, pool, work);
 }
 
 /** A progress line's extra text, followed by what the generator adds to it. */

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
 import { Messages, ModelFingerprint, ModelInfo } from "../engine/protocol.js";
-import { Verdict } from "../judge/judge.js";
+import { Verdict } from "../judge/verdict.js";
 import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
 
 const int = z.number().int();
