@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from steermoe_engine.adapters import MoeAdapter
 from steermoe_engine.control import RouterControl
 from steermoe_engine.models import Loaded
-from steermoe_engine.server import steering
+from steermoe_engine.operations import steering
 
 Expert = tuple[int, int]  # (decoder-layer index, expert index)
 

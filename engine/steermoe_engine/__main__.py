@@ -60,10 +60,10 @@ def main() -> None:
 
     from . import PROTOCOL_VERSION, protocol
     from .distributed import lead
-    from .server import Server
+    from .operations import Operations
 
     ranks = lead(world) if world > 1 else None
-    server = Server()
+    server = Operations()
     protocol.write_frame(replies, {"type": "ready", "protocol": PROTOCOL_VERSION, **server.versions()})
     requests = sys.stdin.buffer
     while (request := protocol.read_frame(requests)) is not None:

@@ -106,12 +106,12 @@ def lead(world: int) -> Ranks:
 
 def _follow(rank: int, world: int, port: int) -> None:
     from .__main__ import quiet, serve
-    from .server import Server
+    from .operations import Operations
 
     quiet()
     store = dist.TCPStore("127.0.0.1", port, world, is_master=False)
     ranks = Ranks(rank, world, store, [])
-    server = Server()
+    server = Operations()
     while (request := ranks.share(None)) is not None:
         reply = serve(server, request)
         if not reply["ok"]:

@@ -15,8 +15,8 @@ from steermoe import record_routing, steer
 from steermoe.schema import problem, run_file_schema
 from steermoe_engine.generation import Sampling, chat_ids, generate
 from steermoe_engine.models import Loaded
+from steermoe_engine.operations import steering
 from steermoe_engine.routing import Shard
-from steermoe_engine.server import steering
 
 from .conftest import ARCHS
 

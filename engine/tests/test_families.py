@@ -20,8 +20,8 @@ from steermoe_engine.families.base import Bias
 from steermoe_engine.files import apply_delta, expert_delta, save_model
 from steermoe_engine.generation import Sampling, generate
 from steermoe_engine.models import Loaded, describe, load
+from steermoe_engine.operations import steering
 from steermoe_engine.routing import RoutingRecorder
-from steermoe_engine.server import steering
 from steermoe_engine.tiny import RELEASED, Mirror, TinySize, build_tiny
 from steermoe_engine.training import Trainer, TrainSetup
 

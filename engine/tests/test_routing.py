@@ -148,7 +148,7 @@ def test_replay_records_response_routing(arch: str, loaded: dict[str, Loaded], t
 
 
 def test_steering_shows_in_the_recorded_routing(loaded: dict[str, Loaded], tmp_path: Path) -> None:
-    from steermoe_engine.server import steering
+    from steermoe_engine.operations import steering
 
     model = loaded["qwen3_moe"]
     bias = np.zeros((3, 8), dtype=np.float32)

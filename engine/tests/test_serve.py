@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import torch
 
-from steermoe_engine import serve
+from steermoe_engine import http_server as serve
 from steermoe_engine.generation import Sampling, generate_ids
+from steermoe_engine.http_server import RoutingServer, http_server
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
-from steermoe_engine.serve import RoutingServer, http_server
 from steermoe_engine.tiny import TinySize, build_tiny
 
 PROMPT = [5, 17, 42, 99, 7, 250]

@@ -14,7 +14,7 @@ import torch
 from steermoe_engine.control import LayerControl, RouterControl
 from steermoe_engine.generation import Sampling, generate
 from steermoe_engine.models import Loaded
-from steermoe_engine.server import steering
+from steermoe_engine.operations import steering
 
 from .conftest import ARCHS
 from .rules import reference

@@ -28,6 +28,14 @@ export const SamplingConfig = z.strictObject({
 });
 export type SamplingConfig = z.infer<typeof SamplingConfig>;
 
+/**
+ * The seed of the sample at `position` in its run (an analysis plan's order, an input file's, an
+ * eval's list): it depends on nothing else, so compute batches, workers, servers and resumes
+ * leave every draw unchanged.
+ */
+export const sampleSeed = (sampling: Pick<SamplingConfig, "seed">, position: number) =>
+  sampling.seed + position;
+
 /** Sequences the engine runs at once: independent of any analysis batch. */
 export const ComputeBatch = z.union([z.literal("auto"), z.number().int().min(1)]).default("auto");
 

@@ -16,7 +16,13 @@ import {
   type MixedBatch,
   type Sample,
 } from "../components/data/batching.js";
-import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import {
+  ComputeBatch,
+  computeBatchSize,
+  ModelConfig,
+  sampleSeed,
+  SamplingConfig,
+} from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
 import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
@@ -310,8 +316,9 @@ async function generateBatches(
   run: string,
 ): Promise<SampleRow[][]> {
   const samples = batches.flatMap((b) => b.samples);
-  // A sample's seed depends only on its place in the plan, so resuming changes nothing.
-  const seeds = samples.map((s) => settings.sampling.seed + s.batchIdx * settings.batch.size + s.inBatchIdx);
+  const seeds = samples.map((s) =>
+    sampleSeed(settings.sampling, s.batchIdx * settings.batch.size + s.inBatchIdx),
+  );
   // Each analysis batch's routing goes to its own shard, written by the engine.
   const shards = batches.map((b) => ({
     path: join(run, routingFile(b.batchIdx)),

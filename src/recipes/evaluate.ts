@@ -14,7 +14,13 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ComputeBatch, computeBatchSize, ModelConfig, SamplingConfig } from "../components/config.js";
+import {
+  ComputeBatch,
+  computeBatchSize,
+  ModelConfig,
+  sampleSeed,
+  SamplingConfig,
+} from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
 import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
@@ -464,7 +470,7 @@ async function generateAll(
       const chunk = items.slice(start, start + size);
       return generator.generate({
         conversations: chunk.map((item) => item.messages),
-        seeds: chunk.map((_, i) => settings.sampling.seed + start + i),
+        seeds: chunk.map((_, i) => sampleSeed(settings.sampling, start + i)),
         sampling: settings.sampling,
         shards: [],
         steer,

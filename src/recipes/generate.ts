@@ -12,6 +12,7 @@ import {
   computeBatchSize,
   MemorySize,
   ModelConfig,
+  sampleSeed,
   SamplingConfig,
 } from "../components/config.js";
 import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
@@ -132,7 +133,7 @@ export async function generate(
             ? generator.replay(messages, shards, ids)
             : generator.generate({
                 conversations: messages,
-                seeds: chunk.map((_, i) => config.sampling.seed + start + i),
+                seeds: chunk.map((_, i) => sampleSeed(config.sampling, start + i)),
                 sampling: config.sampling,
                 shards,
                 steer,

@@ -1,4 +1,4 @@
-// serve: the engine's routing server (engine/steermoe_engine/serve.py). It answers like vLLM
+// serve: the engine's routing server (engine/steermoe_engine/http_server.py). It answers like vLLM
 // 0.32.0 or SGLang 0.5.23 started with --enable-return-routed-experts, with generation and routing
 // from steermoe's engine: a CPU routing server, and the server the scale-out backends are tested on.
 import { spawn } from "node:child_process";
@@ -47,7 +47,7 @@ function serverArgs(settings: ServeSettings): string[] {
   const { model } = settings;
   return [
     "-m",
-    "steermoe_engine.serve",
+    "steermoe_engine.http_server",
     ...["--model", model.source, "--dtype", model.dtype, "--device", model.device],
     ...(model.trustRemoteCode ? ["--trust-remote-code"] : []),
     ...["--flavor", settings.flavor, "--host", settings.host, "--port", String(settings.port)],

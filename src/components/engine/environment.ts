@@ -97,7 +97,7 @@ export function setupEnvironment(options: SetupOptions): SetupResult {
   // again (twice the start-up time).
   const compile = { ...process.env };
   delete compile.PYTHONDONTWRITEBYTECODE;
-  run(python, ["-c", "import steermoe, steermoe_engine.server"], "setup: compiling the engine's imports", compile);
+  run(python, ["-c", "import steermoe, steermoe_engine.operations"], "setup: compiling the engine's imports", compile);
   writeFileSync(join(dir, READY), `${new Date().toISOString()}\n`);
   return { python, created: true };
 }

@@ -2,7 +2,7 @@
 `--enable-return-routed-experts`, with generation and routing from this engine.
 
 It speaks the wire formats of the pinned versions (vLLM 0.32.0, SGLang 0.5.23; read from their
-sources, /work/notes/server-formats.md): token ids in, generated ids and the experts of every
+sources; docs/provenance.md): token ids in, generated ids and the experts of every
 position back, encoded exactly as each server encodes them. So the scale-out client can be tested
 end to end on a CPU, and a model either server cannot run still gets a routing server.
 

@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
-from . import served
+from . import server_backend
 from .clipping import clip
 from .control import LayerControl
 from .distributed import rank_and_world, rank_device
@@ -32,7 +32,7 @@ DISK_FAULTS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUO
 DISK_WORDS = ("Read-only file system", "No space left on device", "Permission denied", "Disk quota exceeded")
 
 
-class Server:
+class Operations:
     def __init__(self) -> None:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
@@ -129,11 +129,11 @@ class Server:
         return {"samples": replay(self._model(), params["conversations"], shards, params.get("ids"))}
 
     def render(self, params: dict[str, Any]) -> dict[str, Any]:
-        return served.render(self._model(), params["conversations"], params["replay"])
+        return server_backend.render(self._model(), params["conversations"], params["replay"])
 
     def record_served(self, params: dict[str, Any]) -> dict[str, Any]:
         shards = [Shard(**shard) for shard in params["shards"]]
-        return {"samples": served.record(self._model(), params["samples"], params["max_new_tokens"], shards)}
+        return {"samples": server_backend.record(self._model(), params["samples"], params["max_new_tokens"], shards)}
 
     def build_tiny(self, params: dict[str, Any]) -> dict[str, Any]:
         size = TinySize(**params.get("size", {}))
