@@ -130,7 +130,7 @@ save_file({k: v.astype("int32") for k, v in tensors.items()}, out + "/int.safete
     [
       "-c",
       `import numpy as np, sys
-m = np.load(sys.argv[1] + "/expert_mask.npy"); b = np.load(sys.argv[1] + "/batch_expert_masks.npy")
+m = np.load(sys.argv[1] + "/expert_mask.npy"); b = np.load(sys.argv[1] + "/batch_routing_masks.npy")
 print(m.shape, b.shape, int(m.sum()), bool((b.max(0) <= m).all()))`,
       out,
     ],

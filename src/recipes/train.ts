@@ -503,7 +503,9 @@ async function writeOutputs(
       Object.entries(b.allowed).flatMap(([l, es]) => es.map((e) => ({ layer: Number(l), expert: e }))),
     ),
   );
-  writeNpy(join(out, "batch_expert_masks.npy"), stackedMasks(masks, shape), [
+  // Not analyze's batch_expert_masks.npy (each batch's unsafe experts): the experts each batch's
+  // tokens were allowed to reach under --routing-mask, all zero without it.
+  writeNpy(join(out, "batch_routing_masks.npy"), stackedMasks(masks, shape), [
     plan.batches.length,
     model.numLayers,
     model.numExperts,
