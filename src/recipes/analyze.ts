@@ -25,7 +25,7 @@ import {
 } from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
-import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
+import { inCalls, withStatus, type Generator } from "../components/engine/generator.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping, type Pair } from "../components/data/pairs.js";
@@ -42,7 +42,7 @@ import {
 import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js";
 import { checkRunFolder, openRun } from "../components/io/run.js";
 import { assertUnlocked } from "../components/io/lock.js";
-import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
+import { planGeneration } from "../components/engine/prompt-limits.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
@@ -160,7 +160,9 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
       // Everything that can fail on the inputs is checked before the run folder is touched.
       const where = (pairId: string, field: string) =>
         `${settings.data.file} record id ${pairId} field ${field}`;
-      const measured = await measurePrompts(
+      // Whole analysis batches per engine call, as many as fit the compute batch and the memory
+      // budget: the engine sees large batches, while every result still lands in its own analysis batch.
+      const { keep, fit } = await planGeneration(
         generator,
         model,
         dataset.pairs.flatMap((p) => [
@@ -168,8 +170,13 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
           { messages: p.unsafe, where: where(p.pairId, mapping.unsafe.field), id: `${p.pairId}:unsafe` },
         ]),
         { ...settings.sampling, skipLong: settings.data.skipLong },
+        {
+          requested: computeBatchSize(options.computeBatch ?? "auto"),
+          maxMemory: options.maxMemory,
+          unit: settings.batch.size,
+        },
       );
-      const fits = (i: number) => measured.keep[2 * i]! && measured.keep[2 * i + 1]!;
+      const fits = (i: number) => keep[2 * i]! && keep[2 * i + 1]!;
       const pairs = dataset.pairs.filter((_, i) => fits(i));
       const skippedLong = dataset.pairs.filter((_, i) => !fits(i)).map((p) => p.pairId);
       if (pairs.length === 0) {
@@ -178,17 +185,6 @@ export async function analyze(input: AnalyzeSettings, options: AnalyzeOptions): 
         );
       }
       const plan = planBatches(pairs, batching);
-      // Whole analysis batches per engine call, as many as fit the compute batch and the memory
-      // budget: the engine sees large batches, while every result still lands in its own analysis batch.
-      const requested = computeBatchSize(options.computeBatch ?? "auto");
-      const fit = await fitComputeBatch(
-        generator,
-        model,
-        Math.max(requested, plan.batchSize),
-        measured.longest,
-        options.maxMemory,
-        plan.batchSize,
-      );
       const perChunk = Math.floor(fit.size / plan.batchSize);
       const skipped = settings.data.skipLong ? { skipped_long: skippedLong } : {};
       const { resumed, release } = openRun(
@@ -273,14 +269,12 @@ async function runBatches(
   let done = planned.length - todo.length;
   // The plain request behind each pair: what StrongREJECT and HarmBench judge a jailbreak against.
   const goals = new Map(pairs.map((p) => [p.pairId, p.safe.at(-1)!.content]));
-  const chunks = Array.from({ length: Math.ceil(todo.length / compute.perChunk) }, (_, i) =>
-    todo.slice(i * compute.perChunk, (i + 1) * compute.perChunk),
-  );
-  await inOrder(
-    chunks,
-    generator.slots,
+  await inCalls(
+    generator,
+    todo,
+    compute.perChunk,
     (chunk) => generateBatches(generator, chunk, settings, judge, goals, run),
-    (chunk, rows) => {
+    (chunk, _start, rows) => {
       tokens += commitBatches(chunk, rows, run);
       done += chunk.length;
       const rate = `${(tokens / ((Date.now() - started) / 1000)).toFixed(1)} tok/s`;

@@ -23,8 +23,8 @@ import {
 } from "../components/config.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
-import { inOrder, withStatus, type Generator } from "../components/engine/generator.js";
-import { fitComputeBatch, measurePrompts, type ComputeFit } from "../components/engine/prompt-limits.js";
+import { inCalls, withStatus, type Generator } from "../components/engine/generator.js";
+import { planGeneration, type ComputeFit } from "../components/engine/prompt-limits.js";
 import { inputError, recordError, UserError, zodProblem } from "../components/errors.js";
 import {
   createJudge,
@@ -291,7 +291,7 @@ export async function evaluate(
           await generator.applyDelta(spec.delta);
         }
         // Each model has its own tokenizer: every prompt is measured by it before anything is generated.
-        const measured = await measurePrompts(
+        const { fit } = await planGeneration(
           generator,
           info,
           items.map((item) => ({
@@ -300,9 +300,8 @@ export async function evaluate(
             id: `${item.set} ${item.id}`,
           })),
           settings.sampling,
+          { requested: computeBatchSize(options.computeBatch ?? "auto"), maxMemory: options.maxMemory },
         );
-        const requested = computeBatchSize(options.computeBatch ?? "auto");
-        const fit = await fitComputeBatch(generator, info, requested, measured.longest, options.maxMemory);
         for (const { name, steer, intensity } of variants(settings, spec.name, info)) {
           const responses = await generateAll(generator, items, settings, fit, name, steer);
           const verdicts = await judge.judge(items.map((item, i) => judgeItem(item, responses[i]!)));
@@ -459,27 +458,24 @@ async function generateAll(
   name: string,
   steer: SteerRequest | undefined,
 ): Promise<string[]> {
-  const { size, note } = fit;
   const bar = progress(`eval ${name}`, items.length, "samples");
   const responses: string[] = [];
-  const starts = Array.from({ length: Math.ceil(items.length / size) }, (_, i) => i * size);
-  await inOrder(
-    starts,
-    generator.slots,
-    (start) => {
-      const chunk = items.slice(start, start + size);
-      return generator.generate({
+  await inCalls(
+    generator,
+    items,
+    fit.size,
+    (chunk, start) =>
+      generator.generate({
         conversations: chunk.map((item) => item.messages),
         seeds: chunk.map((_, i) => sampleSeed(settings.sampling, start + i)),
         sampling: settings.sampling,
         shards: [],
         steer,
         ids: chunk.map((item) => `${item.set} ${item.id}`),
-      });
-    },
-    (_, samples) => {
+      }),
+    (_chunk, _start, samples) => {
       responses.push(...samples.map((s) => s.text));
-      bar.update(responses.length, withStatus(generator, note));
+      bar.update(responses.length, withStatus(generator, fit.note));
     },
   );
   bar.finish();

@@ -15,11 +15,11 @@ import {
   sampleSeed,
   SamplingConfig,
 } from "../components/config.js";
-import { fitComputeBatch, measurePrompts } from "../components/engine/prompt-limits.js";
+import { planGeneration } from "../components/engine/prompt-limits.js";
 import { readConversations } from "../components/data/conversations.js";
 import { ModelInfo } from "../components/engine/protocol.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
-import { inOrder, withStatus } from "../components/engine/generator.js";
+import { inCalls, withStatus } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";
 import { progress } from "../components/progress.js";
 import { prepareOutDir } from "../components/io/run.js";
@@ -75,7 +75,7 @@ export async function generate(
         throw new UserError("--steer works with generation, not with --replay");
       const steer = config.steer && steerRequest(config.steer, model, "--steer");
       // A replayed conversation is measured whole: its response is part of the one forward pass.
-      const measured = await measurePrompts(
+      const { keep, fit } = await planGeneration(
         generator,
         model,
         all.map((c) => ({
@@ -88,16 +88,15 @@ export async function generate(
           maxNewTokens: config.replay ? 0 : config.sampling.maxNewTokens,
           skipLong: config.skipLong,
         },
+        { requested: computeBatchSize(config.computeBatch), maxMemory: config.maxMemory },
       );
-      const conversations = all.filter((_, i) => measured.keep[i]);
-      const skippedLong = all.filter((_, i) => !measured.keep[i]).map((c) => c.id);
+      const conversations = all.filter((_, i) => keep[i]);
+      const skippedLong = all.filter((_, i) => !keep[i]).map((c) => c.id);
       if (conversations.length === 0) {
         throw new UserError(
           `${config.input}: every conversation is over the length limit; nothing to generate`,
         );
       }
-      const requested = computeBatchSize(config.computeBatch);
-      const fit = await fitComputeBatch(generator, model, requested, measured.longest, config.maxMemory);
       const batchSize = fit.size;
       const rows: GeneratedRow[] = [];
       const started = Date.now();
@@ -114,18 +113,14 @@ export async function generate(
         model: z.encode(ModelInfo, model),
         ...generator.description,
       });
-      const starts = Array.from(
-        { length: Math.ceil(conversations.length / batchSize) },
-        (_, i) => i * batchSize,
-      );
       const shardOf = (start: number) =>
         `routing/shard-${String(start / batchSize).padStart(5, "0")}.safetensors`;
 
-      await inOrder(
-        starts,
-        generator.slots,
-        (start) => {
-          const chunk = conversations.slice(start, start + batchSize);
+      await inCalls(
+        generator,
+        conversations,
+        batchSize,
+        (chunk, start) => {
           const messages = chunk.map((c) => c.messages);
           const shards = [{ path: join(config.out, shardOf(start)), sampleIds: chunk.map((c) => c.id) }];
           const ids = chunk.map((c) => c.id);
@@ -140,9 +135,9 @@ export async function generate(
                 ids,
               });
         },
-        (start, samples) => {
+        (chunk, start, samples) => {
           samples.forEach((s, i) => {
-            const conversation = conversations[start + i]!;
+            const conversation = chunk[i]!;
             generatedTokens += s.generatedIds.data.length;
             rows.push({
               id: conversation.id,

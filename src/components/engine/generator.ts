@@ -111,3 +111,27 @@ export async function inOrder<T, R>(
   }
   return committed;
 }
+
+/**
+ * Every generation pass (analyze, generate, eval): `items` in engine calls of `perCall` (a
+ * compute batch), as many calls in flight as the generator takes, each call's result committed
+ * in item order (inOrder). Returns how many calls were committed.
+ */
+export function inCalls<T, R>(
+  generator: Pick<Generator, "slots">,
+  items: readonly T[],
+  perCall: number,
+  work: (chunk: T[], start: number) => Promise<R>,
+  commit: (chunk: T[], start: number, result: R) => void | Promise<void>,
+  signal?: AbortSignal,
+): Promise<number> {
+  const starts = Array.from({ length: Math.ceil(items.length / perCall) }, (_, i) => i * perCall);
+  const chunk = (start: number) => items.slice(start, start + perCall);
+  return inOrder(
+    starts,
+    generator.slots,
+    (start) => work(chunk(start), start),
+    (start, result) => commit(chunk(start), start, result),
+    signal,
+  );
+}

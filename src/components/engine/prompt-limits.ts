@@ -124,3 +124,28 @@ export async function fitComputeBatch(
   if (fits >= requested) return { size: requested };
   return { size: fits, note: `compute batch ${fits} (of ${requested}) to fit ${gb(limit)}` };
 }
+
+/**
+ * What every generation pass does before it generates: measure its prompts (MeasuredPrompts.keep),
+ * then size the compute batch for the longest one kept. `unit` sequences travel together (an
+ * analysis batch): the compute batch is a whole number of units, at least one.
+ */
+export async function planGeneration(
+  generator: Pick<Generator, "countTokens" | "freeMemory">,
+  model: ModelInfo,
+  prompts: readonly Prompt[],
+  limits: PromptLimits,
+  compute: { requested: number; maxMemory?: number | undefined; unit?: number },
+): Promise<{ keep: boolean[]; fit: ComputeFit }> {
+  const { keep, longest } = await measurePrompts(generator, model, prompts, limits);
+  const unit = compute.unit ?? 1;
+  const fit = await fitComputeBatch(
+    generator,
+    model,
+    Math.max(compute.requested, unit),
+    longest,
+    compute.maxMemory,
+    unit,
+  );
+  return { keep, fit };
+}
