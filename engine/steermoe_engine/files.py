@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -35,10 +36,28 @@ def save_model(
     staging.rename(path)
 
 
+def sort_metadata(path: str | Path) -> None:
+    """safetensors writes its metadata in a per-process random order (a Rust HashMap); sorted in
+    place, the same tensors give the same bytes whichever process wrote them. The header is compact
+    JSON either way, so it keeps its length and the tensors stay where they are."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:
+            raise EngineError(f"{path}: the sorted safetensors header is longer than the written one")
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], out: str, metadata: dict[str, str] | None = None) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{out}.tmp-{os.getpid()}"
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+    sort_metadata(tmp)
     os.replace(tmp, out)
 
 

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import save
+from safetensors.numpy import save_file
 from torch import nn
 
 from .adapters import MoeAdapter
 from .errors import EngineError
+from .files import sort_metadata
 
 ROUTING_FORMAT = "steermoe.routing.v1"
 PARTS = ("prompt", "generation")
@@ -91,17 +92,6 @@ def _expert_ids(ids: torch.Tensor) -> np.ndarray:
     return array.view(np.uint16) if array.dtype == np.int16 else array
 
 
-def _sorted_metadata(data: bytes) -> bytes:
-    """safetensors writes its metadata in a per-process random order (a Rust HashMap); sorted, the
-    same routing gives the same bytes, whichever process or worker wrote it."""
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes with spaces
-    return len(text).to_bytes(8, "little") + text + data[8 + size :]
-
-
 def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleRouting]) -> None:
     """Each shard takes the next len(sample_ids) samples, in order; written whole or not at all."""
     if sum(len(s.sample_ids) for s in shards) != len(samples):
@@ -134,5 +124,6 @@ def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleR
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         ids_json = json.dumps(shard.sample_ids, separators=(",", ":"), ensure_ascii=False)
-        tmp.write_bytes(_sorted_metadata(save(tensors, metadata={**metadata, "sample_ids": ids_json})))
+        save_file(tensors, tmp, metadata={**metadata, "sample_ids": ids_json})
+        sort_metadata(tmp)
         os.replace(tmp, path)

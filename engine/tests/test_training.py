@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from steermoe_engine.control import LayerControl, RouterControl, allowed_only
 from steermoe_engine.families import Bias
-from steermoe_engine.files import apply_delta, expert_delta
+from steermoe_engine.files import apply_delta, expert_delta, load_tensors, save_tensors
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.trained_rows import trained_rows
@@ -175,6 +176,22 @@ def test_checkpoint_resume_is_exact(fresh) -> None:
     resumed.step(resumed.batch(BATCH[::-1], LABELS[::-1], {1: [2]}), lr=5e-3)
     for name, tensor in snapshot(resumed_model.model).items():
         assert torch.equal(tensor, straight[name]), name
+
+
+def test_checkpoints_and_deltas_are_the_same_bytes_whoever_writes_them(tmp_path) -> None:
+    # safetensors orders metadata by a per-process random hash: unsorted, a resumed or rerun
+    # training wrote other bytes for the same tensors.
+    metadata = {f"key{i:02d}": str(i) for i in range(12)}
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.bfloat16)}
+    paths = [tmp_path / f"{n}.safetensors" for n in range(3)]
+    for path in paths:
+        save_tensors(tensors, str(path), dict(reversed(list(metadata.items()))))
+    data = [path.read_bytes() for path in paths]
+    assert data[0] == data[1] == data[2]
+    size = int.from_bytes(data[0][:8], "little")
+    assert list(json.loads(data[0][8 : 8 + size])["__metadata__"]) == sorted(metadata)
+    loaded, read_metadata = load_tensors(str(paths[0]))
+    assert read_metadata == metadata and all(torch.equal(loaded[k], v) for k, v in tensors.items())
 
 
 def gradients(trainer: Trainer, router_loss: RouterLoss, micro_batch: int) -> tuple[dict[str, float], list]:
