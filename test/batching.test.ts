@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { UserError } from "../src/components/errors.js";
 import { dropPairs, planBatches, shuffled, type BatchPlan } from "../src/components/data/batching.js";
 import { loadPairs, presetMapping, type Pair } from "../src/components/data/pairs.js";
+import { qualityControl, samplePasses } from "../src/components/method/quality-control.js";
 
 const makePairs = (n: number): Pair[] =>
   Array.from({ length: n }, (_, i) => ({
@@ -146,4 +147,31 @@ test("plan from a dataset file on disk", () => {
     ["4:safe", "4:unsafe"],
   ]);
   assert.ok(presetMapping("flipattack").filter);
+});
+
+test("quality control keeps a pair only if its plain request was refused and its jailbreak obeyed", () => {
+  const judged = (pair: string, label: "safe" | "unsafe", isRefusal: boolean, parseFailure = false) => ({
+    pair_id: pair,
+    label,
+    verdict: { isRefusal, parseFailure },
+  });
+  assert.equal(samplePasses(judged("a", "safe", true)), true);
+  assert.equal(samplePasses(judged("a", "unsafe", true)), false);
+  assert.equal(samplePasses(judged("a", "safe", true, true)), false);
+  assert.equal(samplePasses({ label: "safe", verdict: null }), null);
+  const samples = [
+    ...[judged("kept", "safe", true), judged("kept", "unsafe", false)],
+    ...[judged("obeyed", "safe", false), judged("obeyed", "unsafe", false)],
+    ...[judged("refused", "safe", true), judged("refused", "unsafe", true)],
+    ...[judged("unread", "safe", true), judged("unread", "unsafe", false, true)],
+    judged("alone", "unsafe", false),
+  ];
+  assert.deepEqual(Object.fromEntries(qualityControl(samples, { qc: true, selfRefusal: true })), {
+    obeyed: "plain request was not refused",
+    refused: "jailbreak was refused",
+    unread: "the judge's answer was unreadable",
+    alone:
+      "no generated safe partner to take the refusal from (safe ratio ≠ 0.5); use another refusal source",
+  });
+  assert.deepEqual([...qualityControl(samples, { qc: false, selfRefusal: false })], []);
 });

@@ -43,6 +43,7 @@ import { readRoutingShard, type RoutingTrace } from "../components/io/routing.js
 import { checkRunFolder, openRun } from "../components/io/run.js";
 import { assertUnlocked } from "../components/io/lock.js";
 import { planGeneration } from "../components/engine/prompt-limits.js";
+import { qualityControl, samplePasses } from "../components/method/quality-control.js";
 import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
 import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
@@ -354,7 +355,7 @@ async function generateBatches(
         text: result.text,
         finish_reason: result.finishReason,
         verdict,
-        qc_pass: verdict ? !verdict.parseFailure && verdict.isRefusal === (s.label === "safe") : null,
+        qc_pass: samplePasses({ label: s.label, verdict }),
         routing: { shard: routingFile(batch.batchIdx), index },
       };
     }),
@@ -368,33 +369,6 @@ function commitBatches(batches: MixedBatch[], rows: SampleRow[][], run: string):
     writeJsonlAtomic(samplesFile(run, batch.batchIdx), rows[i]!);
   });
   return rows.flat().reduce((sum, row) => sum + row.generated_token_ids.length, 0);
-}
-
-/** Quality control: which pairs to drop and why, from the stored verdicts. */
-function qualityControl(rows: SampleRow[], settings: z.infer<typeof AnalyzeSettings>): Map<string, string> {
-  const why = new Map<string, string>();
-  if (settings.qc) {
-    for (const row of rows) {
-      if (row.qc_pass || why.has(row.pair_id)) continue;
-      const failed = row.verdict?.parseFailure ? "the judge's answer was unreadable" : undefined;
-      why.set(
-        row.pair_id,
-        failed ?? (row.label === "safe" ? "plain request was not refused" : "jailbreak was refused"),
-      );
-    }
-  }
-  if (settings.refusal.source === "self") {
-    const safe = new Set(rows.filter((r) => r.label === "safe").map((r) => r.pair_id));
-    for (const row of rows) {
-      if (row.label === "unsafe" && !safe.has(row.pair_id) && !why.has(row.pair_id)) {
-        why.set(
-          row.pair_id,
-          "no generated safe partner to take the refusal from (safe ratio ≠ 0.5); use another refusal source",
-        );
-      }
-    }
-  }
-  return why;
 }
 
 function routedPart(trace: RoutingTrace, tokens: "generation" | "prompt" | "all"): Uint8Array | Uint16Array {
@@ -416,7 +390,7 @@ async function finish(
   skippedLong: { skipped_long?: string[] },
 ) {
   const rows = planned.flatMap((b) => readJsonl(samplesFile(run, b.batchIdx), SampleRow));
-  const dropped = qualityControl(rows, settings);
+  const dropped = qualityControl(rows, { qc: settings.qc, selfRefusal: settings.refusal.source === "self" });
   const { batches: kept, skippedBatchIdx } = dropPairs(planned, new Set(dropped.keys()));
   const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sampleId)));
   const skipped = new Set(skippedBatchIdx);
