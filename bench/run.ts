@@ -11,7 +11,8 @@ import { analyze, type AnalyzeSettings } from "../src/recipes/analyze.js";
 import { threadsPerWorker } from "../src/components/engine/pool.js";
 import { readRoutingShard, type RoutingTrace } from "../src/components/io/routing.js";
 import { Engine, PACKAGE_ROOT, type TinySize } from "../src/components/engine/client.js";
-import type { GeneratedSample, Messages, ModelInfo } from "../src/components/engine/protocol.js";
+import type { GeneratedSample } from "../src/components/engine/protocol.js";
+import type { Messages, ModelInfo } from "../src/components/domain.js";
 import {
   computeRiskDiff,
   routingShape,

@@ -47,11 +47,5 @@ export {
   type BenchmarkItem,
 } from "./components/data/benchmarks.js";
 export { flipAttack, FlipAttackOptions, FlipMode } from "./components/data/flipattack.js";
-export type {
-  GeneratedSample,
-  Message,
-  Messages,
-  ModelInfo,
-  ReadyInfo,
-  TinyModelResult,
-} from "./components/engine/protocol.js";
+export type { GeneratedSample, ReadyInfo, TinyModelResult } from "./components/engine/protocol.js";
+export type { Message, Messages, ModelInfo } from "./components/domain.js";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { z } from "zod";
 import { snakeCase } from "../src/components/io/casing.js";
-import { ModelInfo } from "../src/components/engine/protocol.js";
+import { ModelInfo } from "../src/components/domain.js";
 
 const Example = snakeCase(
   z.object({

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import type { ModelInfo } from "../src/components/engine/protocol.js";
+import type { ModelInfo } from "../src/components/domain.js";
 import { readSteerFile, steerRequest, type Steering } from "../src/components/method/steering.js";
 import { writeNpy } from "../src/components/io/tables.js";
 import { tempDir } from "./helpers.js";

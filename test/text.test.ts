@@ -10,7 +10,7 @@ import { loadBenchmark } from "../src/components/data/benchmarks.js";
 import { loadPairs, presetMapping } from "../src/components/data/pairs.js";
 import { readRecords } from "../src/components/data/records.js";
 import { UserError } from "../src/components/errors.js";
-import type { ModelInfo } from "../src/components/engine/protocol.js";
+import type { ModelInfo } from "../src/components/domain.js";
 import { openRun } from "../src/components/io/run.js";
 import { hideUrlCredentials, publicUrl, redact } from "../src/components/io/secrets.js";
 import { readJsonlLog } from "../src/components/io/store.js";

@@ -1,7 +1,7 @@
 // steermoe inspect: flags → InspectSettings; the model's MoE layout, as text or JSON.
 import type { Command } from "commander";
 import { z } from "zod";
-import { ModelInfo } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/domain.js";
 import { parseSettings } from "../components/config.js";
 import { formatModelInfo, inspect, InspectSettings } from "../recipes/inspect.js";
 import { modelOptions, requireSetting, settingsFromFlags, verbose } from "./flags.js";

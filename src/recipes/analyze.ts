@@ -30,7 +30,7 @@ import { UserError, zodProblem } from "../components/errors.js";
 import { createJudge, JudgeConfig, probeJudge, type Judge } from "../components/judge/judge.js";
 import { DatasetMappingSchema, loadPairs, presetMapping, type Pair } from "../components/data/pairs.js";
 import { note, progress } from "../components/progress.js";
-import type { ModelInfo } from "../components/engine/protocol.js";
+import type { ModelInfo } from "../components/domain.js";
 import {
   computeRiskDiff,
   randomExperts,

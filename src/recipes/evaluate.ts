@@ -42,8 +42,8 @@ import {
   type BenchmarkItem,
 } from "../components/data/benchmarks.js";
 import { progress } from "../components/progress.js";
-import type { Messages, ModelInfo } from "../components/engine/protocol.js";
-import { Messages as MessagesSchema } from "../components/engine/protocol.js";
+import type { Messages, ModelInfo } from "../components/domain.js";
+import { Messages as MessagesSchema } from "../components/domain.js";
 import { readRecords, uniqueIds } from "../components/data/records.js";
 import { wilson, type Rate } from "../components/method/stats.js";
 import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";

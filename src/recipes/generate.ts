@@ -17,7 +17,7 @@ import {
 } from "../components/config.js";
 import { planGeneration } from "../components/engine/prompt-limits.js";
 import { readConversations } from "../components/data/conversations.js";
-import { ModelInfo } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/domain.js";
 import { withGenerator, type GeneratorHandle } from "../components/engine/backends.js";
 import { inCalls, withStatus } from "../components/engine/generator.js";
 import type { PoolOptions } from "../components/engine/pool.js";

@@ -2,7 +2,8 @@
 import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
 import { withEngine, type EngineHandle, type LoadOptions } from "../components/engine/client.js";
-import type { ModelInfo, ReadyInfo } from "../components/engine/protocol.js";
+import type { ReadyInfo } from "../components/engine/protocol.js";
+import type { ModelInfo } from "../components/domain.js";
 
 export const InspectSettings = z.strictObject({ model: ModelConfig });
 

@@ -20,7 +20,8 @@ import {
 } from "../components/engine/client.js";
 import { UserError, zodProblem } from "../components/errors.js";
 import { note, progress } from "../components/progress.js";
-import { ModelInfo, type TrainStepResult } from "../components/engine/protocol.js";
+import { type TrainStepResult } from "../components/engine/protocol.js";
+import { ModelInfo } from "../components/domain.js";
 import {
   expertLabel,
   expertMask,

@@ -9,7 +9,7 @@
 // schemas in io/run-files.ts).
 import { UserError } from "../errors.js";
 import type { Pair } from "./pairs.js";
-import type { Messages } from "../engine/protocol.js";
+import type { Messages } from "../domain.js";
 import { mulberry32, shuffle } from "../method/stats.js";
 
 export interface Sample {

@@ -1,7 +1,7 @@
 // Conversation files for `generate`: one record per conversation, {"id"?, "messages": [...]}.
 import { z } from "zod";
 import { inputError, recordError } from "../errors.js";
-import { Messages } from "../engine/protocol.js";
+import { Messages } from "../domain.js";
 import { readRecords, uniqueIds } from "./records.js";
 import type { TextEncoding } from "../io/store.js";
 

@@ -19,7 +19,7 @@
 //                system prompt
 // test/flipattack.test.ts reproduces OLMOE-FWO.json and, where present, all 8 result files.
 import { z } from "zod";
-import type { Message } from "../engine/protocol.js";
+import type { Message } from "../domain.js";
 
 export const FlipMode = z.enum(["FWO", "FCW", "FCS", "FMM"]);
 export type FlipMode = z.infer<typeof FlipMode>;

@@ -3,7 +3,7 @@
 // flipattack are just mappings, so a new dataset needs a config entry, not code.
 import { z } from "zod";
 import { inputError, UserError } from "../errors.js";
-import { Messages, Role, type Message } from "../engine/protocol.js";
+import { Messages, Role, type Message } from "../domain.js";
 import { readRecords, uniqueIds } from "./records.js";
 import type { TextEncoding } from "../io/store.js";
 

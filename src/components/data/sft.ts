@@ -3,7 +3,7 @@
 // unsafe samples get one from the chosen refusal source.
 import { z } from "zod";
 import { makeRefusal, OpenAIEndpoint } from "../judge/judge.js";
-import type { Messages } from "../engine/protocol.js";
+import type { Messages } from "../domain.js";
 import { UserError } from "../errors.js";
 import type { SftRow } from "../io/run-files.js";
 

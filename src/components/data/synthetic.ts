@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import type { Message } from "../engine/protocol.js";
+import type { Message } from "../domain.js";
 import type { Conversation } from "./conversations.js";
 import { mulberry32, shuffle } from "../method/stats.js";
 import { sha256, writeFileAtomic } from "../io/store.js";

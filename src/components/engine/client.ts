@@ -10,27 +10,8 @@ import { snakeCase } from "../io/casing.js";
 import { defaultPython, PACKAGE_ROOT } from "./environment.js";
 import { encodeFrame, FrameDecoder } from "./frames.js";
 import type { SteerRequest } from "../method/steering.js";
-import {
-  GenerateResult,
-  ModelInfo,
-  RenderedIds,
-  ServedSample,
-  ReadyInfo,
-  Reply,
-  TinyModelResult,
-  RoutingShardRequest,
-  TokenCounts,
-  TrainSetupRequest,
-  TrainSetupResult,
-  TrainStepResult,
-  CheckpointPosition,
-  Empty,
-  LayerExpertsSchema,
-  type LayerExperts,
-  type TrainStepRequest,
-  type GeneratedSample,
-  type Messages,
-} from "./protocol.js";
+import { GenerateResult, RenderedIds, ServedSample, ReadyInfo, Reply, TinyModelResult, RoutingShardRequest, TokenCounts, TrainSetupRequest, TrainSetupResult, TrainStepResult, CheckpointPosition, Empty, type TrainStepRequest, type GeneratedSample } from "./protocol.js";
+import { ModelInfo, LayerExpertsSchema, type LayerExperts, type Messages } from "../domain.js";
 
 export { PACKAGE_ROOT };
 const STDERR_LINES_KEPT = 40;

@@ -4,7 +4,8 @@
 // the recipes and the run folder they write do not change with scale.
 import type { SteerRequest } from "../method/steering.js";
 import type { Engine, LoadOptions, Sampling } from "./client.js";
-import type { GeneratedSample, Messages, ModelInfo, RoutingShardRequest } from "./protocol.js";
+import type { GeneratedSample, RoutingShardRequest } from "./protocol.js";
+import type { Messages, ModelInfo } from "../domain.js";
 
 export interface GenerateRequest {
   conversations: Messages[];

@@ -7,7 +7,7 @@ import { z } from "zod";
 import { UserError } from "../errors.js";
 import { Engine, EngineDiedError, type EngineOptions, type LoadOptions } from "./client.js";
 import type { Generator } from "./generator.js";
-import type { ModelInfo } from "./protocol.js";
+import type { ModelInfo } from "../domain.js";
 
 /** How many engines generate at once. An option, not a setting: a run may resume with another. */
 export const PoolOptions = z.strictObject({

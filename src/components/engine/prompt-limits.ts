@@ -5,7 +5,7 @@
 // machine to death.
 import { UserError } from "../errors.js";
 import type { Generator } from "./generator.js";
-import type { Messages, ModelInfo } from "./protocol.js";
+import type { Messages, ModelInfo } from "../domain.js";
 
 /** A conversation to run, and where it came from ("data.json record id 7 field goal"). */
 export interface Prompt {

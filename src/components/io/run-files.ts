@@ -2,7 +2,7 @@
 // parses with them (docs/run-folder.md).
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
-import { Messages, ModelFingerprint, ModelInfo } from "../engine/protocol.js";
+import { Messages, ModelFingerprint, ModelInfo } from "../domain.js";
 import { Verdict } from "../judge/verdict.js";
 import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
 

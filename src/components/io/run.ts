@@ -12,7 +12,7 @@ import { RunConfig } from "./run-files.js";
 import { z } from "zod";
 import { storableSettings } from "./secrets.js";
 import { lockRun } from "./lock.js";
-import { ModelInfo, type ModelFingerprint } from "../engine/protocol.js";
+import { ModelInfo, type ModelFingerprint } from "../domain.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];

@@ -4,7 +4,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { z } from "zod";
 import { UserError } from "../errors.js";
-import type { ModelInfo } from "../engine/protocol.js";
+import type { ModelInfo } from "../domain.js";
 
 export const DELTA_FORMAT = "steermoe.expert_delta.v1";
 const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)$/;

@@ -6,7 +6,7 @@
 // flat [tokens, moeLayers, topK] (row-major), as the engine captures them.
 import { z } from "zod";
 import { UserError } from "../errors.js";
-import type { ModelInfo } from "../engine/protocol.js";
+import type { ModelInfo } from "../domain.js";
 import { mulberry32, tQuantile } from "./stats.js";
 
 export type SampleLabel = "safe" | "unsafe";

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { extname, join } from "node:path";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import type { ModelInfo } from "../engine/protocol.js";
+import type { ModelInfo } from "../domain.js";
 import { ndarray, type NDArray } from "../engine/frames.js";
 import { ExpertsFile, type EvalResults } from "../io/run-files.js";
 import { readInputFile, readJson } from "../io/store.js";

@@ -2,7 +2,7 @@
 // rate. Pure functions of the settings, so a resumed run recomputes exactly the same plan.
 import { z } from "zod";
 import { UserError } from "../errors.js";
-import type { LayerExperts, Messages } from "../engine/protocol.js";
+import type { LayerExperts, Messages } from "../domain.js";
 import { ExpertRef, expertLabel, type ExpertSet } from "./riskdiff.js";
 import { mulberry32, shuffle } from "./stats.js";
 

@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join, relative, resolve } from "node:path";
 import { z } from "zod";
-import type { Messages } from "../engine/protocol.js";
+import type { Messages } from "../domain.js";
 import {
   AnalyzedSampleRow,
   BatchesFile,

@@ -1,7 +1,7 @@
 // What every inference server flavour shares: the requests steermoe makes, the routing a server
 // returns, and the checks that turn it into routing-shard rows.
 import type { Sampling } from "../engine/client.js";
-import type { ModelInfo } from "../engine/protocol.js";
+import type { ModelInfo } from "../domain.js";
 
 /** Expert ids as a server returned them: [rows, layers, topK] over all decoder layers, int32. */
 export interface ServerRouting {
