@@ -29,10 +29,23 @@ def steer_bias(adapter: MoeAdapter, deactivate: Iterable[Expert], activate: Iter
             if bias[layer, expert] == -value:
                 raise ValueError(f"steer: layer {layer} expert {expert} is both activated and deactivated")
             bias[layer, expert] = value
+    groups = adapter.family.expert_groups(adapter.layers[0].router)
     for layer in adapter.moe_layer_indices:
-        if int(np.isposinf(bias[layer]).sum()) > adapter.top_k:
-            n = int(np.isposinf(bias[layer]).sum())
-            raise ValueError(f"steer: layer {layer} activates {n} experts, but only top-{adapter.top_k} are used")
+        forced = np.flatnonzero(np.isposinf(bias[layer])).tolist()
+        if len(forced) > adapter.top_k:
+            raise ValueError(
+                f"steer: layer {layer} activates {len(forced)} experts, but only top-{adapter.top_k} are used"
+            )
+        # The router picks groups first: forced experts spread over more groups than it picks
+        # could not all be used, whatever their bias.
+        if groups and forced:
+            n_groups, chosen = groups
+            hit = {e // (adapter.num_experts // n_groups) for e in forced}
+            if len(hit) > chosen:
+                raise ValueError(
+                    f"steer: layer {layer} activates experts {', '.join(map(str, forced))} in {len(hit)} expert "
+                    f"groups, but the router uses {chosen} of its {n_groups} groups per token"
+                )
         if np.isneginf(bias[layer]).all():
             raise ValueError(f"steer: layer {layer} switches off every expert; at least one must remain")
     return bias

@@ -14,11 +14,11 @@ from safetensors.numpy import load_file
 from steermoe import record_routing, steer
 from steermoe.schema import problem, run_file_schema
 from steermoe_engine.generation import Sampling, chat_ids, generate
-from steermoe_engine.models import Loaded
+from steermoe_engine.models import Loaded, load
 from steermoe_engine.operations import steering
 from steermoe_engine.routing import Shard
 
-from .conftest import ARCHS
+from .conftest import ARCHS, TinyModels
 
 PROMPT = [{"role": "user", "content": "Tell me a story about a cat who plays the piano."}]
 STEER = {"deactivate": [0, 1, 2], "activate": [5]}
@@ -107,9 +107,19 @@ def test_steer_refuses_what_the_cli_refuses(loaded: dict[str, Loaded]) -> None:
         ({"deactivate": [(0, 99)]}, "layer 0 has no expert 99"),
         ({"deactivate": [(0, 2)], "activate": [(0, 2)]}, "expert 2 is both activated and deactivated"),
         ({"deactivate": [(0, e) for e in range(8)]}, "switches off every expert"),
+        ({"activate": [(0, 1), (0, 2), (0, 3)]}, "activates 3 experts, but only top-2 are used"),
     ]:
         with pytest.raises(ValueError, match=message), steer(model, **changes):
             pass
+
+
+def test_steer_refuses_forced_experts_in_more_groups_than_the_router_picks(tiny_models: TinyModels) -> None:
+    model = load(str(tiny_models["deepseek_v3"]), "fp32", "cpu", False).model  # 2 groups of 4, 1 picked
+    refused = "activates experts 0, 7 in 2 expert groups, but the router uses 1 of its 2"
+    with pytest.raises(ValueError, match=refused), steer(model, activate=[(1, 0), (1, 7)]):
+        pass
+    with steer(model, activate=[(1, 0), (1, 3)]):  # one group: allowed
+        pass
 
 
 def test_the_validator_names_the_field() -> None:
