@@ -68,12 +68,13 @@ function modelChanges(before: ModelFingerprint | undefined, after: ModelFingerpr
 
 const MODEL_FINGERPRINT = "model fingerprint";
 
+/** What config.json says a run generated on: the engine, and the servers where there were any. */
+const BACKEND_FIELDS = ["engine", "servers"];
+
 /**
  * A resume on another backend (a local engine after a server, other servers, other versions)
  * is added to config.json's `resumed_on`: its top-level fields still say what the run started on.
  */
-const BACKEND_FIELDS = ["engine", "servers"];
-
 function recordResume(path: string, previous: RunConfig, describe: Record<string, unknown>): void {
   const backend = (config: Record<string, unknown>) =>
     Object.fromEntries(Object.entries(config).filter(([key]) => BACKEND_FIELDS.includes(key)));

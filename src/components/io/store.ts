@@ -19,7 +19,7 @@ import { dirname, join, basename } from "node:path";
 import { createHash } from "node:crypto";
 import { isUtf8 } from "node:buffer";
 import { z } from "zod";
-import { UserError, zodProblem } from "../errors.js";
+import { inputError, UserError, zodProblem } from "../errors.js";
 
 /** The most a file given as input (data, config, template, steering map) may hold. */
 export const INPUT_LIMIT_BYTES = 2 ** 30;
@@ -29,7 +29,7 @@ export const INPUT_LIMIT_BYTES = 2 ** 30;
  * block or never end) of at most INPUT_LIMIT_BYTES, or a one-line error naming it.
  */
 export function readInputFile(file: string, what = "file"): Buffer {
-  const fail = (problem: string) => new UserError(`${file}: ${problem}`);
+  const fail = (problem: string) => inputError(file, undefined, problem);
   let size: number;
   try {
     const stat = statSync(file);
