@@ -16,7 +16,7 @@ const makePairs = (n: number): Pair[] =>
     source: {},
   }));
 
-const ids = (plan: BatchPlan) => plan.batches.map((b) => b.samples.map((s) => s.sampleId));
+const ids = (plan: BatchPlan) => plan.batches.map((b) => b.samples.map((s) => s.sample_id));
 
 function expectUserError(fn: () => unknown, pattern: RegExp) {
   assert.throws(fn, (err: unknown) => {
@@ -38,10 +38,10 @@ test("r = 0.5: pairs stay together, safe first, dataset order, leftovers unused"
     ["p6:safe", "p7:safe", "p6:unsafe", "p7:unsafe"],
   ]);
   assert.deepEqual(plan.batches[1]?.samples[3], {
-    sampleId: "p3:unsafe",
-    batchIdx: 1,
-    inBatchIdx: 3,
-    pairId: "p3",
+    sample_id: "p3:unsafe",
+    batch_idx: 1,
+    in_batch_idx: 3,
+    pair_id: "p3",
     label: "unsafe",
     messages: [{ role: "user", content: "unsafe 3" }],
   });
@@ -75,7 +75,7 @@ test("seeded shuffle is deterministic and pinned", () => {
   assert.equal(a.seed, 7);
   // Shuffling moves pairs, never splits them at r = 0.5.
   for (const batch of a.batches) {
-    const pairIds = batch.samples.map((s) => s.pairId);
+    const pairIds = batch.samples.map((s) => s.pair_id);
     assert.deepEqual(pairIds.slice(0, 2), pairIds.slice(2));
   }
 });
@@ -116,7 +116,7 @@ test("dropPairs keeps batch numbering and order, skips emptied batches", () => {
     [0, 2],
   );
   assert.deepEqual(
-    batches[0]?.samples.map((s) => [s.sampleId, s.inBatchIdx]),
+    batches[0]?.samples.map((s) => [s.sample_id, s.in_batch_idx]),
     [
       ["p0:safe", 0],
       ["p0:unsafe", 2],

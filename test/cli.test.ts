@@ -8,7 +8,12 @@ import type { Command } from "commander";
 import { buildTiny, PACKAGE_ROOT, PYTHON, run, tempDir } from "./helpers.js";
 import { program } from "../src/cli/index.js";
 import { SettingOption, settingAt } from "../src/cli/flags.js";
-import { RECIPE_SETTINGS, runFileJsonSchemas, settingsJsonSchemas } from "../src/cli/schemas.js";
+import {
+  RECIPE_SETTINGS,
+  routingFormatJson,
+  runFileJsonSchemas,
+  settingsJsonSchemas,
+} from "../src/cli/schemas.js";
 import { commandReference } from "../src/cli/reference.js";
 
 // Removed once every test of this file has run.
@@ -342,7 +347,7 @@ test("the shipped JSON Schemas are the ones the settings generate (npm run schem
   assert.equal(analyze.additionalProperties, false);
 });
 
-test("the Python package's run-file schemas are the ones run-files.ts generates (npm run schemas)", () => {
+test("the Python package's run-file schemas and the engine's shard format are the ones TypeScript generates (npm run schemas)", () => {
   const files = runFileJsonSchemas();
   assert.deepEqual(Object.keys(files).sort(), [
     "eval_results.schema.json",
@@ -356,6 +361,11 @@ test("the Python package's run-file schemas are the ones run-files.ts generates 
     assert.equal(readFileSync(path, "utf8"), text, `${file} is stale: run npm run schemas`);
   }
   assert.deepEqual(JSON.parse(files["samples.schema.json"]!).properties.label.enum, ["safe", "unsafe"]);
+  // The engine writes routing shards by the format the reader defines.
+  const [[name, format]] = Object.entries(routingFormatJson()) as [[string, string]];
+  const path = join(PACKAGE_ROOT, "engine", "steermoe_engine", name);
+  assert.equal(readFileSync(path, "utf8"), format, `${name} is stale: run npm run schemas`);
+  assert.equal(JSON.parse(format).format, "steermoe.routing.v1");
 });
 
 test("docs/commands.md is every command's --help as the CLI writes it (npm run schemas)", () => {

@@ -215,12 +215,25 @@ test("bad input: one line naming what to fix, non-zero exit, nothing written", a
     [
       "unknown layer",
       ["--run", analysis, "--experts", file("l.json", [{ layer: 7, expert: 0 }])],
-      /l\.json entry 0: layer 7 is not an MoE layer of the model \(0, 1\)/,
+      /--experts \S*l\.json: layer 7 is not an MoE layer of \S+ \(0, 1\)/,
+    ],
+    [
+      "an expert twice",
+      [
+        "--run",
+        analysis,
+        "--experts",
+        file("d.json", [
+          { layer: 1, expert: 2 },
+          { layer: 1, expert: 2 },
+        ]),
+      ],
+      /--experts \S*d\.json: layer 1 expert 2 is given twice/,
     ],
     [
       "unknown expert",
       ["--run", analysis, "--experts", file("e.json", [{ layer: 1, expert: 8 }])],
-      /e\.json entry 0: layer 1 has no expert 8 \(0\.\.7\)/,
+      /--experts \S*e\.json: layer 1 has no expert 8 \(0\.\.7\)/,
     ],
     [
       "empty set",

@@ -30,8 +30,11 @@ from .adapters import MoeAdapter
 from .errors import EngineError
 from .files import sort_metadata
 
-ROUTING_FORMAT = "steermoe.routing.v1"
-PARTS = ("prompt", "generation")
+# The shard format is defined once, in TypeScript (src/components/io/routing.ts), and written
+# here by `npm run schemas`; the reader in TypeScript and this writer cannot drift apart.
+SHARD_FORMAT: dict[str, Any] = json.loads((Path(__file__).parent / "routing_format.json").read_text("utf-8"))
+ROUTING_FORMAT: str = SHARD_FORMAT["format"]
+PARTS: tuple[str, ...] = tuple(SHARD_FORMAT["parts"])
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class RoutingRecorder:
     def __init__(self, adapter: MoeAdapter, enabled: bool = True) -> None:
         self.adapter = adapter
         self.enabled = enabled
-        self.id_dtype = torch.uint8 if adapter.num_experts <= 256 else torch.int16
+        self.id_dtype = torch.uint8 if adapter.num_experts <= SHARD_FORMAT["uint8_max_experts"] else torch.int16
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.ids: list[torch.Tensor] = []
         self.weights: list[torch.Tensor] = []

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from steermoe_engine.generation import Sampling, generate, replay
 from steermoe_engine.models import Loaded
-from steermoe_engine.routing import ROUTING_FORMAT, Shard
+from steermoe_engine.routing import ROUTING_FORMAT, SHARD_FORMAT, Shard
 
 from .conftest import ARCHS
 
@@ -55,6 +55,8 @@ def read_shards(shards: list[Shard]) -> list[dict[str, np.ndarray]]:
         with open(shard.path, "rb") as f:
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
         assert header["__metadata__"]["format"] == ROUTING_FORMAT
+        # Exactly the metadata the TypeScript reader's schema names (routing_format.json).
+        assert sorted(header["__metadata__"]) == sorted(SHARD_FORMAT["metadata"]["required"])
         assert json.loads(header["__metadata__"]["sample_ids"]) == shard.sample_ids
         for i in range(len(shard.sample_ids)):
             sample = {}

@@ -1,7 +1,8 @@
 // The JSON Schema of each recipe's settings, shipped as schemas/<recipe>.schema.json so that
 // editors complete and check --config files. Written by `npm run schemas`; a test keeps the
 // committed files equal to what the zod schemas generate. The run files' schemas go into the Python
-// package (engine/steermoe/schemas/), whose load_run validates every file against them.
+// package (engine/steermoe/schemas/), whose load_run validates every file against them; the
+// routing shard format goes to the engine (engine/steermoe_engine/routing_format.json).
 import { z } from "zod";
 import { AnalyzeSettings } from "../recipes/analyze.js";
 import { ApplyDeltaSettings } from "../recipes/apply-delta.js";
@@ -12,6 +13,7 @@ import { JailbreakSettings } from "../recipes/jailbreak.js";
 import { ServeSettings } from "../recipes/serve.js";
 import { TrainSettings } from "../recipes/train.js";
 import { AnalyzedSampleRow, EvalResults, ExpertsFile, TrainLogRow } from "../components/io/run-files.js";
+import { SHARD_FORMAT, ShardMetadata } from "../components/io/routing.js";
 
 export const RECIPE_SETTINGS = {
   analyze: AnalyzeSettings,
@@ -51,4 +53,10 @@ export function runFileJsonSchemas(): Record<string, string> {
       JSON.stringify(z.toJSONSchema(schema, { io: "output" }), null, 2) + "\n",
     ]),
   );
+}
+
+/** File name → text: the routing shard format, for the engine, which writes shards by it. */
+export function routingFormatJson(): Record<string, string> {
+  const metadata = z.toJSONSchema(ShardMetadata, { io: "output" });
+  return { "routing_format.json": JSON.stringify({ ...SHARD_FORMAT, metadata }, null, 2) + "\n" };
 }

@@ -9,13 +9,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import {
-  batchShape,
-  dropPairs,
-  planBatches,
-  type MixedBatch,
-  type Sample,
-} from "../components/data/batching.js";
+import { batchShape, dropPairs, planBatches, type MixedBatch } from "../components/data/batching.js";
 import {
   ComputeBatch,
   computeBatchSize,
@@ -44,7 +38,7 @@ import { checkRunFolder, openRun } from "../components/io/run.js";
 import { assertUnlocked } from "../components/io/lock.js";
 import { planGeneration } from "../components/engine/prompt-limits.js";
 import { qualityControl, samplePasses } from "../components/method/quality-control.js";
-import { buildSftDataset, RefusalSource, type SftSample } from "../components/data/sft.js";
+import { buildSftDataset, RefusalSource } from "../components/data/sft.js";
 import { readJsonl, TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { riskDiffRanking, writeNpy, writeRiskDiffTables } from "../components/io/tables.js";
 import {
@@ -227,7 +221,7 @@ function batchDone(run: string, batch: MixedBatch): boolean {
   try {
     const rows = readJsonl(samplesFile(run, batch.batchIdx), SampleRow);
     const traces = readRoutingShard(join(run, routingFile(batch.batchIdx))).traces;
-    const ids = batch.samples.map((s) => s.sampleId).join("\n");
+    const ids = batch.samples.map((s) => s.sample_id).join("\n");
     if (rows.map((r) => r.sample_id).join("\n") !== ids)
       throw new UserError(`${samplesFile(run, batch.batchIdx)} does not hold the batch's samples`);
     if (traces.map((t) => t.sampleId).join("\n") !== ids)
@@ -298,7 +292,7 @@ async function runBatches(
 }
 
 function batchOutline(batch: MixedBatch) {
-  return { batch_idx: batch.batchIdx, sample_ids: batch.samples.map((s) => s.sampleId) };
+  return { batch_idx: batch.batchIdx, sample_ids: batch.samples.map((s) => s.sample_id) };
 }
 
 /** Generate and judge a chunk of analysis batches: the rows of each batch, routing already on disk. */
@@ -312,26 +306,26 @@ async function generateBatches(
 ): Promise<SampleRow[][]> {
   const samples = batches.flatMap((b) => b.samples);
   const seeds = samples.map((s) =>
-    sampleSeed(settings.sampling, s.batchIdx * settings.batch.size + s.inBatchIdx),
+    sampleSeed(settings.sampling, s.batch_idx * settings.batch.size + s.in_batch_idx),
   );
   // Each analysis batch's routing goes to its own shard, written by the engine.
   const shards = batches.map((b) => ({
     path: join(run, routingFile(b.batchIdx)),
-    sampleIds: b.samples.map((s) => s.sampleId),
+    sampleIds: b.samples.map((s) => s.sample_id),
   }));
   const results = await generator.generate({
     conversations: samples.map((s) => s.messages),
     seeds,
     sampling: settings.sampling,
     shards,
-    ids: samples.map((s) => s.sampleId),
+    ids: samples.map((s) => s.sample_id),
   });
   const verdicts = judge
     ? await judge.judge(
         samples.map((s, i) => ({
           prompt: s.messages.at(-1)!.content,
           response: results[i]!.text,
-          goal: goals.get(s.pairId)!,
+          goal: goals.get(s.pair_id)!,
         })),
       )
     : undefined;
@@ -343,12 +337,7 @@ async function generateBatches(
       const seed = seeds[at]!;
       at++;
       return {
-        sample_id: s.sampleId,
-        pair_id: s.pairId,
-        batch_idx: s.batchIdx,
-        in_batch_idx: s.inBatchIdx,
-        label: s.label,
-        messages: s.messages,
+        ...s,
         seed,
         prompt_token_ids: Array.from(result.promptIds.data as Int32Array),
         generated_token_ids: Array.from(result.generatedIds.data as Int32Array),
@@ -392,7 +381,7 @@ async function finish(
   const rows = planned.flatMap((b) => readJsonl(samplesFile(run, b.batchIdx), SampleRow));
   const dropped = qualityControl(rows, { qc: settings.qc, selfRefusal: settings.refusal.source === "self" });
   const { batches: kept, skippedBatchIdx } = dropPairs(planned, new Set(dropped.keys()));
-  const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sampleId)));
+  const keptIds = new Set(kept.flatMap((b) => b.samples.map((s) => s.sample_id)));
   const skipped = new Set(skippedBatchIdx);
 
   const shape = routingShape(model);
@@ -434,12 +423,9 @@ async function finish(
   writeJsonAtomic(join(run, "experts.json"), experts);
 
   const bySample = new Map(rows.map((r) => [r.sample_id, r]));
-  const toSft = (s: Sample): SftSample => ({ ...s, response: bySample.get(s.sampleId)!.text });
-  const safeByPair = new Map(
-    rows.filter((r) => r.label === "safe").map((r) => [r.pair_id, toSft(toSample(r))]),
-  );
+  const safeByPair = new Map(rows.filter((r) => r.label === "safe").map((r) => [r.pair_id, r]));
   const sft = await buildSftDataset(
-    kept.map((b) => b.samples.map(toSft)),
+    kept.map((b) => b.samples.map((s) => bySample.get(s.sample_id)!)),
     safeByPair,
     settings.refusal,
     join(run, "judge_cache.jsonl"),
@@ -461,26 +447,15 @@ async function finish(
     batches: planned.map((b) => ({
       ...batchOutline(b),
       kept: keptBatchIdx.has(b.batchIdx),
-      kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sampleId)).map((s) => s.sampleId),
+      kept_sample_ids: b.samples.filter((s) => keptIds.has(s.sample_id)).map((s) => s.sample_id),
     })),
     ...skippedLong,
   };
   writeJsonAtomic(join(run, "batches.json"), batches);
   return {
     keptBatches: kept.length,
-    keptPairs: new Set(kept.flatMap((b) => b.samples.map((s) => s.pairId))).size,
+    keptPairs: new Set(kept.flatMap((b) => b.samples.map((s) => s.pair_id))).size,
     globalExperts: selection.global,
     unionExperts: selection.union.length,
-  };
-}
-
-function toSample(r: SampleRow): Sample {
-  return {
-    sampleId: r.sample_id,
-    batchIdx: r.batch_idx,
-    inBatchIdx: r.in_batch_idx,
-    pairId: r.pair_id,
-    label: r.label,
-    messages: r.messages,
   };
 }

@@ -21,15 +21,9 @@ import {
 import { UserError, zodProblem } from "../components/errors.js";
 import { note, progress } from "../components/progress.js";
 import { type TrainStepResult } from "../components/engine/protocol.js";
-import { ModelInfo } from "../components/domain.js";
-import {
-  expertLabel,
-  expertMask,
-  type ExpertRef,
-  stackedMasks,
-  routingShape,
-} from "../components/method/riskdiff.js";
-import { DELTA_FORMAT } from "../components/method/delta.js";
+import { checkExperts, type ExpertRef, ModelInfo } from "../components/domain.js";
+import { expertLabel, expertMask, stackedMasks, routingShape } from "../components/method/riskdiff.js";
+import { DELTA_FORMAT, type DeltaMetadata } from "../components/method/delta.js";
 import { checkRunFolder, openRun } from "../components/io/run.js";
 import { assertUnlocked } from "../components/io/lock.js";
 import { measurePrompts } from "../components/engine/prompt-limits.js";
@@ -45,7 +39,6 @@ import {
 } from "../components/io/store.js";
 import { writeNpy } from "../components/io/tables.js";
 import {
-  checkExperts,
   epochOrder,
   ExpertList,
   intersect,
@@ -53,12 +46,14 @@ import {
   layerExperts,
   learningRate,
   type TrainBatch,
+  type TrainSample,
 } from "../components/method/training-plan.js";
 import {
   AnalysisConfig,
   ExpertsFile,
   SftRow,
   type TrainingMetadata,
+  type ExpertDeltaFile,
   TrainLogRow,
 } from "../components/io/run-files.js";
 
@@ -156,9 +151,7 @@ function fromRun(run: string, settings: Settings): Plan {
   for (const row of rows) byBatch.set(row.batch_idx, [...(byBatch.get(row.batch_idx) ?? []), row]);
   const batches = [...byBatch.entries()].map(([batchIdx, samples]) => ({
     batchIdx,
-    sampleIds: samples.map((s) => s.sample_id),
-    labels: samples.map((s) => s.label),
-    conversations: samples.map((s) => s.messages),
+    samples,
     // A batch steers its routing into its own unsafe experts, as far as they are being trained.
     allowed: settings.routingMask
       ? layerExperts(
@@ -215,9 +208,7 @@ function fromData(settings: Settings): Plan {
     const chunk = conversations.slice(start, start + settings.batchSize);
     batches.push({
       batchIdx: batches.length,
-      sampleIds: chunk.map((c) => c.id),
-      labels: chunk.map(() => "sample"),
-      conversations: chunk.map((c) => c.messages),
+      samples: chunk.map((c) => ({ sample_id: c.id, messages: c.messages })),
       allowed: {},
     });
   }
@@ -235,6 +226,24 @@ function sameShape(analysed: ModelInfo | undefined, model: ModelInfo): void {
         `measured ${want[0]} layers, [${want[1]}] and ${want[2]}: train the model that was analysed`,
     );
   }
+}
+
+/** The engine's label of a sample: its side, or "sample" for a conversation of --data. */
+const sampleLabel = (s: TrainSample): string => s.label ?? "sample";
+
+/**
+ * What the run, data and experts settings point at: the batches and experts they make, digested in
+ * the form train runs have recorded from the start, so that a rerun of any of them resumes.
+ */
+function planSha256(plan: Plan): string {
+  const batches = plan.batches.map(({ batchIdx, samples, allowed }) => ({
+    batchIdx,
+    sampleIds: samples.map((s) => s.sample_id),
+    labels: samples.map(sampleLabel),
+    conversations: samples.map((s) => s.messages),
+    allowed,
+  }));
+  return sha256(JSON.stringify([batches, plan.trained]));
 }
 
 const checkpointName = (step: number) => `step-${String(step).padStart(6, "0")}.safetensors`;
@@ -315,17 +324,17 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
         Array.from({ length: model.numExperts }, (_, expert) => ({ layer, expert })),
       );
     }
-    checkExperts(plan.trained, model.moeLayers, model.numExperts, settings.experts);
+    checkExperts(plan.trained, model, `--experts ${settings.experts}`);
     // Every sequence must fit the context, and the engine tokenizes them all in the setup: both
     // before the output folder is touched.
     await measurePrompts(
       engine,
       model,
       plan.batches.flatMap((b) =>
-        b.conversations.map((messages, i) => ({
+        b.samples.map(({ sample_id, messages }) => ({
           messages,
-          where: `${plan.file} record id ${b.sampleIds[i]} field messages`,
-          id: b.sampleIds[i],
+          where: `${plan.file} record id ${sample_id} field messages`,
+          id: sample_id,
         })),
       ),
       { maxNewTokens: 0 },
@@ -340,21 +349,26 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       gradientCheckpointing: settings.gradientCheckpointing,
       microBatch: settings.microBatch ?? null,
       seed: settings.seed,
-      batches: plan.batches.map(({ conversations, sampleIds, labels, allowed }) => ({
-        conversations,
-        ids: sampleIds,
-        labels,
+      batches: plan.batches.map(({ samples, allowed }) => ({
+        conversations: samples.map((s) => s.messages),
+        ids: samples.map((s) => s.sample_id),
+        labels: samples.map(sampleLabel),
         allowed,
       })),
     });
     const describe = { model, engine: engine.info, ...plan.describe };
-    // What the run, data and experts settings point at: the batches and experts they make.
-    const planSha256 = sha256(JSON.stringify([plan.batches, plan.trained]));
-    const { resumed, release } = openRun(out, "train", { ...settings, planSha256 }, describe, "checkpoints", [
-      { setting: "run", by: "planSha256" },
-      { setting: "data", by: "planSha256" },
-      { setting: "experts", by: "planSha256" },
-    ]);
+    const { resumed, release } = openRun(
+      out,
+      "train",
+      { ...settings, planSha256: planSha256(plan) },
+      describe,
+      "checkpoints",
+      [
+        { setting: "run", by: "planSha256" },
+        { setting: "data", by: "planSha256" },
+        { setting: "experts", by: "planSha256" },
+      ],
+    );
     try {
       return await runSteps(
         engine,
@@ -454,7 +468,7 @@ async function runSteps(
       step,
       epoch,
       batch_idx: batch.batchIdx,
-      sample_ids: batch.sampleIds,
+      sample_ids: batch.samples.map((s) => s.sample_id),
       loss: result.loss,
       router_loss: result.routerLoss,
       lr,
@@ -512,30 +526,31 @@ async function writeOutputs(
     model.numExperts,
   ]);
   if (settings.trainable === "experts") {
-    const tensors = await engine.saveDelta(
-      join(out, "expert_delta.safetensors"),
-      layerExperts(plan.trained),
-      {
-        format: DELTA_FORMAT,
-        base_model: model.source,
-        model_type: model.modelType,
-      },
-    );
-    writeJsonAtomic(join(out, "expert_delta.json"), {
+    // One description of the delta: the safetensors header carries it, expert_delta.json repeats
+    // it for readers who do not open safetensors.
+    const about: DeltaMetadata = {
       format: DELTA_FORMAT,
       base_model: model.source,
       model_type: model.modelType,
+    };
+    const tensors = await engine.saveDelta(
+      join(out, "expert_delta.safetensors"),
+      layerExperts(plan.trained),
+      about,
+    );
+    writeJsonAtomic(join(out, "expert_delta.json"), {
+      ...about,
       experts: trained.map(({ layer, expert, label }) => ({ layer, expert, label })),
       tensors,
       apply: `steermoe apply-delta --base ${model.source} --delta ${join(out, "expert_delta.safetensors")} --out DIR`,
-    });
+    } satisfies ExpertDeltaFile);
   }
   const metadata: TrainingMetadata = {
     model: model.source,
     model_type: model.modelType,
     ...plan.describe,
     batches: plan.batches.length,
-    batch_sizes: plan.batches.map((b) => b.conversations.length),
+    batch_sizes: plan.batches.map((b) => b.samples.length),
     steps: stats.log.length,
     epochs: settings.epochs,
     trainable: settings.trainable,

@@ -9,17 +9,8 @@
 // schemas in io/run-files.ts).
 import { UserError } from "../errors.js";
 import type { Pair } from "./pairs.js";
-import type { Messages } from "../domain.js";
+import type { Sample } from "../domain.js";
 import { mulberry32, shuffle } from "../method/stats.js";
-
-export interface Sample {
-  sampleId: string;
-  batchIdx: number;
-  inBatchIdx: number;
-  pairId: string;
-  label: "safe" | "unsafe";
-  messages: Messages;
-}
 
 /** Safe samples first, then unsafe. */
 export interface MixedBatch {
@@ -91,10 +82,10 @@ export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}):
     batches.push({
       batchIdx,
       samples: members.map(({ pair, label }, inBatchIdx) => ({
-        sampleId: `${pair.pairId}:${label}`,
-        batchIdx,
-        inBatchIdx,
-        pairId: pair.pairId,
+        sample_id: `${pair.pairId}:${label}`,
+        pair_id: pair.pairId,
+        batch_idx: batchIdx,
+        in_batch_idx: inBatchIdx,
         label,
         messages: pair[label],
       })),
@@ -104,7 +95,7 @@ export function planBatches(pairs: readonly Pair[], options: BatchOptions = {}):
 }
 
 export interface QcResult {
-  /** Kept batches, with their original batchIdx and inBatchIdx. */
+  /** Kept batches, with their original batch_idx and in_batch_idx. */
   batches: MixedBatch[];
   skippedBatchIdx: number[];
 }
@@ -116,7 +107,7 @@ export function dropPairs(batches: readonly MixedBatch[], dropPairIds: ReadonlyS
   const kept: MixedBatch[] = [];
   const skippedBatchIdx: number[] = [];
   for (const batch of batches) {
-    const samples = batch.samples.filter((sample) => !dropPairIds.has(sample.pairId));
+    const samples = batch.samples.filter((sample) => !dropPairIds.has(sample.pair_id));
     const hasBoth = samples.some((s) => s.label === "safe") && samples.some((s) => s.label === "unsafe");
     if (hasBoth) kept.push({ batchIdx: batch.batchIdx, samples });
     else skippedBatchIdx.push(batch.batchIdx);

@@ -3,9 +3,9 @@
 // unsafe samples get one from the chosen refusal source.
 import { z } from "zod";
 import { makeRefusal, OpenAIEndpoint } from "../judge/judge.js";
-import type { Messages } from "../domain.js";
+import type { Messages, Sample } from "../domain.js";
 import { UserError } from "../errors.js";
-import type { SftRow } from "../io/run-files.js";
+import type { SampleRow, SftRow } from "../io/run-files.js";
 
 export const RefusalSource = z.strictObject({
   /** self: the paired safe sample's refusal; template: one fixed sentence; openai: written by an endpoint. */
@@ -15,29 +15,21 @@ export const RefusalSource = z.strictObject({
 });
 export type RefusalSource = z.infer<typeof RefusalSource>;
 
-export interface SftSample {
-  sampleId: string;
-  pairId: string;
-  batchIdx: number;
-  inBatchIdx: number;
-  label: "safe" | "unsafe";
-  messages: Messages;
-  /** The model's response during analysis. */
-  response: string;
-}
-
 /** The plain request of a pair: the last user message of its safe prompt. */
 function plainRequest(messages: Messages): string {
   return messages.findLast((m) => m.role === "user")?.content ?? "";
 }
+
+/** What the SFT dataset reads of a generated sample: the sample and the model's response. */
+type Answered = Sample & Pick<SampleRow, "text">;
 
 /**
  * `batches`: kept samples per kept batch, in analysis order. `safeByPair`: every generated safe
  * sample, for the `self` source (its partner may sit in another batch when the safe ratio is not 0.5).
  */
 export async function buildSftDataset(
-  batches: readonly (readonly SftSample[])[],
-  safeByPair: ReadonlyMap<string, SftSample>,
+  batches: readonly (readonly Answered[])[],
+  safeByPair: ReadonlyMap<string, Answered>,
   refusal: RefusalSource,
   cachePath: string,
 ): Promise<SftRow[]> {
@@ -45,27 +37,27 @@ export async function buildSftDataset(
   const targets = new Map<string, string>();
   if (refusal.source === "openai") {
     if (!refusal.endpoint) throw new UserError("refusal source openai needs an endpoint (baseUrl, model)");
-    const requests = unsafe.map((s) => plainRequest(safeByPair.get(s.pairId)?.messages ?? s.messages));
+    const requests = unsafe.map((s) => plainRequest(safeByPair.get(s.pair_id)?.messages ?? s.messages));
     const written = await makeRefusal(refusal.endpoint, requests, { cachePath });
-    unsafe.forEach((s, i) => targets.set(s.sampleId, written[i]!));
+    unsafe.forEach((s, i) => targets.set(s.sample_id, written[i]!));
   }
   for (const s of unsafe) {
-    if (refusal.source === "template") targets.set(s.sampleId, refusal.template);
+    if (refusal.source === "template") targets.set(s.sample_id, refusal.template);
     if (refusal.source === "self") {
-      const partner = safeByPair.get(s.pairId);
-      if (!partner) throw new Error(`sample ${s.sampleId} has no generated safe partner`);
-      targets.set(s.sampleId, partner.response);
+      const partner = safeByPair.get(s.pair_id);
+      if (!partner) throw new Error(`sample ${s.sample_id} has no generated safe partner`);
+      targets.set(s.sample_id, partner.text);
     }
   }
   return batches.flat().map((s) => ({
-    batch_idx: s.batchIdx,
-    in_batch_idx: s.inBatchIdx,
-    sample_id: s.sampleId,
-    pair_id: s.pairId,
+    batch_idx: s.batch_idx,
+    in_batch_idx: s.in_batch_idx,
+    sample_id: s.sample_id,
+    pair_id: s.pair_id,
     label: s.label,
     messages: [
       ...s.messages,
-      { role: "assistant" as const, content: s.label === "safe" ? s.response : targets.get(s.sampleId)! },
+      { role: "assistant" as const, content: s.label === "safe" ? s.text : targets.get(s.sample_id)! },
     ],
     target_source: s.label === "safe" ? "model" : refusal.source,
   }));

@@ -7,8 +7,22 @@ import type { NDArray } from "../engine/frames.js";
 import { readSafetensors } from "./safetensors.js";
 import { UserError } from "../errors.js";
 
-export const ROUTING_FORMAT = "steermoe.routing.v1";
-export const PARTS = ["prompt", "generation"] as const;
+/**
+ * The shard format, defined here once: `npm run schemas` writes it for the engine, whose
+ * routing.py writes shards by it (engine/steermoe_engine/routing_format.json).
+ */
+export const SHARD_FORMAT = {
+  format: "steermoe.routing.v1",
+  parts: ["prompt", "generation"],
+  /** Per part: "<part>.<name>"; router_weights only where the router's weights were recorded. */
+  tensors: {
+    expert_ids: "[tokens, moe_layers, top_k] uint8, or uint16 past uint8_max_experts experts",
+    router_weights: "[tokens, moe_layers, top_k] float32",
+    offsets: "[samples + 1] int64: sample i is rows offsets[i]:offsets[i + 1]",
+  },
+  uint8_max_experts: 256,
+} as const;
+export const PARTS = SHARD_FORMAT.parts;
 export type Part = (typeof PARTS)[number];
 
 /** The expert ids of one sample's tokens, per part, flat in [tokens, moe_layers, top_k] order. */
@@ -25,8 +39,10 @@ export const RoutingLayout = z.object({
 });
 export type RoutingLayout = z.infer<typeof RoutingLayout>;
 
-const Metadata = z.object({
-  format: z.literal(ROUTING_FORMAT),
+/** The shard's safetensors metadata: strings only, lists as compact JSON. */
+export const ShardMetadata = z.object({
+  format: z.literal(SHARD_FORMAT.format),
+  router_weights: z.enum(["yes", "no"]),
   sample_ids: z.string(),
   moe_layers: z.string(),
   num_experts: z.string(),
@@ -36,7 +52,7 @@ const Metadata = z.object({
 /** The expert ids of every sample in the shard (router weights are for readers outside steermoe). */
 export function readRoutingShard(path: string): { layout: RoutingLayout; traces: RoutingTrace[] } {
   const { tensors, metadata: raw } = readSafetensors(path, (name) => !name.endsWith(".router_weights"));
-  const metadata = Metadata.safeParse(raw);
+  const metadata = ShardMetadata.safeParse(raw);
   if (!metadata.success) throw new UserError(`${path} is not a steermoe routing shard`);
   const layout = RoutingLayout.parse({
     moeLayers: JSON.parse(metadata.data.moe_layers),

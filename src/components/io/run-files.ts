@@ -2,12 +2,12 @@
 // parses with them (docs/run-folder.md).
 import { z } from "zod";
 import { ModelConfig } from "../config.js";
-import { Messages, ModelFingerprint, ModelInfo } from "../domain.js";
+import { ExpertRef, Messages, ModelFingerprint, ModelInfo, Sample } from "../domain.js";
 import { Verdict } from "../judge/verdict.js";
-import { ExpertRef, ExpertSetSchema } from "../method/riskdiff.js";
+import { DeltaMetadata } from "../method/delta.js";
+import { ExpertSetSchema } from "../method/riskdiff.js";
 
 const int = z.number().int();
-const Label = z.enum(["safe", "unsafe"]);
 /** JSON has no NaN or infinity: JSON.stringify writes them as null. */
 const finite = z.number().nullable();
 
@@ -29,13 +29,7 @@ export const GeneratedRow = z.object({
 export type GeneratedRow = z.infer<typeof GeneratedRow>;
 
 /** One generated sample of an analysis batch, a line of RUN/samples/batch-NNNNN.jsonl. */
-export const SampleRow = z.object({
-  sample_id: z.string(),
-  pair_id: z.string(),
-  batch_idx: int,
-  in_batch_idx: int,
-  label: Label,
-  messages: Messages,
+export const SampleRow = Sample.extend({
   seed: int,
   prompt_token_ids: z.array(int),
   generated_token_ids: z.array(int),
@@ -52,13 +46,7 @@ export const AnalyzedSampleRow = SampleRow.extend({ kept: z.boolean(), why: z.st
 export type AnalyzedSampleRow = z.infer<typeof AnalyzedSampleRow>;
 
 /** A line of RUN/sft_dataset.jsonl: a kept sample with its assistant target as the last message. */
-export const SftRow = z.object({
-  batch_idx: int,
-  in_batch_idx: int,
-  sample_id: z.string(),
-  pair_id: z.string(),
-  label: Label,
-  messages: Messages,
+export const SftRow = Sample.extend({
   target_source: z.enum(["model", "self", "template", "openai"]),
 });
 export type SftRow = z.infer<typeof SftRow>;
@@ -151,6 +139,16 @@ export const TrainLogRow = z.object({
 });
 export type TrainLogRow = z.infer<typeof TrainLogRow>;
 
+const LabelledExpert = ExpertRef.extend({ label: z.string() });
+
+/** RUN/train/expert_delta.json: the delta's own metadata, what it holds and how to apply it. */
+export const ExpertDeltaFile = DeltaMetadata.extend({
+  experts: z.array(LabelledExpert),
+  tensors: z.array(z.string()),
+  apply: z.string(),
+});
+export type ExpertDeltaFile = z.infer<typeof ExpertDeltaFile>;
+
 /** RUN/train/training_metadata.json. */
 export const TrainingMetadata = z.looseObject({
   model: z.string(),
@@ -162,7 +160,7 @@ export const TrainingMetadata = z.looseObject({
   trainable: z.enum(["experts", "all", "router"]),
   trainable_parameters: int,
   optimizer_state_bytes: int,
-  trained_experts: z.array(ExpertRef.extend({ label: z.string() })),
+  trained_experts: z.array(LabelledExpert),
   unique_trained_experts: int,
   total_experts: int,
   per_batch_mask_counts: z.array(z.object({ batch_idx: int, experts: int })),

@@ -7,7 +7,8 @@ import { parquetWriteBuffer } from "hyparquet-writer";
 import { UserError, zodProblem } from "../errors.js";
 import { RiskDiffRow } from "./run-files.js";
 import { readInputFile, writeFileAtomic } from "./store.js";
-import { expertLabel, type ExpertRef, type RiskDiffResult } from "../method/riskdiff.js";
+import type { ExpertRef } from "../domain.js";
+import { expertLabel, type RiskDiffResult } from "../method/riskdiff.js";
 
 // ---- .npy (format v1.0, little-endian, C order)
 

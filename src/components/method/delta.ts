@@ -3,10 +3,18 @@
 // checked here, against the model the engine has loaded, before the engine applies it.
 import { closeSync, openSync, readSync } from "node:fs";
 import { z } from "zod";
-import { UserError } from "../errors.js";
+import { UserError, zodProblem } from "../errors.js";
 import type { ModelInfo } from "../domain.js";
 
 export const DELTA_FORMAT = "steermoe.expert_delta.v1";
+
+/** What a delta says of itself, in its safetensors header; expert_delta.json repeats it. */
+export const DeltaMetadata = z.object({
+  format: z.literal(DELTA_FORMAT),
+  base_model: z.string(),
+  model_type: z.string(),
+});
+export type DeltaMetadata = z.infer<typeof DeltaMetadata>;
 const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)$/;
 
 const Header = z.record(z.string(), z.unknown());
@@ -32,16 +40,18 @@ function readHeader(path: string): Record<string, unknown> {
 /** One-line errors for a file that is not a delta, or names experts `model` lacks. */
 export function checkDelta(path: string, model: ModelInfo): void {
   const { __metadata__: metadata, ...tensors } = readHeader(path);
-  const format = (metadata as { format?: unknown } | undefined)?.format;
-  if (format !== DELTA_FORMAT) {
+  const about = DeltaMetadata.safeParse(metadata ?? {});
+  if (!about.success) {
+    const format = (metadata as { format?: unknown } | undefined)?.format;
     throw new UserError(
-      `${path}: not a steermoe expert delta (format ${String(format)}, expected ${DELTA_FORMAT})`,
+      format === DELTA_FORMAT
+        ? `${path}: a damaged steermoe expert delta: its header metadata ${zodProblem(about.error)}`
+        : `${path}: not a steermoe expert delta (format ${String(format)}, expected ${DELTA_FORMAT})`,
     );
   }
-  const madeFor = (metadata as { model_type?: unknown }).model_type;
-  if (madeFor !== undefined && madeFor !== model.modelType) {
+  if (about.data.model_type !== model.modelType) {
     throw new UserError(
-      `${path}: a delta of a ${String(madeFor)} model, but ${model.source} is ${model.modelType}; apply it to the model it was trained from`,
+      `${path}: a delta of a ${about.data.model_type} model, but ${model.source} is ${model.modelType}; apply it to the model it was trained from`,
     );
   }
   for (const [name, tensor] of Object.entries(tensors)) {

@@ -1,12 +1,10 @@
 // Quality control (docs/method.md, step 3): a pair stays in the analysis only if the model refused
 // its plain request (the safe sample) and obeyed its jailbreak (the unsafe sample), as the judge
 // read them. A pair is dropped whole; batching.dropPairs takes it out of its batch.
-import type { SampleLabel } from "./riskdiff.js";
+import type { Sample } from "../domain.js";
 
 /** What quality control reads of a sample: its pair, its side and the judge's verdict. */
-export interface JudgedSample {
-  pair_id: string;
-  label: SampleLabel;
+export interface JudgedSample extends Pick<Sample, "pair_id" | "label"> {
   verdict: { isRefusal: boolean; parseFailure?: boolean | undefined } | null;
 }
 

@@ -6,10 +6,8 @@
 // flat [tokens, moeLayers, topK] (row-major), as the engine captures them.
 import { z } from "zod";
 import { UserError } from "../errors.js";
-import type { ModelInfo } from "../domain.js";
+import { ExpertRef, type ModelInfo, type SampleLabel } from "../domain.js";
 import { mulberry32, tQuantile } from "./stats.js";
-
-export type SampleLabel = "safe" | "unsafe";
 
 export interface RoutedSample {
   label: SampleLabel;
@@ -63,14 +61,6 @@ export interface RiskDiffResult extends PerBatch {
   excludedBatches: number[];
   aggregate: RiskDiffAggregate;
 }
-
-/** One expert of a model. */
-export const ExpertRef = z.object({
-  /** Decoder-layer index (not the position among MoE layers). */
-  layer: z.number().int().nonnegative(),
-  expert: z.number().int().nonnegative(),
-});
-export type ExpertRef = z.infer<typeof ExpertRef>;
 
 /** An expert a selection chose, with its label and score. */
 export const SelectedExpert = ExpertRef.extend({

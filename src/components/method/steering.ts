@@ -6,12 +6,11 @@ import { existsSync } from "node:fs";
 import { extname, join } from "node:path";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
-import type { ModelInfo } from "../domain.js";
+import { checkExperts, ExpertRef, type ModelInfo } from "../domain.js";
 import { ndarray, type NDArray } from "../engine/frames.js";
 import { ExpertsFile, type EvalResults } from "../io/run-files.js";
 import { readInputFile, readJson } from "../io/store.js";
 import { readNpy, readRiskDiffTable } from "../io/tables.js";
-import { ExpertRef } from "./riskdiff.js";
 
 /** JSON has no infinity: a bias is a number, or "inf" (switched on) / "-inf" (switched off). */
 export const Bias = z.union([z.number(), z.enum(["inf", "-inf"])], {
@@ -203,19 +202,7 @@ export function steerRequest(
       `${what}: the map${steering.from ? ` (${steering.from})` : ""} is for ${made.numLayers} layers × ${made.numExperts} experts, but ${model.source} has ${model.numLayers} × ${E}`,
     );
   }
-  const given = new Set<number>();
-  for (const { layer, expert } of steering.biases) {
-    if (!model.moeLayers.includes(layer)) {
-      throw new UserError(
-        `${what}: layer ${layer} is not an MoE layer of ${model.source} (${model.moeLayers.join(", ")})`,
-      );
-    }
-    if (!(expert >= 0 && expert < E))
-      throw new UserError(`${what}: layer ${layer} has no expert ${expert} (0..${E - 1})`);
-    if (given.has(layer * E + expert))
-      throw new UserError(`${what}: layer ${layer} expert ${expert} is given twice`);
-    given.add(layer * E + expert);
-  }
+  checkExperts(steering.biases, model, what);
   for (const { layer, expert, bias } of steering.biases) {
     // The router adds the bias in float32: a finite bias past its range would become ±inf, and
     // silently switch the expert fully on or off.

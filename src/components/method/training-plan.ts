@@ -1,16 +1,17 @@
 // What a training run does step by step: which batch, with which expert mask, at which learning
 // rate. Pure functions of the settings, so a resumed run recomputes exactly the same plan.
 import { z } from "zod";
-import { UserError } from "../errors.js";
-import type { LayerExperts, Messages } from "../domain.js";
-import { ExpertRef, expertLabel, type ExpertSet } from "./riskdiff.js";
+import { ExpertRef, type LayerExperts, type Sample } from "../domain.js";
+import { expertLabel, type ExpertSet } from "./riskdiff.js";
 import { mulberry32, shuffle } from "./stats.js";
+
+/** A sample as training takes it: from an analysis run, a line of its SFT dataset; from --data, a
+ * conversation, which has no safe or unsafe side. */
+export type TrainSample = Pick<Sample, "sample_id" | "messages"> & Partial<Pick<Sample, "label">>;
 
 export interface TrainBatch {
   batchIdx: number;
-  sampleIds: string[];
-  labels: string[];
-  conversations: Messages[];
+  samples: TrainSample[];
   /** Routing mask while training on this batch: per layer, the only experts tokens may reach. */
   allowed: LayerExperts;
 }
@@ -50,25 +51,4 @@ export function labelled(set: readonly ExpertRef[]): ExpertSet {
     label: expertLabel(r.layer, r.expert),
     score: 0,
   }));
-}
-
-/** Every expert must exist in the model: a typo in an experts file fails before anything trains. */
-export function checkExperts(
-  set: readonly ExpertRef[],
-  moeLayers: readonly number[],
-  numExperts: number,
-  file: string,
-) {
-  for (const [i, { layer, expert }] of set.entries()) {
-    if (!moeLayers.includes(layer)) {
-      throw new UserError(
-        `${file} entry ${i}: layer ${layer} is not an MoE layer of the model (${moeLayers.join(", ")})`,
-      );
-    }
-    if (!(expert >= 0 && expert < numExperts)) {
-      throw new UserError(
-        `${file} entry ${i}: layer ${layer} has no expert ${expert} (0..${numExperts - 1})`,
-      );
-    }
-  }
 }
