@@ -105,13 +105,13 @@ def lead(world: int) -> Ranks:
 
 
 def _follow(rank: int, world: int, port: int) -> None:
-    from .__main__ import quiet, serve
-    from .operations import Operations
+    from .__main__ import operations_table, quiet, serve
 
     quiet()
+    operations = operations_table()
     store = dist.TCPStore("127.0.0.1", port, world, is_master=False)
     ranks = Ranks(rank, world, store, [])
-    server = Operations()
+    server = operations()
     while (request := ranks.share(None)) is not None:
         reply = serve(server, request)
         if not reply["ok"]:
