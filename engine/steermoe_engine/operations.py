@@ -147,7 +147,8 @@ class Operations:
         return self.trainer
 
     def train_setup(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The trainer and every batch of the run, tokenized once; steps then name a batch."""
+        """The trainer and every batch of the run, tokenized once (their lengths go back for the
+        context check); steps then name a batch."""
         torch.manual_seed(params["seed"])
         setup = TrainSetup(
             trainable=params["trainable"],
@@ -170,7 +171,8 @@ class Operations:
             except EngineError as err:
                 raise EngineError(f"batch {i}: {err}") from err
         self.trainer, self.batches = trainer, batches
-        return {"trainable_parameters": trainer.trainable_parameters()}
+        lengths = [len(ids) for batch in batches for ids, _ in batch.encoded]
+        return {"trainable_parameters": trainer.trainable_parameters(), "lengths": lengths}
 
     def train_step(self, params: dict[str, Any]) -> dict[str, Any]:
         trainer = self._trainer()

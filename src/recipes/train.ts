@@ -26,7 +26,7 @@ import { expertLabel, expertMask, stackedMasks, routingShape } from "../componen
 import { DELTA_FORMAT, type DeltaMetadata } from "../components/method/delta.js";
 import { checkRunFolder, openRun } from "../components/io/run.js";
 import { assertUnlocked } from "../components/io/lock.js";
-import { measurePrompts } from "../components/engine/prompt-limits.js";
+import { fitPrompts } from "../components/engine/prompt-limits.js";
 import {
   appendJsonl,
   readJson,
@@ -325,20 +325,6 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       );
     }
     checkExperts(plan.trained, model, `--experts ${settings.experts}`);
-    // Every sequence must fit the context, and the engine tokenizes them all in the setup: both
-    // before the output folder is touched.
-    await measurePrompts(
-      engine,
-      model,
-      plan.batches.flatMap((b) =>
-        b.samples.map(({ sample_id, messages }) => ({
-          messages,
-          where: `${plan.file} record id ${sample_id} field messages`,
-          id: sample_id,
-        })),
-      ),
-      { maxNewTokens: 0 },
-    );
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
       experts: layerExperts(plan.trained),
@@ -356,6 +342,19 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
         allowed,
       })),
     });
+    // The setup tokenized every sequence, once; each must fit the context, which is checked
+    // before the output folder is touched.
+    fitPrompts(
+      model,
+      plan.batches.flatMap((b) =>
+        b.samples.map(({ sample_id, messages }) => ({
+          messages,
+          where: `${plan.file} record id ${sample_id} field messages`,
+        })),
+      ),
+      setup.lengths,
+      { maxNewTokens: 0 },
+    );
     const describe = { model, engine: engine.info, ...plan.describe };
     const { resumed, release } = openRun(
       out,

@@ -285,7 +285,7 @@ export class Engine {
     );
   }
 
-  trainSetup(setup: TrainSetupRequest): Promise<{ trainableParameters: number }> {
+  trainSetup(setup: TrainSetupRequest): Promise<TrainSetupResult> {
     return this.call("train_setup", z.encode(TrainSetupRequest, setup), TrainSetupResult);
   }
 

@@ -52,6 +52,18 @@ export async function measurePrompts(
     !whole,
     prompts.every((p) => p.id !== undefined) ? prompts.map((p) => p.id!) : undefined,
   );
+  return fitPrompts(model, prompts, lengths, limits);
+}
+
+/** Prompts of the given token lengths, checked against the model's context and the limits. */
+export function fitPrompts(
+  model: ModelInfo,
+  prompts: readonly Prompt[],
+  lengths: ArrayLike<number>,
+  limits: PromptLimits,
+): MeasuredPrompts {
+  const { context } = model;
+  const whole = limits.maxNewTokens === 0;
   const room = context === null ? Infinity : context - limits.maxNewTokens;
   const limit = Math.min(limits.maxPromptTokens ?? Infinity, room);
   const reason =

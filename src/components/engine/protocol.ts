@@ -100,7 +100,14 @@ export const TrainSetupRequest = snakeCase(
   }),
 );
 export type TrainSetupRequest = z.output<typeof TrainSetupRequest>;
-export const TrainSetupResult = snakeCase(z.object({ trainableParameters: z.number().int() }));
+export const TrainSetupResult = snakeCase(
+  z.object({
+    trainableParameters: z.number().int(),
+    /** Every sample's tokens, batches in order: what the setup tokenized, for the context check. */
+    lengths: z.array(z.number().int()),
+  }),
+);
+export type TrainSetupResult = z.output<typeof TrainSetupResult>;
 
 export interface TrainStepRequest {
   batch: number;
