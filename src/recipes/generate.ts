@@ -64,6 +64,7 @@ export async function generate(
   options: { engine?: GeneratorHandle; pool?: PoolOptions; signal?: AbortSignal } = {},
 ): Promise<GenerateSummary> {
   const config = GenerateConfig.parse(input);
+  if (config.steer && config.replay) throw new UserError("--steer works with generation, not with --replay");
   const all = readConversations(config.input, config.replay, config.encoding);
   prepareOutDir(config.out, config.overwrite, "meta.json");
 
@@ -71,8 +72,6 @@ export async function generate(
     options.engine ?? {},
     async (generator) => {
       const model = await generator.load(config.model);
-      if (config.steer && config.replay)
-        throw new UserError("--steer works with generation, not with --replay");
       const steer = config.steer && steerRequest(config.steer, model, "--steer");
       // A replayed conversation is measured whole: its response is part of the one forward pass.
       const { keep, fit } = await planGeneration(

@@ -304,6 +304,23 @@ badInputs("flags", [
     expect: /--device <device>.*'tpu' is invalid/,
   },
   {
+    name: "generate --steer with --replay",
+    setup: (dir) => [
+      "generate",
+      "--model",
+      "m",
+      "--input",
+      conversation(dir),
+      "--out",
+      "o",
+      "--replay",
+      "--steer",
+      file(dir, "s.json", '{"biases": []}'),
+    ],
+    expect: /^steermoe: --steer works with generation, not with --replay$/,
+    absent: ["o"],
+  },
+  {
     name: "--temperature below zero",
     setup: (dir) => [...analyze(dir), "--temperature", "-1"],
     expect: /--temperature <t>.*>= 0/,
