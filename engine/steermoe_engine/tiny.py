@@ -123,8 +123,19 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
     }
     without_dense_count: dict[str, Any] = {k: v for k, v in deepseek.items() if k != "first_k_dense_replace"}
     sparse_after_first = ["dense"] + ["sparse"] * (size.layers - 1)
-    mla: dict[str, Any] = {"kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}
-    indexer: dict[str, Any] = {"index_topk": 2048, "index_head_dim": 16, "index_n_heads": 2, "head_dim": mla["qk_rope_head_dim"]}
+    mla: dict[str, Any] = {
+        "kv_lora_rank": 16,
+        "q_lora_rank": 32,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+    }
+    indexer: dict[str, Any] = {
+        "index_topk": 2048,
+        "index_head_dim": 16,
+        "index_n_heads": 2,
+        "head_dim": mla["qk_rope_head_dim"],
+    }
     builders: dict[str, Any] = {
         "olmoe": lambda: OlmoeConfig(
             **common, intermediate_size=size.expert_ffn, num_experts=size.experts, norm_topk_prob=False

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { ModelConfig } from "../components/config.js";
 import { withEngine, type EngineHandle } from "../components/engine/client.js";
 import { UserError } from "../components/errors.js";
-import { checkDelta } from "../components/method/delta.js";
+import { checkDeltaFits, readDelta } from "../components/method/delta.js";
 
 export const ApplyDeltaSettings = z.strictObject({
   model: ModelConfig,
@@ -21,8 +21,9 @@ export async function applyDelta(
 ): Promise<number> {
   if (!existsSync(config.delta)) throw new UserError(`${config.delta}: no such delta file`);
   if (existsSync(config.out)) throw new UserError(`${config.out} already exists; choose a new --out`);
+  const delta = readDelta(config.delta);
   return withEngine(options.engine ?? {}, async (e) => {
-    checkDelta(config.delta, await e.load(config.model));
+    checkDeltaFits(delta, await e.load(config.model));
     const experts = await e.applyDelta(config.delta);
     await e.saveModel(config.out);
     return Object.values(experts).reduce((n, list) => n + list.length, 0);

@@ -49,7 +49,7 @@ import { wilson, type Rate } from "../components/method/stats.js";
 import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
 import { storableSettings } from "../components/io/secrets.js";
 import { checkWritable } from "../components/io/run.js";
-import { checkDelta } from "../components/method/delta.js";
+import { checkDeltaFits, readDelta, type DeltaHeader } from "../components/method/delta.js";
 import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
@@ -264,9 +264,12 @@ export async function evaluate(
   const settings = parseEvalSettings(input);
   checkEvalOut(options.out);
   const { items, skipped } = await readItems(settings);
+  // Each delta is read before any model loads; whether it fits its model, once that is loaded.
+  const deltas = new Map<string, DeltaHeader>();
   for (const m of settings.models) {
-    if (m.delta && !existsSync(m.delta))
-      throw new UserError(`${m.delta}: no such delta file (model ${m.name})`);
+    if (!m.delta) continue;
+    if (!existsSync(m.delta)) throw new UserError(`${m.delta}: no such delta file (model ${m.name})`);
+    deltas.set(m.name, readDelta(m.delta));
   }
   const judge = createJudge(settings.judge, { cachePath: join(options.out, "judge_cache.jsonl") });
   await probeJudge(settings.judge);
@@ -286,9 +289,10 @@ export async function evaluate(
       for (const spec of settings.models) {
         const source = resolveModel(spec.model.source);
         const info = await generator.load({ ...spec.model, source });
-        if (spec.delta) {
-          checkDelta(spec.delta, info);
-          await generator.applyDelta(spec.delta);
+        const delta = deltas.get(spec.name);
+        if (delta) {
+          checkDeltaFits(delta, info);
+          await generator.applyDelta(delta.path);
         }
         // Each model has its own tokenizer: every prompt is measured by it before anything is generated.
         const { fit } = await planGeneration(

@@ -313,6 +313,11 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
     );
   }
 
+  // An analysis run knows its model's layout: the expert set is checked against it before the
+  // model loads (a typo need not wait for the weights); with --data, once the model is loaded.
+  const experts = `--experts ${settings.experts}`;
+  if (plan.analysed) checkExperts(plan.trained, plan.analysed, experts);
+
   assertUnlocked(out);
   const handle =
     nproc > 1 ? { ...(options.engine as EngineOptions | undefined), ranks: nproc } : options.engine;
@@ -323,8 +328,7 @@ export async function train(input: TrainSettings, options: TrainOptions = {}): P
       plan.trained = model.moeLayers.flatMap((layer) =>
         Array.from({ length: model.numExperts }, (_, expert) => ({ layer, expert })),
       );
-    }
-    checkExperts(plan.trained, model, `--experts ${settings.experts}`);
+    } else if (!plan.analysed) checkExperts(plan.trained, model, experts);
     const setup = await engine.trainSetup({
       trainable: settings.trainable,
       experts: layerExperts(plan.trained),

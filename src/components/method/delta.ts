@@ -1,6 +1,7 @@
 // The expert delta that train writes: a safetensors file holding only the trained experts' weights,
 // one tensor per expert and projection, named layers.L.experts.E.PROJ. Its format is defined and
-// checked here, against the model the engine has loaded, before the engine applies it.
+// checked here: the file on its own before any model loads, then against the model the engine has
+// loaded, before the engine applies it.
 import { closeSync, openSync, readSync } from "node:fs";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
@@ -37,8 +38,18 @@ function readHeader(path: string): Record<string, unknown> {
   }
 }
 
-/** One-line errors for a file that is not a delta, or names experts `model` lacks. */
-export function checkDelta(path: string, model: ModelInfo): void {
+/** A delta's header, checked on its own: what it says of itself, and the expert of each tensor. */
+export interface DeltaHeader {
+  path: string;
+  about: DeltaMetadata;
+  tensors: { name: string; layer: number; expert: number }[];
+}
+
+/**
+ * One-line errors for a file that is not a steermoe delta of floating-point expert weights; read
+ * before any model is loaded.
+ */
+export function readDelta(path: string): DeltaHeader {
   const { __metadata__: metadata, ...tensors } = readHeader(path);
   const about = DeltaMetadata.safeParse(metadata ?? {});
   if (!about.success) {
@@ -49,22 +60,34 @@ export function checkDelta(path: string, model: ModelInfo): void {
         : `${path}: not a steermoe expert delta (format ${String(format)}, expected ${DELTA_FORMAT})`,
     );
   }
-  if (about.data.model_type !== model.modelType) {
+  return {
+    path,
+    about: about.data,
+    tensors: Object.entries(tensors).map(([name, tensor]) => {
+      const [, layer, expert] = TENSOR.exec(name) ?? [];
+      if (layer === undefined) throw new UserError(`${path}: unexpected tensor '${name}'`);
+      // Weights are floating point: integers would be cast into weights without a word.
+      const dtype = (tensor as { dtype?: unknown }).dtype;
+      if (!FLOAT_DTYPES.includes(String(dtype))) {
+        throw new UserError(
+          `${path}: tensor '${name}' is ${String(dtype)}; a delta holds floating-point weights`,
+        );
+      }
+      return { name, layer: Number(layer), expert: Number(expert) };
+    }),
+  };
+}
+
+/** One-line errors for a delta made for another model: another type, or experts `model` lacks. */
+export function checkDeltaFits(delta: DeltaHeader, model: ModelInfo): void {
+  const { path, about } = delta;
+  if (about.model_type !== model.modelType) {
     throw new UserError(
-      `${path}: a delta of a ${about.data.model_type} model, but ${model.source} is ${model.modelType}; apply it to the model it was trained from`,
+      `${path}: a delta of a ${about.model_type} model, but ${model.source} is ${model.modelType}; apply it to the model it was trained from`,
     );
   }
-  for (const [name, tensor] of Object.entries(tensors)) {
-    const [, layer, expert] = TENSOR.exec(name) ?? [];
-    if (layer === undefined) throw new UserError(`${path}: unexpected tensor '${name}'`);
-    // Weights are floating point: integers would be cast into weights without a word.
-    const dtype = (tensor as { dtype?: unknown }).dtype;
-    if (!FLOAT_DTYPES.includes(String(dtype))) {
-      throw new UserError(
-        `${path}: tensor '${name}' is ${String(dtype)}; a delta holds floating-point weights`,
-      );
-    }
-    if (!model.moeLayers.includes(Number(layer)) || Number(expert) >= model.numExperts) {
+  for (const { name, layer, expert } of delta.tensors) {
+    if (!model.moeLayers.includes(layer) || expert >= model.numExperts) {
       throw new UserError(
         `${path}: tensor '${name}' names layer ${layer} expert ${expert}, which ${model.source} does not have ` +
           `(MoE layers ${model.moeLayers.join(", ")}, experts 0..${model.numExperts - 1})`,
