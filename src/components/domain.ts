@@ -1,5 +1,6 @@
-// The shared vocabulary: what a conversation is, what a model looks like to the method, which
-// experts of which layers. Everything else (engine protocol, run files, recipes) builds on these.
+// The shared vocabulary: what a conversation and a sample are, what a model looks like to the
+// method, which experts of which layers. Everything else (engine protocol, run files, recipes)
+// builds on these.
 import { z } from "zod";
 import { UserError } from "./errors.js";
 import { snakeCase } from "./io/casing.js";
