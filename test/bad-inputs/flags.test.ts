@@ -1,6 +1,6 @@
 // Flags with a missing, impossible or contradictory value: refused before any engine starts.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { badInputs } from "./harness.js";
 import { file } from "./fixtures.js";
@@ -28,6 +28,10 @@ const conversation = (dir: string) =>
       ],
     }),
   );
+
+/** A conversation to generate from: one user message. */
+const prompt = (dir: string) =>
+  file(dir, "p.jsonl", JSON.stringify({ id: "a", messages: [{ role: "user", content: "hi" }] }));
 
 badInputs("flags", [
   {
@@ -302,6 +306,25 @@ badInputs("flags", [
     name: "--device that is no device",
     setup: () => ["inspect", "--model", "m", "--device", "tpu"],
     expect: /--device <device>.*'tpu' is invalid/,
+  },
+  {
+    name: "--steer given a folder",
+    setup: (dir) => {
+      mkdirSync(join(dir, "map.json"));
+      return ["generate", "--model", "m", "--input", prompt(dir), "--out", "o", "--steer", "map.json"];
+    },
+    expect: /^steermoe: map\.json: a folder, not a steering map$/,
+    absent: ["o"],
+  },
+  {
+    name: "--steer map that is not UTF-8",
+    setup: (dir) => {
+      // "café" in Latin-1: é is one byte that UTF-8 does not allow there.
+      writeFileSync(join(dir, "latin1.json"), Buffer.from('{"biases": [], "from": "caf\xe9"}', "latin1"));
+      return ["generate", "--model", "m", "--input", prompt(dir), "--out", "o", "--steer", "latin1.json"];
+    },
+    expect: /^steermoe: latin1\.json: invalid UTF-8 at byte \d+ \(line 1\); save it as UTF-8$/,
+    absent: ["o"],
   },
   {
     name: "generate --steer with --replay",

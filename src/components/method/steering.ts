@@ -9,7 +9,7 @@ import { UserError, zodProblem } from "../errors.js";
 import { checkExperts, ExpertRef, type ModelInfo } from "../domain.js";
 import { ndarray, type NDArray } from "../engine/frames.js";
 import { ExpertsFile, type EvalResults } from "../io/run-files.js";
-import { readInputFile, readJson } from "../io/store.js";
+import { decodeText, readInputFile, readJson } from "../io/store.js";
 import { readNpy, readRiskDiffTable } from "../io/tables.js";
 
 /** JSON has no infinity: a bias is a number, or "inf" (switched on) / "-inf" (switched off). */
@@ -97,9 +97,11 @@ export function readSteerFile(file: string): Steering {
     });
     return { biases, from: file, layout: { numLayers: shape[0]!, numExperts: shape[1]! } };
   }
+  // Read outside the try: the file's own errors (a folder, a pipe, not UTF-8) are not JSON's.
+  const text = decodeText(readInputFile(file, "steering map"), file, "utf8", "save it as UTF-8");
   let value: unknown;
   try {
-    value = JSON.parse(readInputFile(file, "steering map").toString("utf8"));
+    value = JSON.parse(text);
   } catch (err) {
     throw new UserError(`${file}: not valid JSON (${(err as Error).message})`);
   }
