@@ -1,6 +1,6 @@
 // Reading the safetensors format (8-byte LE header size, JSON header, raw little-endian data):
 // the routing shards the engine writes are read back here without Python.
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { z } from "zod";
 import { DTYPES, ndarray, type DType, type NDArray } from "../engine/frames.js";
 import { UserError, zodProblem } from "../errors.js";
@@ -28,6 +28,37 @@ export interface StoredTensor {
   bytes: Buffer;
 }
 
+/**
+ * The JSON header alone (every tensor's entry, and the metadata), read without the tensors' data:
+ * enough to check a file before a model is loaded.
+ */
+export function readSafetensorsHeader(path: string): { header: Record<string, unknown>; headerSize: number } {
+  if (!existsSync(path)) throw new UserError(`${path} is missing`);
+  const bad = (why: string) => new UserError(`${path} is not a readable safetensors file: ${why}`);
+  const fd = openSync(path, "r");
+  try {
+    const fileSize = fstatSync(fd).size;
+    if (fileSize < 8) throw bad("too short");
+    const prefix = Buffer.alloc(8);
+    readSync(fd, prefix, 0, 8, 0);
+    const headerSize = Number(prefix.readBigUInt64LE(0));
+    if (8 + headerSize > fileSize) throw bad("header runs past the end");
+    const text = Buffer.alloc(headerSize);
+    readSync(fd, text, 0, headerSize, 8);
+    let header: unknown;
+    try {
+      header = JSON.parse(text.toString("utf8"));
+    } catch {
+      throw bad("the header is not JSON");
+    }
+    if (typeof header !== "object" || header === null || Array.isArray(header))
+      throw bad("the header is not a JSON object");
+    return { header: header as Record<string, unknown>, headerSize };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The stored tensors whose names `wanted` accepts (all by default), any dtype, and the metadata. */
 export function readSafetensorsBytes(
   path: string,
@@ -36,19 +67,9 @@ export function readSafetensorsBytes(
   tensors: Record<string, StoredTensor>;
   metadata: Record<string, string>;
 } {
-  if (!existsSync(path)) throw new UserError(`${path} is missing`);
+  const { header, headerSize } = readSafetensorsHeader(path);
   const file = readFileSync(path);
   const bad = (why: string) => new UserError(`${path} is not a readable safetensors file: ${why}`);
-  if (file.length < 8) throw bad("too short");
-  const headerSize = Number(file.readBigUInt64LE(0));
-  if (8 + headerSize > file.length) throw bad("header runs past the end");
-  let header: unknown;
-  try {
-    header = JSON.parse(file.subarray(8, 8 + headerSize).toString("utf8"));
-  } catch {
-    throw bad("the header is not JSON");
-  }
-  if (typeof header !== "object" || header === null) throw bad("the header is not a JSON object");
   const tensors: Record<string, StoredTensor> = {};
   let metadata: Record<string, string> = {};
   for (const [name, value] of Object.entries(header)) {

@@ -2,10 +2,10 @@
 // one tensor per expert and projection, named layers.L.experts.E.PROJ. Its format is defined and
 // checked here: the file on its own before any model loads, then against the model the engine has
 // loaded, before the engine applies it.
-import { closeSync, openSync, readSync } from "node:fs";
 import { z } from "zod";
 import { UserError, zodProblem } from "../errors.js";
 import type { ModelInfo } from "../domain.js";
+import { readSafetensorsHeader } from "../io/safetensors.js";
 
 export const DELTA_FORMAT = "steermoe.expert_delta.v1";
 
@@ -18,25 +18,7 @@ export const DeltaMetadata = z.object({
 export type DeltaMetadata = z.infer<typeof DeltaMetadata>;
 const TENSOR = /^layers\.(\d+)\.experts\.(\d+)\.(gate_up_proj|down_proj|gate_up_proj_bias|down_proj_bias)$/;
 
-const Header = z.record(z.string(), z.unknown());
 const FLOAT_DTYPES = ["F64", "F32", "F16", "BF16"];
-
-/** A safetensors file's JSON header: u64 little-endian length, then that many bytes of JSON. */
-function readHeader(path: string): Record<string, unknown> {
-  const fd = openSync(path, "r");
-  try {
-    const size = Buffer.alloc(8);
-    readSync(fd, size, 0, 8, 0);
-    const length = Number(size.readBigUInt64LE());
-    const json = Buffer.alloc(length);
-    if (readSync(fd, json, 0, length, 8) !== length) throw new Error("the file is cut short");
-    return Header.parse(JSON.parse(json.toString("utf8")));
-  } catch (err) {
-    throw new UserError(`${path}: not a safetensors file (${(err as Error).message})`);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** A delta's header, checked on its own: what it says of itself, and the expert of each tensor. */
 export interface DeltaHeader {
@@ -50,7 +32,7 @@ export interface DeltaHeader {
  * before any model is loaded.
  */
 export function readDelta(path: string): DeltaHeader {
-  const { __metadata__: metadata, ...tensors } = readHeader(path);
+  const { __metadata__: metadata, ...tensors } = readSafetensorsHeader(path).header;
   const about = DeltaMetadata.safeParse(metadata ?? {});
   if (!about.success) {
     const format = (metadata as { format?: unknown } | undefined)?.format;
