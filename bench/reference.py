@@ -272,25 +272,6 @@ def pertoken(args: argparse.Namespace) -> None:
     _emit({"batches": n, "seconds": seconds, "risk_diff": risk})
 
 
-def bandwidth(_args: argparse.Namespace) -> None:
-    """Device memory bandwidth from large copies (read + write bytes / time), CUDA only: the
-    denominator of the decode roofline."""
-    if not torch.cuda.is_available():
-        _emit({"error": "no CUDA device"})
-        return
-    src = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    torch.cuda.synchronize()
-    runs = []
-    for _ in range(10):
-        start = time.perf_counter()
-        dst.copy_(src)
-        torch.cuda.synchronize()
-        runs.append(2 * src.numel() / (time.perf_counter() - start))
-    _emit({"bytes_per_second": sorted(runs)[len(runs) // 2], "device": torch.cuda.get_device_name(0)})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,7 +286,6 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--prompts", required=True)
     p.add_argument("--device", default="auto")
-    p = sub.add_parser("bandwidth")
     p = sub.add_parser("pertoken")
     p.add_argument("--ids", required=True)
     p.add_argument("--labels", required=True)
@@ -313,7 +293,7 @@ def main() -> None:
     p.add_argument("--experts", type=int, required=True)
     p.add_argument("--batches", type=int, required=True)
     args = parser.parse_args()
-    commands = {"prompts": prompts, "baseline": baseline, "pertoken": pertoken, "bandwidth": bandwidth}
+    commands = {"prompts": prompts, "baseline": baseline, "pertoken": pertoken}
     commands[args.command](args)
 
 

@@ -1,5 +1,6 @@
-// docs/benchmarks.md is generated; only a "## Notes" section at its end is written by hand, and it
-// is carried over from the previous file on every run.
+// docs/benchmarks.md is generated; a "## Notes" section at its end is written by hand, and the GPU
+// section between its markers by bench/gpu.py (Python alone: a GPU machine may have no node). Both
+// are carried over from the previous file on every run.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 
 const NOTES_HEADING = /^## Notes\s*$/m;
@@ -12,6 +13,18 @@ export function keptNotes(path: string): string | undefined {
 }
 
 /** Written as prettier prints it, so `npm run lint` (prettier --check .) stays clean. */
+const GPU_START = "<!-- bench/gpu.py: start -->";
+const GPU_END = "<!-- bench/gpu.py: end -->";
+
+export function keptGpuSection(path: string): string {
+  const text = existsSync(path) ? readFileSync(path, "utf8") : "";
+  const start = text.indexOf(GPU_START);
+  const end = text.indexOf(GPU_END, start);
+  if (start >= 0 && end >= 0) return text.slice(start, end + GPU_END.length);
+  const how = "`PYTHONPATH=engine python bench/gpu.py --write docs/benchmarks.md` on a machine with CUDA";
+  return [GPU_START, "## GPU (bench/gpu.py)", "", `Not run yet: ${how}.`, GPU_END].join("\n");
+}
+
 export async function writeFormatted(path: string, text: string): Promise<void> {
   const prettier = await import("prettier");
   const options = (await prettier.resolveConfig(path)) ?? {};

@@ -22,7 +22,7 @@ import {
 import { mulberry32 } from "../src/components/method/stats.js";
 import { cpuSeconds, describeMachine, loadAverage, processMemory } from "./machine.js";
 import { PythonWorker, runPython } from "./python.js";
-import { mark, table, verdict, writeFormatted, writeReport, type Verdict } from "./report.js";
+import { keptGpuSection, mark, table, verdict, writeFormatted, writeReport, type Verdict } from "./report.js";
 import { fmt, linearFit, summarize, timed } from "./stats.js";
 
 const QUICK = process.env.STEERMOE_BENCH_QUICK === "1";
@@ -151,7 +151,6 @@ async function main(): Promise<void> {
       ["training", () => trainingSection(model, cuda, prompts)],
       ["workers", () => workersSection(model, work)],
     ];
-    if (cuda) sections.push(["decode_roofline", () => rooflineSection(engine, info, prompts)]);
     for (const [name, run] of sections.filter(([name]) => !ONLY || ONLY.includes(name))) {
       const t = Date.now();
       log(`${name}…`);
@@ -182,7 +181,7 @@ async function main(): Promise<void> {
   const jsonPath = PARTIAL ? join(stem, "benchmarks.json") : `${stem}.json`;
   const mdPath = PARTIAL ? join(stem, "benchmarks.md") : `${stem}.md`;
   await writeFormatted(jsonPath, JSON.stringify(results, null, 2) + "\n");
-  await writeReport(mdPath, render(results));
+  await writeReport(mdPath, render(results, keptGpuSection(mdPath)));
   log(`wrote ${mdPath} and ${jsonPath} (${results.wall_seconds} s)`);
 }
 
@@ -676,56 +675,6 @@ async function withFreshEngine<T>(
 }
 
 // --------------------------------------------------------------------------------------------
-// CUDA only: decode throughput against the memory-bandwidth bound
-
-async function rooflineSection(engine: Engine, info: ModelInfo, prompts: PromptRow[]) {
-  const bw = await runPython<{ bytes_per_second: number; device: string }>(["bandwidth"]);
-  const p = info.parameters;
-  const bytesPerParam = info.dtype === "float32" ? 4 : 2;
-  const layers = info.moeLayers.length;
-  // Every weight but the input embedding (one row per sequence) and the experts is read once per
-  // step; of the experts, those at least one sequence routes to: E·(1 − (1 − k/E)^n) per layer
-  // for n sequences routed independently. Plus each sequence's KV cache, read once.
-  const dense = p.total - p.experts - info.vocabSize * info.hiddenSize;
-  const steps = 128;
-  const sizes = [];
-  for (const n of [1, 16, 64]) {
-    const convs = Array.from({ length: n }, (_, i) => prompts[i % prompts.length]!.messages);
-    const run = async (tokens: number) =>
-      (
-        await timed(() =>
-          engine.generate(
-            convs,
-            convs.map((_, i) => i),
-            { maxNewTokens: tokens, temperature: 0, topP: 1 },
-          ),
-        )
-      ).seconds;
-    await run(2);
-    const times = [];
-    for (let r = 0; r < 5; r++) times.push((await run(steps + 1)) - (await run(1)));
-    const step = summarize(times.map((t) => t / steps));
-    const experts = layers * info.numExperts * (1 - (1 - info.topK / info.numExperts) ** n);
-    const promptTokens = P.promptTokens + steps / 2; // the cache's mean length over the steps
-    const bytes = (dense + experts * p.oneExpert) * bytesPerParam + n * promptTokens * info.kvBytesPerToken;
-    const bound = bytes / bw.bytes_per_second;
-    sizes.push({
-      sequences: n,
-      bytes_per_step: bytes,
-      step_seconds: step,
-      tokens_per_second: n / step.median,
-      bound_step_seconds: bound,
-      bound_tokens_per_second: n / bound,
-      fraction_of_bound: bound / step.median,
-    });
-    log(
-      `  ${n} sequences: ${(step.median * 1000).toFixed(2)} ms/step, ${((bound / step.median) * 100).toFixed(0)}% of the bound`,
-    );
-  }
-  return { device: bw.device, bandwidth_bytes_per_second: bw.bytes_per_second, sizes };
-}
-
-// --------------------------------------------------------------------------------------------
 // report
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -742,7 +691,8 @@ function kernelText(k: any): string {
   ].join(", ");
 }
 
-function render(r: any): string {
+/** `gpu`: the GPU section, which bench/gpu.py writes (Python alone) and this run keeps. */
+function render(r: any, gpu: string): string {
   const m = r.machine;
   const e = r.engine ?? {};
   const out: string[] = [];
@@ -945,36 +895,7 @@ function render(r: any): string {
       verdict(time(x) <= 0.5, time(x).toFixed(2)),
     ]);
   } else out.push("## Training", "", `failed: ${tr?.error}`, "");
-  const g = r.decode_roofline;
-  out.push("## Decode against the memory-bandwidth bound (CUDA)", "");
-  if (!g) out.push("Not run: this machine has no CUDA device.", "");
-  else if (g.error) out.push(`failed: ${g.error}`, "");
-  else
-    out.push(
-      `${g.device}, OLMoE-1B-7B's shape with random weights in ${r.model?.info?.dtype}, greedy, 128 steps after ${P.promptTokens}-token prompts; measured copy bandwidth ${(g.bandwidth_bytes_per_second / 1e9).toFixed(0)} GB/s. The bound is the bytes one step must read (weights, the experts the sequences route to, the KV cache) over that bandwidth. Median of 5 (min–max).`,
-      "",
-      table(
-        ["sequences", "GiB read per step", "ms per step", "tokens/s", "bound tokens/s", "of the bound"],
-        g.sizes.map((x: any) => [
-          x.sequences,
-          (x.bytes_per_step / 2 ** 30).toFixed(2),
-          fmt(
-            {
-              ...x.step_seconds,
-              median: x.step_seconds.median * 1000,
-              min: x.step_seconds.min * 1000,
-              max: x.step_seconds.max * 1000,
-              runs: x.step_seconds.runs,
-            },
-            2,
-          ),
-          x.tokens_per_second.toFixed(0),
-          x.bound_tokens_per_second.toFixed(0),
-          pct(x.fraction_of_bound),
-        ]),
-      ),
-      "",
-    );
+  out.push(gpu, "");
   out.push(
     "## Targets",
     "",

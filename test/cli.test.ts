@@ -44,8 +44,10 @@ test("inspect prints the layout, and JSON on request", () => {
   assert.match(text.stdout, /architecture\s+OLMoE/);
   assert.match(text.stdout, /experts per layer\s+8/);
   assert.match(text.stdout, /chat template\s+yes/);
-  const json = run(["inspect", "--model", olmoe, "--json"]);
+  assert.match(text.stdout, /deterministic\s+no/);
+  const json = run(["inspect", "--model", olmoe, "--json", "--deterministic"]);
   const info = JSON.parse(json.stdout);
+  assert.equal(info.deterministic, true);
   assert.equal(info.top_k, 2);
   assert.equal(info.parameters.experts, 2 * 8 * info.parameters.one_expert);
   assert.match(info.engine.torch, /^2\.13/);

@@ -165,6 +165,7 @@ const MODEL: ModelInfo = {
   kvBytesPerToken: 8,
   attentionHeads: 1,
   attentionImplementation: "sdpa",
+  deterministic: false,
   fingerprint: {},
 };
 test("openRun: config.json stores URLs without credentials and says so; the same settings resume", (t) => {

@@ -61,7 +61,7 @@ def chat_ids(loaded: Loaded, messages: Messages, add_generation_prompt: bool) ->
     return ids
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -174,7 +174,7 @@ def generate_ids(
     model, device = loaded.model, loaded.device
     eos_ids = torch.tensor(sorted(_eos_ids(loaded)), device=device)
     pad_id = _pad_id(loaded)
-    input_ids, attention_mask = _left_pad(prompts, pad_id, device)
+    input_ids, attention_mask = left_pad(prompts, pad_id, device)
     batch, width = input_ids.shape
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
@@ -306,7 +306,7 @@ def replay(
     of the prompt and of the response tokens into `shards` without generating."""
     model, device = loaded.model, loaded.device
     prompts, fulls = replay_ids(loaded, conversations, ids)
-    input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), device)
+    input_ids, attention_mask = left_pad(fulls, _pad_id(loaded), device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with RoutingRecorder(loaded.adapter) as recorder, loaded.phases() as use:

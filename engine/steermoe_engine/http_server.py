@@ -621,6 +621,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--flavor", default="vllm", choices=["vllm", "sglang"])
     parser.add_argument("--served-model-name")
     parser.add_argument("--host", default="127.0.0.1")
@@ -638,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
         if not api_key:
             sys.exit(f"steermoe serve: --api-key-env {args.api_key_env}: that environment variable is empty or unset")
     try:
-        loaded = load(args.model, args.dtype, args.device, args.trust_remote_code)
+        loaded = load(args.model, args.dtype, args.device, args.trust_remote_code, deterministic=args.deterministic)
     except EngineError as err:
         sys.exit(f"steermoe serve: {err}")
     routing = RoutingServer(

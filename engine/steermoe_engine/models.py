@@ -41,6 +41,12 @@ class Loaded:
     # The experts implementation per phase; None where the model's experts have only their own.
     kernels: dict[Phase, str] | None = None
 
+    @classmethod
+    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> Loaded:
+        """A model in memory, placed where it will run."""
+        device = model.get_input_embeddings().weight.device
+        return cls(model, tokenizer, MoeAdapter(model), source, device, _kernels(model, device))
+
     @contextlib.contextmanager
     def phases(self) -> Iterator[Callable[[Phase], None]]:
         """Inside, `use(phase)` switches to the phase's experts implementation (if the model has
@@ -146,10 +152,37 @@ def _config(source: str, trust_remote_code: bool) -> Any:
     return config
 
 
-def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_map: str | None = None) -> Loaded:
+def settle_numerics(deterministic: bool) -> None:
+    """How this process computes, set before a model loads (the engine process is steermoe's own).
+
+    cuDNN's attention kernel never runs. It is torch's first choice where it applies on recent
+    GPUs; with that automatic choice decoding differed from run to run on an H200 (issue 26: 0 of
+    64 rows routed the same twice), and with flash, memory-efficient or math attention pinned it
+    did not (64 of 64, no slower). It has also returned NaN gradients under an attention mask on
+    H100/H200 (pytorch#196678) and corrupted greedy decoding on B200 (pytorch#193893). Flash,
+    memory-efficient and math attention remain. Without CUDA this changes nothing.
+
+    `deterministic`: every operation takes its deterministic algorithm or fails naming itself
+    (torch.use_deterministic_algorithms), cuBLAS included (its workspace setting must be in place
+    before its first call, which comes with the first model on the GPU)."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def load(
+    source: str,
+    dtype: str,
+    device: str,
+    trust_remote_code: bool,
+    device_map: str | None = None,
+    deterministic: bool = False,
+) -> Loaded:
     if device == "meta":
         return _load_shapes(source, trust_remote_code)
     _config(source, trust_remote_code)
+    settle_numerics(deterministic)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -172,8 +205,7 @@ def load(source: str, dtype: str, device: str, trust_remote_code: bool, device_m
         # Offloaded weights live outside the layers between calls: steering, deltas and training
         # would write into copies. The model must fit the GPUs.
         raise EngineError(f"{source} does not fit the GPUs: --device-map {device_map} offloaded part of it")
-    device = model.get_input_embeddings().weight.device
-    return Loaded(model, tokenizer, MoeAdapter(model), source, device, _kernels(model, device))
+    return Loaded.of(model, tokenizer, source)
 
 
 def _load_shapes(source: str, trust_remote_code: bool) -> Loaded:
@@ -216,4 +248,5 @@ def describe(loaded: Loaded) -> dict[str, Any]:
         "parameters": adapter.parameter_counts(model),
         "chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),
         "experts_kernels": loaded.kernels,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
     }

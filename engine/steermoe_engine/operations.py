@@ -90,13 +90,14 @@ class Operations:
     def load(self, params: dict[str, Any]) -> dict[str, Any]:
         self.loaded, self.trainer = None, None  # free the previous model before reading the next one
         source, dtype, device, trust = params["source"], params["dtype"], params["device"], params["trust_remote_code"]
+        deterministic = params["deterministic"]
         if rank_and_world()[1] == 1:
-            self.loaded = load(source, dtype, device, trust, params.get("device_map"))
+            self.loaded = load(source, dtype, device, trust, params.get("device_map"), deterministic)
         else:
             # Each rank reads the model into memory and FSDP2 moves only its shard to its device.
             target = rank_device(resolve_device(device))
             dtype = next(name for name, d in DTYPES.items() if d == resolve_dtype(dtype, target))
-            self.loaded = load(source, dtype, "cpu", trust)
+            self.loaded = load(source, dtype, "cpu", trust, deterministic=deterministic)
             self.loaded.device = target
         return {
             **describe(self.loaded),

@@ -437,17 +437,10 @@ def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny(
-    arch: str,
-    out: str,
-    seed: int,
-    size: TinySize | None = None,
-    corpus: list[str] | None = None,
-    released: bool = False,
-) -> dict[str, Any]:
-    """Write a tiny random model of `arch` into `out`; same arguments, same bytes. `released`: the
-    routing of the checkpoint RELEASED names for `arch` instead of the tiny default (top-2 of 8)."""
-    size = size or TinySize()
+def tiny_config(
+    arch: str, size: TinySize, corpus: list[str] | None = None, released: bool = False
+) -> tuple[PretrainedConfig, PreTrainedTokenizerFast]:
+    """The config and tokenizer of a tiny `arch` model (build_tiny's), for a model made in memory."""
     tokenizer = _tokenizer(corpus or BUILTIN_CORPUS.strip().splitlines(), size.vocab)
     vocab = max(size.vocab, len(tokenizer))
     special = {
@@ -464,6 +457,20 @@ def build_tiny(
         names = type(config).attribute_map
         routing = {names.get(k, k): v for k, v in RELEASED[arch].routing.items()}
         config = type(config).from_dict({**config.to_dict(), **routing})
+    return config, tokenizer
+
+
+def build_tiny(
+    arch: str,
+    out: str,
+    seed: int,
+    size: TinySize | None = None,
+    corpus: list[str] | None = None,
+    released: bool = False,
+) -> dict[str, Any]:
+    """Write a tiny random model of `arch` into `out`; same arguments, same bytes. `released`: the
+    routing of the checkpoint RELEASED names for `arch` instead of the tiny default (top-2 of 8)."""
+    config, tokenizer = tiny_config(arch, size or TinySize(), corpus, released)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():

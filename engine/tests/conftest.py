@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.tiny import RELEASED, TinySize, build_tiny
@@ -41,6 +42,15 @@ ALL_ARCHS = [
     "llama4_text",
 ]
 
+
+# The CUDA tier (`pytest -m cuda`): the claims that depend on the platform, run on the GPU at hand.
+# Skipped without CUDA, so never in CI. STEERMOE_TIER_DEVICE=cpu runs the same tests on the CPU,
+# which checks the tier itself on a machine without a GPU.
+TIER_DEVICE = os.environ.get("STEERMOE_TIER_DEVICE", "cuda")
+CUDA_TIER = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(TIER_DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device"),
+]
 
 # Three layers so Qwen2-MoE gets a dense layer in the middle (mlp_only_layers=[1]), DeepSeek
 # and GLM a dense first layer, Llama 4 a dense layer on each side of its MoE layer.

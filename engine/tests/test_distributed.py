@@ -12,6 +12,7 @@ from steermoe_engine.models import load
 from steermoe_engine.tiny import TinySize, build_tiny
 from steermoe_engine.training import RouterLoss, Trainer, TrainSetup, full_state
 
+from .conftest import CUDA_TIER, TIER_DEVICE
 from .test_training import BATCH, LABELS, snapshot
 
 TRAINED = {0: [1, 3, 6], 2: [5]}
@@ -32,11 +33,33 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def train(model: str, steps: list, resume: str | None = None, checkpoint: str | None = None):
-    """Losses of each step and the final weights (on rank 0 when distributed); `checkpoint`: where
-    to save one after the second step."""
+@pytest.fixture(
+    scope="module",
+    params=[
+        "cpu",
+        pytest.param(
+            TIER_DEVICE,
+            marks=[
+                *CUDA_TIER,
+                pytest.mark.skipif(TIER_DEVICE == "cuda" and torch.cuda.device_count() < 2, reason="fewer than 2 GPUs"),
+            ],
+        ),
+    ],
+)
+def device(request: pytest.FixtureRequest) -> str:
+    """Where the ranks train: the CPU (gloo), and in the CUDA tier a GPU per rank (NCCL)."""
+    return request.param
+
+
+def train(model: str, steps: list, device: str, resume: str | None = None, checkpoint: str | None = None):
+    """Losses of each step and the final weights, on the host (on rank 0 when distributed);
+    `checkpoint`: where to save one after the second step."""
     torch.manual_seed(0)
-    loaded = load(model, "fp32", "cpu", False)
+    if dist.is_initialized():  # as the engine's ranks do: read on the host, sharded onto the device
+        loaded = load(model, "fp32", "cpu", False)
+        loaded.device = torch.device(device, dist.get_rank()) if device == "cuda" else torch.device(device)
+    else:
+        loaded = load(model, "fp32", device, False)
     trainer = Trainer(loaded, SETUP)
     if resume:
         trainer.load_state(load_tensors(resume)[0])
@@ -49,21 +72,24 @@ def train(model: str, steps: list, resume: str | None = None, checkpoint: str | 
             if not dist.is_initialized() or dist.get_rank() == 0:
                 save_tensors(state, checkpoint)
     weights = full_state(loaded.model) if dist.is_initialized() else snapshot(loaded.model)
-    return losses, weights
+    return losses, {name: tensor.cpu() for name, tensor in weights.items()}
 
 
-def _rank(rank: int, port: int, out: str, model: str, steps: list, resume: str | None, checkpoint: str):
+def _rank(rank: int, port: int, out: str, model: str, device: str, steps: list, checkpoint: str):
     torch.set_num_threads(1)
+    if device == "cuda":
+        torch.cuda.set_device(rank)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
-    losses, weights = train(model, steps, resume, checkpoint)
+    backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=2)
+    losses, weights = train(model, steps, device, checkpoint=checkpoint)
     if rank == 0:
         torch.save({"losses": losses, "weights": weights}, out)
     dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def two_ranks(models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+def two_ranks(models: dict[str, str], device: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """Per model: the losses and final weights of STEPS on two ranks, and their step-2 checkpoint."""
     runs = {}
     for arch, model in models.items():
@@ -72,7 +98,7 @@ def two_ranks(models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
         store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
         port = store.port
         del store
-        mp.start_processes(_rank, args=(port, out, model, STEPS, None, checkpoint), nprocs=2, start_method="spawn")
+        mp.start_processes(_rank, args=(port, out, model, device, STEPS, checkpoint), nprocs=2, start_method="spawn")
         result = torch.load(out)
         runs[arch] = (result["losses"], result["weights"], checkpoint)
     return runs
@@ -80,11 +106,11 @@ def two_ranks(models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.mark.parametrize("arch", ["olmoe", "qwen2_moe"])
 def test_two_ranks_train_exactly_what_one_process_trains(
-    arch: str, models: dict[str, str], two_ranks: dict[str, tuple]
+    arch: str, models: dict[str, str], device: str, two_ranks: dict[str, tuple]
 ) -> None:
     model = models[arch]
     before = snapshot(load(model, "fp32", "cpu", False).model)
-    one_losses, one = train(model, STEPS)
+    one_losses, one = train(model, STEPS, device)
     two_losses, two, _ = two_ranks[arch]
     for mine, reference in zip(two_losses, one_losses, strict=True):
         assert mine == pytest.approx(reference, rel=1e-5, abs=1e-7)
@@ -105,10 +131,12 @@ def test_two_ranks_train_exactly_what_one_process_trains(
                 assert torch.equal(two[name][e], tensor[e]), f"{name}[{e}] moved"
 
 
-def test_a_checkpoint_of_two_ranks_resumes_in_one_process(models: dict[str, str], two_ranks: dict[str, tuple]) -> None:
+def test_a_checkpoint_of_two_ranks_resumes_in_one_process(
+    models: dict[str, str], device: str, two_ranks: dict[str, tuple]
+) -> None:
     model, checkpoint = models["olmoe"], two_ranks["olmoe"][2]
-    straight_losses, straight = train(model, STEPS)
-    resumed_losses, resumed = train(model, STEPS[2:], resume=checkpoint)
+    straight_losses, straight = train(model, STEPS, device)
+    resumed_losses, resumed = train(model, STEPS[2:], device, resume=checkpoint)
     assert resumed_losses[0] == pytest.approx(straight_losses[2], rel=1e-5)
     for name, tensor in straight.items():
         assert (resumed[name] - tensor).norm() <= 1e-5 * tensor.norm(), name

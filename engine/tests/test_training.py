@@ -16,7 +16,7 @@ from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.trained_rows import trained_rows
 from steermoe_engine.training import RouterLoss, Trainable, Trainer, TrainSetup
 
-from .conftest import ARCHS, TinyModels
+from .conftest import ARCHS, CUDA_TIER, TIER_DEVICE, TinyModels
 
 SAFE = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -30,7 +30,7 @@ LABELS = ["safe", "safe", "unsafe", "unsafe"]
 
 @pytest.fixture
 def fresh(tiny_models: TinyModels):
-    return lambda arch, dtype="fp32": load(str(tiny_models[arch]), dtype, "cpu", False)
+    return lambda arch, dtype="fp32", device="cpu": load(str(tiny_models[arch]), dtype, device, False)
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -286,11 +286,17 @@ def agree(got: torch.Tensor, expected: torch.Tensor, dtype: str, rtol: float, at
 
 
 @pytest.mark.parametrize(
-    ("arch", "checkpointing", "dtype"),
-    [("olmoe", False, "fp32"), ("qwen2_moe", True, "fp32"), ("mixtral", False, "bf16")],
+    ("arch", "checkpointing", "dtype", "device"),
+    [
+        ("olmoe", False, "fp32", "cpu"),
+        ("qwen2_moe", True, "fp32", "cpu"),
+        ("mixtral", False, "bf16", "cpu"),
+        pytest.param("mixtral", False, "bf16", TIER_DEVICE, marks=CUDA_TIER),
+        pytest.param("qwen2_moe", True, "bf16", TIER_DEVICE, marks=CUDA_TIER),
+    ],
 )
 def test_trained_rows_get_the_gradient_of_the_whole_model(
-    arch: str, checkpointing: bool, dtype: str, fresh, monkeypatch
+    arch: str, checkpointing: bool, dtype: str, device: str, fresh, monkeypatch
 ) -> None:
     """Only the trained rows get a gradient, never the fused tensors, and it is the plain model's:
     autograd through the whole model with the fused tensors learning. Layer 0 (nothing below it
@@ -300,14 +306,15 @@ def test_trained_rows_get_the_gradient_of_the_whole_model(
     trained = {0: [1, 3], 2: [0, 5]}
     monkeypatch.setattr("steermoe_engine.trained_rows.PAIRS_PER_SLICE", 7)  # slices that split experts
     monkeypatch.setattr("steermoe_engine.training.LOGITS_PER_SLICE", 5 * 512)  # LM head slices of 5 targets
-    model = fresh(arch, dtype)
+    model = fresh(arch, dtype, device)
     trainer = Trainer(model, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
     assert trainer.row_grads
     layers = {layer.index: layer for layer in model.adapter.layers}
     experts = layers[0].experts
-    hidden = torch.randn(10, experts.hidden_dim).to(experts.gate_up_proj.dtype)
-    index = torch.stack([torch.randperm(experts.num_experts)[:2] for _ in range(10)])
-    weights = torch.rand(10, 2)
+    on = {"device": experts.gate_up_proj.device}
+    hidden = torch.randn(10, experts.hidden_dim).to(experts.gate_up_proj.dtype).to(**on)
+    index = torch.stack([torch.randperm(experts.num_experts)[:2] for _ in range(10)]).to(**on)
+    weights = torch.rand(10, 2).to(**on)
     with trained_rows(model.model):
         forward = experts(hidden, index, weights)
     assert torch.equal(forward, experts(hidden, index, weights))  # grouped_mm's numbers, bit for bit
@@ -315,7 +322,7 @@ def test_trained_rows_get_the_gradient_of_the_whole_model(
     trainer.accumulate(batch)
     assert all(getattr(layers[i].experts, n).grad is None for i in trained for n in ("gate_up_proj", "down_proj"))
 
-    reference = fresh(arch, dtype)
+    reference = fresh(arch, dtype, device)
     fused = {
         (i, n): getattr(r.experts, n)
         for r in reference.adapter.layers
@@ -345,7 +352,7 @@ def test_trained_rows_get_the_gradient_of_the_whole_model(
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.step(batch, lr=1e-2)
     monkeypatch.setattr("steermoe_engine.training.supported", lambda _experts: False)
-    other = fresh(arch, dtype)
+    other = fresh(arch, dtype, device)
     fused_path = Trainer(other, TrainSetup(trainable="experts", experts=trained, gradient_checkpointing=checkpointing))
     assert not fused_path.row_grads
     fused_path.step(fused_path.batch(BATCH, LABELS, {}), lr=1e-2)

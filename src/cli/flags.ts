@@ -229,6 +229,15 @@ export function modelOptions(command: Command, at: string, sourceFlag?: string):
         "run code shipped with the model (off unless given)",
         `${at}.trustRemoteCode`,
       ),
+    )
+    .addOption(
+      setting(
+        ModelConfig,
+        "deterministic",
+        "--deterministic",
+        "deterministic algorithms only, for the same bytes on a rerun on the same GPU (docs/scale.md, Reproducibility)",
+        `${at}.deterministic`,
+      ),
     );
   return configOptions(command);
 }

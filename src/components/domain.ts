@@ -72,6 +72,8 @@ export const ModelInfo = snakeCase(
     attentionHeads: z.number().int(),
     /** "eager" scores a whole prompt at once (memory grows with its square); sdpa and others do not. */
     attentionImplementation: z.string(),
+    /** Every operation takes its deterministic algorithm (--deterministic). */
+    deterministic: z.boolean(),
     /** What a resumed run must find again (empty for a hub model not found in the local cache). */
     fingerprint: ModelFingerprint,
   }),

@@ -67,6 +67,7 @@ export function formatModelInfo(info: ModelInfo): string {
     ["  one expert", count(p.oneExpert)],
     ["  other", `${count(p.other)} (embeddings, norms, LM head, shared experts)`],
     ["chat template", info.chatTemplate ? "yes" : "no"],
+    ["deterministic", info.deterministic ? "yes (--deterministic)" : "no"],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");

@@ -50,6 +50,7 @@ function serverArgs(settings: ServeSettings): string[] {
     "steermoe_engine.http_server",
     ...["--model", model.source, "--dtype", model.dtype, "--device", model.device],
     ...(model.trustRemoteCode ? ["--trust-remote-code"] : []),
+    ...(model.deterministic ? ["--deterministic"] : []),
     ...["--flavor", settings.flavor, "--host", settings.host, "--port", String(settings.port)],
     ...(settings.servedModelName ? ["--served-model-name", settings.servedModelName] : []),
     ...(settings.routedExperts ? [] : ["--no-routed-experts"]),

@@ -61,6 +61,8 @@ export interface LoadOptions {
   /** Spread the model over every GPU, whole decoder layers per device. */
   deviceMap?: "auto" | "balanced";
   trustRemoteCode?: boolean;
+  /** Deterministic algorithms only (torch.use_deterministic_algorithms). */
+  deterministic?: boolean;
 }
 
 export interface Sampling {
@@ -200,6 +202,7 @@ export class Engine {
         device: options.device ?? "auto",
         device_map: options.deviceMap ?? null,
         trust_remote_code: options.trustRemoteCode ?? false,
+        deterministic: options.deterministic ?? false,
       },
       ModelInfo,
     );
