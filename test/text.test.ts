@@ -190,6 +190,22 @@ test("openRun: config.json stores URLs without credentials and says so; the same
   assert.equal(second.resumed, true);
 });
 
+test("openRun: a switch steermoe gained after a run was made was off in it", (t) => {
+  const run = join(tempDir(t), "run");
+  const made = { model: { source: "m" } };
+  openRun(run, "analyze", made, { model: MODEL }, "samples").release();
+  mkdirSync(join(run, "samples"));
+  writeFileSync(join(run, "samples", "batch-00000.jsonl"), "{}\n");
+  const now = (deterministic: boolean) => ({ model: { source: "m", deterministic } });
+  const off = openRun(run, "analyze", now(false), { model: MODEL }, "samples");
+  off.release();
+  assert.equal(off.resumed, true);
+  assert.throws(
+    () => openRun(run, "analyze", now(true), { model: MODEL }, "samples"),
+    /made with other settings \(model\.deterministic undefined → true\)/,
+  );
+});
+
 test("openRun: a run with no result yet starts afresh; a resume on another backend is recorded", (t) => {
   const run = join(tempDir(t), "run");
   const engine = { torch: "2.13.0" };

@@ -124,10 +124,19 @@ def _sample(logits: torch.Tensor, sampling: Sampling, generators: list[torch.Gen
     if sampling.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= sampling.top_p
+        outside = _cumulative(sorted_probs) - sorted_probs >= sampling.top_p
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
+
+
+def _cumulative(probs: torch.Tensor) -> torch.Tensor:
+    """Running sums along the last dimension. CUDA adds floats in an order that varies from run to
+    run (torch has no deterministic float cumsum there), so with --deterministic they are taken on
+    the host."""
+    if probs.device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
+        return probs.cpu().cumsum(dim=-1).to(probs.device)
+    return probs.cumsum(dim=-1)
 
 
 def _pad_id(loaded: Loaded) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from .adapters import MoeAdapter, check_supported
 from .errors import EngineError, first_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+# The warning torch gives for an operation without a deterministic algorithm (warn_only).
+NONDETERMINISTIC = r".* does not have a deterministic implementation"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 Phase = Literal["prefill", "decode"]
 # The transformers experts implementation each phase runs, by device type. On CPU the per-expert
@@ -162,13 +165,19 @@ def settle_numerics(deterministic: bool) -> None:
     H100/H200 (pytorch#196678) and corrupted greedy decoding on B200 (pytorch#193893). Flash,
     memory-efficient and math attention remain. Without CUDA this changes nothing.
 
-    `deterministic`: every operation takes its deterministic algorithm or fails naming itself
-    (torch.use_deterministic_algorithms), cuBLAS included (its workspace setting must be in place
-    before its first call, which comes with the first model on the GPU)."""
+    `deterministic`: every operation takes its deterministic algorithm, or the run stops naming the
+    one that has none (torch.use_deterministic_algorithms), cuBLAS included (its workspace setting
+    must be in place before its first call, which comes with the first model on the GPU). One
+    flagged operation is let through: torch.histc on CUDA, flagged for its atomic adds, with which
+    transformers' grouped_mm and trained_rows.py count tokens per expert; on integer expert ids, as
+    both pass them there, the counts are exact in any order."""
     torch.backends.cuda.enable_cudnn_sdp(False)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    # Flagged operations warn (warn_only) so that the one exception can be made; the rest error.
+    warnings.filterwarnings("error", message=NONDETERMINISTIC)
+    warnings.filterwarnings("ignore", message=f"_histc_cuda{NONDETERMINISTIC}")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def load(

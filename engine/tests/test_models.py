@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from steermoe_engine.errors import EngineError
-from steermoe_engine.models import Loaded, describe, load
+from steermoe_engine.models import Loaded, describe, load, settle_numerics
 from steermoe_engine.tiny import build_tiny
 
 from .conftest import ARCHS, TinyModels
@@ -107,3 +108,16 @@ def test_device_map_auto_records_the_same_routing_bytes(tiny_models: TinyModels,
 def test_device_map_leaves_the_device_to_itself(tiny_models: TinyModels) -> None:
     with pytest.raises(EngineError, match="leave --device at auto"):
         load(str(tiny_models["olmoe"]), "fp32", "cpu", False, "balanced")
+
+
+def test_deterministic_stops_at_an_operation_without_a_deterministic_algorithm() -> None:
+    """--deterministic: an operation torch flags stops with its name; the one let through is
+    CUDA's histc on integer expert ids (models.settle_numerics), whose warning is not raised."""
+    try:
+        settle_numerics(True)
+        with pytest.raises(UserWarning, match="put_ does not have a deterministic implementation"):
+            torch.zeros(3).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+        warnings.warn("_histc_cuda does not have a deterministic implementation, but ...", UserWarning, stacklevel=1)
+    finally:
+        settle_numerics(False)
+    torch.zeros(3).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))

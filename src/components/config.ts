@@ -13,9 +13,9 @@ export const ModelConfig = z.strictObject({
   /** Spread one model over every GPU, whole decoder layers per device (accelerate's placement). */
   deviceMap: z.enum(["auto", "balanced"]).optional(),
   trustRemoteCode: z.boolean().default(false),
-  /** Deterministic algorithms only (torch.use_deterministic_algorithms): a rerun on the same GPU
-   * gives the same bytes. Left out of the settings unless given, so older runs resume. */
-  deterministic: z.boolean().optional(),
+  /** Deterministic algorithms only (torch.use_deterministic_algorithms), for the same bytes on a
+   * rerun on the same GPU (docs/scale.md, Reproducibility). */
+  deterministic: z.boolean().default(false),
 });
 export type ModelConfig = z.infer<typeof ModelConfig>;
 

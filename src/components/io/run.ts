@@ -16,6 +16,8 @@ import { ModelInfo, type ModelFingerprint } from "../domain.js";
 
 function differences(before: unknown, after: unknown, path = ""): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
+  // A switch added to steermoe after the run was made (model.deterministic) was off in that run.
+  if (before === undefined && after === false) return [];
   const isObject = (v: unknown): v is Record<string, unknown> =>
     typeof v === "object" && v !== null && !Array.isArray(v);
   if (isObject(before) && isObject(after)) {
