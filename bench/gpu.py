@@ -12,9 +12,16 @@ OLMoE-1B-7B's shape with random bf16 weights, made on the GPU (no checkpoint to 
     PYTHONPATH=engine python bench/gpu.py [--write docs/benchmarks.md] [--out gpu.json]
     PYTHONPATH=engine python bench/gpu.py --quick --device cpu    # every section, tiny, on the CPU
 
-About four minutes on one H100 or H200. Prints one JSON object (also to --out); --write puts the
-tables into that file between the GPU markers, which `npm run bench` keeps as they are. A section
-that fails reports its error and the others still run.
+On the device tool's GPU machine (no node; an older transformers there), with the pinned
+transformers wheel carried in `.whl` and installed into /tmp/site:
+
+    PYTHONPATH=/tmp/site:engine python bench/gpu.py --out $OUT/gpu.json --write docs/benchmarks.md \
+      && cp docs/benchmarks.md $OUT/
+
+Minutes on one H100 or H200 (estimated from issue 26's rates; the JSON records how long). Prints
+one JSON object (also to --out); --write puts the tables into that file between the GPU markers,
+which `npm run bench` keeps as they are. A section that fails reports its error and the others
+still run.
 """
 
 from __future__ import annotations

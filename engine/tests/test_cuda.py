@@ -160,7 +160,7 @@ def test_served_routing_is_the_engines_own(flavor: str, released: TinyModels) ->
     command = [sys.executable, "-m", "steermoe_engine.http_server", "--model", model_dir, "--dtype", "bf16"]
     command += ["--device", TIER_DEVICE, "--flavor", flavor, "--port", "0"]
     engine_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": engine_root}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [engine_root, os.environ.get("PYTHONPATH")]))}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert server.stdout is not None
