@@ -216,7 +216,9 @@ def reproducibility(loaded: Loaded, p: dict[str, Any], device: torch.device) -> 
                     timed(device, lambda: generate_ids(loaded, prompts, list(range(rows)), sampling, True))
                     for _ in range(2)
                 ]
-        except RuntimeError as err:  # a kernel that cannot take these inputs (flash: no mask)
+        # A kernel that cannot take these inputs (flash: no mask), or with --deterministic an
+        # operation without a deterministic algorithm (its warning raised as an error).
+        except (RuntimeError, UserWarning) as err:
             results[variant] = {"error": str(err).splitlines()[0]}
             log(f"  {variant}: {results[variant]['error']}")
             continue
