@@ -75,30 +75,35 @@ def train(model: str, steps: list, device: str, resume: str | None = None, check
     return losses, {name: tensor.cpu() for name, tensor in weights.items()}
 
 
-def _rank(rank: int, port: int, out: str, model: str, device: str, steps: list, checkpoint: str):
+def _rank(rank: int, port: int, device: str, jobs: list[tuple[str, str, str]]) -> None:
+    """One rank: STEPS for each (model, result file, checkpoint) in turn, in one process group."""
     torch.set_num_threads(1)
     if device == "cuda":
         torch.cuda.set_device(rank)
     store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
     backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
     dist.init_process_group(backend, store=store, rank=rank, world_size=2)
-    losses, weights = train(model, steps, device, checkpoint=checkpoint)
-    if rank == 0:
-        torch.save({"losses": losses, "weights": weights}, out)
+    for model, out, checkpoint in jobs:
+        losses, weights = train(model, STEPS, device, checkpoint=checkpoint)
+        if rank == 0:
+            torch.save({"losses": losses, "weights": weights}, out)
     dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def two_ranks(models: dict[str, str], device: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Per model: the losses and final weights of STEPS on two ranks, and their step-2 checkpoint."""
-    runs = {}
+    """Per model: the losses and final weights of STEPS on two ranks, and their step-2 checkpoint.
+    Both models train in the same two rank processes (each start imports torch again)."""
+    jobs = {}
     for arch, model in models.items():
         tmp = tmp_path_factory.mktemp(arch)
-        out, checkpoint = str(tmp / "ranks.pt"), str(tmp / "step-2.safetensors")
-        store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
-        port = store.port
-        del store
-        mp.start_processes(_rank, args=(port, out, model, device, STEPS, checkpoint), nprocs=2, start_method="spawn")
+        jobs[arch] = (model, str(tmp / "ranks.pt"), str(tmp / "step-2.safetensors"))
+    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
+    port = store.port
+    del store
+    mp.start_processes(_rank, args=(port, device, list(jobs.values())), nprocs=2, start_method="spawn")
+    runs = {}
+    for arch, (_model, out, checkpoint) in jobs.items():
         result = torch.load(out)
         runs[arch] = (result["losses"], result["weights"], checkpoint)
     return runs
