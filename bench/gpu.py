@@ -471,11 +471,16 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
+def marked(path: Path) -> str:
+    """The file's text, once it is known to have the markers to write between."""
     doc = path.read_text("utf-8")
     if START not in doc or END not in doc:
         raise SystemExit(f"{path}: no {START} … {END} markers to write between")
-    head, rest = doc.split(START, 1)
+    return doc
+
+
+def write_section(path: Path, text: str) -> None:
+    head, rest = marked(path).split(START, 1)
     tail = rest.split(END, 1)[1]
     path.write_text(f"{head}{START}\n{text}{END}{tail}", "utf-8")
 
@@ -490,6 +495,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py: this machine has no CUDA device (--device cpu --quick checks the bench)")
+    if args.write:
+        marked(Path(args.write))  # before minutes of measuring, not after
     p = QUICK if args.quick else FULL
     started = time.perf_counter()
     settle_numerics(False)

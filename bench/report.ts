@@ -12,10 +12,10 @@ export function keptNotes(path: string): string | undefined {
   return match ? text.slice(match.index).trimEnd() + "\n" : undefined;
 }
 
-/** Written as prettier prints it, so `npm run lint` (prettier --check .) stays clean. */
 const GPU_START = "<!-- bench/gpu.py: start -->";
 const GPU_END = "<!-- bench/gpu.py: end -->";
 
+/** The GPU section as the previous file has it, markers included; a placeholder before the first. */
 export function keptGpuSection(path: string): string {
   const text = existsSync(path) ? readFileSync(path, "utf8") : "";
   const start = text.indexOf(GPU_START);
@@ -25,6 +25,7 @@ export function keptGpuSection(path: string): string {
   return [GPU_START, "## GPU (bench/gpu.py)", "", `Not run yet: ${how}.`, GPU_END].join("\n");
 }
 
+/** Written as prettier prints it, so `npm run lint` (prettier --check .) stays clean. */
 export async function writeFormatted(path: string, text: string): Promise<void> {
   const prettier = await import("prettier");
   const options = (await prettier.resolveConfig(path)) ?? {};

@@ -32,7 +32,7 @@ from .test_families import compare
 from .test_routing import CONVERSATIONS
 from .test_serve import PROMPT, call, sglang_rows, vllm_rows
 from .test_steering import bias_map, routed
-from .test_training import BATCH, LABELS, snapshot
+from .test_training import BATCH, LABELS, moved_experts, snapshot
 
 pytestmark = CUDA_TIER
 
@@ -138,14 +138,7 @@ def test_expert_only_training_moves_the_trained_experts_only_and_the_same_twice(
         for _ in range(2):  # the routing mask sends tokens to the trained experts of 256 too
             trainer.step(trainer.batch(BATCH, LABELS, trained), lr=1e-2)
         after = snapshot(model.model)
-        changed = set()
-        for name, tensor in before.items():
-            if ".mlp.experts." in name:
-                layer = int(name.split(".")[2])
-                changed |= {(layer, e) for e in range(tensor.shape[0]) if not torch.equal(tensor[e], after[name][e])}
-            else:
-                assert torch.equal(tensor, after[name]), f"{name} moved"
-        assert changed == {(layer, e) for layer, experts in trained.items() for e in experts}
+        assert moved_experts(before, after) == {(layer, e) for layer, experts in trained.items() for e in experts}
         finals.append(after)
     for name, tensor in finals[0].items():
         assert torch.equal(tensor, finals[1][name]), f"{name} differs between two runs"
