@@ -21,21 +21,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from torch.distributed import TCPStore  # pyright: ignore[reportPrivateImportUsage]
+from torch.multiprocessing.spawn import start_processes
+
 from steermoe_engine.models import load
 from steermoe_engine.tiny import TinySize, build_tiny
 from steermoe_engine.training import Trainer, TrainSetup
 
 # Experts dominate the weights, as in the MoE models steermoe trains.
-SIZE = TinySize(
-    hidden=512, layers=4, heads=8, experts=32, top_k=4, expert_ffn=512, vocab=8192
-)
-QUICK_SIZE = TinySize(
-    hidden=128, layers=2, heads=4, experts=16, top_k=2, expert_ffn=128, vocab=2048
-)
-TRAINED = {
-    layer: list(range(0, 32, 4)) for layer in range(SIZE.layers)
-}  # 8 experts per layer
+SIZE = TinySize(hidden=512, layers=4, heads=8, experts=32, top_k=4, expert_ffn=512, vocab=8192)
+QUICK_SIZE = TinySize(hidden=128, layers=2, heads=4, experts=16, top_k=2, expert_ffn=128, vocab=2048)
+TRAINED = {layer: list(range(0, 32, 4)) for layer in range(SIZE.layers)}  # 8 experts per layer
 
 
 def _peak_kib() -> int:
@@ -45,23 +41,14 @@ def _peak_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _rank(
-    rank: int, world: int, port: int, model: str, steps: int, samples: int, out: str
-) -> None:
+def _rank(rank: int, world: int, port: int, model: str, steps: int, samples: int, out: str) -> None:
     torch.set_num_threads(1)
     if world > 1:
-        store = dist.TCPStore("127.0.0.1", port, world, is_master=rank == 0)
+        store = TCPStore("127.0.0.1", port, world, is_master=rank == 0)
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     loaded = load(model, "fp32", "cpu", False)
-    experts = {
-        layer: [e for e in chosen if e < loaded.adapter.num_experts]
-        for layer, chosen in TRAINED.items()
-    }
-    experts = {
-        layer: chosen
-        for layer, chosen in experts.items()
-        if layer < loaded.adapter.num_layers
-    }
+    experts = {layer: [e for e in chosen if e < loaded.adapter.num_experts] for layer, chosen in TRAINED.items()}
+    experts = {layer: chosen for layer, chosen in experts.items() if layer < loaded.adapter.num_layers}
     trainer = Trainer(loaded, TrainSetup(trainable="experts", experts=experts))
     words = [
         "the",
@@ -96,13 +83,11 @@ def _rank(
     ]
     batch = trainer.batch(conversations, ["safe", "unsafe"] * (samples // 2), {})
     trainer.step(batch, lr=1e-4)  # warm-up: optimizer state, allocator pools
-    Path("/proc/self/clear_refs").write_text(
-        "5"
-    )  # resets VmHWM to the current resident size
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     seconds = [trainer.step(batch, lr=1e-4)["seconds"] for _ in range(steps)]
     result = {
         "rank": rank,
-        "step_seconds": statistics.median(seconds),
+        "step_seconds": statistics.median(s for s in seconds if s is not None),
         "peak_mib": _peak_kib() / 1024,
     }
     Path(f"{out}.{rank}").write_text(json.dumps(result))
@@ -110,16 +95,12 @@ def _rank(
         dist.destroy_process_group()
 
 
-def measure(
-    model: str, world: int, steps: int, samples: int, tmp: str
-) -> list[dict[str, Any]]:
-    store = dist.TCPStore(
-        "127.0.0.1", 0, 1, is_master=True
-    )  # a free port, released for the ranks
+def measure(model: str, world: int, steps: int, samples: int, tmp: str) -> list[dict[str, Any]]:
+    store = TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
     port = store.port
     del store
     out = os.path.join(tmp, f"world{world}")
-    mp.start_processes(
+    start_processes(
         _rank,
         args=(world, port, model, steps, samples, out),
         nprocs=world,
@@ -130,15 +111,11 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--quick", action="store_true", help="a tiny model and two steps"
-    )
+    parser.add_argument("--quick", action="store_true", help="a tiny model and two steps")
     quick = parser.parse_args().quick
     with tempfile.TemporaryDirectory() as tmp:
         size = QUICK_SIZE if quick else SIZE
-        model = build_tiny("olmoe", os.path.join(tmp, "model"), seed=0, size=size)[
-            "path"
-        ]
+        model = build_tiny("olmoe", os.path.join(tmp, "model"), seed=0, size=size)["path"]
         steps, samples = (2, 4) if quick else (5, 8)
         ranks = {world: measure(model, world, steps, samples, tmp) for world in (1, 2)}
     one, two = ranks[1][0], ranks[2]
@@ -149,8 +126,7 @@ def main() -> None:
             "steps": steps,
             "ranks": ranks,
             "peak_ratio": max(r["peak_mib"] for r in two) / one["peak_mib"],
-            "step_time_ratio": max(r["step_seconds"] for r in two)
-            / one["step_seconds"],
+            "step_time_ratio": max(r["step_seconds"] for r in two) / one["step_seconds"],
             "load_average": os.getloadavg(),
         },
         sys.stdout,

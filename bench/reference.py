@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import DynamicCache
+
 from steermoe_engine.generation import chat_ids
 from steermoe_engine.models import Loaded, load
-from transformers import DynamicCache
 
 Messages = list[dict[str, str]]
 
@@ -173,7 +174,7 @@ def _fastest_kernels(loaded: Loaded, messages: Messages, eos: set[int]) -> dict[
 def _count(files: list[Path], prompt_len: int, top_k: int, num_experts: int) -> tuple[list[list[int]], list[int]]:
     """Per layer, how many generated tokens chose each expert, counted token by token."""
     counts = [[0] * num_experts for _ in files]
-    topk_flat: list[list[int]] = [[] for _ in files]
+    topk_flat: list[list[list[int]]] = [[] for _ in files]
     for layer, path in enumerate(files):
         logits = np.load(path)
         for token in range(prompt_len, logits.shape[0]):
@@ -195,7 +196,8 @@ def baseline(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     data: list[dict[str, Any]] = json.loads(Path(args.prompts).read_text())
     eos_cfg = loaded.model.generation_config.eos_token_id
-    eos = set(eos_cfg if isinstance(eos_cfg, list) else [eos_cfg]) | {loaded.tokenizer.eos_token_id}
+    ends = [*(eos_cfg if isinstance(eos_cfg, list) else [eos_cfg]), loaded.tokenizer.eos_token_id]
+    eos = {end for end in ends if isinstance(end, int)}
     adapter = loaded.adapter
     kernels = _fastest_kernels(loaded, data[0]["messages"], eos)
     _emit({"ready": True, "kernels": kernels})
@@ -210,7 +212,8 @@ def baseline(args: argparse.Namespace) -> None:
             for index, sample in enumerate(chosen):
                 dump.reset()
                 t0 = time.perf_counter()
-                generated, prompt_len = _generate_one(loaded, sample["messages"], request["max_new_tokens"], eos, kernels)
+                new_tokens = request["max_new_tokens"]
+                generated, prompt_len = _generate_one(loaded, sample["messages"], new_tokens, eos, kernels)
                 t1 = time.perf_counter()
                 files = []
                 for layer, pieces in enumerate(dump.logits):

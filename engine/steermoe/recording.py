@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from steermoe_engine.adapters import MoeAdapter
-from steermoe_engine.routing import RoutingRecorder, Shard, write_shards
+from steermoe_engine.routing import RoutedParts, RoutingRecorder, Shard, write_shards
 
 
 def _ids(tensor: torch.Tensor) -> np.ndarray:
@@ -35,7 +35,7 @@ class SampleRouting:
     generation: np.ndarray
     generation_weights: np.ndarray
 
-    def _tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _tensors(self) -> RoutedParts:
         def back(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(ids.view(np.int16) if ids.dtype == np.uint16 else ids)
 

@@ -11,10 +11,11 @@ and never counted among the routed experts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from .errors import EngineError
 from .families import ARCHITECTURES, Architecture
@@ -53,28 +54,43 @@ def check_supported(config: Any) -> Architecture:
     )
 
 
-def decoder(model: nn.Module) -> nn.Module:
+def decoder(model: PreTrainedModel) -> nn.Module:
     """The decoder stack (embeddings and layers, no LM head). Llama4ForCausalLM names its base
     model `language_model` for get_decoder() but keeps it in `model`, so that lookup falls short."""
     found = model.get_decoder()
-    return found if hasattr(found, "layers") else model.model
+    return found if hasattr(found, "layers") else cast(nn.Module, model.model)
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    return cast(nn.ModuleList, decoder(model).layers)
+
+
+def input_embeddings(model: PreTrainedModel) -> nn.Embedding:
+    return cast(nn.Embedding, model.get_input_embeddings())
+
+
+def lm_head(model: PreTrainedModel) -> nn.Linear:
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        raise EngineError(f"model type '{model.config.model_type}' has no linear LM head to train through")
+    return head
 
 
 class MoeAdapter:
     """The routers and experts of one loaded model."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         config = model.config
         self.model_type: str = config.model_type
         self.architecture = check_supported(config)
         self.family = self.architecture.family
-        decoder_layers = decoder(model).layers
-        self.num_layers: int = len(decoder_layers)
+        layers = decoder_layers(model)
+        self.num_layers: int = len(layers)
         self.layers: list[MoeLayer] = []
-        for i, layer in enumerate(decoder_layers):
+        for i, layer in enumerate(layers):
             block = next((getattr(layer, a) for a in self.family.block_attrs if hasattr(layer, a)), None)
             router = getattr(block, self.family.router_attr, None)
-            if router is None or not hasattr(block, "experts"):
+            if block is None or router is None or not hasattr(block, "experts"):
                 continue
             # Shared experts sit in the MoE block, or beside it in the decoder layer (Granite-MoE-Shared).
             shared = {

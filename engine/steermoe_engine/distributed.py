@@ -14,11 +14,16 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+# Public store classes that torch.distributed leaves out of its __all__.
+from torch.distributed import Store, TCPStore  # pyright: ignore[reportPrivateImportUsage]
 
 from .errors import EngineError
 
@@ -45,7 +50,7 @@ def rank_device(device: torch.device) -> torch.device:
 class Ranks:
     """The request channel among the ranks, seen from one of them."""
 
-    def __init__(self, rank: int, world: int, store: dist.Store, followers: list[mp.process.BaseProcess]) -> None:
+    def __init__(self, rank: int, world: int, store: Store, followers: Sequence[BaseProcess]) -> None:
         self.followers, self.stopping = followers, threading.Event()
         if followers:
             threading.Thread(target=self.watch, daemon=True).start()
@@ -96,7 +101,7 @@ class Ranks:
 
 def lead(world: int) -> Ranks:
     """On rank 0: start the other ranks and join them in one process group."""
-    store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
+    store = TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
     context = mp.get_context("spawn")
     followers = [context.Process(target=_follow, args=(r, world, store.port), daemon=True) for r in range(1, world)]
     for process in followers:
@@ -109,7 +114,7 @@ def _follow(rank: int, world: int, port: int) -> None:
 
     quiet()
     operations = operations_table()
-    store = dist.TCPStore("127.0.0.1", port, world, is_master=False)
+    store = TCPStore("127.0.0.1", port, world, is_master=False)
     ranks = Ranks(rank, world, store, [])
     server = operations()
     while (request := ranks.share(None)) is not None:

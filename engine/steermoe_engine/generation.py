@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 from .adapters import decoder
 from .control import LayerControl, RouterControl
 from .errors import EngineError, first_line
 from .models import Loaded
-from .routing import RoutingRecorder, SampleRouting, Shard, write_shards
+from .routing import RoutedParts, RoutingRecorder, Shard, write_shards
 
 Messages = list[dict[str, str]]
 
@@ -56,7 +56,9 @@ def chat_ids(loaded: Loaded, messages: Messages, add_generation_prompt: bool) ->
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         raise EngineError(f"the tokenizer of {loaded.source} has no chat template")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    text = cast(
+        str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    )
     ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids
 
@@ -107,7 +109,7 @@ class _Reserved(DynamicLayer):
             self._views()
 
 
-def _reserved_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
+def _reserved_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
     """The model's own cache layout (sliding-window layers stay as they are) with every plain
     layer reserved for `capacity` tokens."""
     cache = DynamicCache(config=model.config)
@@ -140,8 +142,8 @@ def _cumulative(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _pad_id(loaded: Loaded) -> int:
-    pad: int | None = loaded.tokenizer.pad_token_id
-    return pad if pad is not None else min(_eos_ids(loaded))
+    pad = loaded.tokenizer.pad_token_id
+    return pad if isinstance(pad, int) else min(_eos_ids(loaded))
 
 
 def _id_array(ids: torch.Tensor | list[int]) -> np.ndarray:
@@ -177,7 +179,7 @@ def generate_ids(
     sampling: Sampling,
     record: bool,
     steer: dict[int, LayerControl] | None = None,
-) -> tuple[list[dict[str, Any]], list[SampleRouting]]:
+) -> tuple[list[dict[str, Any]], list[RoutedParts]]:
     """Generation from prompt token ids: one result per prompt and, when `record`, its routing
     (every prompt token and every generated token, the last one included)."""
     model, device = loaded.model, loaded.device
@@ -244,32 +246,31 @@ def generate_ids(
                 cache.batch_select_indices(keep)
 
     generated = torch.stack(steps, dim=1).cpu()
-    if record:
-        layers, k = len(loaded.adapter.layers), loaded.adapter.top_k
-        prefill_ids = recorder.ids[0].view(batch, width, layers, k).cpu()
-        prefill_w = recorder.weights[0].view(batch, width, layers, k).cpu()
-        # Decoding forwards see one token per row still in the batch: [batch, steps, layers, k].
-        step_ids = recorder.ids[0].new_zeros(batch, len(step_rows), layers, k)
-        step_w = recorder.weights[0].new_zeros(batch, len(step_rows), layers, k)
-        for i, (present, ids, weights) in enumerate(
-            zip(step_rows, recorder.ids[1:], recorder.weights[1:], strict=True)
-        ):
-            step_ids[present, i] = ids
-            step_w[present, i] = weights
-        step_ids, step_w = step_ids.cpu(), step_w.cpu()
-    results: list[dict[str, Any]] = []
-    routing: list[SampleRouting] = []
+    results = [
+        generated_sample(loaded, prompt, generated[row, : int(lengths[row])].tolist())
+        for row, prompt in enumerate(prompts)
+    ]
+    if not record:
+        return results, []
+    layers, k = len(loaded.adapter.layers), loaded.adapter.top_k
+    prefill_ids = recorder.ids[0].view(batch, width, layers, k).cpu()
+    prefill_w = recorder.weights[0].view(batch, width, layers, k).cpu()
+    # Decoding forwards see one token per row still in the batch: [batch, steps, layers, k].
+    step_ids = recorder.ids[0].new_zeros(batch, len(step_rows), layers, k)
+    step_w = recorder.weights[0].new_zeros(batch, len(step_rows), layers, k)
+    for i, (present, ids, weights) in enumerate(zip(step_rows, recorder.ids[1:], recorder.weights[1:], strict=True)):
+        step_ids[present, i] = ids
+        step_w[present, i] = weights
+    step_ids, step_w = step_ids.cpu(), step_w.cpu()
+    routing: list[RoutedParts] = []
     for row, prompt in enumerate(prompts):
-        n = int(lengths[row])
-        results.append(generated_sample(loaded, prompt, generated[row, :n].tolist()))
-        if record:
-            start = width - len(prompt)
-            routing.append(
-                {
-                    "prompt": (prefill_ids[row, start:], prefill_w[row, start:]),
-                    "generation": (step_ids[row, :n], step_w[row, :n]),
-                }
-            )
+        start, n = width - len(prompt), int(lengths[row])
+        routing.append(
+            {
+                "prompt": (prefill_ids[row, start:], prefill_w[row, start:]),
+                "generation": (step_ids[row, :n], step_w[row, :n]),
+            }
+        )
     return results, routing
 
 
@@ -321,10 +322,10 @@ def replay(
     with RoutingRecorder(loaded.adapter) as recorder, loaded.phases() as use:
         use("prefill")
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
-    ids = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
+    experts = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
     weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
     results: list[dict[str, Any]] = []
-    routing: list[SampleRouting] = []
+    routing: list[RoutedParts] = []
     for row, (prompt, full) in enumerate(zip(prompts, fulls, strict=True)):
         start, split = width - len(full), width - len(full) + len(prompt)
         response = full[len(prompt) :]
@@ -338,8 +339,8 @@ def replay(
         )
         routing.append(
             {
-                "prompt": (ids[row, start:split], weights[row, start:split]),
-                "generation": (ids[row, split:], weights[row, split:]),
+                "prompt": (experts[row, start:split], weights[row, start:split]),
+                "generation": (experts[row, split:], weights[row, split:]),
             }
         )
     write_shards(loaded.adapter, shards, routing)
@@ -352,7 +353,7 @@ def _eos_ids(loaded: Loaded) -> set[int]:
         if isinstance(source, int):
             ids.add(source)
         elif isinstance(source, list):
-            ids.update(source)
+            ids.update(int(token) for token in source)
     if not ids:
         raise EngineError(f"{loaded.source} defines no end-of-sequence token")
     return ids

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
+from .adapters import input_embeddings
 from .errors import EngineError
 from .generation import Sampling, chat_ids, generate_ids
 from .models import Loaded, load
@@ -259,7 +260,7 @@ class RoutingServer:
         self.batcher = Batcher(loaded, max_batch, record=routed_experts)
         config = loaded.model.config
         self.max_model_len: int | None = getattr(config, "max_position_embeddings", None)
-        self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
+        self.vocab_size = input_embeddings(loaded.model).num_embeddings
         vllm: dict[tuple[str, str], Callable[[Json], Any]] = {
             ("GET", "/version"): lambda _: {"version": VLLM_VERSION + LOCAL_LABEL},
             ("GET", "/v1/models"): self.models,
@@ -616,7 +617,7 @@ def _nesting(raw: bytes) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="steermoe serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="steermoe serve", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--device", default="auto")

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from .adapters import MoeAdapter, check_supported
+from .adapters import MoeAdapter, check_supported, input_embeddings
 from .errors import EngineError, first_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -47,7 +47,7 @@ class Loaded:
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> Loaded:
         """A model in memory, placed where it will run."""
-        device = model.get_input_embeddings().weight.device
+        device = input_embeddings(model).weight.device
         return cls(model, tokenizer, MoeAdapter(model), source, device, _kernels(model, device))
 
     @contextlib.contextmanager
@@ -73,7 +73,8 @@ def experts_implementation(model: PreTrainedModel) -> Iterator[Callable[[str], N
     try:
         yield use
     finally:
-        use(before)
+        if before is not None:
+            use(before)
 
 
 def _kernels(model: PreTrainedModel, device: torch.device) -> dict[Phase, str] | None:
@@ -198,7 +199,7 @@ def load(
     except Exception as err:  # tokenizer files fail in many ways (JSON, sentencepiece, missing)
         raise EngineError(f"cannot load the tokenizer files in {source}: {first_line(err)}") from err
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=resolve_dtype(dtype, target),
             trust_remote_code=trust_remote_code,
@@ -207,7 +208,8 @@ def load(
     except (OSError, ValueError) as err:
         raise EngineError(f"cannot load the model in {source}: {first_line(err)}") from err
     if device_map is None:
-        model.to(target)
+        # transformers declares `to` through functools.wraps, which pyright takes for an unbound method.
+        model.to(target)  # pyright: ignore[reportArgumentType]
     model.eval()
     devices = {p.device.type for p in model.parameters()}
     if "meta" in devices or (device_map is not None and target.type == "cuda" and "cpu" in devices):

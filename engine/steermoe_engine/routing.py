@@ -47,7 +47,7 @@ class Shard:
 
 # One sample's routing: part -> (expert ids, router weights), each [tokens, moe_layers, top_k].
 # Inference servers return expert ids only: their shards have no router weights (None).
-SampleRouting = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+RoutedParts = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class RoutingRecorder:
@@ -95,7 +95,7 @@ def _expert_ids(ids: torch.Tensor) -> np.ndarray:
     return array.view(np.uint16) if array.dtype == np.int16 else array
 
 
-def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[SampleRouting]) -> None:
+def write_shards(adapter: MoeAdapter, shards: list[Shard], samples: list[RoutedParts]) -> None:
     """Each shard takes the next len(sample_ids) samples, in order; written whole or not at all."""
     if sum(len(s.sample_ids) for s in shards) != len(samples):
         raise EngineError(

@@ -13,7 +13,7 @@ import torch
 from .errors import EngineError
 from .generation import Messages, _id_array, chat_ids, generated_sample, replay_ids
 from .models import Loaded
-from .routing import PARTS, SampleRouting, Shard, write_shards
+from .routing import PARTS, RoutedParts, Shard, write_shards
 
 
 def render(loaded: Loaded, conversations: list[Messages], replay: bool) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def record(
     [tokens, moe_layers, top_k] expert ids the server routed them to. `max_new_tokens` is the
     generation's (None: a replay)."""
     results: list[dict[str, Any]] = []
-    routing: list[SampleRouting] = []
+    routing: list[RoutedParts] = []
     layers, top_k = len(loaded.adapter.layers), loaded.adapter.top_k
     for i, sample in enumerate(samples):
         prompt, generated = sample["prompt_ids"].tolist(), sample["generated_ids"].tolist()

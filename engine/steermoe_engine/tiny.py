@@ -9,6 +9,7 @@ is ever needed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ class TinySize:
     vocab: int = 512
 
 
-def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> PretrainedConfig:
+def _config(arch: str, size: TinySize, vocab: int, special: dict[str, Any]) -> PretrainedConfig:
     common: dict[str, Any] = {
         "vocab_size": vocab,
         "hidden_size": size.hidden,
@@ -109,6 +110,8 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
         **special,
     }
     head_dim = size.hidden // size.heads
+    # For config classes that do not declare head_dim, though their modeling code reads it.
+    undeclared_head_dim: dict[str, Any] = {"head_dim": head_dim}
     # DeepSeek-style models: the first layer dense (first_k_dense_replace), two groups of experts of
     # which a token may use one, two shared experts' worth of always-on MLP.
     deepseek: dict[str, Any] = {
@@ -155,7 +158,7 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
         ),
         "qwen3_moe": lambda: Qwen3MoeConfig(
             **common,
-            head_dim=head_dim,
+            **undeclared_head_dim,
             intermediate_size=size.expert_ffn * 2,
             moe_intermediate_size=size.expert_ffn,
             num_experts=size.experts,
@@ -249,11 +252,11 @@ def _config(arch: str, size: TinySize, vocab: int, special: dict[str, int]) -> P
             num_local_experts=size.experts,
         ),
         "deepseek_v2": lambda: DeepseekV2Config(
-            **common, **deepseek, **mla, topk_method="group_limited_greedy", head_dim=mla["qk_rope_head_dim"]
+            **common, **deepseek, **mla, topk_method="group_limited_greedy", **{"head_dim": mla["qk_rope_head_dim"]}
         ),
         "deepseek_v3": lambda: DeepseekV3Config(**common, **deepseek, **mla, norm_topk_prob=True),
-        "glm4_moe": lambda: Glm4MoeConfig(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
-        "dots1": lambda: Dots1Config(**common, **deepseek, head_dim=head_dim, norm_topk_prob=True),
+        "glm4_moe": lambda: Glm4MoeConfig(**common, **deepseek, **undeclared_head_dim, norm_topk_prob=True),
+        "dots1": lambda: Dots1Config(**common, **deepseek, **undeclared_head_dim, norm_topk_prob=True),
         "glm4_moe_lite": lambda: Glm4MoeLiteConfig(
             **common, **without_dense_count, **mla, norm_topk_prob=True, mlp_layer_types=sparse_after_first
         ),
@@ -417,7 +420,7 @@ RELEASED: dict[str, Mirror] = {
 }
 
 
-def _tokenizer(corpus: list[str], vocab: int) -> PreTrainedTokenizerFast:
+def _tokenizer(corpus: Sequence[str], vocab: int) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -36,6 +36,21 @@ class TrainedRows:
     rows: list[int]
     gate_up: nn.Parameter | None
     down: nn.Parameter | None
+
+
+class FusedExperts(Protocol):
+    """What this implementation reads of a transformers experts module that `supported` accepts."""
+
+    num_experts: int
+    gate_up_proj: torch.Tensor
+    down_proj: torch.Tensor
+
+    def _apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor: ...
+
+
+def attach(experts: nn.Module, trained: TrainedRows) -> None:
+    """Gives an experts module the rows `trained_rows_forward` will train in it."""
+    setattr(experts, IMPLEMENTATION, trained)
 
 
 def supported(experts: nn.Module) -> bool:
@@ -68,7 +83,7 @@ class _TrainedRowsMlp(torch.autograd.Function):
         hidden: torch.Tensor,
         top_k_index: torch.Tensor,
         top_k_weights: torch.Tensor,
-        experts: nn.Module,
+        experts: FusedExperts,
         trained: TrainedRows,
         gate_up_master: torch.Tensor | None,
         down_master: torch.Tensor | None,
@@ -176,7 +191,7 @@ class _TrainedRowsMlp(torch.autograd.Function):
 def trained_rows_forward(
     experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
 ) -> torch.Tensor:
-    trained: TrainedRows = experts.steermoe_trained_rows
+    trained: TrainedRows = getattr(experts, IMPLEMENTATION)
     return _TrainedRowsMlp.apply(hidden, top_k_index, top_k_weights, experts, trained, trained.gate_up, trained.down)
 
 

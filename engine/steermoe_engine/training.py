@@ -21,7 +21,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -32,14 +32,15 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
 
-from .adapters import MoeAdapter, decoder
+from .adapters import MoeAdapter, decoder, decoder_layers, lm_head
 from .control import LayerControl, RouterControl, allowed_only
 from .distributed import rank_and_world
 from .errors import EngineError
 from .generation import Messages, chat_ids, naming, sample_ids
 from .models import Loaded
-from .trained_rows import TrainedRows, supported, trained_rows
+from .trained_rows import TrainedRows, attach, supported, trained_rows
 
 Trainable = Literal["experts", "all", "router"]
 
@@ -138,17 +139,17 @@ class RouterProbe:
             handle.remove()
 
 
-def shard(model: nn.Module, device: torch.device) -> None:
+def shard(model: PreTrainedModel, device: torch.device) -> None:
     """FSDP2 over the ranks: one unit per decoder layer, the decoder (embeddings, final norm) as
     the root, and the LM head as a unit of its own, since training calls the decoder and the head
     separately. A head tied to the embeddings stays whole on every rank. Gradients are summed over
     the ranks, not averaged: each rank's loss is already normalised by the whole batch."""
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    stack, head = decoder(model), model.get_output_embeddings()
-    tied = head.weight is stack.get_input_embeddings().weight
-    for layer in stack.layers:
+    head = lm_head(model)
+    tied = head.weight is model.get_input_embeddings().weight
+    for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh)
-    fully_shard(stack, mesh=mesh, ignored_params={head.weight} if tied else None)
+    fully_shard(decoder(model), mesh=mesh, ignored_params={cast(nn.Parameter, head.weight)} if tied else None)
     if tied:
         head.weight.data = head.weight.data.to(device)
     else:
@@ -161,7 +162,8 @@ def shard(model: nn.Module, device: torch.device) -> None:
 
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A sharded model's whole weights, gathered on rank 0 (empty elsewhere)."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return cast(dict[str, torch.Tensor], state)
 
 
 LOGITS_PER_SLICE = 2**24  # logits the LM head makes at once in training (64 MiB in fp32)
@@ -176,7 +178,7 @@ def logits_scaling(model: nn.Module) -> float:
 
 
 def target_loss(
-    head: nn.Module, scaling: float, hidden: torch.Tensor, target: torch.Tensor, sliced: bool
+    head: nn.Linear, scaling: float, hidden: torch.Tensor, target: torch.Tensor, sliced: bool
 ) -> torch.Tensor:
     """Summed cross-entropy of the next tokens, of the head's logits divided by `scaling`. Sliced,
     the head runs on a slice of target positions at a time and again in backward (activation
@@ -196,7 +198,7 @@ def target_loss(
     return torch.stack(parts).sum()
 
 
-def _slice_loss(head: nn.Module, scaling: float, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _slice_loss(head: nn.Linear, scaling: float, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     logits = head(hidden)
     if scaling != 1.0:  # divided in the head's dtype, as the model's forward divides before its loss upcasts
         logits = logits / scaling
@@ -250,7 +252,7 @@ class Trainer:
         self.row_grads = self.world == 1 and all(supported(layer.experts) for layer in layers)
         if self.row_grads:
             for layer in layers:
-                layer.experts.steermoe_trained_rows = TrainedRows([], None, None)
+                attach(layer.experts, TrainedRows([], None, None))
         by_index = {layer.index: layer for layer in layers}
         for index, chosen in sorted(experts.items()):
             if not chosen:
@@ -274,9 +276,7 @@ class Trainer:
                 masters[name] = master
                 self.slices.append(piece)
             if self.row_grads:
-                layer.experts.steermoe_trained_rows = TrainedRows(
-                    sorted(set(chosen)), masters["gate_up_proj"], masters["down_proj"]
-                )
+                attach(layer.experts, TrainedRows(sorted(set(chosen)), masters["gate_up_proj"], masters["down_proj"]))
         return [piece.master for piece in self.slices]
 
     def _encode(self, messages: Messages) -> tuple[list[int], list[int]]:
@@ -427,7 +427,7 @@ class Trainer:
                 next_tokens = chunk.target[:, 1:]
                 picked = hidden.last_hidden_state[:, :-1][next_tokens != -100]
                 token_loss = target_loss(
-                    model.get_output_embeddings(),
+                    lm_head(model),
                     logits_scaling(model),
                     picked,
                     next_tokens[next_tokens != -100],
@@ -458,7 +458,8 @@ class Trainer:
         mine = list(range(self.rank, len(batch.encoded), self.world))
         most = -(-len(batch.encoded) // self.world)
         micro_batch = self.setup.micro_batch or most
-        pad = self.loaded.tokenizer.pad_token_id or 0
+        pad = self.loaded.tokenizer.pad_token_id
+        pad = pad if isinstance(pad, int) else 0
         chunks = []
         for start in range(0, most, micro_batch):
             rows = mine[start : start + micro_batch]

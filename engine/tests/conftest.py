@@ -10,7 +10,7 @@ import torch
 from steermoe_engine.models import Loaded, load
 from steermoe_engine.tiny import RELEASED, TinySize, build_tiny
 
-from .support import record_outcome, write_matrix
+from .support import FAMILIES_COLLECTED, FAMILIES_FILE, record_outcome, write_matrix
 
 ARCHS = ["olmoe", "mixtral", "qwen2_moe", "qwen3_moe"]
 # Every architecture with a routing adapter, one tiny model each (test_families.py).
@@ -122,6 +122,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Before -k deselects anything: how many family tests a complete run has.
-    config._families_total = sum(
-        1 for i in items if i.module is not None and i.module.__name__.endswith("test_families")
-    )  # type: ignore[attr-defined]
+    config.stash[FAMILIES_COLLECTED] = sum(1 for i in items if i.path.name == FAMILIES_FILE)

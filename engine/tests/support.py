@@ -14,6 +14,10 @@ import pytest
 from steermoe_engine.families import ARCHITECTURES
 from steermoe_engine.tiny import RELEASED
 
+FAMILIES_FILE = "test_families.py"
+# How many family tests a complete run has, counted before -k deselects any.
+FAMILIES_COLLECTED = pytest.StashKey[int]()
+
 CAPABILITIES = ("inspect", "record", "steer", "train")
 # The matrix's columns: a capability, in one dtype (None: the same in every dtype). A test that
 # takes no dtype vouches for every column of its capability.
@@ -69,8 +73,8 @@ def _table() -> str:
 
 
 def write_matrix(session: pytest.Session, exitstatus: int) -> None:
-    items = [i for i in session.items if i.module is not None and i.module.__name__.endswith("test_families")]
-    all_collected = getattr(session.config, "_families_total", None)
+    items = [i for i in session.items if i.path.name == FAMILIES_FILE]
+    all_collected = session.config.stash.get(FAMILIES_COLLECTED, None)
     if not items or all_collected is None or len(items) != all_collected:
         return
     if session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from transformers import GenerationMixin, PreTrainedModel
 
-from steermoe import record_routing, steer
+from steermoe import Recording, record_routing, steer
 from steermoe.schema import problem, run_file_schema
 from steermoe_engine.generation import Sampling, chat_ids, generate
 from steermoe_engine.models import Loaded, load
@@ -37,13 +38,22 @@ def engine_run(loaded: Loaded, tmp_path: Path, layer: int | None) -> dict[str, n
     return {**load_file(shard.path), "generated": sample["generated_ids"]}
 
 
-def api_run(loaded: Loaded, layer: int | None) -> tuple[torch.Tensor, object]:
+def hf_generate(model: PreTrainedModel, inputs: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """transformers' greedy generate, as a notebook calls it."""
+    assert isinstance(model, GenerationMixin)
+    # transformers types generate's self as a protocol its own models do not meet statically.
+    out = model.generate(inputs, max_new_tokens=new_tokens, do_sample=False)  # pyright: ignore[reportAttributeAccessIssue]
+    assert isinstance(out, torch.Tensor)
+    return out
+
+
+def api_run(loaded: Loaded, layer: int | None) -> tuple[torch.Tensor, Recording]:
     inputs = torch.tensor([chat_ids(loaded, PROMPT, add_generation_prompt=True)])
     changes = (
         {} if layer is None else {"deactivate": [(layer, e) for e in STEER["deactivate"]], "activate": [(layer, 5)]}
     )
     with record_routing(loaded.model) as recording, steer(loaded.model, **changes):
-        out = loaded.model.generate(inputs, max_new_tokens=12, do_sample=False)
+        out = hf_generate(loaded.model, inputs, 12)
     return out[0, inputs.shape[1] :], recording
 
 
@@ -82,7 +92,7 @@ def test_padding_is_dropped_and_shards_read_back(loaded: dict[str, Loaded], tmp_
         model.model(input_ids=input_ids, attention_mask=attention_mask)
         with record_routing(model.model) as inner:
             model.model(torch.tensor([rows[0]]))
-            model.model.generate(torch.tensor([rows[0]]), max_new_tokens=3, do_sample=False)
+            hf_generate(model.model, torch.tensor([rows[0]]), 3)
         assert len(inner.calls) == 2 and "generate" in vars(model.model)
     padded, alone, generated = recording.calls
     assert len(generated[0].generation) == 2 and generated[0].prompt.shape == alone[0].prompt.shape

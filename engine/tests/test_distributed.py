@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from torch.distributed import TCPStore  # pyright: ignore[reportPrivateImportUsage]
+from torch.multiprocessing.spawn import start_processes
 
 from steermoe_engine.files import load_tensors, save_tensors
 from steermoe_engine.models import load
@@ -80,7 +81,7 @@ def _rank(rank: int, port: int, device: str, jobs: list[tuple[str, str, str]]) -
     torch.set_num_threads(1)
     if device == "cuda":
         torch.cuda.set_device(rank)
-    store = dist.TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
+    store = TCPStore("127.0.0.1", port, 2, is_master=rank == 0)
     backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
     dist.init_process_group(backend, store=store, rank=rank, world_size=2)
     for model, out, checkpoint in jobs:
@@ -98,10 +99,10 @@ def two_ranks(models: dict[str, str], device: str, tmp_path_factory: pytest.Temp
     for arch, model in models.items():
         tmp = tmp_path_factory.mktemp(arch)
         jobs[arch] = (model, str(tmp / "ranks.pt"), str(tmp / "step-2.safetensors"))
-    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
+    store = TCPStore("127.0.0.1", 0, 1, is_master=True)  # a free port, released for the ranks
     port = store.port
     del store
-    mp.start_processes(_rank, args=(port, device, list(jobs.values())), nprocs=2, start_method="spawn")
+    start_processes(_rank, args=(port, device, list(jobs.values())), nprocs=2, start_method="spawn")
     runs = {}
     for arch, (_model, out, checkpoint) in jobs.items():
         result = torch.load(out)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -48,7 +49,7 @@ def test_expert_parameters_are_views_of_the_fused_tensors(arch: str, loaded: dic
     layer = adapter.layers[-1]
     params = adapter.expert_parameters(layer, 5)
     assert set(params) == {"gate_up_proj", "down_proj"}
-    assert params["down_proj"].data_ptr() == layer.experts.down_proj[5].data_ptr()
+    assert params["down_proj"].data_ptr() == cast(torch.Tensor, layer.experts.down_proj)[5].data_ptr()
 
 
 def test_dense_model_is_refused(tiny_models: TinyModels) -> None:

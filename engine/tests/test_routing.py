@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from transformers import PretrainedConfig
 
 from steermoe_engine.generation import Sampling, generate, replay
 from steermoe_engine.models import Loaded
@@ -104,6 +106,7 @@ def test_samples_do_not_depend_on_their_batch(loaded: dict[str, Loaded]) -> None
 def test_stops_at_eos_and_drops_what_follows(loaded: dict[str, Loaded], tmp_path: Path) -> None:
     model = loaded["olmoe"]
     eos = model.tokenizer.eos_token_id
+    assert isinstance(eos, int)
     # Make end-of-sequence likely enough that rows end at different steps (rows that have ended
     # leave the batch while the others go on) by biasing the LM head.
     with torch.no_grad():
@@ -144,7 +147,7 @@ def test_replay_records_response_routing(arch: str, loaded: dict[str, Loaded], t
     shards = shards_for(tmp_path, [3, 1])
     for sample, routing in zip(replay(model, convs, shards), read_shards(shards), strict=True):
         ids = [*sample["prompt_ids"].tolist(), *sample["generated_ids"].tolist()]
-        assert model.tokenizer.decode(sample["generated_ids"].tolist()).startswith("I'm sorry")
+        assert str(model.tokenizer.decode(sample["generated_ids"].tolist())).startswith("I'm sorry")
         assert routing["generation"].shape[0] == len(sample["generated_ids"])
         np.testing.assert_array_equal(recorded_experts(routing), reference_experts(model, ids))
 
@@ -185,10 +188,11 @@ def test_prompts_and_steps_run_the_experts_kernel_of_their_phase(loaded: dict[st
     model = loaded["olmoe"]
     assert model.kernels == {"prefill": "eager", "decode": "grouped_mm"}  # on CPU
     experts = model.adapter.layers[0].experts
+    config = cast(PretrainedConfig, experts.config)  # what the experts' dispatch reads
     before = model.model.config._experts_implementation
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[int, str | None]] = []
     hook = experts.register_forward_pre_hook(
-        lambda module, args: seen.append((args[0].shape[0], module.config._experts_implementation))
+        lambda _module, args: seen.append((args[0].shape[0], config._experts_implementation))
     )
     try:
         generate(model, CONVERSATIONS[:2], seeds=[0, 1], sampling=Sampling(4, 1.0, 1.0), shards=[])

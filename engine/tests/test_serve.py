@@ -168,6 +168,7 @@ def test_sglang_generate_returns_flat_int32_routing_when_asked(deepseek: Loaded)
 def test_a_sequence_ended_by_eos_keeps_the_eos_id_and_drops_its_row(deepseek: Loaded) -> None:
     model = deepseek.model
     eos = deepseek.tokenizer.eos_token_id
+    assert isinstance(eos, int)
     model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
     with torch.no_grad():
         model.lm_head.bias[eos] = 30.0

@@ -24,7 +24,7 @@ from .test_routing import CONVERSATIONS
 
 def routed(model: Loaded, ids: torch.Tensor, controls: dict[int, LayerControl]) -> tuple[Any, list[tuple]]:
     """The model's output and, per MoE layer, what its router returned (logits, scores, indices)."""
-    seen: list[tuple] = []
+    seen: list[Any] = []
     with torch.no_grad(), RouterControl(model.adapter, controls):
         # Registered after the steering hook, so this one sees what the layer really used.
         handles = [

@@ -22,6 +22,12 @@ from torch import nn
 RouterOutput = tuple[torch.Tensor, ...]
 
 
+def setting(router: nn.Module, name: str) -> Any:
+    """A router's own attribute: a setting (top_k, num_group, routed_scaling_factor, ...), or a buffer
+    or submodule its architecture adds. nn.Module's type stubs can only call these Tensor | Module."""
+    return getattr(router, name)
+
+
 @dataclass(frozen=True)
 class Routing:
     logits: torch.Tensor  # [tokens, experts], what the router computed before selecting
@@ -128,10 +134,10 @@ class Family:
         return bool(getattr(router, "norm_topk_prob", False))
 
     def top_k(self, router: nn.Module) -> int:
-        return int(router.top_k)
+        return int(setting(router, "top_k"))
 
     def num_experts(self, router: nn.Module) -> int:
-        return int(router.num_experts)
+        return int(setting(router, "num_experts"))
 
     def expert_groups(self, router: nn.Module) -> list[int] | None:
         """[groups, groups chosen per token] where the router chooses groups before experts."""

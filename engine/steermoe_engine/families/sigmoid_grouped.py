@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Bias, Family, keep_valid
+from .base import Bias, Family, keep_valid, setting
 from .grouped import expert_groups, group_mask, grouped
 
 
@@ -32,7 +32,7 @@ class SigmoidGrouped(Family):
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits.sigmoid()
-        choice = b.masked(b.shifted(logits).sigmoid() + router.e_score_correction_bias)
+        choice = b.masked(b.shifted(logits).sigmoid() + setting(router, "e_score_correction_bias"))
         best, second = grouped(router, choice).topk(2, dim=-1)[0].unbind(-1)
         if b.removed is not None:
             # A removed expert adds nothing to its group's score, rather than -inf: a group that
@@ -46,8 +46,8 @@ class SigmoidGrouped(Family):
         if b.removed is not None:
             valid = (allowed & ~b.removed).gather(1, indices)
             weights = torch.where(valid, weights, torch.zeros_like(weights))
-        if router.norm_topk_prob:
+        if setting(router, "norm_topk_prob"):
             denominator = weights.sum(dim=-1, keepdim=True) + 1e-20
             weights /= denominator
-        weights = weights * router.routed_scaling_factor
+        weights = weights * setting(router, "routed_scaling_factor")
         return keep_valid(indices, weights, valid)

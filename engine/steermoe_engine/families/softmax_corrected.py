@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Bias, Family, keep_valid
+from .base import Bias, Family, keep_valid, setting
 
 
 class SoftmaxCorrected(Family):
@@ -30,10 +30,10 @@ class SoftmaxCorrected(Family):
         live = b.without_removed(logits)
         probs = torch.softmax(live, dim=1, dtype=torch.float)
         choice = probs if b.finite is None else torch.softmax(b.shifted(live), dim=1, dtype=torch.float)
-        _, indices = torch.topk(b.masked(router.moe_statics(choice)), self.top_k(router), dim=-1)
+        _, indices = torch.topk(b.masked(setting(router, "moe_statics")(choice)), self.top_k(router), dim=-1)
         weights = torch.gather(probs, dim=-1, index=indices)
         valid = None if b.removed is None else ~b.removed[indices]
         if valid is not None:
             weights = torch.where(valid, weights, torch.zeros_like(weights))
-        weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=router.norm_min)
+        weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=setting(router, "norm_min"))
         return keep_valid(indices, weights, valid)

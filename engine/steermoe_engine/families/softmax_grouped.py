@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Bias, Family, keep_valid
+from .base import Bias, Family, keep_valid, setting
 from .grouped import expert_groups, group_mask, grouped
 
 
@@ -22,7 +22,7 @@ class SoftmaxGrouped(Family):
 
     def expert_groups(self, router: nn.Module) -> list[int] | None:
         # DeepSeek-V2-Lite's "greedy" top-k ignores its groups.
-        return expert_groups(router) if router.topk_method == "group_limited_greedy" else None
+        return expert_groups(router) if setting(router, "topk_method") == "group_limited_greedy" else None
 
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
@@ -33,11 +33,11 @@ class SoftmaxGrouped(Family):
         # Biased, by the biased logits: softmax(logits + bias)'s order without its underflow.
         ranking = scores if b.finite is None and b.forced is None else b.rank(logits.float())
         allowed = None
-        if router.topk_method == "group_limited_greedy":
+        if setting(router, "topk_method") == "group_limited_greedy":
             allowed = group_mask(router, grouped(router, ranking).max(dim=-1).values)
             ranking = ranking.masked_fill(~allowed, float("-inf"))
         indices = torch.topk(ranking, k=self.top_k(router), dim=-1, sorted=False)[1]
-        weights = scores.gather(-1, indices) * router.routed_scaling_factor
+        weights = scores.gather(-1, indices) * setting(router, "routed_scaling_factor")
         valid = None
         if b.removed is not None or allowed is not None:
             # [tokens, experts] whichever is set: DeepSeek-V2-Lite's greedy top-k has no group mask.

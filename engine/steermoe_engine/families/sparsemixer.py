@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Bias, Family, keep_valid
+from .base import Bias, Family, keep_valid, setting
 
 
 class SparseMixer(Family):
@@ -27,7 +27,7 @@ class SparseMixer(Family):
     def select(
         self, router: nn.Module, logits: torch.Tensor, b: Bias, args: tuple[Any, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = float(router.router_jitter_noise)
+        eps = float(setting(router, "router_jitter_noise"))
         remaining = b.without_removed(logits)
         picks, weights, valid = [], [], []
         taken = torch.zeros_like(logits, dtype=torch.bool)
