@@ -8,8 +8,10 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -43,6 +45,30 @@ for s in samples[:20]:
     assert run.routing(s["sample_id"], "prompt").shape[0] == len(s["prompt_token_ids"])
 print("load_run matches the files")
 `;
+
+/** Every file of a run folder is a row of docs/run-folder.md's tables (those of its train/ and eval/
+ * in theirs too; a model folder's files are the row `final_model/`). */
+function assertDocumented(run: string): void {
+  const doc = readFileSync(join(PACKAGE_ROOT, "docs", "run-folder.md"), "utf8");
+  const rows = new Set(
+    [...doc.matchAll(/^\| (`[^|]+`) *\|/gm)].flatMap((m) =>
+      [...m[1]!.matchAll(/`([^`]+)`/g)].map((n) => n[1]!),
+    ),
+  );
+  const files = readdirSync(run, { recursive: true, encoding: "utf8" }).filter((f) =>
+    statSync(join(run, f)).isFile(),
+  );
+  const named = (file: string) => {
+    const own = file.replace(/^(train|eval)\//, "").replace(/\d{5,}/g, (digits) => "N".repeat(digits.length));
+    return rows.has(own.startsWith("final_model/") ? "final_model/" : own);
+  };
+  assert.ok(files.length > 30, `${files.length} files`);
+  assert.deepEqual(
+    files.filter((f) => !named(f)),
+    [],
+    "docs/run-folder.md does not name these files",
+  );
+}
 
 /**
  * The README's method, as commands, run as printed from a folder holding the package's bin/ and
@@ -155,6 +181,7 @@ test("npm install of the packed tarball, steermoe setup, demo: the method works,
   assertRepaired(demo);
   assert.match(demo, /experts trained: \d+ of 64/);
   assert.ok(existsSync(join(project, "runs", "demo", "report.html")));
+  assertDocumented(join(project, "runs", "demo"));
   const again = spawnSync("npx", ["--no", "steermoe", "demo"], { cwd: project, env, encoding: "utf8" });
   assert.equal(again.status, 1);
   assert.match(again.stderr, /already exists and is not empty; choose another --out or pass --overwrite/);

@@ -61,6 +61,8 @@ def decoder(model: PreTrainedModel) -> nn.Module:
     return found if hasattr(found, "layers") else cast(nn.Module, model.model)
 
 
+# transformers types what its accessors return as nn.Module (or Tensor | Module): these name what
+# every supported model holds there.
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     return cast(nn.ModuleList, decoder(model).layers)
 

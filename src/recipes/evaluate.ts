@@ -50,7 +50,12 @@ import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/i
 import { storableSettings } from "../components/io/secrets.js";
 import { checkWritable } from "../components/io/run.js";
 import { checkDeltaFits, readDelta, type DeltaHeader } from "../components/method/delta.js";
-import { EvalSet, type EvalResults, type EvalSampleRow } from "../components/io/run-files.js";
+import {
+  EvalSet,
+  type EvalConfig,
+  type EvalResults,
+  type EvalSampleRow,
+} from "../components/io/run-files.js";
 import { Steering, steerRequest, type SteerRequest } from "../components/method/steering.js";
 
 export const EvalModel = z.strictObject({
@@ -283,7 +288,7 @@ export async function evaluate(
           ...storableSettings(settings),
           ...generator.description,
           finished,
-        });
+        } satisfies EvalConfig);
       const results: ModelResult[] = [];
       const rows: EvalSampleRow[] = [];
       for (const spec of settings.models) {

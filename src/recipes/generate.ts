@@ -26,7 +26,7 @@ import { prepareOutDir } from "../components/io/run.js";
 import { Steering, steerRequest } from "../components/method/steering.js";
 import { UserError } from "../components/errors.js";
 import { TextEncoding, writeJsonAtomic, writeJsonlAtomic } from "../components/io/store.js";
-import type { GeneratedRow } from "../components/io/run-files.js";
+import type { GeneratedRow, GenerateMeta } from "../components/io/run-files.js";
 
 export const GenerateConfig = z.strictObject({
   model: ModelConfig,
@@ -101,7 +101,7 @@ export async function generate(
       const started = Date.now();
       let generatedTokens = 0;
       const bar = progress(config.replay ? "replay" : "generate", conversations.length, "samples");
-      const meta = (complete: boolean) => ({
+      const meta = (complete: boolean): GenerateMeta => ({
         format: "steermoe.generate.v1",
         complete,
         samples: rows.length,

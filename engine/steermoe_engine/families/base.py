@@ -24,7 +24,7 @@ RouterOutput = tuple[torch.Tensor, ...]
 
 def setting(router: nn.Module, name: str) -> Any:
     """A router's own attribute: a setting (top_k, num_group, routed_scaling_factor, ...), or a buffer
-    or submodule its architecture adds. nn.Module's type stubs can only call these Tensor | Module."""
+    or submodule its architecture adds, which nn.Module's type stubs can only type as Tensor | Module."""
     return getattr(router, name)
 
 

@@ -28,6 +28,21 @@ export const GeneratedRow = z.object({
 });
 export type GeneratedRow = z.infer<typeof GeneratedRow>;
 
+/** OUT/meta.json of generate: what made the samples, and whether every conversation is in. The
+ * settings, model description and backends are stored as given. */
+export const GenerateMeta = z.looseObject({
+  format: z.literal("steermoe.generate.v1"),
+  complete: z.boolean(),
+  samples: int,
+  total: int,
+  /** With --skip-long: the conversations left out because they were over the length limit. */
+  skipped_long: z.array(z.string()).optional(),
+  config: z.record(z.string(), z.unknown()),
+  computeBatchSize: int,
+  model: z.record(z.string(), z.unknown()),
+});
+export type GenerateMeta = z.infer<typeof GenerateMeta>;
+
 /** One generated sample of an analysis batch, a line of RUN/samples/batch-NNNNN.jsonl. */
 export const SampleRow = Sample.extend({
   seed: int,
@@ -212,6 +227,12 @@ export const EvalResults = z.array(
   }),
 );
 export type EvalResults = z.infer<typeof EvalResults>;
+
+/** OUT/eval_config.json: eval's settings and backends, stored as given. Written with the first
+ * results and `finished: false` until the last model is in, so a stopped comparison says so;
+ * folders from before the flag have none. */
+export const EvalConfig = z.looseObject({ finished: z.boolean().optional() });
+export type EvalConfig = z.infer<typeof EvalConfig>;
 
 /** A line of OUT/samples.jsonl of eval: one judged response. */
 export const EvalSampleRow = z.object({

@@ -17,6 +17,7 @@ import type { Messages } from "../domain.js";
 import {
   AnalyzedSampleRow,
   BatchesFile,
+  EvalConfig,
   EvalResults,
   EvalSampleRow,
   ExpertsFile,
@@ -140,9 +141,7 @@ function byBenchmark(models: z.infer<typeof BenchmarkModels>) {
 function unfinishedEval(dir: string): string | null {
   if (!existsSync(join(dir, "results.json"))) return null;
   const config = join(dir, "eval_config.json");
-  const { finished } = existsSync(config)
-    ? readJson(config, z.looseObject({ finished: z.boolean().optional() }))
-    : { finished: false };
+  const { finished } = existsSync(config) ? readJson(config, EvalConfig) : { finished: false };
   return finished === false
     ? `the evaluation in ${dir} did not finish (stopped or killed): its results hold only the models it completed`
     : null;
