@@ -15,6 +15,8 @@ import {
   settingsJsonSchemas,
 } from "../src/cli/schemas.js";
 import { commandReference } from "../src/cli/reference.js";
+import { GenerateMeta } from "../src/components/io/run-files.js";
+import { readJson } from "../src/components/io/store.js";
 
 // Removed once every test of this file has run.
 const dir = tempDir({ after });
@@ -76,9 +78,9 @@ for (const batch of [1, 8]) {
     assert.equal(counts.generated_tokens, 8 * 24);
     assert.ok(counts.prompt_tokens > 8 * 10);
     assert.equal(counts.mismatched_tokens, 0);
-    const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8"));
+    const meta = readJson(join(out, "meta.json"), GenerateMeta);
     assert.equal(meta.complete, true);
-    assert.equal(meta.computeBatchSize, batch);
+    assert.equal(meta.compute_batch_size, batch);
   });
 }
 
@@ -271,11 +273,11 @@ test("settings: --config file, then --set, then flags; what was used is in meta.
     "3",
   ]);
   assert.equal(result.status, 0, result.stderr);
-  const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8"));
+  const meta = readJson(join(out, "meta.json"), GenerateMeta);
   assert.deepEqual(meta.config.sampling, { maxNewTokens: 4, temperature: 0, topP: 1, seed: 7 });
   assert.equal(meta.config.input, CONVERSATIONS);
   assert.equal(meta.config.computeBatch, 3);
-  assert.equal(meta.computeBatchSize, 3);
+  assert.equal(meta.compute_batch_size, 3);
   const lengths = readFileSync(join(out, "samples.jsonl"), "utf8")
     .trim()
     .split("\n")

@@ -108,7 +108,7 @@ export async function generate(
         total: conversations.length,
         ...(config.skipLong && { skipped_long: skippedLong }),
         config,
-        computeBatchSize: batchSize,
+        compute_batch_size: batchSize,
         model: z.encode(ModelInfo, model),
         ...generator.description,
       });

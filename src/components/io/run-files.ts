@@ -38,7 +38,7 @@ export const GenerateMeta = z.looseObject({
   /** With --skip-long: the conversations left out because they were over the length limit. */
   skipped_long: z.array(z.string()).optional(),
   config: z.record(z.string(), z.unknown()),
-  computeBatchSize: int,
+  compute_batch_size: int,
   model: z.record(z.string(), z.unknown()),
 });
 export type GenerateMeta = z.infer<typeof GenerateMeta>;
