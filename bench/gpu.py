@@ -49,9 +49,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForCausalLM
 
 from steermoe_engine.fingerprint import model_limits
-from steermoe_engine.generation import Sampling, generate_ids, left_pad
+from steermoe_engine.generation import Sampling, forced_routing, generate_ids
 from steermoe_engine.models import Loaded, settle_numerics
-from steermoe_engine.routing import RoutingRecorder
 from steermoe_engine.tiny import TinySize, tiny_config
 from steermoe_engine.training import Trainer, TrainSetup
 
@@ -253,21 +252,10 @@ def teacher_forced(loaded: Loaded, prompts: list[list[int]], generated: Any) -> 
     differ, prompt and generated tokens apart."""
     results, routing = generated
     full = [prompt + result["generated_ids"].tolist() for prompt, result in zip(prompts, results, strict=True)]
-    input_ids, mask = left_pad(full, 0, loaded.device)
-    width = input_ids.shape[1]
-    with torch.inference_mode(), RoutingRecorder(loaded.adapter) as recorder, loaded.phases() as use:
-        use("prefill")
-        loaded.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
-    forced = recorder.ids[0].view(len(full), width, len(loaded.adapter.layers), -1).cpu()
     differ = {"prompt": [0, 0], "generation": [0, 0]}
-    for row, (prompt, sample) in enumerate(zip(prompts, routing, strict=True)):
-        start = width - len(full[row])
-        for part, recorded, offset in (
-            ("prompt", sample["prompt"][0], start),
-            ("generation", sample["generation"][0], start + len(prompt)),
-        ):
-            mine = recorded.sort(-1).values
-            theirs = forced[row, offset : offset + len(recorded)].sort(-1).values
+    for decoded, forced in zip(routing, forced_routing(loaded, prompts, full), strict=True):
+        for part in differ:
+            mine, theirs = decoded[part][0].sort(-1).values, forced[part][0].sort(-1).values
             differ[part][0] += int((mine != theirs).any(-1).sum())
             differ[part][1] += mine.shape[0] * mine.shape[1]
     return {part: {"differ": d, "of": n, "fraction": d / n if n else 0.0} for part, (d, n) in differ.items()}

@@ -63,7 +63,7 @@ def chat_ids(loaded: Loaded, messages: Messages, add_generation_prompt: bool) ->
     return ids
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -185,7 +185,7 @@ def generate_ids(
     model, device = loaded.model, loaded.device
     eos_ids = torch.tensor(sorted(_eos_ids(loaded)), device=device)
     pad_id = _pad_id(loaded)
-    input_ids, attention_mask = left_pad(prompts, pad_id, device)
+    input_ids, attention_mask = _left_pad(prompts, pad_id, device)
     batch, width = input_ids.shape
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
@@ -309,42 +309,45 @@ def replay_ids(
 
 
 @torch.inference_mode()
-def replay(
-    loaded: Loaded, conversations: list[Messages], shards: list[Shard], ids: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Teacher-forced pass over conversations ending in an assistant message: records the routing
-    of the prompt and of the response tokens into `shards` without generating."""
-    model, device = loaded.model, loaded.device
-    prompts, fulls = replay_ids(loaded, conversations, ids)
-    input_ids, attention_mask = left_pad(fulls, _pad_id(loaded), device)
+def forced_routing(loaded: Loaded, prompts: list[list[int]], fulls: list[list[int]]) -> list[RoutedParts]:
+    """The routing of one teacher-forced forward over each whole sequence, its prompt (a prefix
+    of it) apart from the rest."""
+    input_ids, attention_mask = _left_pad(fulls, _pad_id(loaded), loaded.device)
     batch, width = input_ids.shape
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with RoutingRecorder(loaded.adapter) as recorder, loaded.phases() as use:
         use("prefill")
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
+        loaded.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1)
     experts = recorder.ids[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
     weights = recorder.weights[0].view(batch, width, len(loaded.adapter.layers), -1).cpu()
-    results: list[dict[str, Any]] = []
     routing: list[RoutedParts] = []
     for row, (prompt, full) in enumerate(zip(prompts, fulls, strict=True)):
         start, split = width - len(full), width - len(full) + len(prompt)
-        response = full[len(prompt) :]
-        results.append(
-            {
-                "prompt_ids": _id_array(prompt),
-                "generated_ids": _id_array(response),
-                "text": conversations[row][-1]["content"],
-                "finish_reason": "replay",
-            }
-        )
         routing.append(
             {
                 "prompt": (experts[row, start:split], weights[row, start:split]),
                 "generation": (experts[row, split:], weights[row, split:]),
             }
         )
-    write_shards(loaded.adapter, shards, routing)
-    return results
+    return routing
+
+
+def replay(
+    loaded: Loaded, conversations: list[Messages], shards: list[Shard], ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Teacher-forced pass over conversations ending in an assistant message: records the routing
+    of the prompt and of the response tokens into `shards` without generating."""
+    prompts, fulls = replay_ids(loaded, conversations, ids)
+    write_shards(loaded.adapter, shards, forced_routing(loaded, prompts, fulls))
+    return [
+        {
+            "prompt_ids": _id_array(prompt),
+            "generated_ids": _id_array(full[len(prompt) :]),
+            "text": messages[-1]["content"],
+            "finish_reason": "replay",
+        }
+        for prompt, full, messages in zip(prompts, fulls, conversations, strict=True)
+    ]
 
 
 def _eos_ids(loaded: Loaded) -> set[int]:

@@ -26,6 +26,7 @@ from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _grouped_mm
 from .models import experts_implementation
 
 IMPLEMENTATION = "steermoe_trained_rows"
+ROWS = "steermoe_rows"  # the experts module's attribute holding its TrainedRows
 PAIRS_PER_SLICE = 8192  # (token, expert) pairs per slice of the weighted sum and of the backward
 
 
@@ -50,7 +51,7 @@ class FusedExperts(Protocol):
 
 def attach(experts: nn.Module, trained: TrainedRows) -> None:
     """Gives an experts module the rows `trained_rows_forward` will train in it."""
-    setattr(experts, IMPLEMENTATION, trained)
+    setattr(experts, ROWS, trained)
 
 
 def supported(experts: nn.Module) -> bool:
@@ -191,7 +192,7 @@ class _TrainedRowsMlp(torch.autograd.Function):
 def trained_rows_forward(
     experts: nn.Module, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
 ) -> torch.Tensor:
-    trained: TrainedRows = getattr(experts, IMPLEMENTATION)
+    trained: TrainedRows = getattr(experts, ROWS)
     return _TrainedRowsMlp.apply(hidden, top_k_index, top_k_weights, experts, trained, trained.gate_up, trained.down)
 
 
